@@ -1,0 +1,41 @@
+# Two entry points: `make demo` and `make test`. Both create/reuse .venv themselves.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# pyworld 0.3.5 ships only an sdist whose setup.py imports pkg_resources, removed in
+# setuptools 82: build it without isolation against a pinned setuptools.
+BUILD_PINS := "setuptools>=64,<81" wheel "cython>=3" "numpy>=1.26"
+# The CPU build of torch (a plain `torch` pulls a multi-GB CUDA build on a GPU-less box).
+TORCH := torch==2.13.0
+
+.PHONY: venv demo test lint format clean bench
+
+venv: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade "pip<26.2"
+	$(PY) -m pip install --quiet $(BUILD_PINS)
+	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet --no-build-isolation pyworld==0.3.5
+	$(PY) -m pip install --quiet --no-build-isolation -e ".[dev]"
+	$(PY) -c "import pyworld, torch, zarr, dask.distributed, transformers; print('venv ready: torch', torch.__version__, 'zarr', zarr.__version__)"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/python -m pipeline.demo
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check pipeline trainer tests bench
+	$(VENV)/bin/ruff format --check pipeline trainer tests bench
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format pipeline trainer tests bench
+	$(VENV)/bin/ruff check --fix pipeline trainer tests bench
+
+test: $(STAMP) lint
+	$(VENV)/bin/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
