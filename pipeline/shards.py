@@ -1,0 +1,225 @@
+"""The shard format: the only module that touches zarr.
+
+A shard is a Zarr v3 group holding a fixed list of clips and all their views:
+
+- ``audio``   int16 (1 + N, total_samples): row 0 the original 16 kHz mono clip, rows 1..N
+  the perturbed views; chunked along time and stored with Zarr's ``shards=`` so that the
+  whole array is one file on disk.
+- ``offsets`` int64 (clips + 1,): clip i is ``audio[:, offsets[i]:offsets[i + 1]]``.
+- ``clip_ids`` variable-length strings (clips,), the manifest ids in order.
+- attributes (JSON): ``schema_version``, ``kind``, ``views``, ``seed``, ``key``, ``params``,
+  ``drawn`` (per clip, the parameters drawn for views 1..N) and ``clip_crc32`` (per clip, a
+  CRC-32 of its int16 samples, row-major over views) so that a reader can name a damaged clip.
+
+A shard is written under a temporary name next to its final name and renamed only once
+complete, so a folder named ``shard-XXXXX.zarr`` is always a finished shard.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+import zarr.codecs
+
+SHARD_SCHEMA_VERSION = 1
+CHUNK_SAMPLES = 32768  # 2 s at 16 kHz: one clip rarely spans more than two chunks
+INT16_SCALE = 32768.0
+
+
+class ShardError(ValueError):
+    """A shard that cannot be read or does not match what the manifest says."""
+
+
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.zarr"
+
+
+def to_int16(audio: np.ndarray) -> np.ndarray:
+    """Float audio in [-1, 1] to int16 with rounding and clipping (no wrap-around)."""
+    scaled = np.rint(np.asarray(audio, dtype=np.float64) * INT16_SCALE)
+    return np.clip(scaled, -32768, 32767).astype(np.int16)
+
+
+@dataclass(frozen=True)
+class ShardClip:
+    """One clip to store: views (1 + N, T) float in [-1, 1] and the drawn parameters of 1..N."""
+
+    clip_id: str
+    views: np.ndarray
+    drawn: Sequence[dict[str, Any]]
+
+
+def write_shard(
+    path: str | os.PathLike[str],
+    clips: Sequence[ShardClip],
+    attrs: dict[str, Any],
+) -> tuple[int, str]:
+    """Write ``clips`` as one shard at ``path`` atomically; returns (total samples, checksum).
+
+    The group is built under ``<path>.tmp-<pid>`` and renamed when complete; a stale
+    temporary folder from a killed run is removed first. ``attrs`` (kind, views, seed, key,
+    params) are stored with the shard's own fields added.
+    """
+    path = Path(path)
+    if not clips:
+        raise ShardError(f"{path.name}: a shard needs at least one clip")
+    rows = clips[0].views.shape[0]
+    for c in clips:
+        if c.views.ndim != 2 or c.views.shape[0] != rows:
+            raise ShardError(
+                f"{path.name}: clip {c.clip_id!r} has views of shape {c.views.shape}, "
+                f"expected ({rows}, T)"
+            )
+    lengths = np.array([c.views.shape[1] for c in clips], dtype=np.int64)
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    audio = np.concatenate([to_int16(c.views) for c in clips], axis=1)
+    crcs = [zlib.crc32(np.ascontiguousarray(audio[:, a:b]).tobytes()) for a, b in _spans(offsets)]
+    ids = [c.clip_id for c in clips]
+
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    group = zarr.open_group(tmp, mode="w", zarr_format=3)
+    total = int(offsets[-1])
+    chunk = min(CHUNK_SAMPLES, max(total, 1))
+    shard_len = -(-total // chunk) * chunk
+    arr = group.create_array(
+        "audio",
+        shape=audio.shape,
+        dtype="int16",
+        chunks=(rows, chunk),
+        shards=(rows, shard_len),
+        compressors=zarr.codecs.ZstdCodec(level=3),
+    )
+    arr[:] = audio
+    group.create_array("offsets", shape=offsets.shape, dtype="int64")[:] = offsets
+    group.create_array("clip_ids", shape=(len(ids),), dtype=str)[:] = np.array(ids, dtype=object)
+    group.attrs.update(
+        {
+            **attrs,
+            "schema_version": SHARD_SCHEMA_VERSION,
+            "drawn": [list(c.drawn) for c in clips],
+            "clip_crc32": crcs,
+        }
+    )
+    checksum = content_checksum(audio, offsets, ids)
+    if path.exists():  # an identical shard from an earlier run that the manifest missed
+        shutil.rmtree(path)
+    os.replace(tmp, path)
+    return total, checksum
+
+
+def content_checksum(audio: np.ndarray, offsets: np.ndarray, clip_ids: Sequence[str]) -> str:
+    """sha256 over the decoded contents (independent of compression and file layout)."""
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(audio, dtype="<i2").tobytes())
+    h.update(np.ascontiguousarray(offsets, dtype="<i8").tobytes())
+    h.update("\x1f".join(clip_ids).encode("utf-8"))
+    return "sha256:" + h.hexdigest()
+
+
+def _spans(offsets: np.ndarray) -> list[tuple[int, int]]:
+    return [(int(offsets[i]), int(offsets[i + 1])) for i in range(len(offsets) - 1)]
+
+
+class ShardReader:
+    """Read-only access to one shard. Metadata is read on open; audio on demand."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        try:
+            self._group = zarr.open_group(self.path, mode="r", zarr_format=3)
+            self._audio = self._group["audio"]
+            self.offsets: np.ndarray = np.asarray(self._group["offsets"][:], dtype=np.int64)
+            self.clip_ids: list[str] = [str(s) for s in self._group["clip_ids"][:]]
+            self.attrs: dict[str, Any] = dict(self._group.attrs)
+        except Exception as e:  # zarr raises several types for a missing or broken group
+            raise ShardError(
+                f"{self.path.name}: cannot open shard ({type(e).__name__}: {e})"
+            ) from e
+        if self.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
+            raise ShardError(
+                f"{self.path.name}: shard schema_version {self.attrs.get('schema_version')!r} "
+                f"is not supported (expected {SHARD_SCHEMA_VERSION})"
+            )
+        if len(self.offsets) != len(self.clip_ids) + 1:
+            raise ShardError(
+                f"{self.path.name}: {len(self.clip_ids)} clip ids but {len(self.offsets)} offsets"
+            )
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    @property
+    def num_views(self) -> int:
+        """Rows stored per clip: 1 + N."""
+        return int(self._audio.shape[0])
+
+    @property
+    def total_samples(self) -> int:
+        return int(self._audio.shape[1])
+
+    def read_int16(self, i0: int, i1: int, views: Sequence[int] | None = None) -> np.ndarray:
+        """Raw int16 samples of clips i0..i1-1 as one (rows, T) block: a single zarr read."""
+        a, b = int(self.offsets[i0]), int(self.offsets[i1])
+        if views is None:
+            return np.asarray(self._audio[:, a:b])
+        rows = list(views)
+        if rows == list(range(rows[0], rows[-1] + 1)):
+            return np.asarray(self._audio[rows[0] : rows[-1] + 1, a:b])
+        return np.asarray(self._audio.oindex[rows, a:b])
+
+    def read_range(self, i0: int, i1: int, views: Sequence[int] | None = None) -> list[np.ndarray]:
+        """Clips i0..i1-1 as float32 arrays of shape (rows, T_i), read in one zarr call."""
+        if not 0 <= i0 <= i1 <= len(self):
+            raise IndexError(f"{self.path.name}: clip range {i0}:{i1} outside 0:{len(self)}")
+        if i0 == i1:
+            return []
+        block = self.read_int16(i0, i1, views).astype(np.float32) / np.float32(INT16_SCALE)
+        base = int(self.offsets[i0])
+        return [
+            block[:, int(self.offsets[i]) - base : int(self.offsets[i + 1]) - base]
+            for i in range(i0, i1)
+        ]
+
+    def read_clip(self, i: int, views: Sequence[int] | None = None) -> np.ndarray:
+        """Clip i as float32 (rows, T_i)."""
+        return self.read_range(i, i + 1, views)[0]
+
+    def drawn(self, i: int) -> list[dict[str, Any]]:
+        """Parameters drawn for views 1..N of clip i."""
+        return list(self.attrs.get("drawn", [])[i])
+
+    def checksum(self) -> str:
+        """Recompute the content checksum (reads the whole shard)."""
+        return content_checksum(np.asarray(self._audio[:]), self.offsets, self.clip_ids)
+
+    def clip_crc_mismatches(self, audio: np.ndarray | None = None) -> list[str]:
+        """Ids of clips whose stored samples no longer match their CRC-32."""
+        audio = np.asarray(self._audio[:]) if audio is None else audio
+        expected = self.attrs.get("clip_crc32", [])
+        return [
+            cid
+            for cid, (a, b), crc in zip(self.clip_ids, _spans(self.offsets), expected, strict=False)
+            if zlib.crc32(np.ascontiguousarray(audio[:, a:b]).tobytes()) != crc
+        ]
+
+
+def open_view_set(
+    manifest: Any, manifest_path: str | os.PathLike[str], kind: str, views: int | None = None
+):
+    """The view set of ``kind`` (at least ``views`` views) and a reader per complete shard.
+
+    Raises :class:`pipeline.manifest.ManifestError` when the manifest has no such view set.
+    """
+    view_set = manifest.view_set(kind, views)
+    return view_set, [ShardReader(p) for p in view_set.shard_paths(manifest_path)]
