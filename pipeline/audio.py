@@ -1,0 +1,137 @@
+"""Audio I/O: decode any soundfile-readable clip to float32 mono at 16 kHz, and write WAVs.
+
+Every source clip goes through :func:`read_source` (or :func:`load_audio`): soundfile
+decodes it, channels are averaged (down-mix to mono), and ``scipy.signal.resample_poly``
+brings it to :data:`SAMPLE_RATE`. A file that cannot give usable audio raises
+:class:`AudioError` whose ``reason`` starts with a short category ("empty file",
+"unreadable audio", ...) so that importers can record it as a failure and count failures
+by category.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+SAMPLE_RATE = 16000
+
+
+class AudioError(ValueError):
+    """A clip that cannot be used. ``reason`` is ``"<category>: <detail>"``."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    @property
+    def category(self) -> str:
+        return self.reason.split(":", 1)[0]
+
+
+@dataclass(frozen=True)
+class SourceAudio:
+    """A decoded clip and facts about its source file.
+
+    ``audio`` is float32, shape (T,), mono at 16 kHz; ``sample_rate`` and ``channels``
+    describe the source file; ``num_bytes`` and ``sha256`` identify its exact bytes.
+    """
+
+    audio: np.ndarray
+    sample_rate: int
+    channels: int
+    num_bytes: int
+    sha256: str
+
+
+def read_source(path: str | os.PathLike[str]) -> SourceAudio:
+    """Read ``path`` once, checksum its bytes and decode them (see :func:`decode_audio`)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise AudioError(f"missing file: {path.name} does not exist") from None
+    except IsADirectoryError:
+        raise AudioError(f"unreadable audio: {path.name} is a folder") from None
+    except OSError as e:
+        raise AudioError(f"unreadable audio: {e.strerror or e}") from None
+    audio, sample_rate, channels = decode_audio(data)
+    return SourceAudio(
+        audio=audio,
+        sample_rate=sample_rate,
+        channels=channels,
+        num_bytes=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+
+
+def load_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int, int]:
+    """Decode ``path`` to float32 mono 16 kHz.
+
+    Returns ``(audio, source_sample_rate, source_channels)`` with ``audio`` of shape (T,).
+    Raises :class:`AudioError` for a missing, empty, unreadable, zero-length or
+    non-finite (NaN / inf) file.
+    """
+    src = read_source(path)
+    return src.audio, src.sample_rate, src.channels
+
+
+def decode_audio(data: bytes) -> tuple[np.ndarray, int, int]:
+    """Decode the bytes of an audio file; same contract as :func:`load_audio`."""
+    if len(data) == 0:
+        raise AudioError("empty file: 0 bytes")
+    try:
+        frames, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
+        # soundfile's messages are long and mention the in-memory buffer; keep the gist.
+        detail = str(e).split("\n")[0].rsplit(":", 1)[-1].strip(" .")
+        raise AudioError(
+            f"unreadable audio: not a format soundfile can decode ({detail})"
+        ) from None
+    channels = int(frames.shape[1])
+    if frames.shape[0] == 0 or channels == 0:
+        raise AudioError("zero-length audio: the file holds no samples")
+    if not np.isfinite(frames).all():
+        bad = int(np.count_nonzero(~np.isfinite(frames)))
+        raise AudioError(f"non-finite samples: {bad} NaN or infinite values")
+    # Mean of channels in float64, then one polyphase resampling to 16 kHz.
+    mono = frames.astype(np.float64).mean(axis=1)
+    audio = resample_to(mono, int(sample_rate), SAMPLE_RATE).astype(np.float32)
+    if audio.size == 0:
+        raise AudioError(f"zero-length audio: {frames.shape[0]} samples at {sample_rate} Hz")
+    return audio, int(sample_rate), channels
+
+
+def resample_to(audio: np.ndarray, source_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling of a (T,) signal to float64 of length ceil(T * target / source)."""
+    if source_rate == target_rate:
+        return np.asarray(audio, dtype=np.float64)
+    g = gcd(source_rate, target_rate)
+    return resample_poly(np.asarray(audio, dtype=np.float64), target_rate // g, source_rate // g)
+
+
+def write_wav(
+    path: str | os.PathLike[str],
+    audio: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    subtype: str = "PCM_16",
+) -> None:
+    """Write ``audio`` (float in [-1, 1], shape (T,) or (T, channels)) as a WAV file.
+
+    Values are clipped to [-1, 1] first (PCM cannot hold more). The file is written to a
+    temporary name and renamed, so a reader never sees a half-written WAV. The bytes depend
+    only on the samples, rate and subtype (no timestamps), so regeneration is bit-exact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    data = np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0)
+    sf.write(tmp, data, sample_rate, subtype=subtype, format="WAV")
+    os.replace(tmp, path)
