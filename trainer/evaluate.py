@@ -1,0 +1,295 @@
+"""Evaluation of a finished run: test metrics, leakage probes, and the summary over seeds.
+
+For every seed of ``runs/<name>/`` the selected model (``seed-<s>/best/``) embeds the test
+split (view 0 only) once; from that one pass come
+
+- the task head's predictions: accuracy, macro F1, UAR (macro recall), the per-class report
+  and the confusion matrix (rows = true class, columns = predicted class);
+- the adversarial head's accuracy on y-, reported as what it is: the accuracy of the head
+  the encoder was trained to defeat, not a measure of disentanglement;
+- linear probes (``trainer.probes``) of y+ and y- on the frozen embeddings, next to the same
+  probes on the un-fine-tuned backbone and to chance level: the leakage measurement.
+
+Each seed's numbers go to ``seed-<s>/evaluation.json`` (and its embeddings to
+``seed-<s>/test_embeddings.npz`` for the t-SNE figures); ``summary.json`` and ``summary.md``
+aggregate them over seeds as mean and **sample standard deviation (ddof=1)**; with a
+single seed the standard deviation is undefined and written as null / "n/a".
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+SUMMARY_SCHEMA_VERSION = 1
+EVALUATION_FILE = "evaluation.json"
+EMBEDDINGS_FILE = "test_embeddings.npz"
+STD_NOTE = "sample standard deviation over seeds (ddof=1); null with a single seed"
+
+# Headline metrics of a summary, in table order: (key, column title).
+TASK_METRICS = (("accuracy", "Acc"), ("macro_f1", "F1"), ("uar", "UAR"))
+PROBE_METRICS = (
+    ("probe_task", "Probe y+"),
+    ("probe_adv", "Probe y- (leakage)"),
+    ("backbone_probe_task", "Backbone probe y+"),
+    ("backbone_probe_adv", "Backbone probe y-"),
+)
+ADV_HEAD_METRIC = ("adv_head_accuracy", "Adv. head acc. (not a leakage measure)")
+
+
+# ----- pure aggregation ---------------------------------------------------------------------
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "n", "values"}`` of finite ``values``; ``std`` is the sample
+    standard deviation (ddof=1), None with fewer than two values; ``mean`` None when empty."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return {
+            "mean": None,
+            "std": None,
+            "n": 0,
+            "values": [None if v is None else float(v) for v in values],
+        }
+    array = np.asarray(finite, dtype=np.float64)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else None,
+        "n": len(array),
+        "values": [None if v is None else float(v) for v in values],
+    }
+
+
+def per_class_report(
+    y_true: Sequence[int], y_pred: Sequence[int], names: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 (fractions) and support (clips) of every class in ``names``."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        np.asarray(y_true), np.asarray(y_pred), labels=labels, zero_division=0
+    )
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(names)
+    }
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], classes: int) -> list[list[int]]:
+    """Confusion matrix (classes, classes) as nested lists: rows true, columns predicted."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(classes)))
+    return matrix.astype(int).tolist()
+
+
+def seed_record(
+    seed: int,
+    task_names: Sequence[str],
+    adv_names: Sequence[str],
+    y_task: Sequence[int],
+    y_adv: Sequence[int],
+    task_pred: Sequence[int],
+    adv_pred: Sequence[int] | None,
+    probes: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """One seed's evaluation (what ``evaluation.json`` holds) from labels and predictions.
+
+    ``probes`` maps ``"finetuned"`` / ``"backbone"`` to ``{"task": ProbeResult dict,
+    "adv": ProbeResult dict}``.
+    """
+    from trainer.metrics import classification_metrics
+
+    metrics = classification_metrics(y_task, task_pred)
+    adv_acc = None
+    if adv_pred is not None and len(y_adv):
+        adv_acc = float(np.mean(np.asarray(adv_pred) == np.asarray(y_adv)))
+    metrics["adv_head_accuracy"] = adv_acc
+    return {
+        "seed": int(seed),
+        "test_clips": len(y_task),
+        "labels": {"task": list(task_names), "adv": list(adv_names)},
+        "metrics": metrics,
+        "per_class": per_class_report(y_task, task_pred, task_names),
+        "confusion_matrix": confusion(y_task, task_pred, len(task_names)),
+        "probes": probes,
+    }
+
+
+def summarize(
+    records: Sequence[dict[str, Any]], run_info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Aggregate per-seed records (:func:`seed_record`) into the run summary.
+
+    Headline metrics and probe balanced accuracies become ``{"mean", "std", "n", "values"}``
+    (std = sample std, ddof=1); the per-class report is averaged the same way; confusion
+    matrices are summed over seeds (each seed tests the same split size, so the sum counts
+    every test decision made) and also kept per seed.
+    """
+    if not records:
+        raise ValueError("no seed to summarise")
+    records = sorted(records, key=lambda r: r["seed"])
+    task_names = records[0]["labels"]["task"]
+    adv_names = records[0]["labels"]["adv"]
+
+    def probe_value(record: dict[str, Any], model: str, label: str) -> float | None:
+        probe = record.get("probes", {}).get(model, {}).get(label)
+        return None if probe is None else probe["balanced_accuracy"]
+
+    metrics: dict[str, Any] = {}
+    for key, _ in (*TASK_METRICS, ADV_HEAD_METRIC):
+        metrics[key] = mean_std([r["metrics"].get(key) for r in records])
+    for key, model, label in (
+        ("probe_task", "finetuned", "task"),
+        ("probe_adv", "finetuned", "adv"),
+        ("backbone_probe_task", "backbone", "task"),
+        ("backbone_probe_adv", "backbone", "adv"),
+    ):
+        metrics[key] = mean_std([probe_value(r, model, label) for r in records])
+
+    def chance(label: str, names: Sequence[str]) -> float:
+        for record in records:
+            probe = record.get("probes", {}).get("finetuned", {}).get(label)
+            if probe is not None and probe.get("chance") is not None:
+                return float(probe["chance"])
+        return 1.0 / len(names) if names else float("nan")
+
+    per_class = {
+        name: {
+            field: mean_std([r["per_class"][name][field] for r in records])
+            for field in ("precision", "recall", "f1")
+        }
+        | {"support": int(sum(r["per_class"][name]["support"] for r in records))}
+        for name in task_names
+    }
+    matrices = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in records]
+    return {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        **(run_info or {}),
+        "seeds": [r["seed"] for r in records],
+        "std": STD_NOTE,
+        "labels": {"task": list(task_names), "adv": list(adv_names)},
+        "metrics": metrics,
+        "chance": {"task": chance("task", task_names), "adv": chance("adv", adv_names)},
+        "per_class": per_class,
+        "confusion_matrix": {
+            "labels": list(task_names),
+            "rows": "true class",
+            "columns": "predicted class",
+            "summed_over_seeds": np.sum(matrices, axis=0).astype(int).tolist(),
+            "per_seed": {str(r["seed"]): r["confusion_matrix"] for r in records},
+        },
+    }
+
+
+def format_mean_std(stat: dict[str, Any] | None, percent: bool = True) -> str:
+    """``"61.25 ± 1.30"`` (percent, 2 decimals); ``"61.25 ± n/a"`` with one seed; ``"–"``
+    when there is no value."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    mean = f"{stat['mean'] * scale:.2f}"
+    std = "n/a" if stat.get("std") is None else f"{stat['std'] * scale:.2f}"
+    return f"{mean} ± {std}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The summary as Markdown: headline metrics, leakage probes, per-class report and the
+    summed confusion matrix. Percentages; ± is the sample standard deviation (ddof=1)."""
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    task = summary.get("task", "y+")
+    adv = summary.get("adversarial_label", "y-")
+    metrics = summary["metrics"]
+    lines = [
+        f"# Run {summary.get('run', '')}".rstrip(),
+        "",
+        f"Task y+ = {task}, discarded label y- = {adv}; seeds {seeds}. "
+        f"Values in %, mean ± {STD_NOTE}.",
+        "",
+        "## Test set (task head)",
+        "",
+        "| Acc | F1 (macro) | UAR |",
+        "|---|---|---|",
+        "| " + " | ".join(format_mean_std(metrics[k]) for k, _ in TASK_METRICS) + " |",
+        "",
+        "## Leakage: linear probes on frozen test embeddings (view 0)",
+        "",
+        "Balanced accuracy of a logistic-regression probe (stratified cross-validation). "
+        f"Chance: y+ {100 * summary['chance']['task']:.2f}, "
+        f"y- {100 * summary['chance']['adv']:.2f}. "
+        "Lower y- probe accuracy = less of the discarded label left in the embedding.",
+        "",
+        "| Model | Probe y+ | Probe y- (leakage) |",
+        "|---|---|---|",
+        f"| fine-tuned | {format_mean_std(metrics['probe_task'])} | "
+        f"{format_mean_std(metrics['probe_adv'])} |",
+        f"| un-fine-tuned backbone | {format_mean_std(metrics['backbone_probe_task'])} | "
+        f"{format_mean_std(metrics['backbone_probe_adv'])} |",
+        f"| chance | {100 * summary['chance']['task']:.2f} | "
+        f"{100 * summary['chance']['adv']:.2f} |",
+        "",
+        f"Adversarial head accuracy on y- (the head the encoder was trained to defeat; "
+        f"not a measure of disentanglement): {format_mean_std(metrics['adv_head_accuracy'])}.",
+        "",
+        "## Per-class report (task head)",
+        "",
+        "| Class | Precision | Recall | F1 | Support (all seeds) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in summary["per_class"].items():
+        lines.append(
+            f"| {name} | {format_mean_std(row['precision'])} | {format_mean_std(row['recall'])} "
+            f"| {format_mean_std(row['f1'])} | {row['support']} |"
+        )
+    matrix = summary["confusion_matrix"]
+    names = matrix["labels"]
+    lines += [
+        "",
+        "## Confusion matrix (summed over seeds; rows true, columns predicted)",
+        "",
+        "| true \\ predicted | " + " | ".join(names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for name, row in zip(names, matrix["summed_over_seeds"], strict=True):
+        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write JSON atomically (temp file + rename); NaN becomes null."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(_nan_to_none(data), indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write text atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _nan_to_none(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _nan_to_none(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_nan_to_none(v) for v in value]
+    return value
