@@ -1,0 +1,188 @@
+"""Model, GRL and loss properties of the trainer (tiny randomly initialised HuBERT)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+
+from trainer.losses import consistency_loss, ncore_loss
+from trainer.model import (
+    InputSpec,
+    ModelOutput,
+    NCoreModel,
+    classification_head,
+    gradient_reversal,
+    load_backbone,
+    normalise_waveforms,
+)
+
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def tiny_model() -> NCoreModel:
+    backbone, spec = load_backbone("tiny", seed=3)
+    model = NCoreModel(backbone, spec, num_task_classes=4, num_adv_classes=3)
+    return model.eval()
+
+
+def random_batch(batch: int, views: int, lengths: list[int], seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    samples = max(lengths)
+    audio = 0.1 * torch.randn(batch, views, samples, generator=g)
+    lengths_t = torch.tensor(lengths, dtype=torch.long)
+    for b, n in enumerate(lengths):
+        audio[b, :, n:] = 0.0
+    return audio, lengths_t
+
+
+# ----- eq. 1 -------------------------------------------------------------------------------
+
+
+def brute_force_consistency(embeddings: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 as printed: per clip, the sum over i<j of squared distances / (N(N+1)/2)."""
+    batch, views, _ = embeddings.shape
+    per_clip = []
+    for b in range(batch):
+        pairs = list(itertools.combinations(range(views), 2))
+        total = sum(((embeddings[b, i] - embeddings[b, j]) ** 2).sum() for i, j in pairs)
+        n = views - 1
+        per_clip.append(total / (n * (n + 1) / 2))
+    return torch.stack(per_clip).mean()
+
+
+@pytest.mark.parametrize("views", [2, 3, 6])
+def test_consistency_loss_equals_brute_force_eq1(views: int) -> None:
+    g = torch.Generator().manual_seed(views)
+    embeddings = torch.randn(5, views, 17, generator=g, dtype=torch.float64) * 3 + 1
+    fast = consistency_loss(embeddings)
+    slow = brute_force_consistency(embeddings)
+    assert torch.allclose(fast, slow, rtol=1e-10, atol=1e-12)
+
+
+def test_consistency_loss_is_zero_for_identical_views_and_single_view() -> None:
+    x = torch.randn(4, 1, 8)
+    assert consistency_loss(x.expand(4, 5, 8)).abs().item() < 1e-10
+    assert consistency_loss(x).item() == 0.0
+
+
+# ----- GRL signs -------------------------------------------------------------------------
+
+
+def test_gradient_reversal_is_identity_forward_and_minus_alpha_backward() -> None:
+    x = torch.randn(3, 5, requires_grad=True)
+    y = gradient_reversal(x, 0.7)
+    assert torch.equal(y, x)
+    upstream = torch.randn(3, 5)
+    y.backward(upstream)
+    assert torch.allclose(x.grad, -0.7 * upstream)
+
+
+@pytest.mark.parametrize("objective, head_sign, encoder_sign", [("dann", 1, -1), ("paper", -1, 1)])
+def test_adversarial_gradients_follow_objective(objective, head_sign, encoder_sign) -> None:
+    """dann: h- gets +l_GRL * dCE and the encoder -alpha * l_GRL * dCE; paper (eq. 4 literal):
+    h- gets -l_GRL * dCE and the encoder +alpha * l_GRL * dCE (the two flips cancel)."""
+    torch.manual_seed(0)
+    alpha, lam = 0.6, 0.25
+    head = classification_head(8, 3, dropout=0.0)
+    x0 = torch.randn(6, 8)
+    y_adv = torch.tensor([0, 1, 2, 0, 1, 2])
+
+    # Reference: the ordinary CE of the head on x0, no GRL, no weighting.
+    x_ref = x0.clone().requires_grad_(True)
+    head.zero_grad()
+    torch.nn.functional.cross_entropy(head(x_ref), y_adv).backward()
+    ref_head = [p.grad.clone() for p in head.parameters()]
+    ref_x = x_ref.grad.clone()
+
+    # N-CORE objective with only the adversarial term active.
+    x = x0.clone().requires_grad_(True)
+    head.zero_grad()
+    out = ModelOutput(
+        embeddings=x[:, None, :],
+        task_logits=torch.zeros(6, 2, requires_grad=True),
+        adv_logits=head(gradient_reversal(x, alpha)),
+    )
+    terms = ncore_loss(
+        out,
+        torch.zeros(6, dtype=torch.long),
+        y_adv,
+        lambda_ce=0.0,
+        lambda_reg=0.0,
+        lambda_grl=lam,
+        grl_objective=objective,
+    )
+    terms.total.backward()
+    for got, ref in zip(head.parameters(), ref_head, strict=True):
+        assert torch.allclose(got.grad, head_sign * lam * ref, atol=1e-7)
+    assert torch.allclose(x.grad, encoder_sign * alpha * lam * ref_x, atol=1e-7)
+
+
+# ----- batching, pooling, normalisation ---------------------------------------------------
+
+
+def test_batched_views_equal_separate_forward_passes(tiny_model: NCoreModel) -> None:
+    audio, lengths = random_batch(3, 4, [24000, 16000, 9000], seed=1)
+    with torch.no_grad():
+        together = tiny_model.embed(audio, lengths)
+        for v in range(4):
+            alone = tiny_model.embed(audio[:, v : v + 1], lengths)
+            assert torch.allclose(together[:, v : v + 1], alone, atol=1e-5)
+
+
+def test_masked_pooling_same_embedding_alone_and_padded(tiny_model: NCoreModel) -> None:
+    assert tiny_model.spec.return_attention_mask  # the tiny preset takes a mask
+    audio, lengths = random_batch(3, 1, [32000, 11111, 20000], seed=2)
+    with torch.no_grad():
+        padded = tiny_model.embed(audio, lengths)
+        for b, n in enumerate(lengths.tolist()):
+            alone = tiny_model.embed(audio[b : b + 1, :, :n], lengths[b : b + 1])
+            assert torch.allclose(padded[b], alone[0], atol=1e-5), b
+
+
+def test_padding_changes_embedding_without_mask_but_not_the_valid_frame_count() -> None:
+    """Guard that the pooling test above could fail: averaging padded frames (as the
+    reference code did) gives a different embedding for the short clip."""
+    backbone, _ = load_backbone("tiny", seed=3)
+    model = NCoreModel(backbone, InputSpec(True, True), 2, None).eval()
+    audio, lengths = random_batch(2, 1, [32000, 8000], seed=4)
+    with torch.no_grad():
+        hidden = backbone(audio[:, 0], attention_mask=(audio[:, 0] != 0).long()).last_hidden_state
+        naive = hidden[1].mean(dim=0)
+        masked = model.embed(audio, lengths)[1, 0]
+    assert not torch.allclose(naive, masked, atol=1e-3)
+    # The valid frame count follows the conv stack: floor((L - kernel) / stride) + 1 per layer.
+    frames = 8000
+    for kernel, stride in zip(
+        backbone.config.conv_kernel, backbone.config.conv_stride, strict=True
+    ):
+        frames = (frames - kernel) // stride + 1
+    assert model.frame_lengths(torch.tensor([8000])).item() == frames
+    assert hidden.shape[1] == model.frame_lengths(torch.tensor([32000])).item()
+
+
+def test_normalisation_uses_valid_samples_only() -> None:
+    audio, lengths = random_batch(2, 1, [1000, 400], seed=5)
+    audio = audio[:, 0] + 0.3
+    audio[1, 400:] = 0.0
+    valid = torch.arange(1000)[None, :] < lengths[:, None]
+    out = normalise_waveforms(audio, valid)
+    clip = out[1, :400]
+    assert abs(clip.mean().item()) < 1e-5
+    assert abs(clip.std(unbiased=False).item() - 1.0) < 1e-3
+
+
+def test_views_of_one_clip_differ_only_in_their_own_embedding(tiny_model: NCoreModel) -> None:
+    """Changing view 2 of clip 0 changes that embedding only (no cross-talk in the batch)."""
+    audio, lengths = random_batch(2, 3, [16000, 16000], seed=6)
+    changed = audio.clone()
+    changed[0, 2] = changed[0, 2].flip(-1)
+    with torch.no_grad():
+        a = tiny_model.embed(audio, lengths)
+        b = tiny_model.embed(changed, lengths)
+    diff = (a - b).abs().amax(dim=-1)
+    assert diff[0, 2] > 1e-4
+    diff[0, 2] = 0
+    assert diff.max() < 1e-5

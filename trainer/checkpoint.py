@@ -1,0 +1,172 @@
+"""Checkpoints that resume exactly and load without pickled code.
+
+A checkpoint is a folder ``epoch-0003/`` holding
+
+- ``model.safetensors``: the N-CORE model weights (backbone and heads);
+- ``optim.pt``: optimizer and scheduler state dicts (tensors, numbers, lists and dicts
+  only, so ``torch.load(weights_only=True)`` reads them);
+- ``state.json``: epoch, global step, best metric, epochs without improvement, the loader
+  position (the next epoch: the stream is seeded by (seed, epoch)) and the full config.
+
+It is written into a temporary folder and renamed when complete, so a run killed while
+saving leaves the previous checkpoint intact and never a half-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.config import TrainConfig
+from trainer.errors import TrainerError
+
+CHECKPOINT_SCHEMA_VERSION = 1
+PREFIX = "epoch-"
+
+
+def checkpoint_name(epoch: int) -> str:
+    """Folder name of the checkpoint written after ``epoch`` (1-based)."""
+    return f"{PREFIX}{epoch:04d}"
+
+
+def save_checkpoint(
+    folder: str | os.PathLike[str],
+    epoch: int,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    state: dict[str, Any],
+    config: TrainConfig,
+    keep: int = 1,
+) -> Path:
+    """Write ``folder/epoch-XXXX`` atomically and delete all but the newest ``keep``.
+
+    ``state`` is JSON-ready (numbers, strings, lists, dicts); the config and epoch are added.
+    """
+    from safetensors.torch import save_model
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / checkpoint_name(epoch)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=folder))
+    try:
+        save_model(model, str(tmp / "model.safetensors"))
+        torch.save(
+            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
+            tmp / "optim.pt",
+        )
+        record = {
+            "schema_version": CHECKPOINT_SCHEMA_VERSION,
+            "epoch": epoch,
+            **state,
+            "config": config.to_dict(),
+        }
+        (tmp / "state.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        if final.exists():  # a re-run of the same epoch after a resume: replace it
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    for old in list_checkpoints(folder)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
+    """Complete checkpoints in ``folder``, oldest first (temporary folders are ignored)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [
+        p
+        for p in folder.iterdir()
+        if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file()
+    ]
+    return sorted(found, key=lambda p: p.name)
+
+
+def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
+    """The newest complete checkpoint in ``folder``, or None."""
+    found = list_checkpoints(folder)
+    return found[-1] if found else None
+
+
+def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The ``state.json`` of checkpoint ``path``, its version checked."""
+    path = Path(path)
+    try:
+        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise TrainerError(f"checkpoint {path}: unreadable state.json ({error})") from None
+    if state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
+        raise TrainerError(
+            f"checkpoint {path}: schema_version {state.get('schema_version')!r} is not "
+            f"supported (this toolkit reads version {CHECKPOINT_SCHEMA_VERSION})"
+        )
+    return state
+
+
+def check_same_config(path: str | os.PathLike[str], state: dict[str, Any], config: TrainConfig):
+    """Refuse (one line) to resume a checkpoint written under another config."""
+    saved = TrainConfig.from_dict(state["config"])
+    difference = config.first_difference(saved)
+    if difference is not None:
+        name, theirs, mine = difference
+        raise TrainerError(
+            f"checkpoint {path} is from another config ({name}={theirs!r} there, {mine!r} "
+            "now): resume with the same settings or pick another --out"
+        )
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    config: TrainConfig | None = None,
+) -> dict[str, Any]:
+    """Restore ``model`` (and optimizer/scheduler when given) from checkpoint ``path``.
+
+    With ``config``, a checkpoint written under a different config is refused first.
+    Returns the checkpoint's state dict (epoch, step, best metric, ...).
+    """
+    from safetensors.torch import load_model
+
+    path = Path(path)
+    state = read_state(path)
+    if config is not None:
+        check_same_config(path, state, config)
+    load_model(model, str(path / "model.safetensors"), strict=True)
+    if optimizer is not None or scheduler is not None:
+        blob = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+        if optimizer is not None:
+            optimizer.load_state_dict(blob["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(blob["scheduler"])
+    return state
+
+
+def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Model weights alone, as safetensors, written atomically (the best epoch's model)."""
+    from safetensors.torch import save_model
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    save_model(model, str(tmp))
+    os.replace(tmp, path)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
+    """Inverse of :func:`save_weights`."""
+    from safetensors.torch import load_model
+
+    load_model(model, str(path), strict=True)

@@ -1,0 +1,195 @@
+"""Training configuration: one frozen dataclass, read from a config file and/or options.
+
+Precedence, lowest first: the defaults below (appendix A.1 of the paper), a config file
+(``--config run.toml`` or ``.json``), then options given on the command line. The resolved
+config is written next to every run and inside every checkpoint, so a run can be repeated
+and a checkpoint can refuse to resume under different settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomllib
+
+from trainer.errors import TrainerError
+
+SCHEMA_VERSION = 1
+TASKS = ("emotion", "speaker")
+PERTURBATIONS = ("speaker", "emotion")
+GRL_OBJECTIVES = ("dann", "paper")
+
+# Fields that do not change what a run computes: a checkpoint written under other values
+# of these may still be resumed. Everything else must match exactly.
+RESUME_NEUTRAL_FIELDS = frozenset({"out", "resume", "seeds", "device", "num_workers"})
+
+
+def other_label(task: str) -> str:
+    """The adversarial label for ``task``: emotion <-> speaker."""
+    return "speaker" if task == "emotion" else "emotion"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every setting of one ``ncore-train`` invocation (all seeds share it).
+
+    ``views=None`` means "every view stored in the view set"; ``perturbation=None`` means
+    the paper's pairing for the task (emotion task -> speaker-perturbed views and vice
+    versa). Durations are in seconds; ``lr`` is the peak learning rate of the linear
+    schedule.
+    """
+
+    manifest: str
+    task: str = "emotion"
+    views: int | None = None
+    perturbation: str | None = None
+    backbone: str = "facebook/hubert-base-ls960"
+    lambda_ce: float = 1.0
+    lambda_reg: float = 0.005
+    lambda_grl: float = 0.01
+    grl_alpha: float = 1.0
+    grl_objective: str = "dann"
+    adversary: bool = True
+    dropout: float = 0.1
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    batch_size: int = 16
+    grad_accum: int = 1
+    clip_grad_norm: float = 1.0
+    epochs: int = 100
+    patience: int = 20
+    seeds: tuple[int, ...] = (42, 100, 510)
+    max_seconds: float | None = None
+    freeze_feature_encoder: bool = False
+    gradient_checkpointing: bool = False
+    device: str | None = None
+    num_workers: int = 0
+    out: str | None = None
+    resume: bool = False
+    schema_version: int = field(default=SCHEMA_VERSION)
+
+    def __post_init__(self) -> None:
+        def check(ok: bool, message: str) -> None:
+            if not ok:
+                raise TrainerError(f"config: {message}")
+
+        check(
+            self.schema_version == SCHEMA_VERSION, f"unknown schema_version {self.schema_version}"
+        )
+        check(self.task in TASKS, f"task must be one of {TASKS}, got {self.task!r}")
+        check(
+            self.perturbation is None or self.perturbation in PERTURBATIONS,
+            f"perturbation must be one of {PERTURBATIONS}, got {self.perturbation!r}",
+        )
+        check(
+            self.grl_objective in GRL_OBJECTIVES,
+            f"grl_objective must be one of {GRL_OBJECTIVES}, got {self.grl_objective!r}",
+        )
+        check(self.views is None or self.views >= 0, f"views must be >= 0, got {self.views}")
+        check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
+        check(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
+        check(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
+        check(self.patience >= 1, f"patience must be >= 1, got {self.patience}")
+        check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        check(
+            0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}"
+        )
+        check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
+        check(len(self.seeds) >= 1, "seeds must not be empty")
+        check(
+            self.max_seconds is None or self.max_seconds > 0,
+            f"max_seconds must be > 0, got {self.max_seconds}",
+        )
+        check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+
+    @property
+    def adversarial_label(self) -> str:
+        """The label y- that the adversarial head predicts."""
+        return other_label(self.task)
+
+    @property
+    def view_kind(self) -> str:
+        """Perturbation kind of the views: explicit, or the paper's pairing for the task."""
+        return self.perturbation or other_label(self.task)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (tuples become lists)."""
+        data = dataclasses.asdict(self)
+        data["seeds"] = list(self.seeds)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming the key."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise TrainerError(f"config: unknown setting {unknown[0]!r}")
+        data = dict(data)
+        if "seeds" in data:
+            data["seeds"] = parse_seeds(data["seeds"])
+        return cls(**data)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def first_difference(self, other: TrainConfig) -> tuple[str, Any, Any] | None:
+        """The first field (other than resume-neutral ones) whose value differs, or None."""
+        mine, theirs = self.to_dict(), other.to_dict()
+        for name in mine:
+            if name not in RESUME_NEUTRAL_FIELDS and mine[name] != theirs.get(name):
+                return name, theirs.get(name), mine[name]
+        return None
+
+
+def parse_seeds(value: Any) -> tuple[int, ...]:
+    """Seeds from ``"42,100,510"``, an int, or a list of ints."""
+    if isinstance(value, int):
+        return (value,)
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",") if p.strip()]
+    else:
+        parts = list(value)
+    try:
+        return tuple(int(p) for p in parts)
+    except (TypeError, ValueError):
+        raise TrainerError(f"config: seeds must be integers, got {value!r}") from None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Settings from a ``.toml`` or ``.json`` file, keys spelt like the options
+    (``lambda-reg`` or ``lambda_reg``). A ``[train]`` table in TOML is also accepted."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise TrainerError(f"{path}: cannot read config file ({error.strerror})") from None
+    try:
+        if path.suffix.lower() == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            raise TrainerError(f"{path}: config file must end in .toml or .json")
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise TrainerError(f"{path}: not a valid config file ({error})") from None
+    if isinstance(data, dict) and isinstance(data.get("train"), dict):
+        data = data["train"]
+    if not isinstance(data, dict):
+        raise TrainerError(f"{path}: config file must hold a table of settings")
+    return {key.replace("-", "_"): value for key, value in data.items()}
+
+
+def resolve_config(file_settings: dict[str, Any] | None, overrides: dict[str, Any]) -> TrainConfig:
+    """Defaults <- file settings <- overrides (options given on the command line)."""
+    merged: dict[str, Any] = dict(file_settings or {})
+    merged.update(overrides)
+    if not merged.get("manifest"):
+        raise TrainerError("no manifest: pass --manifest PATH (or set manifest in --config)")
+    return TrainConfig.from_dict(merged)

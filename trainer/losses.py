@@ -1,0 +1,66 @@
+"""The N-CORE objective (paper eqs. 1-4, DESIGN.md section 5).
+
+``L = l_CE * L_CE + l_REG * L_REG + s * l_GRL * L_GRL`` with ``s = +1`` for the standard
+domain-adversarial objective (``dann``, the default: the reversal is done by the GRL alone,
+so the adversarial head learns to predict y- and the encoder learns to defeat it) and
+``s = -1`` for the sign printed in the paper's eq. 4 (``paper``: the head is trained to be
+wrong and, through the GRL, the encoder to help it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from trainer.model import ModelOutput
+
+
+def consistency_loss(embeddings: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: mean over the batch of the mean squared distance over all unordered pairs.
+
+    ``embeddings``: (B, V, D) with V = N + 1 views. For each clip,
+    ``sum_{i<j} ||x_i - x_j||^2 = V * sum_i ||x_i - mean||^2``, so the pair mean is
+    ``2 / (V - 1) * sum_i ||x_i - mean||^2``: O(V) work and no cancellation between large
+    norms. With a single view there is no pair and the loss is 0 (still in the graph).
+    """
+    views = embeddings.shape[1]
+    if views < 2:
+        return embeddings.sum() * 0.0
+    centred = embeddings - embeddings.mean(dim=1, keepdim=True)
+    per_clip = centred.pow(2).sum(dim=(1, 2)) * (2.0 / (views - 1))
+    return per_clip.mean()
+
+
+@dataclass
+class LossTerms:
+    """The total objective and its parts (unweighted), each a scalar tensor."""
+
+    total: torch.Tensor
+    ce: torch.Tensor
+    consistency: torch.Tensor
+    adversarial: torch.Tensor
+
+
+def ncore_loss(
+    output: ModelOutput,
+    y_task: torch.Tensor,
+    y_adv: torch.Tensor,
+    lambda_ce: float = 1.0,
+    lambda_reg: float = 0.005,
+    lambda_grl: float = 0.01,
+    grl_objective: str = "dann",
+) -> LossTerms:
+    """Combine eq. 2 (CE of h+ on view 0), eq. 1 (consistency) and eq. 3 (CE of h- after the
+    GRL, which the model has already applied) with the sign of ``grl_objective``."""
+    ce = F.cross_entropy(output.task_logits.float(), y_task)
+    consistency = consistency_loss(output.embeddings.float())
+    if output.adv_logits is None:
+        adversarial = ce.new_zeros(())
+        sign = 0.0
+    else:
+        adversarial = F.cross_entropy(output.adv_logits.float(), y_adv)
+        sign = {"dann": 1.0, "paper": -1.0}[grl_objective]
+    total = lambda_ce * ce + lambda_reg * consistency + sign * lambda_grl * adversarial
+    return LossTerms(total, ce.detach(), consistency.detach(), adversarial.detach())

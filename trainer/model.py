@@ -1,0 +1,267 @@
+"""The N-CORE model: an audio foundation model, two MLP heads and a gradient reversal layer.
+
+Paper sections 3.2 and 3.5, DESIGN.md section 5. The backbone is any Hugging Face audio
+encoder with a ``last_hidden_state`` (HuBERT, Wav2Vec2, WavLM, ...). All ``1 + N`` views of
+a batch go through it as ONE batch of ``B * (1 + N)`` waveforms. The embedding of a clip
+is the mean of the last hidden state over its valid frames only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from trainer.errors import TrainerError
+
+log = logging.getLogger(__name__)
+
+TINY = "tiny"
+SAMPLE_RATE = 16000
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How the backbone expects its input, from its feature extractor.
+
+    ``do_normalize``: zero mean / unit variance per clip over its valid samples.
+    ``return_attention_mask``: the backbone was trained with padding masks (wav2vec2
+    "layer" models); the others (HuBERT base, wav2vec2-base) expect none, only zero padding.
+    """
+
+    do_normalize: bool = True
+    return_attention_mask: bool = False
+    sampling_rate: int = SAMPLE_RATE
+
+
+def tiny_backbone_config():
+    """A small HuBERT: 2 layers, 96 wide, 4 conv layers with stride product 320 (20 ms).
+
+    Layer-normalised conv features (``feat_extract_norm="layer"``) so that it takes an
+    attention mask, and no layer drop or SpecAugment so that CPU runs are quick and
+    deterministic. Random initialisation: it only learns at a high learning rate (~1e-3).
+    """
+    from transformers import HubertConfig
+
+    return HubertConfig(
+        hidden_size=96,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=192,
+        conv_dim=(32, 48, 64, 96),
+        conv_stride=(5, 4, 4, 4),
+        conv_kernel=(10, 8, 4, 4),
+        feat_extract_norm="layer",
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        layerdrop=0.0,
+        apply_spec_augment=False,
+        mask_time_prob=0.0,
+        mask_feature_prob=0.0,
+    )
+
+
+def load_backbone(name: str, seed: int = 0) -> tuple[nn.Module, InputSpec]:
+    """The backbone and its input spec from a hub id, a local folder, or ``"tiny"``.
+
+    ``tiny`` is built from :func:`tiny_backbone_config` with weights initialised from
+    ``seed`` (so the same seed gives the same starting weights). Anything else goes through
+    ``AutoModel.from_pretrained`` (the local cache first, so that no network is needed once
+    a model has been downloaded; never ``trust_remote_code``).
+    """
+    if name == TINY:
+        from transformers import HubertModel
+
+        # Weight initialisation draws from torch's global generator: fork it so that the
+        # caller's random state is untouched, and seed it so the tiny weights are fixed.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            backbone = HubertModel(tiny_backbone_config())
+        return backbone, InputSpec(do_normalize=True, return_attention_mask=True)
+
+    from transformers import AutoConfig, AutoModel
+
+    local = Path(name).expanduser()
+    looks_like_path = local.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1
+    if looks_like_path and not local.is_dir():
+        raise TrainerError(
+            f"backbone {name!r} is not a folder: pass --backbone PATH to a folder written by "
+            "save_pretrained, a Hugging Face id, or --backbone tiny"
+        )
+    source = str(local) if local.is_dir() else name
+    backbone = None
+    errors = []
+    attempts = [True] if os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
+    for local_only in attempts:
+        try:
+            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
+            backbone = AutoModel.from_pretrained(source, config=config, local_files_only=local_only)
+            break
+        except (OSError, ValueError) as error:  # not cached / no network / not a model
+            errors.append(str(error).splitlines()[0] if str(error) else type(error).__name__)
+    if backbone is None:
+        raise TrainerError(
+            f"cannot load backbone {name!r} (not a local model folder and not downloadable "
+            "now): download it once with network access, or pass --backbone PATH to a "
+            "folder written by save_pretrained, or --backbone tiny"
+        )
+    return backbone, read_input_spec(source, backbone)
+
+
+def read_input_spec(source: str, backbone: nn.Module) -> InputSpec:
+    """Normalisation and masking from the model's feature extractor, if it has one.
+
+    Without a preprocessor config, follow the wav2vec2 convention: models with
+    layer-normalised conv features take an attention mask, group-normalised ones do not.
+    """
+    from transformers import AutoFeatureExtractor
+
+    norm = getattr(backbone.config, "feat_extract_norm", "group")
+    fallback = InputSpec(do_normalize=True, return_attention_mask=norm == "layer")
+    try:
+        extractor = AutoFeatureExtractor.from_pretrained(source, local_files_only=True)
+    except (OSError, ValueError):
+        log.warning("backbone %s has no feature extractor config; assuming %s", source, fallback)
+        return fallback
+    return InputSpec(
+        do_normalize=bool(getattr(extractor, "do_normalize", fallback.do_normalize)),
+        return_attention_mask=bool(
+            getattr(extractor, "return_attention_mask", fallback.return_attention_mask)
+        ),
+        sampling_rate=int(getattr(extractor, "sampling_rate", SAMPLE_RATE)),
+    )
+
+
+def save_backbone(backbone: nn.Module, spec: InputSpec, folder: str | Path) -> None:
+    """Write the backbone with ``save_pretrained`` plus a matching feature extractor, so
+    ``AutoModel.from_pretrained(folder)`` and ``AutoFeatureExtractor`` both load it."""
+    from transformers import Wav2Vec2FeatureExtractor
+
+    backbone.save_pretrained(str(folder), safe_serialization=True)
+    Wav2Vec2FeatureExtractor(
+        feature_size=1,
+        sampling_rate=spec.sampling_rate,
+        padding_value=0.0,
+        do_normalize=spec.do_normalize,
+        return_attention_mask=spec.return_attention_mask,
+    ).save_pretrained(str(folder))
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; the incoming gradient times ``-alpha`` backward (Ganin & Lempitsky)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        ctx.alpha = alpha
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        return -ctx.alpha * grad_output, None
+
+
+def gradient_reversal(x: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Apply the gradient reversal layer with strength ``alpha``."""
+    return GradientReversal.apply(x, alpha)
+
+
+def classification_head(dim: int, classes: int, dropout: float) -> nn.Sequential:
+    """Linear(D, D), ReLU, Dropout, Linear(D, K) (paper section 3.5)."""
+    return nn.Sequential(
+        nn.Linear(dim, dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(dim, classes)
+    )
+
+
+@dataclass
+class ModelOutput:
+    """``embeddings`` (B, V, D); ``task_logits`` (B, K+) and ``adv_logits`` (B, K-) from view 0;
+    ``adv_logits`` is None without an adversary."""
+
+    embeddings: torch.Tensor
+    task_logits: torch.Tensor
+    adv_logits: torch.Tensor | None
+
+
+class NCoreModel(nn.Module):
+    """Backbone + masked mean pooling + task head h+ + (GRL -> adversarial head h-)."""
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        spec: InputSpec,
+        num_task_classes: int,
+        num_adv_classes: int | None,
+        dropout: float = 0.1,
+        grl_alpha: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.spec = spec
+        self.grl_alpha = grl_alpha
+        dim = int(backbone.config.hidden_size)
+        self.task_head = classification_head(dim, num_task_classes, dropout)
+        self.adv_head = (
+            classification_head(dim, num_adv_classes, dropout) if num_adv_classes else None
+        )
+
+    def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        """Valid output frames for ``lengths`` valid samples, by the conv stack's formula."""
+        formula = getattr(self.backbone, "_get_feat_extract_output_lengths", None)
+        if formula is None:
+            raise TrainerError(
+                f"backbone {type(self.backbone).__name__} has no conv output-length formula"
+            )
+        return formula(lengths).to(torch.long)
+
+    def embed(self, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Embeddings of every view, shape (B, V, D).
+
+        ``audio``: float (B, V, T) raw waveform in [-1, 1], zero after each clip's length
+        (also accepted: (B, T) for one view). ``lengths``: int (B,) valid samples per clip,
+        the same for all its views. The B*V waveforms go through the backbone as one batch.
+        """
+        if audio.dim() == 2:
+            audio = audio[:, None, :]
+        batch, views, samples = audio.shape
+        flat = audio.reshape(batch * views, samples)
+        flat_lengths = lengths.to(flat.device).repeat_interleave(views)
+        valid = torch.arange(samples, device=flat.device)[None, :] < flat_lengths[:, None]
+        if self.spec.do_normalize:
+            flat = normalise_waveforms(flat, valid)
+        flat = flat * valid  # padding stays exactly zero whatever the normalisation did
+        attention_mask = valid.to(torch.long) if self.spec.return_attention_mask else None
+        hidden = self.backbone(flat, attention_mask=attention_mask).last_hidden_state
+        frames = self.frame_lengths(flat_lengths).clamp(min=1, max=hidden.shape[1])
+        pooled = masked_mean(hidden, frames)
+        return pooled.reshape(batch, views, -1)
+
+    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+        """Embed all views; classify view 0 with h+ and, through the GRL, with h-."""
+        embeddings = self.embed(audio, lengths)
+        x0 = embeddings[:, 0]
+        task_logits = self.task_head(x0)
+        adv_logits = None
+        if self.adv_head is not None:
+            adv_logits = self.adv_head(gradient_reversal(x0, self.grl_alpha))
+        return ModelOutput(embeddings, task_logits, adv_logits)
+
+
+def normalise_waveforms(audio: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Zero mean, unit variance per row over its valid samples (as Wav2Vec2FeatureExtractor:
+    ``(x - mean) / sqrt(var + 1e-7)``). ``audio`` and ``valid``: (B, T)."""
+    mask = valid.to(audio.dtype)
+    count = mask.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (audio * mask).sum(dim=1, keepdim=True) / count
+    var = (((audio - mean) * mask) ** 2).sum(dim=1, keepdim=True) / count
+    return (audio - mean) / torch.sqrt(var + 1e-7)
+
+
+def masked_mean(hidden: torch.Tensor, frames: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden`` (B, F, D) over the first ``frames[b]`` frames of each row -> (B, D)."""
+    mask = torch.arange(hidden.shape[1], device=hidden.device)[None, :] < frames[:, None]
+    mask = mask.to(hidden.dtype)[:, :, None]
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1)
