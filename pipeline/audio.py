@@ -14,12 +14,13 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from math import gcd
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
+from scipy.signal import firwin, resample_poly
 
 SAMPLE_RATE = 16000
 
@@ -114,7 +115,21 @@ def resample_to(audio: np.ndarray, source_rate: int, target_rate: int = SAMPLE_R
     if source_rate == target_rate:
         return np.asarray(audio, dtype=np.float64)
     g = gcd(source_rate, target_rate)
-    return resample_poly(np.asarray(audio, dtype=np.float64), target_rate // g, source_rate // g)
+    up, down = target_rate // g, source_rate // g
+    return resample_poly(np.asarray(audio, dtype=np.float64), up, down, window=_lowpass(up, down))
+
+
+@lru_cache(maxsize=16)
+def _lowpass(up: int, down: int) -> np.ndarray:
+    """The anti-aliasing filter that ``resample_poly`` designs by default (Kaiser, beta 5).
+
+    Designed once per rate pair instead of once per clip (8,821 taps for 44.1 -> 16 kHz);
+    the output is identical to ``resample_poly(x, up, down)``.
+    """
+    max_rate = max(up, down)
+    taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
+    taps.flags.writeable = False
+    return taps
 
 
 def write_wav(

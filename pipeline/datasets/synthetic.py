@@ -23,13 +23,14 @@ from __future__ import annotations
 import csv
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy.signal import sosfilt
 
 from pipeline.audio import SAMPLE_RATE, write_wav
+from pipeline.datasets import DatasetError, DatasetSpec, Listing
 from pipeline.rng import make_rng
 
 GENERATOR_VERSION = 1
@@ -262,3 +263,72 @@ def stored_config(data_dir: str | os.PathLike[str]) -> dict[str, object] | None:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
+
+
+# ----- registration as a corpus -----------------------------------------------------------
+def prepare(data_dir: Path, seed: int, options: dict[str, object]) -> dict[str, object]:
+    """Generate the corpus under ``data_dir`` when it is absent; return the listing options.
+
+    The generator seed is the ``synthetic_seed`` option (default 0), not the split seed, so
+    that manifests with different split seeds share one corpus. A folder generated with other
+    settings is refused rather than silently reused.
+    """
+    del seed
+    fields = {
+        "speakers": options.pop("speakers", None),
+        "emotions": options.pop("emotions", None),
+        "clips": options.pop("clips", None),
+        "entanglement": options.pop("entanglement", None),
+        "seed": options.pop("synthetic_seed", None),
+    }
+    try:
+        config = SyntheticConfig(**{k: v for k, v in fields.items() if v is not None})
+    except ValueError as e:
+        raise DatasetError(str(e)) from None
+    stored = stored_config(data_dir)
+    if stored is None:
+        if (Path(data_dir) / "labels.csv").exists():
+            raise DatasetError(
+                f"{data_dir}/labels.csv exists but was not made by the generator; "
+                "use --dataset csv for it, or another --data-dir"
+            )
+        generate(data_dir, config)
+    elif stored != config.to_dict():
+        raise DatasetError(
+            f"{data_dir}/ holds a synthetic corpus made with other settings "
+            f"({stored}); remove it or pass another --data-dir"
+        )
+    return options
+
+
+def list_synthetic(data_dir: Path, seed: int) -> Listing:
+    """The generated corpus, listed through the CSV importer like any other corpus."""
+    from pipeline.datasets.csvcorpus import list_csv
+
+    listing = list_csv(data_dir, seed)
+    config = stored_config(data_dir) or {}
+    emotions = EMOTIONS[: int(config.get("emotions", len(EMOTIONS)))]
+    # Generated names are unique stems already; drop the "wav__" prefix of csv ids.
+    candidates = [replace(c, id=Path(c.path).stem) for c in listing.candidates]
+    return replace(
+        listing,
+        candidates=candidates,
+        source="synthetic",
+        emotions=emotions,
+        notes=[
+            *listing.notes,
+            f"synthetic corpus: {config.get('speakers')} speakers x {config.get('emotions')} "
+            f"emotions, {config.get('clips')} clips, entanglement {config.get('entanglement')}",
+        ],
+    )
+
+
+SPEC = DatasetSpec(
+    name="synthetic",
+    title="the synthetic corpus",
+    folder="Synthetic",
+    obtain="it is generated on first use",
+    list_clips=list_synthetic,
+    options=("speakers", "emotions", "clips", "entanglement", "synthetic_seed"),
+    prepare=prepare,
+)
