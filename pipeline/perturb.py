@@ -86,7 +86,7 @@ class _ParamsMixin:
         return dataclasses.asdict(self)  # type: ignore[call-overload]
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]):  # noqa: ANN206 - returns cls
+    def from_dict(cls, data: Mapping[str, Any]):
         """Parameters from :meth:`to_dict` output; missing keys take the paper's defaults."""
         names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(names))
@@ -384,7 +384,7 @@ def _ratio(rng: np.random.Generator, maximum: float) -> float:
 
 def draw_speaker(
     rng: np.random.Generator,
-    params: SpeakerParams = SpeakerParams(),  # noqa: B008 - frozen, immutable default
+    params: SpeakerParams = SpeakerParams(),
     sample_rate: int = DEFAULT_SAMPLE_RATE,
 ) -> dict[str, Any]:
     """Draw the random parameters of one p_s view (JSON-able dict).
@@ -445,7 +445,7 @@ def shift_f0(
 def render_speaker_view(
     analysis: WorldAnalysis,
     drawn: Mapping[str, Any],
-    params: SpeakerParams = SpeakerParams(),  # noqa: B008 - frozen, immutable default
+    params: SpeakerParams = SpeakerParams(),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Build a p_s view from drawn parameters (as from :func:`draw_speaker`).
 
@@ -483,7 +483,7 @@ def render_speaker_view(
 def speaker_view(
     analysis: WorldAnalysis,
     rng: np.random.Generator,
-    params: SpeakerParams = SpeakerParams(),  # noqa: B008 - frozen, immutable default
+    params: SpeakerParams = SpeakerParams(),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One speaker-perturbed view p_s of an analysed clip.
 
@@ -522,7 +522,7 @@ def _stft_transform(n_fft: int, hop_length: int) -> ShortTimeFFT:
     return ShortTimeFFT(hann(n_fft, sym=False), hop=hop_length, fs=1.0, mfft=n_fft)
 
 
-def stft(x: np.ndarray, params: EmotionParams = EmotionParams()) -> np.ndarray:  # noqa: B008
+def stft(x: np.ndarray, params: EmotionParams = EmotionParams()) -> np.ndarray:
     """Complex STFT used by p_e, shape (n_fft // 2 + 1, frames); Hann window, hop in samples.
 
     Frames extend past both ends so that :func:`istft` reconstructs ``x`` exactly.
@@ -533,13 +533,13 @@ def stft(x: np.ndarray, params: EmotionParams = EmotionParams()) -> np.ndarray: 
 def istft(
     spec: np.ndarray,
     num_samples: int,
-    params: EmotionParams = EmotionParams(),  # noqa: B008 - frozen, immutable default
+    params: EmotionParams = EmotionParams(),
 ) -> np.ndarray:
     """Inverse of :func:`stft` (least-squares overlap-add), float64 (num_samples,)."""
     return _stft_transform(params.n_fft, params.hop_length).istft(spec, k1=num_samples)
 
 
-def band_bins(band: int, params: EmotionParams = EmotionParams()) -> slice:  # noqa: B008
+def band_bins(band: int, params: EmotionParams = EmotionParams()) -> slice:
     """STFT bins of band ``band`` (0-based): ``bins_per_band`` bins starting above DC."""
     width = params.bins_per_band
     return slice(1 + band * width, 1 + (band + 1) * width)
@@ -547,7 +547,7 @@ def band_bins(band: int, params: EmotionParams = EmotionParams()) -> slice:  # n
 
 def draw_emotion(
     rng: np.random.Generator,
-    params: EmotionParams = EmotionParams(),  # noqa: B008 - frozen, immutable default
+    params: EmotionParams = EmotionParams(),
 ) -> dict[str, Any]:
     """Draw the band permutation of one p_e view (JSON-able dict).
 
@@ -577,7 +577,7 @@ def draw_emotion(
 def permute_bands(
     spec: np.ndarray,
     drawn: Mapping[str, Any],
-    params: EmotionParams = EmotionParams(),  # noqa: B008 - frozen, immutable default
+    params: EmotionParams = EmotionParams(),
 ) -> np.ndarray:
     """Move the complex STFT contents of the drawn bands; (bins, frames) -> same shape."""
     out = spec.copy()
@@ -589,7 +589,7 @@ def permute_bands(
 def band_permuted(
     flat: np.ndarray,
     drawn: Mapping[str, Any],
-    params: EmotionParams = EmotionParams(),  # noqa: B008 - frozen, immutable default
+    params: EmotionParams = EmotionParams(),
 ) -> np.ndarray:
     """STFT, band permutation, inverse STFT of ``flat``: float64, same length, no scaling."""
     x = np.asarray(flat, dtype=np.float64)
@@ -607,7 +607,7 @@ def _check_flat(flat: Any) -> np.ndarray:
 def render_emotion_view(
     flat: np.ndarray,
     drawn: Mapping[str, Any],
-    params: EmotionParams = EmotionParams(),  # noqa: B008 - frozen, immutable default
+    params: EmotionParams = EmotionParams(),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Build a p_e view of a pitch-flattened clip from a drawn band permutation.
 
@@ -634,7 +634,7 @@ def render_emotion_view(
 def emotion_view(
     flat: np.ndarray,
     rng: np.random.Generator,
-    params: EmotionParams = EmotionParams(),  # noqa: B008 - frozen, immutable default
+    params: EmotionParams = EmotionParams(),
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """One emotion-perturbed view p_e of a clip already passed through :func:`flatten_pitch`.
 
