@@ -62,17 +62,20 @@ def write_shard(
     path: str | os.PathLike[str],
     clips: Sequence[ShardClip],
     attrs: dict[str, Any],
+    rows: int | None = None,
 ) -> tuple[int, str]:
     """Write ``clips`` as one shard at ``path`` atomically; returns (total samples, checksum).
 
     The group is built under ``<path>.tmp-<pid>`` and renamed when complete; a stale
     temporary folder from a killed run is removed first. ``attrs`` (kind, views, seed, key,
-    params) are stored with the shard's own fields added.
+    params) are stored with the shard's own fields added. ``rows`` (1 + N) is needed only to
+    write an empty shard (every clip of it failed), which keeps a view set's shard list
+    dense so that readers need no special case.
     """
     path = Path(path)
-    if not clips:
-        raise ShardError(f"{path.name}: a shard needs at least one clip")
-    rows = clips[0].views.shape[0]
+    if not clips and rows is None:
+        raise ShardError(f"{path.name}: an empty shard needs its number of rows")
+    rows = clips[0].views.shape[0] if clips else int(rows)
     for c in clips:
         if c.views.ndim != 2 or c.views.shape[0] != rows:
             raise ShardError(
@@ -81,7 +84,9 @@ def write_shard(
             )
     lengths = np.array([c.views.shape[1] for c in clips], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    audio = np.concatenate([to_int16(c.views) for c in clips], axis=1)
+    audio = np.concatenate(
+        [np.zeros((rows, 0), np.int16), *(to_int16(c.views) for c in clips)], axis=1
+    )
     crcs = [zlib.crc32(np.ascontiguousarray(audio[:, a:b]).tobytes()) for a, b in _spans(offsets)]
     ids = [c.clip_id for c in clips]
 
@@ -91,7 +96,7 @@ def write_shard(
     group = zarr.open_group(tmp, mode="w", zarr_format=3)
     total = int(offsets[-1])
     chunk = min(CHUNK_SAMPLES, max(total, 1))
-    shard_len = -(-total // chunk) * chunk
+    shard_len = max(-(-total // chunk), 1) * chunk
     arr = group.create_array(
         "audio",
         shape=audio.shape,

@@ -1,0 +1,704 @@
+"""The offline stage behind ``ncore-prep perturb``: N perturbed views per clip, cached in shards.
+
+How a run goes:
+
+1. **Plan** (parent). One view set per perturbation kind; its ``key`` hashes everything that
+   determines the stored bytes (:func:`view_set_key`), so changing any setting makes a new
+   folder ``<cache>/<dataset>/<kind>-n<N>-<key>/`` beside the old ones. The manifest's clips,
+   in manifest order, are cut into shards of ``shard_size`` clips. Membership is fixed here,
+   before anything is submitted, so no byte depends on worker count or scheduling.
+2. **Compute** (workers). One task per shard (:func:`compute_shard`): the worker decodes its
+   clips from the source files, analyses each clip ONCE with WORLD, draws the views of every
+   requested kind from that analysis and writes one shard per view set (under a temporary
+   name, renamed when complete). A worker holds one shard at a time, so memory is bounded by
+   the shard size. Clips that cannot be decoded or perturbed become failures with a reason.
+3. **Record** (parent). After each completed task the parent adds the shard entries and
+   failures to the manifest and rewrites it atomically. The manifest lists complete shards
+   only, so a run killed at any moment (SIGKILL included) resumes by recomputing exactly the
+   shards that are not listed, and ends byte-identical to an uninterrupted run.
+
+Tasks go through the :class:`concurrent.futures.Executor` interface, which a Dask ``Client``
+implements (:func:`dask_executor`): a local cluster of processes by default, or an existing
+cluster given by its scheduler address.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Executor, as_completed
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.audio import AudioError, load_audio
+from pipeline.manifest import (
+    SAMPLE_RATE,
+    Failure,
+    Manifest,
+    ShardEntry,
+    ViewSet,
+    relative_to_manifest,
+)
+from pipeline.perturb import (
+    PERTURB_VERSION,
+    EmotionParams,
+    PerturbationError,
+    SpeakerParams,
+    perturb_clip,
+)
+from pipeline.shards import ShardClip, shard_name, write_shard
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("speaker", "emotion")
+F0_METHODS = ("harvest", "dio")
+STAGE = "perturb"
+DEFAULT_SHARD_SIZE = 256
+# glibc mallopt parameters (malloc.h). See tune_malloc.
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+
+
+class PrepError(RuntimeError):
+    """The stage cannot run or could not finish; the message says what to do."""
+
+
+# --------------------------------------------------------------------------- settings
+
+
+@dataclass(frozen=True)
+class PerturbSettings:
+    """What a run computes: kinds, views per clip (N), seed, shard size, F0 method, parameters."""
+
+    kinds: tuple[str, ...] = KINDS
+    views: int = 5
+    seed: int = 42
+    shard_size: int = DEFAULT_SHARD_SIZE
+    f0_method: str = "harvest"
+    speaker: SpeakerParams = field(default_factory=SpeakerParams)
+    emotion: EmotionParams = field(default_factory=EmotionParams)
+
+    def __post_init__(self) -> None:
+        if not self.kinds or any(k not in KINDS for k in self.kinds):
+            raise PrepError(f"kinds must be among {', '.join(KINDS)}, got {self.kinds!r}")
+        if len(set(self.kinds)) != len(self.kinds):
+            raise PrepError(f"kinds listed twice: {self.kinds!r}")
+        if self.views < 1:
+            raise PrepError(f"--views must be >= 1, got {self.views}")
+        if self.shard_size < 1:
+            raise PrepError(f"--shard-size must be >= 1, got {self.shard_size}")
+        if self.seed < 0:
+            raise PrepError(f"--seed must be >= 0, got {self.seed}")
+        if self.f0_method not in F0_METHODS:
+            raise PrepError(f"--f0 must be one of {', '.join(F0_METHODS)}, got {self.f0_method!r}")
+
+    def params(self, kind: str) -> dict[str, Any]:
+        """The parameters of ``kind`` as stored in the manifest and the shards."""
+        return (self.speaker if kind == "speaker" else self.emotion).to_dict()
+
+
+def parse_params(kind: str, assignments: Sequence[str]) -> SpeakerParams | EmotionParams:
+    """Parameters of ``kind`` from ``NAME=VALUE`` strings over the paper's defaults.
+
+    Raises PrepError naming the bad assignment and listing the known names.
+    """
+    cls = SpeakerParams if kind == "speaker" else EmotionParams
+    values: dict[str, str] = {}
+    for text in assignments:
+        name, sep, value = text.partition("=")
+        name = name.strip().replace("-", "_")
+        if not sep or not name or not value.strip():
+            raise PrepError(f"--{kind}-param {text!r}: expected NAME=VALUE")
+        values[name] = value.strip()
+    known = sorted(cls().to_dict())
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise PrepError(
+            f"--{kind}-param: unknown parameter {unknown[0]!r}; known: {', '.join(known)}"
+        )
+    try:
+        return cls.from_dict(values)
+    except PerturbationError as e:
+        raise PrepError(f"--{kind}-param: {e}") from None
+
+
+def view_set_key(
+    dataset: str,
+    kind: str,
+    views: int,
+    seed: int,
+    params: Mapping[str, Any],
+    f0_method: str,
+    shard_size: int,
+    clip_ids: Sequence[str],
+    sample_rate: int = SAMPLE_RATE,
+    code_version: str = PERTURB_VERSION,
+) -> str:
+    """A 10-hex-digit hash of everything that determines a view set's bytes.
+
+    Besides what determines the views (kind, parameters, N, seed, F0 method, sample rate,
+    perturbation code version) it covers the shard layout (shard size and the ordered clip
+    ids), so a rebuilt manifest or another shard size never reuses shards cut differently.
+    """
+    corpus = hashlib.sha256("\x1f".join(clip_ids).encode("utf-8")).hexdigest()
+    payload = {
+        "dataset": dataset,
+        "kind": kind,
+        "views": int(views),
+        "seed": int(seed),
+        "params": dict(params),
+        "f0_method": f0_method,
+        "shard_size": int(shard_size),
+        "sample_rate": int(sample_rate),
+        "code_version": str(code_version),
+        "clips": corpus,
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=5).hexdigest()
+
+
+def expected_key(manifest: Manifest, view_set: ViewSet) -> str:
+    """The key that ``view_set``'s recorded settings hash to (used by validation)."""
+    return view_set_key(
+        manifest.dataset,
+        view_set.kind,
+        view_set.views,
+        view_set.seed,
+        view_set.params,
+        view_set.f0_method,
+        view_set.shard_size,
+        [c.id for c in manifest.clips],
+        manifest.sample_rate,
+        view_set.code_version,
+    )
+
+
+def shard_members(manifest: Manifest, shard_size: int) -> list[list[str]]:
+    """Clip ids of each shard: the manifest's clips in order, ``shard_size`` at a time."""
+    ids = [c.id for c in manifest.clips]
+    return [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
+
+
+# --------------------------------------------------------------------------- worker side
+
+
+@dataclass(frozen=True)
+class ClipSource:
+    """A clip as a worker needs it: id, absolute source path, manifest path, 16 kHz samples."""
+
+    id: str
+    path: str
+    source: str
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class ShardOutput:
+    """One view set's shard to write: kind, N, parameters, final folder path, shard attrs."""
+
+    kind: str
+    views: int
+    params: dict[str, Any]
+    path: str
+    attrs: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything a worker needs for one shard; small, so it travels cheaply to any cluster."""
+
+    index: int
+    clips: tuple[ClipSource, ...]
+    outputs: tuple[ShardOutput, ...]
+    seed: int
+    f0_method: str
+
+
+@dataclass(frozen=True)
+class ShardResult:
+    """What a worker reports: one entry per view set, failures, and timings for the summary.
+
+    ``audio_seconds`` counts the source audio of the stored clips (16 kHz, view 0);
+    ``busy_seconds`` the worker's wall time on the task; ``malloc_env`` the worker's
+    ``MALLOC_TRIM_THRESHOLD_`` (None when unset) so that a run can report it.
+    """
+
+    index: int
+    entries: dict[str, ShardEntry]
+    failures: tuple[Failure, ...]
+    audio_seconds: float
+    busy_seconds: float
+    malloc_env: str | None = None
+
+
+def tune_malloc() -> bool:
+    """Give glibc malloc thresholds under which WORLD runs at full speed; True if applied.
+
+    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so that they return
+    memory to the OS. Setting that variable also freezes glibc's mmap threshold at 128 KiB:
+    every larger array (WORLD's spectral envelopes, STFTs, the resynthesised views) is then
+    a fresh mmap whose pages fault in one by one, and pyworld work slows down. Raising both
+    thresholds inside the worker puts those arrays back on the reusable heap. It costs a
+    bounded amount of retained memory (at most a shard's working set) and works on any
+    cluster, including ones this tool did not start. Doing nothing off glibc is correct.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    ok_mmap = libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
+    ok_trim = libc.mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024)
+    return bool(ok_mmap and ok_trim)
+
+
+def compute_shard(task: ShardTask) -> ShardResult:
+    """Decode, perturb and store one shard of every requested view set (runs on a worker).
+
+    Each clip is analysed once; its views of all kinds come from that analysis. A clip that
+    cannot be decoded, no longer matches its manifest length, or cannot be perturbed becomes
+    a failure; the shard is still written (possibly with zero clips) so the view set stays
+    complete. The shard folders appear only when complete (see ``write_shard``).
+    """
+    tune_malloc()
+    start = time.perf_counter()
+    kinds: dict[str, tuple[int, SpeakerParams | EmotionParams]] = {
+        o.kind: (
+            o.views,
+            SpeakerParams.from_dict(o.params)
+            if o.kind == "speaker"
+            else EmotionParams.from_dict(o.params),
+        )
+        for o in task.outputs
+    }
+    stored: dict[str, list[ShardClip]] = {o.kind: [] for o in task.outputs}
+    failures: list[Failure] = []
+    audio_samples = 0
+    for clip in task.clips:
+        try:
+            audio, _, _ = load_audio(clip.path)
+        except AudioError as e:
+            failures.append(Failure(clip.id, STAGE, e.reason, clip.source))
+            continue
+        if audio.shape[0] != clip.num_samples:
+            failures.append(
+                Failure(
+                    clip.id,
+                    STAGE,
+                    f"source changed: decodes to {audio.shape[0]} samples at 16 kHz but the "
+                    f"manifest says {clip.num_samples}; rebuild the manifest",
+                    clip.source,
+                )
+            )
+            continue
+        try:
+            views = perturb_clip(audio, clip.id, task.seed, kinds, f0_method=task.f0_method)
+        except PerturbationError as e:
+            failures.append(Failure(clip.id, STAGE, str(e) or type(e).__name__, clip.source))
+            continue
+        for kind, drawn_views in views.items():
+            rows = np.stack([audio, *(np.asarray(v, dtype=np.float32) for v, _ in drawn_views)])
+            if rows.shape != (1 + kinds[kind][0], audio.shape[0]):
+                # A view of another length would break time alignment: a bug, not a bad clip.
+                raise RuntimeError(
+                    f"clip {clip.id!r}: {kind} views have shape {rows.shape}, expected "
+                    f"{(1 + kinds[kind][0], audio.shape[0])}"
+                )
+            stored[kind].append(ShardClip(clip.id, rows, [d for _, d in drawn_views]))
+        audio_samples += audio.shape[0]
+    entries = {}
+    for o in task.outputs:
+        clips = stored[o.kind]
+        samples, checksum = write_shard(o.path, clips, o.attrs, rows=1 + o.views)
+        entries[o.kind] = ShardEntry(task.index, Path(o.path).name, len(clips), samples, checksum)
+    return ShardResult(
+        index=task.index,
+        entries=entries,
+        failures=tuple(failures),
+        audio_seconds=audio_samples / SAMPLE_RATE,
+        busy_seconds=time.perf_counter() - start,
+        malloc_env=os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+    )
+
+
+# --------------------------------------------------------------------------- parent side
+
+
+@dataclass(frozen=True)
+class PrepSummary:
+    """The outcome of one run, for the final report (seconds are wall-clock seconds)."""
+
+    dataset: str
+    manifest_path: Path
+    clips: int
+    view_sets: tuple[ViewSet, ...]
+    shards_total: int
+    shards_run: int
+    clips_run: int
+    clips_stored: int
+    views_written: int
+    audio_seconds: float
+    failures: tuple[Failure, ...]
+    wall_seconds: float
+    busy_seconds: float
+    errors: tuple[str, ...] = ()
+    workers: str = ""
+
+    @property
+    def nothing_to_do(self) -> bool:
+        return self.shards_run == 0 and not self.errors
+
+
+def plan_view_sets(
+    manifest: Manifest,
+    manifest_path: str | os.PathLike[str],
+    settings: PerturbSettings,
+    cache_dir: str | os.PathLike[str],
+) -> list[ViewSet]:
+    """One view set per requested kind: the manifest's own when the key matches, else new."""
+    ids = [c.id for c in manifest.clips]
+    num_shards = len(shard_members(manifest, settings.shard_size))
+    existing = {vs.key: vs for vs in manifest.view_sets}
+    planned = []
+    for kind in settings.kinds:
+        params = settings.params(kind)
+        key = view_set_key(
+            manifest.dataset,
+            kind,
+            settings.views,
+            settings.seed,
+            params,
+            settings.f0_method,
+            settings.shard_size,
+            ids,
+            manifest.sample_rate,
+        )
+        if key in existing:
+            planned.append(existing[key])
+            continue
+        folder = Path(cache_dir) / manifest.dataset / f"{kind}-n{settings.views}-{key}"
+        planned.append(
+            ViewSet(
+                kind=kind,
+                views=settings.views,
+                seed=settings.seed,
+                params=params,
+                key=key,
+                folder=relative_to_manifest(folder, manifest_path),
+                num_shards=num_shards,
+                shard_size=settings.shard_size,
+                code_version=PERTURB_VERSION,
+                f0_method=settings.f0_method,
+            )
+        )
+    return planned
+
+
+def _done(view_set: ViewSet, index: int, manifest_path: Path) -> bool:
+    """A shard is done when the manifest lists it and its folder is there."""
+    listed = any(s.index == index for s in view_set.shards)
+    return listed and (view_set.folder_path(manifest_path) / shard_name(index)).is_dir()
+
+
+def _forget_shard(view_set: ViewSet, index: int, members: Sequence[str]) -> ViewSet:
+    """``view_set`` without shard ``index`` and without the failures of its clips."""
+    ids = set(members)
+    return replace(
+        view_set,
+        shards=tuple(s for s in view_set.shards if s.index != index),
+        failures=tuple(f for f in view_set.failures if f.id not in ids),
+    )
+
+
+def _put(manifest: Manifest, view_set: ViewSet) -> Manifest:
+    """Add ``view_set`` or replace the one with its key, keeping the list order stable."""
+    keys = [vs.key for vs in manifest.view_sets]
+    if view_set.key not in keys:
+        return replace(manifest, view_sets=(*manifest.view_sets, view_set))
+    return replace(
+        manifest,
+        view_sets=tuple(view_set if vs.key == view_set.key else vs for vs in manifest.view_sets),
+    )
+
+
+def _record(manifest: Manifest, view_set: ViewSet, result: ShardResult) -> Manifest:
+    """The manifest with ``result``'s shard and failures added to ``view_set``."""
+    current = next(vs for vs in manifest.view_sets if vs.key == view_set.key)
+    order = {c.id: i for i, c in enumerate(manifest.clips)}
+    failures = sorted((*current.failures, *result.failures), key=lambda f: order[f.id])
+    shards = sorted(
+        (*(s for s in current.shards if s.index != result.index), result.entries[current.kind]),
+        key=lambda s: s.index,
+    )
+    return _put(manifest, replace(current, shards=tuple(shards), failures=tuple(failures)))
+
+
+@contextmanager
+def manifest_lock(manifest_path: Path) -> Iterator[None]:
+    """Hold an exclusive lock so that two runs never write the same manifest and cache.
+
+    The lock is an ``flock`` on a hidden file beside the manifest; the kernel releases it
+    when the process dies, even by SIGKILL, so a killed run never blocks the next one.
+    """
+    lock_path = manifest_path.with_name(f".{manifest_path.name}.lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PrepError(
+                f"another `ncore-prep perturb` is running on {manifest_path}; wait for it"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Delete half-written shards (``shard-*.zarr.tmp-*``) left by a killed run."""
+    for tmp in folder.glob("shard-*.zarr.tmp-*"):
+        logger.info("removing the unfinished shard %s of an earlier run", tmp.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+ExecutorFactory = Callable[[], AbstractContextManager[tuple[Executor, str]]]
+
+
+def fixed_executor(executor: Executor, description: str = "the given executor") -> ExecutorFactory:
+    """An executor factory for :func:`run_perturb` that hands out an executor already running."""
+    return lambda: nullcontext((executor, description))
+
+
+def run_perturb(
+    manifest_path: str | os.PathLike[str],
+    settings: PerturbSettings,
+    executor_factory: ExecutorFactory,
+    cache_dir: str | os.PathLike[str] = "cache",
+    progress: bool = True,
+) -> PrepSummary:
+    """Compute and record every missing shard of the view sets ``settings`` asks for.
+
+    ``executor_factory()`` gives a context manager yielding ``(executor, description)``;
+    the executor runs :func:`compute_shard` (a Dask client's executor, see
+    :func:`dask_executor`). It is entered only when there is work, so a finished job starts
+    no cluster. Shards already listed in the manifest are skipped; every other shard is
+    computed, and the manifest is rewritten after each one. Task errors (a worker lost, a
+    bug) do not stop the other shards; they are returned in ``errors`` and leave their
+    shards unlisted for the next run.
+    """
+    from tqdm import tqdm
+
+    manifest_path = Path(manifest_path)
+    start = time.perf_counter()
+    with manifest_lock(manifest_path):
+        manifest = Manifest.load(manifest_path)
+        if not manifest.clips:
+            raise PrepError(f"{manifest_path}: the manifest has no clips to perturb")
+        view_sets = plan_view_sets(manifest, manifest_path, settings, cache_dir)
+        members = shard_members(manifest, settings.shard_size)
+        by_id = manifest.clip_by_id()
+        data_dir = manifest.data_path(manifest_path)
+        tasks = []
+        for index, ids in enumerate(members):
+            outputs = []
+            for i, vs in enumerate(view_sets):
+                if _done(vs, index, manifest_path):
+                    continue
+                if any(s.index == index for s in vs.shards):
+                    logger.warning("%s: shard %d is listed but missing; recomputing", vs.key, index)
+                view_sets[i] = vs = _forget_shard(vs, index, ids)
+                attrs = {
+                    "kind": vs.kind,
+                    "views": vs.views,
+                    "seed": vs.seed,
+                    "key": vs.key,
+                    "params": vs.params,
+                    "f0_method": vs.f0_method,
+                    "code_version": vs.code_version,
+                    "dataset": manifest.dataset,
+                    "shard_index": index,
+                }
+                path = vs.folder_path(manifest_path) / shard_name(index)
+                outputs.append(ShardOutput(vs.kind, vs.views, vs.params, str(path), attrs))
+            if outputs:
+                clips = tuple(
+                    ClipSource(
+                        cid,
+                        str(data_dir / by_id[cid].path),
+                        by_id[cid].path,
+                        by_id[cid].num_samples,
+                    )
+                    for cid in ids
+                )
+                tasks.append(
+                    ShardTask(index, clips, tuple(outputs), settings.seed, settings.f0_method)
+                )
+        for vs in view_sets:
+            manifest = _put(manifest, vs)
+            folder = vs.folder_path(manifest_path)
+            folder.mkdir(parents=True, exist_ok=True)
+            _remove_stale_temporaries(folder)
+        if tasks:
+            manifest.save(manifest_path)  # records the plan (num_shards) before any work
+
+        errors: list[str] = []
+        run_failures: list[Failure] = []
+        clips_stored = views_written = 0
+        audio_seconds = busy_seconds = 0.0
+        malloc_envs: set[str | None] = set()
+        with (
+            executor_factory() if tasks else nullcontext((None, "")) as (executor, workers),
+            tqdm(
+                total=len(tasks),
+                unit="shard",
+                desc=f"perturb {manifest.dataset}",
+                disable=not progress or not tasks,
+                file=sys.stderr,
+            ) as bar,
+        ):
+            futures = {executor.submit(compute_shard, task): task for task in tasks}
+            for future in as_completed(futures):
+                task = futures[future]
+                try:
+                    result = future.result()
+                except Exception as e:  # a lost worker or a bug: report, keep the rest going
+                    errors.append(f"shard {task.index}: {type(e).__name__}: {e}")
+                    bar.update(1)
+                    continue
+                for vs in view_sets:
+                    if vs.kind in result.entries:
+                        manifest = _record(manifest, vs, result)
+                manifest.save(manifest_path)
+                stored = next(iter(result.entries.values())).clips
+                clips_stored += stored
+                views_written += sum(e.clips for e in result.entries.values()) * settings.views
+                audio_seconds += result.audio_seconds
+                busy_seconds += result.busy_seconds
+                run_failures.extend(result.failures)
+                malloc_envs.add(result.malloc_env)
+                bar.update(1)
+                bar.set_postfix(clips=clips_stored, failed=len(run_failures))
+    if malloc_envs - {None}:
+        logger.info("workers ran with MALLOC_TRIM_THRESHOLD_=%s (tuned in-task)", malloc_envs)
+    final = tuple(next(v for v in manifest.view_sets if v.key == vs.key) for vs in view_sets)
+    return PrepSummary(
+        dataset=manifest.dataset,
+        manifest_path=manifest_path,
+        clips=len(manifest.clips),
+        view_sets=final,
+        shards_total=len(members),
+        shards_run=len(tasks),
+        clips_run=sum(len(t.clips) for t in tasks),
+        clips_stored=clips_stored,
+        views_written=views_written,
+        audio_seconds=audio_seconds,
+        failures=tuple(run_failures),
+        wall_seconds=time.perf_counter() - start,
+        busy_seconds=busy_seconds,
+        errors=tuple(errors),
+        workers=workers,
+    )
+
+
+def format_summary(summary: PrepSummary) -> str:
+    """The final report: what was done, each view set's clip balance, failures, throughput."""
+    lines = []
+    if summary.nothing_to_do:
+        lines.append(
+            f"nothing to do: every shard of {len(summary.view_sets)} view set(s) of "
+            f"{summary.dataset!r} is already complete"
+        )
+    else:
+        rate = summary.audio_seconds / summary.wall_seconds if summary.wall_seconds else 0.0
+        clip_rate = summary.clips_run / summary.wall_seconds if summary.wall_seconds else 0.0
+        lines.append(
+            f"perturbed {summary.clips_run} clips in {summary.shards_run} of "
+            f"{summary.shards_total} shards on {summary.workers or 'the executor'}: "
+            f"{summary.clips_stored} stored, {len(summary.failures)} failed, "
+            f"{summary.views_written} views written"
+        )
+        lines.append(
+            f"{summary.audio_seconds:.1f} s of audio in {summary.wall_seconds:.1f} s wall "
+            f"({clip_rate:.2f} clips/s, {rate:.2f} s of audio per second; "
+            f"workers busy {summary.busy_seconds:.1f} s)"
+        )
+    for vs in summary.view_sets:
+        stored = sum(s.clips for s in vs.shards)
+        state = "complete" if vs.complete else f"INCOMPLETE {len(vs.shards)}/{vs.num_shards}"
+        lines.append(
+            f"{vs.kind} N={vs.views} seed={vs.seed} key={vs.key} ({state}): "
+            f"{summary.clips} clips in = {stored} stored + {len(vs.failures)} failed"
+            f"{'' if stored + len(vs.failures) == summary.clips else ' (unfinished)'}"
+            f" -> {vs.folder}"
+        )
+    for f in summary.failures[:10]:
+        lines.append(f"  failed {f.id}: {f.reason}")
+    if len(summary.failures) > 10:
+        lines.append(f"  ... and {len(summary.failures) - 10} more (see the manifest)")
+    for e in summary.errors:
+        lines.append(f"  error {e}")
+    return "\n".join(lines)
+
+
+@contextmanager
+def dask_executor(
+    workers: int | None = None, scheduler: str | None = None
+) -> Iterator[tuple[Executor, str]]:
+    """A Dask client's executor and a description of the cluster behind it.
+
+    With ``scheduler`` (e.g. ``tcp://host:8786``) it connects to that existing cluster;
+    its workers must be able to import this package and read the source audio and cache
+    paths. Otherwise it starts a local cluster of ``workers`` single-threaded processes
+    (default: one per core) whose nannies do not set ``MALLOC_TRIM_THRESHOLD_``, so WORLD
+    runs at full speed (see :func:`tune_malloc`, which also covers existing clusters).
+    """
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler:
+        try:
+            client = Client(scheduler, timeout="10s")
+        except (OSError, TimeoutError) as e:
+            raise PrepError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
+        try:
+            n = len(client.scheduler_info().get("workers", {}))
+            yield client.get_executor(pure=False), f"the Dask cluster at {scheduler} ({n} workers)"
+        finally:
+            client.close()
+        return
+    n_workers = workers or os.cpu_count() or 1
+    if n_workers < 1:
+        raise PrepError(f"--workers must be >= 1, got {n_workers}")
+    # A nanny copies its pre-spawn environment into this process's os.environ, so a cluster
+    # started earlier in the same process would leak the variable into the new workers.
+    os.environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}):
+        cluster = LocalCluster(
+            n_workers=n_workers,
+            threads_per_worker=1,
+            processes=True,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        )
+    try:
+        with Client(cluster) as client:
+            yield (
+                client.get_executor(pure=False),
+                f"a local Dask cluster of {n_workers} worker process(es)",
+            )
+    finally:
+        cluster.close()
