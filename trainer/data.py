@@ -1,0 +1,614 @@
+"""Streaming training and evaluation data from a view set's shards.
+
+The stream is a chain of small stages, each a plain function of explicit arguments
+(webdataset style), so that every one of them can be tested on its own:
+
+1. :func:`epoch_order` - the selected clips (split ``"train"`` for training) of every shard,
+   in a shard order shuffled with a generator seeded by ``(seed, "shards", epoch)``.
+2. :func:`slot_pieces` - that sequence cut into ``world_size x num_workers`` contiguous
+   pieces, one per (rank, loader worker) slot. Whole shards stay together except at piece
+   boundaries, and a corpus with fewer shards than slots is still split (at clip-range
+   level), so every slot gets work and every clip goes to exactly one slot.
+3. :func:`read_blocks` - a slot's piece as contiguous clip ranges of at most ``read_block``
+   clips of one shard; each block is ONE ``ShardReader.read_range`` call (one zarr read).
+4. :func:`buffer_order` - a shuffle buffer of ``shuffle_buffer`` clips, seeded by
+   ``(seed, "buffer", epoch, rank, worker)``, computed on clip positions before any audio is
+   read, so that skipping the first batches of an epoch (resume) reads nothing it drops.
+5. crop - a clip longer than ``crop_samples`` gets ONE window start drawn from a generator
+   seeded by ``(seed, "crop", epoch, clip_id)``; the same window is cut from all its views.
+6. :func:`collate_clips` - zero-padding into a :class:`Batch` with the valid ``lengths``.
+
+Normalisation, attention masks and masked pooling are the model's job (from ``lengths``).
+
+DDP. With ``world_size > 1`` every rank must yield the same number of batches per epoch or
+the collective calls hang. Each slot therefore gets exactly ``M // slots`` clips (M training
+clips): the at most ``slots - 1`` clips left over are dropped for that epoch. They are the
+tail of that epoch's shuffled shard order, so a different few are dropped each epoch and
+no clip is ever repeated within an epoch. With ``world_size == 1`` nothing is dropped.
+
+Resume. A DataLoader over an IterableDataset takes its batches from the workers in turn,
+skipping exhausted ones. Since every worker can compute every worker's batch count from the
+shard metadata, skipping the first ``k`` batches of an epoch is exact: each worker skips its
+own share of them, and the loader's workers take over the roles that put the next batch
+first (:func:`resume_point`). The batch order depends on the number of
+loader workers, so an exact resume needs the same ``num_workers`` and ``world_size``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from pipeline.manifest import Manifest, ManifestError
+from pipeline.rng import make_rng
+from pipeline.shards import ShardError, ShardReader, open_view_set
+from trainer.errors import TrainerError
+
+log = logging.getLogger(__name__)
+
+SAMPLE_RATE = 16000
+DEFAULT_SHUFFLE_BUFFER = 256  # clips; ~200 MB at 6 views x 2 s float32, per worker
+DEFAULT_READ_BLOCK = 64  # clips per zarr read: large enough to amortise one decode call
+
+
+# ----- records --------------------------------------------------------------------------
+@dataclass
+class Batch:
+    """One padded batch of clips.
+
+    ``audio``: float32 (B, V, T), V = 1 + n_views for training and 1 for evaluation, raw
+    waveform in [-1, 1], zero after each clip's length. ``lengths``: int64 (B,) valid samples
+    of each clip, the same for all its views. ``y_task`` / ``y_adv``: int64 (B,) indices of
+    the kept label y+ and the discarded label y- in the manifest vocabularies.
+    """
+
+    audio: torch.Tensor
+    lengths: torch.Tensor
+    y_task: torch.Tensor
+    y_adv: torch.Tensor
+    clip_ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.clip_ids)
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
+        """The same batch with its tensors on ``device``."""
+        return Batch(
+            audio=self.audio.to(device, non_blocking=non_blocking),
+            lengths=self.lengths.to(device, non_blocking=non_blocking),
+            y_task=self.y_task.to(device, non_blocking=non_blocking),
+            y_adv=self.y_adv.to(device, non_blocking=non_blocking),
+            clip_ids=self.clip_ids,
+        )
+
+    def pin_memory(self) -> Batch:
+        """Called by DataLoader(pin_memory=True) for custom batch types."""
+        return Batch(
+            audio=self.audio.pin_memory(),
+            lengths=self.lengths.pin_memory(),
+            y_task=self.y_task.pin_memory(),
+            y_adv=self.y_adv.pin_memory(),
+            clip_ids=self.clip_ids,
+        )
+
+
+@dataclass(frozen=True)
+class ClipSample:
+    """One clip as :class:`ShardStream` yields it: ``audio`` float32 (V, T) in [-1, 1]."""
+
+    clip_id: str
+    audio: np.ndarray
+    y_task: int
+    y_adv: int
+
+
+@dataclass(frozen=True)
+class ShardIndex:
+    """What the plan needs to know of one shard: its path and clip ids, in stored order."""
+
+    path: str
+    clip_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ReadBlock:
+    """Clips ``start..stop-1`` of shard ``shard`` read at once; ``keep`` are those streamed."""
+
+    shard: int
+    start: int
+    stop: int
+    keep: tuple[int, ...]
+
+
+def collate_clips(samples: Sequence[ClipSample]) -> Batch:
+    """Zero-pad ``samples`` (each (V, T_i)) to the longest one: a :class:`Batch` (B, V, T)."""
+    if not samples:
+        raise ValueError("collate_clips needs at least one sample")
+    views = samples[0].audio.shape[0]
+    lengths = [s.audio.shape[1] for s in samples]
+    audio = torch.zeros(len(samples), views, max(lengths), dtype=torch.float32)
+    for i, s in enumerate(samples):
+        audio[i, :, : lengths[i]] = torch.from_numpy(s.audio)
+    return Batch(
+        audio=audio,
+        lengths=torch.tensor(lengths, dtype=torch.int64),
+        y_task=torch.tensor([s.y_task for s in samples], dtype=torch.int64),
+        y_adv=torch.tensor([s.y_adv for s in samples], dtype=torch.int64),
+        clip_ids=[s.clip_id for s in samples],
+    )
+
+
+# ----- plan stages (pure functions of metadata) -------------------------------------------
+def epoch_order(
+    selected: Sequence[Sequence[int]], seed: int, epoch: int, shuffle: bool
+) -> list[tuple[int, int]]:
+    """(shard, clip) of every selected clip, shard after shard.
+
+    ``selected[s]`` lists the clip positions of shard ``s`` to stream, ascending. With
+    ``shuffle`` the shard order is a permutation drawn from ``(seed, "shards", epoch)``
+    and the sequence is rotated by a drawn offset (so it may start and end mid-shard).
+    """
+    if not shuffle:
+        return [(s, int(i)) for s, clips in enumerate(selected) for i in clips]
+    rng = make_rng(seed, "shards", epoch)
+    order = [(int(s), int(i)) for s in rng.permutation(len(selected)) for i in selected[s]]
+    # A random rotation moves the slot boundaries inside shards too, so that a rank's share
+    # changes every epoch even when there are only a few shards.
+    turn = int(rng.integers(len(order))) if order else 0
+    return order[turn:] + order[:turn]
+
+
+def slot_pieces(total: int, slots: int, equalise: bool) -> list[tuple[int, int]]:
+    """Contiguous [start, stop) of each slot in a sequence of ``total`` clips.
+
+    Without ``equalise`` the sizes differ by at most one and cover everything; with it every
+    slot gets ``total // slots`` clips and the remainder at the end is left out (DDP).
+    """
+    if equalise:
+        q = total // slots
+        return [(s * q, (s + 1) * q) for s in range(slots)]
+    return [(s * total // slots, (s + 1) * total // slots) for s in range(slots)]
+
+
+def read_blocks(items: Sequence[tuple[int, int]], read_block: int) -> list[ReadBlock]:
+    """Group consecutive ``(shard, clip)`` items into contiguous reads of <= ``read_block``.
+
+    A block covers the stored range from its first to its last kept clip, so clips of other
+    splits in between are decoded too: one large read beats many small ones.
+    """
+    blocks: list[ReadBlock] = []
+    run: list[int] = []
+    shard = -1
+    for s, i in items:
+        if run and (s != shard or len(run) == read_block or i <= run[-1]):
+            blocks.append(ReadBlock(shard, run[0], run[-1] + 1, tuple(run)))
+            run = []
+        shard = s
+        run.append(i)
+    if run:
+        blocks.append(ReadBlock(shard, run[0], run[-1] + 1, tuple(run)))
+    return blocks
+
+
+def buffer_order(count: int, buffer_size: int, rng: np.random.Generator | None) -> list[int]:
+    """Output order of ``count`` items read in order 0..count-1 through a shuffle buffer.
+
+    The buffer holds ``buffer_size`` items; each new item replaces a uniformly drawn one,
+    which is emitted; the rest is emitted in a random order at the end. So the item emitted
+    at position p was read at position <= p + buffer_size (bounded memory while streaming).
+    ``rng=None`` keeps the read order.
+    """
+    if rng is None or buffer_size <= 1:
+        return list(range(count))
+    buf: list[int] = []
+    out: list[int] = []
+    for i in range(count):
+        if len(buf) < buffer_size:
+            buf.append(i)
+            continue
+        j = int(rng.integers(buffer_size))
+        out.append(buf[j])
+        buf[j] = i
+    out.extend(buf[int(k)] for k in rng.permutation(len(buf)))
+    return out
+
+
+def resume_point(batches: Sequence[int], skip: int) -> tuple[list[int], int]:
+    """Where each worker resumes so that the loader continues after its first ``skip`` batches.
+
+    The DataLoader takes batch r of worker 0, 1, ..., W-1 in turn, leaving out workers that
+    have fewer than r + 1 batches. ``batches[w]`` is worker w's batch count. Returns how many
+    of its own batches each worker skips, and the worker whose batch comes next: a resumed
+    loader starts its turns at loader worker 0, so loader worker p must play worker
+    ``(p + next) % W`` for the rest of the sequence to come out in the same order.
+    """
+    out = [0] * len(batches)
+    left = skip
+    for r in range(max(batches, default=0)):
+        for w, n in enumerate(batches):
+            if r >= n:
+                continue
+            if left == 0:
+                return out, w
+            out[w] += 1
+            left -= 1
+    return out, 0
+
+
+def crop_window(length: int, crop_samples: int | None, rng: np.random.Generator | None) -> int:
+    """Start sample of the window of ``crop_samples`` kept from ``length`` samples.
+
+    ``rng=None`` takes the centre window (evaluation); a clip no longer than the window is
+    kept whole (start 0) and padded by :func:`collate_clips`.
+    """
+    if crop_samples is None or length <= crop_samples:
+        return 0
+    if rng is None:
+        return (length - crop_samples) // 2
+    return int(rng.integers(0, length - crop_samples + 1))
+
+
+# ----- the stream -------------------------------------------------------------------------
+class ShardStream(IterableDataset):
+    """Per-clip samples of the selected clips of a view set's shards (see module docstring).
+
+    ``rows``: the stored view rows streamed per clip (``[0, 1, .., n]`` for training,
+    ``[0]`` for evaluation). ``labels`` maps a clip id to ``(y_task, y_adv)``; clips of the
+    shards that are not in ``labels`` are not streamed (other splits). ``crop_samples``:
+    longest window kept, in samples (None: whole clips). ``shuffle`` turns on the shard
+    order shuffle, the block shuffle, the buffer and random crops; without it the order is
+    the stored one and crops are centred. ``batch_size`` is the DataLoader's, needed to
+    count and skip batches. Set :attr:`epoch` and :attr:`skip_batches` before iterating.
+    """
+
+    def __init__(
+        self,
+        shards: Sequence[ShardIndex],
+        labels: dict[str, tuple[int, int]],
+        rows: Sequence[int],
+        *,
+        batch_size: int,
+        crop_samples: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        read_block: int = DEFAULT_READ_BLOCK,
+        equalise: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if not 0 <= rank < world_size:
+            raise TrainerError(f"rank must be in [0, {world_size}), got {rank}")
+        if batch_size < 1 or read_block < 1:
+            raise TrainerError("batch_size and read_block must be >= 1")
+        self.shards = list(shards)
+        self.labels = dict(labels)
+        self.rows = list(rows)
+        self.batch_size = batch_size
+        self.crop_samples = crop_samples
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.shuffle_buffer = shuffle_buffer
+        self.read_block = read_block
+        self.equalise = world_size > 1 if equalise is None else equalise
+        self.epoch = 0
+        self.skip_batches = 0
+        self.selected = [
+            [i for i, cid in enumerate(s.clip_ids) if cid in self.labels] for s in self.shards
+        ]
+        self._readers: dict[int, ShardReader] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Readers hold open zarr handles: each loader worker opens its own.
+        state = dict(self.__dict__)
+        state["_readers"] = {}
+        return state
+
+    @property
+    def num_clips(self) -> int:
+        """Selected clips over all ranks before DDP equalisation."""
+        return sum(len(s) for s in self.selected)
+
+    # ----- plan --------------------------------------------------------------------------
+    def slot_items(self, worker: int, num_workers: int) -> list[tuple[int, int]]:
+        """(shard, clip) items of this rank's ``worker`` in this epoch, in read order."""
+        order = epoch_order(self.selected, self.seed, self.epoch, self.shuffle)
+        slots = self.world_size * num_workers
+        a, b = slot_pieces(len(order), slots, self.equalise)[self.rank * num_workers + worker]
+        return order[a:b]
+
+    def batches_per_worker(self, num_workers: int) -> list[int]:
+        """Batches each loader worker of this rank yields per epoch (equal across epochs)."""
+        slots = self.world_size * num_workers
+        pieces = slot_pieces(self.num_clips, slots, self.equalise)
+        mine = pieces[self.rank * num_workers : (self.rank + 1) * num_workers]
+        return [math.ceil((b - a) / self.batch_size) for a, b in mine]
+
+    def num_batches(self, num_workers: int) -> int:
+        """Batches this rank yields in a full epoch with ``num_workers`` loader workers."""
+        return sum(self.batches_per_worker(max(num_workers, 1)))
+
+    def worker_plan(self, worker: int, num_workers: int) -> tuple[list[ReadBlock], list[int]]:
+        """Read blocks of one worker and the order (indices into their kept clips) to emit."""
+        blocks = read_blocks(self.slot_items(worker, num_workers), self.read_block)
+        rng = None
+        if self.shuffle:
+            rng = make_rng(self.seed, "buffer", self.epoch, self.rank, worker)
+            blocks = [blocks[int(k)] for k in rng.permutation(len(blocks))]
+        count = sum(len(b.keep) for b in blocks)
+        order = buffer_order(count, self.shuffle_buffer, rng)
+        skip, _ = resume_point(self.batches_per_worker(num_workers), self.skip_batches)
+        return blocks, order[skip[worker] * self.batch_size :]
+
+    # ----- reading -----------------------------------------------------------------------
+    def _reader(self, shard: int) -> ShardReader:
+        if shard not in self._readers:
+            self._readers[shard] = ShardReader(self.shards[shard].path)
+        return self._readers[shard]
+
+    def _sample(self, clip_id: str, audio: np.ndarray) -> ClipSample:
+        rng = make_rng(self.seed, "crop", self.epoch, clip_id) if self.shuffle else None
+        start = crop_window(audio.shape[1], self.crop_samples, rng)
+        stop = audio.shape[1] if self.crop_samples is None else start + self.crop_samples
+        # A copy, so that the block a clip came from can be freed once it is emitted.
+        window = np.array(audio[:, start:stop], dtype=np.float32, copy=True)
+        y_task, y_adv = self.labels[clip_id]
+        return ClipSample(clip_id, window, y_task, y_adv)
+
+    def __iter__(self) -> Iterator[ClipSample]:
+        info = get_worker_info()
+        worker, num_workers = (0, 1) if info is None else (info.id, info.num_workers)
+        _, role = resume_point(self.batches_per_worker(num_workers), self.skip_batches)
+        worker = (worker + role) % num_workers
+        blocks, order = self.worker_plan(worker, num_workers)
+        needed = set(order)
+        loaded: dict[int, ClipSample] = {}
+        next_block, first = 0, 0  # next block to read; flat index of its first kept clip
+        for item in order:
+            while item not in loaded:
+                block = blocks[next_block]
+                wanted = [k for k in range(len(block.keep)) if first + k in needed]
+                if wanted:
+                    shard = self.shards[block.shard]
+                    clips = self._reader(block.shard).read_range(block.start, block.stop, self.rows)
+                    for k in wanted:
+                        i = block.keep[k]
+                        loaded[first + k] = self._sample(shard.clip_ids[i], clips[i - block.start])
+                first += len(block.keep)
+                next_block += 1
+            yield loaded.pop(item)
+
+
+# ----- loaders ----------------------------------------------------------------------------
+class StreamLoader:
+    """A DataLoader over a :class:`ShardStream` that knows its epoch and position.
+
+    ``len(loader)`` is the number of batches of a full epoch on this rank. Call
+    :meth:`set_epoch` before each epoch (as with DistributedSampler). :meth:`state_dict`
+    records the epoch and the batches handed out so far; after :meth:`load_state_dict` the
+    next iteration resumes that epoch right after them.
+    """
+
+    def __init__(self, stream: ShardStream, num_workers: int = 0, pin_memory: bool = False) -> None:
+        self.dataset = stream
+        self.num_workers = num_workers
+        self._loader = DataLoader(
+            stream,
+            batch_size=stream.batch_size,
+            num_workers=num_workers,
+            collate_fn=collate_clips,
+            pin_memory=pin_memory,
+            # Fresh workers each epoch: they fork with the current epoch and skip count.
+            persistent_workers=False,
+        )
+        self.batches_done = 0
+
+    def __len__(self) -> int:
+        return self.dataset.num_batches(self.num_workers)
+
+    @property
+    def epoch(self) -> int:
+        return self.dataset.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start ``epoch`` from its first batch at the next iteration."""
+        self.dataset.epoch = epoch
+        self.dataset.skip_batches = 0
+        self.batches_done = 0
+
+    def __iter__(self) -> Iterator[Batch]:
+        self.batches_done = self.dataset.skip_batches
+        for batch in self._loader:
+            self.batches_done += 1
+            yield batch
+        self.dataset.skip_batches = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Epoch and batches of it handed out so far, plus the layout they depend on."""
+        return {
+            "epoch": self.dataset.epoch,
+            "batches": self.batches_done,
+            "seed": self.dataset.seed,
+            "num_workers": self.num_workers,
+            "world_size": self.dataset.world_size,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Make the next iteration continue epoch ``state["epoch"]`` after its first batches.
+
+        Resuming under another ``num_workers`` or ``world_size`` keeps the batch count right
+        but not which clips the rest of that epoch holds (the order depends on the layout):
+        that is logged, not refused.
+        """
+        for name, mine in (
+            ("num_workers", self.num_workers),
+            ("world_size", self.dataset.world_size),
+        ):
+            if name in state and state[name] != mine:
+                log.warning(
+                    "resuming with %s=%s instead of %s: the rest of epoch %s will not "
+                    "repeat the interrupted run's clip order",
+                    name,
+                    mine,
+                    state[name],
+                    state["epoch"],
+                )
+        self.dataset.epoch = int(state["epoch"])
+        self.dataset.skip_batches = int(state["batches"])
+        self.batches_done = int(state["batches"])
+
+
+def label_indices(manifest: Manifest, task: str) -> dict[str, tuple[int, int]]:
+    """(y_task, y_adv) of every clip: task ``"emotion"`` keeps emotion and discards speaker."""
+    if task not in ("emotion", "speaker"):
+        raise TrainerError(f"task must be 'emotion' or 'speaker', got {task!r}")
+    other = "speaker" if task == "emotion" else "emotion"
+    keep, drop = manifest.label_index(task), manifest.label_index(other)
+    return {c.id: (keep[getattr(c, task)], drop[getattr(c, other)]) for c in manifest.clips}
+
+
+def _open_shards(
+    manifest: Manifest,
+    manifest_path: str | os.PathLike[str],
+    kinds: Sequence[str],
+    views: int | None,
+) -> tuple[int, list[ShardIndex]]:
+    """Stored views N and the shards of the first of ``kinds`` with a usable view set."""
+    error: Exception | None = None
+    for kind in kinds:
+        try:
+            view_set, readers = open_view_set(manifest, manifest_path, kind, views)
+        except (ManifestError, ShardError) as e:
+            error = error or e
+            continue
+        known = manifest.clip_by_id()
+        for r in readers:
+            unknown = [cid for cid in r.clip_ids if cid not in known]
+            if unknown:
+                raise TrainerError(
+                    f"{r.path.name}: clip {unknown[0]!r} is not in the manifest; "
+                    "the view set does not belong to this manifest"
+                )
+        stored = min((r.num_views - 1 for r in readers), default=view_set.views)
+        return stored, [ShardIndex(str(r.path), tuple(r.clip_ids)) for r in readers]
+    raise TrainerError(str(error))
+
+
+def make_train_loader(
+    manifest: Manifest,
+    manifest_path: str | os.PathLike[str],
+    *,
+    task: str = "emotion",
+    kind: str | None = None,
+    views: int | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    max_seconds: float | None = None,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    read_block: int = DEFAULT_READ_BLOCK,
+    pin_memory: bool = False,
+) -> StreamLoader:
+    """The training loader: views 0..``views`` of the ``train`` clips, shuffled per epoch.
+
+    ``kind``: perturbation kind of the view set (default: the paper's pairing, speaker
+    views for the emotion task and vice versa). ``views``: perturbed views per clip
+    (0 = the original only, None = every stored view); more than stored is a TrainerError.
+    ``max_seconds``: random crop length in seconds, the same window for all views of a clip.
+    ``rank`` / ``world_size``: this process's share under DDP.
+    """
+    kind = kind or ("speaker" if task == "emotion" else "emotion")
+    if views is not None and views < 0:
+        raise TrainerError(f"views must be >= 0, got {views}")
+    stored, shards = _open_shards(manifest, manifest_path, [kind], views)
+    n = stored if views is None else views
+    if n > stored:
+        raise TrainerError(f"{n} {kind} views asked for but the shards store {stored}")
+    train_ids = {c.id for c in manifest.clips_in("train")}
+    labels = {cid: y for cid, y in label_indices(manifest, task).items() if cid in train_ids}
+    stream = ShardStream(
+        shards,
+        labels,
+        list(range(n + 1)),
+        batch_size=batch_size,
+        crop_samples=_crop_samples(max_seconds),
+        shuffle=True,
+        seed=seed,
+        rank=rank,
+        world_size=world_size,
+        shuffle_buffer=shuffle_buffer,
+        read_block=read_block,
+    )
+    if stream.num_clips == 0:
+        raise TrainerError(f"the {kind} view set holds no training clips")
+    if world_size > 1 and stream.num_clips < world_size * max(num_workers, 1):
+        raise TrainerError(
+            f"{stream.num_clips} training clips cannot feed {world_size} ranks x "
+            f"{max(num_workers, 1)} loader workers; use fewer workers"
+        )
+    return StreamLoader(stream, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def make_eval_loader(
+    manifest: Manifest,
+    manifest_path: str | os.PathLike[str],
+    split: str,
+    *,
+    task: str = "emotion",
+    kind: str | None = None,
+    batch_size: int = 16,
+    max_seconds: float | None = None,
+    num_workers: int = 0,
+    rank: int = 0,
+    world_size: int = 1,
+    read_block: int = DEFAULT_READ_BLOCK,
+    pin_memory: bool = False,
+) -> StreamLoader:
+    """An evaluation loader: view 0 of the clips of ``split``, in stored order, not shuffled.
+
+    The originals are read from the shards of a view set (``kind``, else the other kind:
+    row 0 is the same original clip in every view set); clips that failed perturbation are
+    not stored and therefore not evaluated. ``max_seconds`` keeps the centre window. With
+    ``world_size > 1`` ranks get disjoint contiguous parts, not necessarily of equal size.
+    """
+    if split not in ("train", "val", "test"):
+        raise TrainerError(f"split must be train, val or test, got {split!r}")
+    first = kind or ("speaker" if task == "emotion" else "emotion")
+    kinds = [first, "emotion" if first == "speaker" else "speaker"]
+    _, shards = _open_shards(manifest, manifest_path, kinds, None)
+    ids = {c.id for c in manifest.clips_in(split)}
+    labels = {cid: y for cid, y in label_indices(manifest, task).items() if cid in ids}
+    stream = ShardStream(
+        shards,
+        labels,
+        [0],
+        batch_size=batch_size,
+        crop_samples=_crop_samples(max_seconds),
+        shuffle=False,
+        rank=rank,
+        world_size=world_size,
+        read_block=read_block,
+        equalise=False,
+    )
+    return StreamLoader(stream, num_workers=num_workers, pin_memory=pin_memory)
+
+
+def _crop_samples(max_seconds: float | None) -> int | None:
+    if max_seconds is None:
+        return None
+    if max_seconds <= 0:
+        raise TrainerError(f"max_seconds must be > 0, got {max_seconds}")
+    return max(1, round(max_seconds * SAMPLE_RATE))
