@@ -140,7 +140,9 @@ def save_backbone(backbone: nn.Module, spec: InputSpec, folder: str | Path) -> N
     """Write the backbone with ``save_pretrained`` plus a matching feature extractor, so
     ``AutoModel.from_pretrained(folder)`` and ``AutoFeatureExtractor`` both load it."""
     from transformers import Wav2Vec2FeatureExtractor
+    from transformers.utils import logging as hf_logging
 
+    hf_logging.disable_progress_bar()  # one bar per save would flood the epoch log
     backbone.save_pretrained(str(folder), safe_serialization=True)
     Wav2Vec2FeatureExtractor(
         feature_size=1,

@@ -1,0 +1,192 @@
+"""``ncore-train``: fine-tune an audio foundation model with the N-CORE objective.
+
+``ncore-train --manifest manifests/x.json [options]`` trains; the group also hosts
+subcommands (``ncore-train report ...``) added by the evaluation part. The command parses
+options and calls :func:`trainer.loop.train`; every user mistake is one line on stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import click
+from click.core import ParameterSource
+
+from trainer.config import TrainConfig, parse_seeds, read_config_file, resolve_config
+from trainer.errors import TrainerError
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
+    if value is None:
+        return None
+    try:
+        return parse_seeds(value)
+    except TrainerError as error:
+        raise click.BadParameter(str(error)) from None
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--manifest", type=click.Path(dir_okay=False), help="Manifest written by ncore-prep.")
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(dir_okay=False),
+    help="TOML or JSON file of settings; options given here override it.",
+)
+@click.option(
+    "--task",
+    type=click.Choice(["emotion", "speaker"]),
+    default=_DEFAULTS["task"],
+    show_default=True,
+    help="Label y+ to predict; the other one is adversarial (y-).",
+)
+@click.option(
+    "--views",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Perturbed views N per clip (0: no consistency term). [default: all stored]",
+)
+@click.option(
+    "--perturbation",
+    type=click.Choice(["speaker", "emotion"]),
+    default=None,
+    help="View kind. [default: speaker for the emotion task, emotion for speaker]",
+)
+@click.option(
+    "--backbone",
+    default=_DEFAULTS["backbone"],
+    show_default=True,
+    help="Hugging Face id, local save_pretrained folder, or 'tiny' (CPU demo).",
+)
+@click.option("--lambda-ce", type=float, default=_DEFAULTS["lambda_ce"], show_default=True)
+@click.option("--lambda-reg", type=float, default=_DEFAULTS["lambda_reg"], show_default=True)
+@click.option("--lambda-grl", type=float, default=_DEFAULTS["lambda_grl"], show_default=True)
+@click.option("--grl-alpha", type=float, default=_DEFAULTS["grl_alpha"], show_default=True)
+@click.option(
+    "--grl-objective",
+    type=click.Choice(["dann", "paper"]),
+    default=_DEFAULTS["grl_objective"],
+    show_default=True,
+    help="dann: +l_GRL*L_GRL (reversal by the GRL alone); paper: eq. 4's minus sign.",
+)
+@click.option(
+    "--no-adversary",
+    "adversary",
+    flag_value=False,
+    default=True,
+    help="Drop the adversarial head and its loss.",
+)
+@click.option("--dropout", type=float, default=_DEFAULTS["dropout"], show_default=True)
+@click.option(
+    "--lr",
+    type=float,
+    default=_DEFAULTS["lr"],
+    show_default=True,
+    help="Peak learning rate (AdamW, linear schedule, 10 % warm-up).",
+)
+@click.option("--weight-decay", type=float, default=_DEFAULTS["weight_decay"], show_default=True)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["batch_size"],
+    show_default=True,
+    help="Clips per micro-batch (each with 1 + N views).",
+)
+@click.option(
+    "--grad-accum",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["grad_accum"],
+    show_default=True,
+    help="Micro-batches per optimizer step.",
+)
+@click.option(
+    "--clip-grad-norm", type=float, default=_DEFAULTS["clip_grad_norm"], show_default=True
+)
+@click.option(
+    "--epochs", type=click.IntRange(min=1), default=_DEFAULTS["epochs"], show_default=True
+)
+@click.option(
+    "--patience",
+    type=click.IntRange(min=1),
+    default=_DEFAULTS["patience"],
+    show_default=True,
+    help="Epochs without a better validation accuracy before stopping.",
+)
+@click.option(
+    "--seeds",
+    callback=_seeds,
+    default=None,
+    help="Comma-separated seeds, one run each. [default: 42,100,510]",
+)
+@click.option(
+    "--max-seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Training crop in seconds (the same window for all views). [default: whole clips]",
+)
+@click.option(
+    "--freeze-feature-encoder",
+    is_flag=True,
+    default=False,
+    help="Keep the convolutional feature encoder fixed.",
+)
+@click.option("--gradient-checkpointing", is_flag=True, default=False)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... [default: cuda if present]")
+@click.option(
+    "--num-workers",
+    type=click.IntRange(min=0),
+    default=_DEFAULTS["num_workers"],
+    show_default=True,
+    help="DataLoader worker processes per rank.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run folder. [default: runs/<dataset>-<task>-<kind>-n<N>]",
+)
+@click.option(
+    "--resume",
+    is_flag=True,
+    default=False,
+    help="Continue the run in --out from its last checkpoint.",
+)
+@click.option("-v", "--verbose", is_flag=True, default=False, help="Debug logging.")
+@click.pass_context
+def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) -> None:
+    """Fine-tune a backbone with N-view consistency and gradient reversal (N-CORE)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True
+    )
+    # Only what was typed overrides the config file; click's defaults do not.
+    given = {
+        name: value
+        for name, value in options.items()
+        if ctx.get_parameter_source(name)
+        in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
+    }
+    try:
+        file_settings = read_config_file(config_file) if config_file else None
+        if not given.get("manifest") and not (file_settings or {}).get("manifest"):
+            raise click.UsageError("pass --manifest PATH (or a subcommand)")
+        config = resolve_config(file_settings, given)
+        from trainer.loop import train
+
+        records = train(config)
+    except TrainerError as error:
+        raise click.ClickException(str(error)) from None
+    for record in records:
+        m = record["metrics"]
+        click.echo(
+            f"seed {record['seed']}: test accuracy {m['accuracy']:.4f} "
+            f"macro F1 {m['macro_f1']:.4f} UAR {m['uar']:.4f}"
+        )
+
+
+if __name__ == "__main__":
+    main()

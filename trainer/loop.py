@@ -1,0 +1,635 @@
+"""The training loop: one function, top to bottom (nanoGPT style).
+
+``train(config)`` runs every seed; ``train_seed`` is the loop itself: setup, model,
+optimizer and schedule, resume, then per epoch: stream batches, accumulate gradients,
+clip, step, evaluate on the validation split, log, checkpoint, early-stop; finally test
+the selected epoch and save its backbone with ``save_pretrained``.
+
+Runs the same under ``torchrun`` (DDP; NCCL on GPUs, gloo on CPU): the loaders split shards
+between ranks, rank 0 writes every file.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from pipeline.rng import stable_seed
+from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.config import TrainConfig
+from trainer.errors import TrainerError
+from trainer.losses import ncore_loss
+from trainer.model import NCoreModel, load_backbone, save_backbone
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+TEST_METRICS_FILE = "test_metrics.json"
+CHECKPOINT_DIR = "checkpoint"
+BEST_DIR = "best"
+
+
+@dataclass(frozen=True)
+class Distributed:
+    """Where this process sits in a ``torchrun`` job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """What the manifest says about this run: view set, label vocabularies, sizes."""
+
+    manifest: Any
+    manifest_path: Path
+    view_set: Any
+    views: int
+    task_names: tuple[str, ...]
+    adv_names: tuple[str, ...]
+    train_clips: int
+    val_split: str
+    out: Path
+
+
+# ----- setup helpers -----------------------------------------------------------------------
+
+
+def setup_distributed(device_kind: str) -> Distributed:
+    """Join the process group when started by torchrun (WORLD_SIZE > 1)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return Distributed()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+    return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
+
+
+def resolve_device(requested: str | None, ddp: Distributed | None = None) -> torch.device:
+    """``None`` -> CUDA when present, else CPU. Asking for CUDA without one is an error."""
+    if requested is None:
+        requested = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(requested)
+    except RuntimeError:
+        raise TrainerError(
+            f"--device {requested!r} is not a torch device (cpu, cuda, cuda:1)"
+        ) from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainerError(
+                f"--device {requested} asked for but torch sees no CUDA GPU: use --device cpu"
+            )
+        if device.index is None:
+            device = torch.device("cuda", ddp.local_rank if ddp else 0)
+    return device
+
+
+def plan_run(config: TrainConfig) -> RunPlan:
+    """Read the manifest and check that it has what the config asks for (one-line errors)."""
+    from pipeline.manifest import Manifest, ManifestError
+
+    manifest_path = Path(config.manifest)
+    try:
+        manifest = Manifest.load(manifest_path)
+        view_set = manifest.view_set(config.view_kind, config.views or None)
+    except ManifestError as error:
+        raise TrainerError(str(error)) from None
+    views = view_set.views if config.views is None else config.views
+    train_clips = len(manifest.clips_in("train"))
+    if train_clips == 0:
+        raise TrainerError(f"{manifest_path}: no clip in the train split")
+    if not manifest.clips_in("test"):
+        raise TrainerError(f"{manifest_path}: no clip in the test split")
+    # The paper protocol has no validation split: it selects the epoch on test (DESIGN.md 2).
+    val_split = "val" if manifest.clips_in("val") else "test"
+    if val_split == "test":
+        log.warning(
+            "%s has no validation split: selecting epochs on test (paper protocol)", manifest_path
+        )
+    name = f"{manifest.dataset}-{config.task}-{config.view_kind}-n{views}"
+    out = Path(config.out) if config.out else Path("runs") / name
+    return RunPlan(
+        manifest=manifest,
+        manifest_path=manifest_path,
+        view_set=view_set,
+        views=views,
+        task_names=tuple(manifest.labels[config.task]),
+        adv_names=tuple(manifest.labels[config.adversarial_label]),
+        train_clips=train_clips,
+        val_split=val_split,
+        out=out,
+    )
+
+
+def build_model(config: TrainConfig, plan: RunPlan, seed: int) -> NCoreModel:
+    """Backbone + heads, with head (and tiny backbone) weights drawn from ``seed``."""
+    backbone, spec = load_backbone(config.backbone, seed=stable_seed(seed, "backbone"))
+    if config.freeze_feature_encoder:
+        if not hasattr(backbone, "freeze_feature_encoder"):
+            raise TrainerError(f"backbone {config.backbone!r} has no feature encoder to freeze")
+        backbone.freeze_feature_encoder()
+    if config.gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(
+            gradient_checkpointing_kwargs={"use_reentrant": False}
+        )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(stable_seed(seed, "heads"))
+        return NCoreModel(
+            backbone,
+            spec,
+            num_task_classes=len(plan.task_names),
+            num_adv_classes=len(plan.adv_names) if config.adversary else None,
+            dropout=config.dropout,
+            grl_alpha=config.grl_alpha,
+        )
+
+
+def linear_warmup_decay(step: int, total: int, warmup: int) -> float:
+    """LR factor: 0 -> 1 over ``warmup`` steps, then 1 -> 0 linearly at ``total``
+    (transformers' ``get_linear_schedule_with_warmup``)."""
+    if step < warmup:
+        return step / max(1, warmup)
+    return max(0.0, (total - step) / max(1, total - warmup))
+
+
+def seed_epoch_rngs(seed: int, epoch: int, rank: int) -> None:
+    """Seed torch's and numpy's global generators for this (seed, epoch, rank).
+
+    Dropout (torch) and HF's SpecAugment masks (numpy) draw from the global generators and
+    take no Generator argument; re-seeding them at every epoch start makes an epoch's
+    random draws independent of what ran before, so a resumed run repeats them exactly.
+    """
+    torch.manual_seed(stable_seed(seed, "train-epoch", epoch, rank))
+    np.random.seed(stable_seed(seed, "train-epoch-numpy", epoch, rank) % 2**32)  # noqa: NPY002
+
+
+def train_loader(config: TrainConfig, plan: RunPlan, seed: int, ddp: Distributed):
+    """Batches of views 0..N of the train split (``trainer.data``); call ``set_epoch``."""
+    from trainer.data import make_train_loader
+
+    return make_train_loader(
+        plan.manifest,
+        plan.manifest_path,
+        task=config.task,
+        kind=config.view_kind,
+        views=plan.views,
+        batch_size=config.batch_size,
+        seed=seed,
+        max_seconds=config.max_seconds,
+        num_workers=config.num_workers,
+        rank=ddp.rank,
+        world_size=ddp.world_size,
+        pin_memory=False,
+    )
+
+
+def eval_loader(config: TrainConfig, plan: RunPlan, split: str, ddp: Distributed):
+    """Batches of view 0 of ``split`` (``trainer.data``), split between ranks."""
+    from trainer.data import make_eval_loader
+
+    return make_eval_loader(
+        plan.manifest,
+        plan.manifest_path,
+        split,
+        task=config.task,
+        kind=config.view_kind,
+        batch_size=config.batch_size,
+        max_seconds=config.max_seconds,
+        num_workers=config.num_workers,
+        rank=ddp.rank,
+        world_size=ddp.world_size,
+    )
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; full precision elsewhere (CPU bf16 is slow and inexact)."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def predict(model: NCoreModel, loader, device: torch.device, ddp: Distributed) -> dict[str, Any]:
+    """Predictions of both heads on every clip of ``loader`` (gathered over ranks).
+
+    Returns lists ``clip_ids``, ``y_task``, ``y_adv``, ``task_pred``, ``adv_pred`` (empty
+    without an adversary) and ``embeddings`` (an array (clips, D)), sorted by clip id so that
+    the result does not depend on the rank/worker split.
+    """
+    model.eval()
+    rows: list[tuple] = []
+    for batch in loader:
+        with autocast(device):
+            out = model(batch.audio.to(device), batch.lengths.to(device))
+        task_pred = out.task_logits.argmax(-1).cpu().tolist()
+        adv_pred = (
+            out.adv_logits.argmax(-1).cpu().tolist()
+            if out.adv_logits is not None
+            else [None] * len(task_pred)
+        )
+        embeddings = out.embeddings[:, 0].float().cpu().numpy()
+        rows.extend(
+            zip(
+                batch.clip_ids,
+                batch.y_task.tolist(),
+                batch.y_adv.tolist(),
+                task_pred,
+                adv_pred,
+                embeddings,
+                strict=True,
+            )
+        )
+    if ddp.enabled:
+        gathered: list[list[tuple]] = [[] for _ in range(ddp.world_size)]
+        dist.all_gather_object(gathered, rows)
+        rows = [row for part in gathered for row in part]
+    rows.sort(key=lambda row: row[0])
+    ids, y_task, y_adv, task_pred, adv_pred, embeddings = (
+        (list(c) for c in zip(*rows, strict=True)) if rows else ([],) * 6
+    )
+    return {
+        "clip_ids": ids,
+        "y_task": y_task,
+        "y_adv": y_adv,
+        "task_pred": task_pred,
+        "adv_pred": [] if not adv_pred or adv_pred[0] is None else adv_pred,
+        "embeddings": np.stack(embeddings) if embeddings else np.zeros((0, 0), np.float32),
+    }
+
+
+def lockstep(loader, ddp: Distributed, device: torch.device):
+    """Yield ``(batch, weight)``; under DDP every rank yields the same number of batches.
+
+    Shards are split between ranks, so ranks may hold a batch more or less. A rank that has
+    run out repeats its last batch with weight 0 (no gradient, not counted) until every rank
+    is done, so that gradient all-reduces and optimizer steps stay in step on all ranks.
+    """
+    batches = iter(loader)
+    last = None
+    while True:
+        batch = next(batches, None)
+        if not ddp.enabled:
+            if batch is None:
+                return
+            yield batch, 1.0
+            continue
+        has = torch.tensor([0 if batch is None else 1], device=device)
+        dist.all_reduce(has, op=dist.ReduceOp.MAX)
+        if has.item() == 0:
+            return
+        if batch is None and last is None:
+            raise TrainerError(
+                f"rank {ddp.rank} got no training clip: fewer train shards than processes"
+            )
+        if batch is not None:
+            last = batch
+            yield batch, 1.0
+        else:
+            yield last, 0.0
+
+
+def optimizer_step(optimizer, scheduler, params, clip_norm: float) -> int:
+    """Clip, step, advance the schedule, clear gradients; returns 1 (one step taken)."""
+    torch.nn.utils.clip_grad_norm_(params, clip_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return 1
+
+
+def accuracy(truth: list[int], pred: list[int]) -> float | None:
+    """Fraction of ``pred`` equal to ``truth``; None when there is nothing to compare."""
+    if not pred:
+        return None
+    return float(np.mean(np.asarray(truth) == np.asarray(pred)))
+
+
+def save_selected(model: NCoreModel, folder: Path, info: dict[str, Any]) -> None:
+    """Write the selected model as ``best/``: ``backbone/`` (save_pretrained, loadable with
+    transformers), ``heads.safetensors`` and ``model.json``; atomically (temp + rename)."""
+    from safetensors.torch import save_file, save_model
+
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        save_backbone(model.backbone, model.spec, tmp / "backbone")
+        heads = {
+            name: tensor.detach().cpu().contiguous()
+            for name, tensor in model.state_dict().items()
+            if not name.startswith("backbone.")
+        }
+        save_file(heads, str(tmp / "heads.safetensors"))
+        save_model(model, str(tmp / "model.safetensors"))  # the whole model, for the test pass
+        (tmp / "model.json").write_text(json.dumps(info, indent=1) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)
+        os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def write_metrics_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``metrics.jsonl`` with ``rows`` (used on resume to drop rows past the
+    checkpoint, so a resumed run's file matches an uninterrupted one)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_metrics_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+# ----- the loop ----------------------------------------------------------------------------
+
+
+def train_seed(
+    config: TrainConfig, plan: RunPlan, seed: int, device: torch.device, ddp: Distributed
+) -> dict[str, Any]:
+    """Train one seed; returns its test metrics (also written to ``seed-<s>/test_metrics.json``)."""
+    run_dir = plan.out / f"seed-{seed}"
+    ckpt_dir = run_dir / CHECKPOINT_DIR
+    metrics_path = run_dir / METRICS_FILE
+    done_path = run_dir / TEST_METRICS_FILE
+
+    # -- resume or refuse to overwrite ---------------------------------------------------
+    latest = latest_checkpoint(ckpt_dir)
+    if not config.resume and (latest is not None or done_path.exists()):
+        raise TrainerError(
+            f"{run_dir} already holds a run: pass --resume to continue it or another --out"
+        )
+    if config.resume and done_path.exists():
+        log.info("seed %d already finished (%s); skipping", seed, done_path)
+        return json.loads(done_path.read_text(encoding="utf-8"))
+
+    # -- model, optimizer, schedule --------------------------------------------------------
+    model = build_model(config, plan, seed).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    loader = train_loader(config, plan, seed, ddp)
+    val_loader = eval_loader(config, plan, plan.val_split, ddp)
+    steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
+    total_steps = steps_per_epoch * config.epochs
+    warmup_steps = int(config.warmup_ratio * total_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: linear_warmup_decay(step, total_steps, warmup_steps)
+    )
+
+    start_epoch, step, best_acc, best_epoch, bad_epochs = 1, 0, -1.0, 0, 0
+    if config.resume and latest is not None:
+        state = load_checkpoint(
+            latest, model, optimizer, scheduler, config=config.replace(seeds=(seed,))
+        )
+        if state["seed"] != seed:
+            raise TrainerError(f"checkpoint {latest} belongs to seed {state['seed']}, not {seed}")
+        start_epoch = state["loader"]["next_epoch"]
+        step, best_acc = state["step"], state["best_acc"]
+        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
+        log.info("seed %d: resuming from %s (epoch %d done)", seed, latest, state["epoch"])
+        if ddp.main:
+            write_metrics_rows(
+                metrics_path,
+                [r for r in read_metrics_rows(metrics_path) if r["epoch"] < start_epoch],
+            )
+    elif ddp.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_metrics_rows(metrics_path, [])
+
+    raw_model = model
+    if ddp.enabled:
+        # Layer drop / SpecAugment may leave parameters without a gradient in a step.
+        unused = getattr(model.backbone.config, "layerdrop", 0.0) > 0
+        model = nn.parallel.DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+
+    # -- epochs ---------------------------------------------------------------------------
+    for epoch in range(start_epoch, config.epochs + 1):
+        if bad_epochs >= config.patience:
+            break
+        started = time.perf_counter()
+        seed_epoch_rngs(seed, epoch, ddp.rank)
+        model.train()
+        sums = torch.zeros(6, dtype=torch.float64)  # ce, reg, adv, task hits, adv hits, clips
+        micro = 0
+        loader.set_epoch(epoch)
+        for batch, weight in lockstep(loader, ddp, device):
+            micro += 1
+            audio, lengths = batch.audio.to(device), batch.lengths.to(device)
+            y_task, y_adv = batch.y_task.to(device), batch.y_adv.to(device)
+            last_of_step = micro % config.grad_accum == 0
+            sync = nullcontext() if (last_of_step or not ddp.enabled) else model.no_sync()
+            with sync:
+                with autocast(device):
+                    out = model(audio, lengths)
+                terms = ncore_loss(
+                    out,
+                    y_task,
+                    y_adv,
+                    config.lambda_ce,
+                    config.lambda_reg,
+                    config.lambda_grl,
+                    config.grl_objective,
+                )
+                (terms.total * weight / config.grad_accum).backward()
+            if last_of_step:
+                step += optimizer_step(optimizer, scheduler, params, config.clip_grad_norm)
+            if weight:
+                n = len(y_task)
+                adv_hits = (
+                    0
+                    if out.adv_logits is None
+                    else (out.adv_logits.argmax(-1) == y_adv).sum().item()
+                )
+                sums += torch.tensor(
+                    [
+                        terms.ce.item() * n,
+                        terms.consistency.item() * n,
+                        terms.adversarial.item() * n,
+                        (out.task_logits.argmax(-1) == y_task).sum().item(),
+                        adv_hits,
+                        n,
+                    ],
+                    dtype=torch.float64,
+                )
+        if micro % config.grad_accum:  # the epoch's last, partial accumulation
+            step += optimizer_step(optimizer, scheduler, params, config.clip_grad_norm)
+        if ddp.enabled:
+            dist.all_reduce(sums)
+        clips = max(sums[5].item(), 1.0)
+
+        val = predict(raw_model, val_loader, device, ddp)
+        val_acc = accuracy(val["y_task"], val["task_pred"]) or 0.0
+        row = {
+            "epoch": epoch,
+            "step": step,
+            "lr": scheduler.get_last_lr()[0],
+            "train_ce": sums[0].item() / clips,
+            "train_consistency": sums[1].item() / clips,
+            "train_adv": sums[2].item() / clips,
+            "train_acc_task": sums[3].item() / clips,
+            "train_acc_adv": sums[4].item() / clips if config.adversary else None,
+            "val_acc_task": val_acc,
+            "val_acc_adv": accuracy(val["y_adv"], val["adv_pred"]),
+            "train_clips": int(sums[5].item()),
+            "seconds": round(time.perf_counter() - started, 3),
+        }
+        improved = val_acc > best_acc
+        if improved:
+            best_acc, best_epoch, bad_epochs = val_acc, epoch, 0
+        else:
+            bad_epochs += 1
+        if ddp.main:
+            log.info(
+                "seed %d epoch %d/%d | ce %.4f reg %.4f adv %.4f | train acc %.3f/%s | "
+                "val acc %.3f/%s%s | lr %.2e | %.1f s",
+                seed,
+                epoch,
+                config.epochs,
+                row["train_ce"],
+                row["train_consistency"],
+                row["train_adv"],
+                row["train_acc_task"],
+                _fmt(row["train_acc_adv"]),
+                val_acc,
+                _fmt(row["val_acc_adv"]),
+                " *" if improved else "",
+                row["lr"],
+                row["seconds"],
+            )
+            with metrics_path.open("a", encoding="utf-8") as f:
+                f.write(json.dumps(row) + "\n")
+            if improved:
+                save_selected(
+                    raw_model,
+                    run_dir / BEST_DIR,
+                    {
+                        "epoch": epoch,
+                        "val_acc_task": val_acc,
+                        "seed": seed,
+                        "task": config.task,
+                        "task_names": list(plan.task_names),
+                        "adv_names": list(plan.adv_names),
+                        "dropout": config.dropout,
+                        "grl_alpha": config.grl_alpha,
+                        "adversary": config.adversary,
+                    },
+                )
+            save_checkpoint(
+                ckpt_dir,
+                epoch,
+                raw_model,
+                optimizer,
+                scheduler,
+                state={
+                    "seed": seed,
+                    "step": step,
+                    "best_acc": best_acc,
+                    "best_epoch": best_epoch,
+                    "bad_epochs": bad_epochs,
+                    "loader": {**loader.state_dict(), "next_epoch": epoch + 1},
+                },
+                config=config.replace(seeds=(seed,)),
+            )
+        if ddp.enabled:
+            dist.barrier()  # every rank sees the checkpoint and best/ before going on
+
+    # -- test the selected epoch ------------------------------------------------------------
+    from trainer.checkpoint import load_weights
+    from trainer.evaluate import seed_record
+
+    load_weights(raw_model, run_dir / BEST_DIR / "model.safetensors")
+    test = predict(raw_model, eval_loader(config, plan, "test", ddp), device, ddp)
+    record = seed_record(
+        seed,
+        plan.task_names,
+        plan.adv_names,
+        test["y_task"],
+        test["y_adv"],
+        test["task_pred"],
+        test["adv_pred"] or None,
+        probes={},
+    )
+    record["best_epoch"] = best_epoch
+    record["val_acc_task"] = best_acc
+    if ddp.main:
+        tmp = done_path.with_name(f".{done_path.name}.tmp")
+        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, done_path)
+        m = record["metrics"]
+        log.info(
+            "seed %d test (epoch %d): accuracy %.4f macro F1 %.4f UAR %.4f",
+            seed,
+            best_epoch,
+            m["accuracy"],
+            m["macro_f1"],
+            m["uar"],
+        )
+    if ddp.enabled:
+        dist.barrier()
+    return record
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def train(config: TrainConfig) -> list[dict[str, Any]]:
+    """Train every seed of ``config``; returns the per-seed test records."""
+    requested = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    resolve_device(requested)  # fail early and in one line, before joining a process group
+    ddp = setup_distributed(torch.device(requested).type)
+    device = resolve_device(requested, ddp)
+    plan = plan_run(config)
+    if ddp.main:
+        plan.out.mkdir(parents=True, exist_ok=True)
+        (plan.out / "config.json").write_text(
+            json.dumps(
+                {**config.to_dict(), "resolved_views": plan.views, "view_set": plan.view_set.key},
+                indent=1,
+            )
+            + "\n",
+            encoding="utf-8",
+        )
+        log.info(
+            "training %s on %s (%s views of %s, %d train clips) -> %s",
+            config.task,
+            device,
+            plan.views,
+            config.view_kind,
+            plan.train_clips,
+            plan.out,
+        )
+    records = [train_seed(config, plan, seed, device, ddp) for seed in config.seeds]
+    if ddp.enabled:
+        dist.destroy_process_group()
+    return records
