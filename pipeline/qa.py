@@ -1,0 +1,259 @@
+"""Validation of a manifest and every shard it lists (``ncore-prep validate``).
+
+Every problem is reported with the item it is about first (the manifest, a view set, a
+shard, a clip), so a user can go straight to it. Errors make the command exit non-zero;
+warnings (an unfinished view set, a stray folder) do not, since they need no repair
+beyond re-running ``ncore-prep perturb``.
+
+What is checked:
+
+- the manifest loads (schema version, fields, clips in = stored + failed for complete view
+  sets: see :meth:`pipeline.manifest.Manifest.check`);
+- each view set: its settings still hash to its key, its listed shards hold exactly the
+  planned clips (the manifest's clips in order, ``shard_size`` at a time, minus the
+  failures), no clip is both stored and failed;
+- each shard: it opens, its attributes match the view set, 1 + N rows, offsets start at 0,
+  increase strictly and end at the stored length, every clip has its manifest length and
+  N drawn-parameter records, the samples decode, are finite, and match the manifest's
+  checksum (a per-clip CRC names the damaged clips).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.manifest import Manifest, ManifestError, ShardEntry, ViewSet
+from pipeline.shards import ShardError, ShardReader, content_checksum, shard_name
+
+ERROR = "error"
+WARNING = "warning"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding; ``where`` names the item ("shard speaker-n5-ab12/shard-00003.zarr")."""
+
+    where: str
+    message: str
+    severity: str = ERROR
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+@dataclass
+class ValidationReport:
+    """Findings of :func:`validate` and what was read."""
+
+    manifest_path: Path
+    problems: list[Problem] = field(default_factory=list)
+    view_sets: int = 0
+    shards: int = 0
+    clips: int = 0
+    samples: int = 0
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == ERROR]
+
+    @property
+    def warnings(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == WARNING]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def summary(self) -> str:
+        """One line: what was read and how many problems were found."""
+        state = "OK" if self.ok else f"{len(self.errors)} error(s)"
+        return (
+            f"{self.manifest_path}: {state}, {len(self.warnings)} warning(s); read "
+            f"{self.view_sets} view set(s), {self.shards} shard(s), {self.clips} stored clip(s), "
+            f"{self.samples / 16000:.1f} s of audio per view"
+        )
+
+
+def validate(
+    manifest_path: str | os.PathLike[str],
+    on_shard: Callable[[str], None] | None = None,
+) -> ValidationReport:
+    """Check the manifest at ``manifest_path`` and re-read every shard it lists.
+
+    ``on_shard(name)`` is called before each shard is read (for a progress display).
+    Never raises for a broken manifest or shard: everything found is in the report.
+    """
+    from pipeline.prep import expected_key, shard_members
+
+    path = Path(manifest_path)
+    report = ValidationReport(path)
+    try:
+        manifest = Manifest.load(path)
+    except ManifestError as e:
+        report.problems.append(Problem("manifest", str(e)))
+        return report
+
+    for vs in manifest.view_sets:
+        report.view_sets += 1
+        name = f"view set {vs.kind}-n{vs.views}-{vs.key}"
+        if expected_key(manifest, vs) != vs.key:
+            report.problems.append(
+                Problem(
+                    name,
+                    "its recorded settings (or the manifest's clips) no longer hash to its "
+                    "key; the manifest was edited or the clips changed since it was computed",
+                )
+            )
+        if not vs.complete:
+            report.problems.append(
+                Problem(
+                    name,
+                    f"incomplete: {len(vs.shards)} of {vs.num_shards} shards; re-run "
+                    "`ncore-prep perturb` with the same settings to finish it",
+                    WARNING,
+                )
+            )
+        failed = [f.id for f in vs.failures]
+        if len(set(failed)) != len(failed):
+            dup = next(i for i in failed if failed.count(i) > 1)
+            report.problems.append(Problem(f"clip {dup}", f"listed twice in {name} failures"))
+        folder = vs.folder_path(path)
+        if vs.shards and not folder.is_dir():
+            report.problems.append(Problem(name, f"folder {folder} does not exist"))
+            continue
+        members = shard_members(manifest, vs.shard_size)
+        failed_set = set(failed)
+        for entry in sorted(vs.shards, key=lambda s: s.index):
+            if on_shard is not None:
+                on_shard(f"{folder.name}/{entry.path}")
+            planned = [c for c in members[entry.index] if c not in failed_set]
+            _check_shard(report, manifest, vs, entry, folder / entry.path, planned, failed_set)
+        if folder.is_dir():
+            listed = {s.path for s in vs.shards}
+            for stray in sorted(folder.iterdir()):
+                if stray.name not in listed and stray.name.startswith("shard-"):
+                    what = "unfinished" if ".tmp-" in stray.name else "not listed in the manifest"
+                    report.problems.append(
+                        Problem(
+                            f"shard {folder.name}/{stray.name}",
+                            f"{what}; re-running `ncore-prep perturb` replaces it",
+                            WARNING,
+                        )
+                    )
+    return report
+
+
+def _check_shard(
+    report: ValidationReport,
+    manifest: Manifest,
+    vs: ViewSet,
+    entry: ShardEntry,
+    path: Path,
+    planned: list[str],
+    failed: set[str],
+) -> None:
+    """Append the problems of one shard to ``report``."""
+    where = f"shard {path.parent.name}/{path.name}"
+    problems = report.problems
+
+    def error(message: str, item: str = where) -> None:
+        problems.append(Problem(item, message))
+
+    if entry.path != shard_name(entry.index):
+        error(f"listed as index {entry.index} but named {entry.path}")
+    if not path.is_dir():
+        error("listed in the manifest but missing on disk; re-run `ncore-prep perturb`")
+        return
+    try:
+        reader = ShardReader(path)
+    except ShardError as e:
+        error(str(e))
+        return
+    report.shards += 1
+    attrs = reader.attrs
+    for name, want in (("kind", vs.kind), ("views", vs.views), ("seed", vs.seed), ("key", vs.key)):
+        if attrs.get(name) != want:
+            error(f"attribute {name}={attrs.get(name)!r} but the view set says {want!r}")
+    if reader.num_views != 1 + vs.views:
+        error(f"{reader.num_views} rows but the view set has 1 + {vs.views}")
+    ids = reader.clip_ids
+    if len(ids) != entry.clips:
+        error(f"{len(ids)} clips stored but the manifest lists {entry.clips}")
+    if ids != planned:
+        extra = [c for c in ids if c not in planned]
+        missing = [c for c in planned if c not in ids]
+        if extra:
+            note = "failed in this view set" if extra[0] in failed else "not planned here"
+            error(f"stored in {where} but {note}", f"clip {extra[0]}")
+        elif missing:
+            error(f"planned in {where} but neither stored nor failed", f"clip {missing[0]}")
+        else:
+            error("clips stored out of the manifest's order")
+    offsets = reader.offsets
+    if offsets.size == 0 or offsets[0] != 0:
+        error("offsets do not start at 0")
+        return
+    steps = np.diff(offsets)
+    if np.any(steps <= 0):
+        bad = int(np.argmax(steps <= 0))
+        label = ids[bad] if bad < len(ids) else f"#{bad}"
+        error(
+            f"offsets do not increase (clip {bad} has {int(steps[bad])} samples)", f"clip {label}"
+        )
+        return
+    if int(offsets[-1]) != reader.total_samples:
+        error(f"offsets end at {int(offsets[-1])} but audio holds {reader.total_samples} samples")
+        return
+    if reader.total_samples != entry.samples:
+        error(f"{reader.total_samples} samples stored but the manifest lists {entry.samples}")
+    clips = manifest.clip_by_id()
+    for cid, length in zip(ids, steps, strict=False):
+        clip = clips.get(cid)
+        if clip is not None and int(length) != clip.num_samples:
+            error(
+                f"{int(length)} samples in {where} but {clip.num_samples} in the manifest",
+                f"clip {cid}",
+            )
+    drawn = attrs.get("drawn")
+    if not isinstance(drawn, list) or len(drawn) != len(ids):
+        error("attribute 'drawn' does not hold one record per clip")
+    else:
+        for cid, records in zip(ids, drawn, strict=True):
+            if not isinstance(records, list) or len(records) != vs.views:
+                error(
+                    f"drawn parameters for {len(records)} views, expected {vs.views}", f"clip {cid}"
+                )
+                break
+    try:
+        audio = reader.read_int16(0, len(ids)) if ids else np.zeros((reader.num_views, 0))
+    except Exception as e:  # codecs raise many types on damaged bytes
+        error(f"audio cannot be decoded ({type(e).__name__}: {e})")
+        for i, cid in enumerate(ids):
+            try:
+                reader.read_int16(i, i + 1)
+            except Exception:
+                error(f"samples cannot be decoded from {where}", f"clip {cid}")
+        return
+    if audio.dtype.kind == "f" and not np.isfinite(audio).all():
+        error("audio holds NaN or infinite samples")
+    report.clips += len(ids)
+    report.samples += int(audio.shape[1])
+    if content_checksum(audio, offsets, ids) != entry.checksum:
+        error("checksum differs from the manifest: the shard's contents changed")
+        for cid in reader.clip_crc_mismatches(audio):
+            error(f"samples in {where} differ from those written", f"clip {cid}")
+
+
+def format_report(report: ValidationReport, limit: int = 50) -> str:
+    """Problems (errors first, at most ``limit``), then the summary line."""
+    ordered = report.errors + report.warnings
+    lines = [f"{p.severity}: {p}" for p in ordered[:limit]]
+    if len(ordered) > limit:
+        lines.append(f"... and {len(ordered) - limit} more")
+    lines.append(report.summary())
+    return "\n".join(lines)
