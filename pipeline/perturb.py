@@ -525,9 +525,12 @@ def _stft_transform(n_fft: int, hop_length: int) -> ShortTimeFFT:
 def stft(x: np.ndarray, params: EmotionParams = EmotionParams()) -> np.ndarray:
     """Complex STFT used by p_e, shape (n_fft // 2 + 1, frames); Hann window, hop in samples.
 
-    Frames extend past both ends so that :func:`istft` reconstructs ``x`` exactly.
+    Frames extend past both ends so that :func:`istft` reconstructs ``x`` exactly. A
+    signal shorter than ``n_fft`` is zero-padded at the end to ``n_fft`` samples first.
     """
-    return _stft_transform(params.n_fft, params.hop_length).stft(np.asarray(x, dtype=np.float64))
+    x = np.asarray(x, dtype=np.float64)
+    x = np.pad(x, (0, max(0, params.n_fft - x.size)))
+    return _stft_transform(params.n_fft, params.hop_length).stft(x)
 
 
 def istft(
@@ -536,7 +539,9 @@ def istft(
     params: EmotionParams = EmotionParams(),
 ) -> np.ndarray:
     """Inverse of :func:`stft` (least-squares overlap-add), float64 (num_samples,)."""
-    return _stft_transform(params.n_fft, params.hop_length).istft(spec, k1=num_samples)
+    transform = _stft_transform(params.n_fft, params.hop_length)
+    # Reconstruct at least n_fft samples (the length stft() padded to), then trim.
+    return transform.istft(spec, k1=max(num_samples, params.n_fft))[:num_samples]
 
 
 def band_bins(band: int, params: EmotionParams = EmotionParams()) -> slice:
