@@ -19,8 +19,12 @@ from pipeline.manifest import Failure
 DEFAULT_COLUMNS = {"path": "path", "emotion": "emotion", "speaker": "speaker"}
 
 
-def read_rows(csv_path: Path, required: list[str]) -> tuple[list[str], list[tuple[int, dict]]]:
+def read_rows(
+    csv_path: Path, required: list[str], hints: dict[str, str] | None = None
+) -> tuple[list[str], list[tuple[int, dict]]]:
     """Rows of ``csv_path`` as (line number, row dict); checks that ``required`` columns exist.
+
+    ``hints`` maps a column to the option that names it, for the error message.
 
     Accepts a UTF-8 BOM and CRLF line endings.
     """
@@ -36,8 +40,10 @@ def read_rows(csv_path: Path, required: list[str]) -> tuple[list[str], list[tupl
         raise DatasetError(f"label file {csv_path} cannot be read as CSV: {e}") from None
     for column in required:
         if column not in header:
+            hint = f"; pass {hints[column]}" if hints and column in hints else ""
             raise DatasetError(
-                f"{csv_path.name} has no column {column!r} (columns: {', '.join(header) or 'none'})"
+                f"{csv_path.name} has no column {column!r} "
+                f"(columns: {', '.join(header) or 'none'}){hint}"
             )
     return header, rows
 
@@ -62,7 +68,8 @@ def list_csv(
     columns = [path_column, emotion_column, speaker_column]
     if len(set(columns)) != 3:
         raise DatasetError("--path-column, --emotion-column and --speaker-column must differ")
-    header, rows = read_rows(csv_path, columns)
+    flags = ("--path-column", "--emotion-column", "--speaker-column")
+    header, rows = read_rows(csv_path, columns, dict(zip(columns, flags, strict=True)))
     extra_columns = [h for h in header if h and h not in columns]
 
     candidates: list[Candidate] = []
