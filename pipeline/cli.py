@@ -149,5 +149,204 @@ def manifest_command(
     click.echo(f"wrote {path}")
 
 
+# ---------------------------------------------------------------- perturb / inspect / validate
+
+
+def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progress: bool) -> Path:
+    """``manifest_dir/<dataset>.json``, built with the manifest command's defaults if absent."""
+    path = manifest_dir / f"{dataset}.json"
+    if path.exists():
+        return path
+    if dataset not in DATASETS:
+        raise click.ClickException(
+            f"no manifest {path}; run `ncore-prep manifest --name {dataset} ...` first"
+        )
+    from pipeline.datasets import DatasetError, build_manifest, save_manifest_keeping_views
+
+    if progress:
+        click.echo(f"no manifest {path}: importing {dataset} first (ncore-prep manifest)", err=True)
+    try:
+        manifest, summary = build_manifest(dataset, data_dir, dataset, manifest_path=path)
+        save_manifest_keeping_views(manifest, path)
+    except DatasetError as e:
+        raise click.ClickException(str(e)) from None
+    for line in summary.lines():
+        click.echo(line)
+    return path
+
+
+@main.command("perturb")
+@click.option(
+    "--dataset",
+    default="synthetic",
+    show_default=True,
+    help="Manifest name: uses MANIFEST_DIR/<name>.json, importing the corpus of that name "
+    "first when it has no manifest yet.",
+)
+@click.option("--views", type=click.IntRange(min=1), default=5, show_default=True, help="N.")
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Corpus folder, used only when the manifest must be built first.",
+)
+@click.option(
+    "--kind",
+    type=click.Choice(["speaker", "emotion", "both"]),
+    default="both",
+    show_default=True,
+    help="both: one WORLD analysis per clip feeds a speaker and an emotion view set.",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=42, show_default=True)
+@click.option(
+    "--shard-size",
+    type=click.IntRange(min=1),
+    default=256,
+    show_default=True,
+    help="Clips per shard.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Local worker processes (default: one per core). Ignored with --scheduler.",
+)
+@click.option(
+    "--scheduler",
+    default=None,
+    metavar="ADDRESS",
+    help="An existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster).",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("cache"),
+    show_default=True,
+)
+@click.option(
+    "--manifest-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("manifests"),
+    show_default=True,
+)
+@click.option(
+    "--f0",
+    "f0_method",
+    type=click.Choice(["harvest", "dio"]),
+    default="harvest",
+    show_default=True,
+    help="F0 estimator of the WORLD analysis (dio + stonemask is faster).",
+)
+@click.option(
+    "--speaker-param",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Speaker perturbation parameter, repeatable (e.g. formant_ratio_max=1.4).",
+)
+@click.option(
+    "--emotion-param",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="Emotion perturbation parameter, repeatable (e.g. num_bands=40).",
+)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def perturb_command(
+    dataset: str,
+    views: int,
+    data_dir: Path | None,
+    kind: str,
+    seed: int,
+    shard_size: int,
+    workers: int | None,
+    scheduler: str | None,
+    cache_dir: Path,
+    manifest_dir: Path,
+    f0_method: str,
+    speaker_param: tuple[str, ...],
+    emotion_param: tuple[str, ...],
+    progress: bool,
+) -> None:
+    """Precompute N perturbed views per clip into Zarr shards listed in the manifest.
+
+    Re-running the same command resumes: only shards the manifest does not list are
+    computed. Any changed setting makes a new view set beside the old ones.
+    """
+    from pipeline.manifest import ManifestError
+    from pipeline.prep import (
+        PerturbSettings,
+        PrepError,
+        dask_executor,
+        format_summary,
+        parse_params,
+        run_perturb,
+    )
+
+    try:
+        settings = PerturbSettings(
+            kinds=("speaker", "emotion") if kind == "both" else (kind,),
+            views=views,
+            seed=seed,
+            shard_size=shard_size,
+            f0_method=f0_method,
+            speaker=parse_params("speaker", speaker_param),
+            emotion=parse_params("emotion", emotion_param),
+        )
+        path = _manifest_for(dataset, data_dir, manifest_dir, progress)
+        summary = run_perturb(
+            path,
+            settings,
+            lambda: dask_executor(workers, scheduler),
+            cache_dir=cache_dir,
+            progress=progress,
+        )
+    except (PrepError, ManifestError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(format_summary(summary))
+    if summary.errors:
+        raise click.ClickException(
+            f"{len(summary.errors)} shard(s) did not finish; re-run the same command to retry them"
+        )
+
+
+@main.command("inspect")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--clip", "clip_id", default=None, help="Export every view of this clip.")
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Folder for the clip's WAVs and PNG (default inspect/<clip>).",
+)
+def inspect_command(manifest: Path, clip_id: str | None, out: Path | None) -> None:
+    """Summarise a manifest and its view sets, or export the views of one clip (--clip)."""
+    from pipeline.inspection import InspectError, describe, export_clip
+    from pipeline.manifest import ManifestError
+
+    try:
+        if clip_id is None:
+            click.echo(describe(manifest))
+            return
+        export = export_clip(manifest, clip_id, out or Path("inspect") / clip_id)
+    except (InspectError, ManifestError) as e:
+        raise click.ClickException(str(e)) from None
+    for line in export.lines():
+        click.echo(line)
+
+
+@main.command("validate")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+def validate_command(manifest: Path) -> None:
+    """Re-read every shard: checksums, offsets, lengths, finite audio, manifest invariants.
+
+    Exits with status 1 and names the shard and clip of every problem found.
+    """
+    from pipeline.qa import format_report, validate
+
+    report = validate(manifest)
+    click.echo(format_report(report))
+    if not report.ok:
+        raise click.ClickException(f"{len(report.errors)} problem(s) found in {manifest}")
+
+
 if __name__ == "__main__":
     main()
