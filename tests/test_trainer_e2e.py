@@ -1,0 +1,170 @@
+"""End-to-end training runs in real subprocesses: kill and resume, 2-process DDP (gloo)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from trainer_corpus import write_trainer_corpus
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def env() -> dict[str, str]:
+    # Same thread count in every run: CPU kernels may sum in another order otherwise.
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+
+
+def train_command(manifest: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "trainer.cli",
+        "--manifest",
+        str(manifest),
+        "--backbone",
+        "tiny",
+        "--epochs",
+        "4",
+        "--seeds",
+        "42",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "8",
+        "--max-seconds",
+        "0.4",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return write_trainer_corpus(tmp_path_factory.mktemp("corpus"), n_clips=48, views=2)
+
+
+def final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "seed-42" / "checkpoint" / "epoch-0004" / "model.safetensors"))
+
+
+def test_kill_and_resume_gives_the_same_final_weights(corpus, tmp_path) -> None:
+    straight = tmp_path / "straight"
+    subprocess.run(train_command(corpus, straight), env=env(), check=True, capture_output=True)
+
+    resumed = tmp_path / "resumed"
+    proc = subprocess.Popen(
+        train_command(corpus, resumed),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    first = resumed / "seed-42" / "checkpoint" / "epoch-0001" / "state.json"
+    deadline = time.monotonic() + 300
+    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling for the file, not timing anything
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    # The kill landed after epoch 1 and before the run could finish.
+    assert first.exists()
+    assert not (resumed / "seed-42" / "test_metrics.json").exists()
+    assert not (resumed / "seed-42" / "checkpoint" / "epoch-0004").exists()
+
+    again = subprocess.run(
+        train_command(corpus, resumed), env=env(), capture_output=True, text=True
+    )
+    assert again.returncode == 1 and "--resume" in again.stderr.strip().splitlines()[-1]
+
+    subprocess.run(
+        train_command(corpus, resumed, "--resume"), env=env(), check=True, capture_output=True
+    )
+    a, b = final_weights(straight), final_weights(resumed)
+    assert a.keys() == b.keys()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+
+    def rows(run: Path) -> list[dict]:
+        lines = (run / "seed-42" / "metrics.jsonl").read_text().splitlines()
+        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
+
+    assert [r["epoch"] for r in rows(resumed)] == [1, 2, 3, 4]
+    assert rows(resumed) == rows(straight)
+    test_a = json.loads((straight / "seed-42" / "test_metrics.json").read_text())
+    test_b = json.loads((resumed / "seed-42" / "test_metrics.json").read_text())
+    assert test_a == test_b
+
+
+def test_finished_run_writes_test_metrics_and_a_loadable_backbone(corpus, tmp_path) -> None:
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    out = tmp_path / "run"
+    cmd = train_command(corpus, out)
+    cmd[cmd.index("--epochs") + 1] = "2"
+    done = subprocess.run(cmd, env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "test accuracy" in done.stdout
+    record = json.loads((out / "seed-42" / "test_metrics.json").read_text())
+    test_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "test")
+    assert record["test_clips"] == test_clips
+    assert 0.0 <= record["metrics"]["uar"] <= 1.0
+    rows = [json.loads(x) for x in (out / "seed-42" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    for key in (
+        "train_ce",
+        "train_consistency",
+        "train_adv",
+        "train_acc_task",
+        "train_acc_adv",
+        "val_acc_task",
+        "val_acc_adv",
+    ):
+        assert all(r[key] is not None for r in rows), key
+    assert rows[0]["train_consistency"] > 0  # two stored views: the term is active
+
+    backbone_dir = out / "seed-42" / "best" / "backbone"
+    backbone = AutoModel.from_pretrained(backbone_dir).eval()
+    extractor = AutoFeatureExtractor.from_pretrained(backbone_dir)
+    assert extractor.return_attention_mask and extractor.do_normalize
+    best = load_file(str(out / "seed-42" / "best" / "model.safetensors"))
+    for name, tensor in backbone.state_dict().items():
+        assert torch.equal(tensor, best[f"backbone.{name}"]), name
+
+
+def test_two_process_ddp_gloo_run_completes_an_epoch(corpus, tmp_path) -> None:
+    out = tmp_path / "ddp"
+    cmd = train_command(corpus, out)
+    cmd[cmd.index("--epochs") + 1] = "1"
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+    ]
+    done = subprocess.run(
+        launcher + cmd[1:], env=env(), capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(x) for x in (out / "seed-42" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 1
+    train_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "train")
+    # Both ranks' clips are counted (each rank gets train_clips // 2 of them).
+    assert rows[0]["train_clips"] == 2 * (train_clips // 2)
+    record = json.loads((out / "seed-42" / "test_metrics.json").read_text())
+    test_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "test")
+    assert record["test_clips"] == test_clips  # predictions gathered from both ranks

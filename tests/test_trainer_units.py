@@ -1,0 +1,157 @@
+"""Config, checkpoint, metrics and schedule of the trainer."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from trainer.config import TrainConfig, read_config_file, resolve_config
+from trainer.errors import TrainerError
+from trainer.loop import linear_warmup_decay
+from trainer.metrics import classification_metrics
+from trainer.model import NCoreModel, load_backbone
+
+# ----- config ------------------------------------------------------------------------------
+
+
+def test_config_round_trips_through_json() -> None:
+    config = TrainConfig(manifest="m.json", views=3, seeds=(1, 2), max_seconds=2.5, lr=3e-4)
+    again = TrainConfig.from_dict(json.loads(json.dumps(config.to_dict())))
+    assert again == config
+
+
+def test_config_rejects_unknown_keys_and_bad_values() -> None:
+    with pytest.raises(TrainerError, match="'lambda_foo'"):
+        TrainConfig.from_dict({"manifest": "m.json", "lambda_foo": 1})
+    with pytest.raises(TrainerError, match="grl_objective"):
+        TrainConfig(manifest="m.json", grl_objective="both")
+
+
+@pytest.mark.parametrize("suffix", [".toml", ".json"])
+def test_config_file_values_are_overridden_by_options(tmp_path, suffix) -> None:
+    path = tmp_path / f"run{suffix}"
+    if suffix == ".toml":
+        path.write_text('manifest = "a.json"\nlr = 0.5\nlambda-reg = 0.2\nseeds = [7, 8]\n')
+    else:
+        path.write_text(
+            json.dumps({"manifest": "a.json", "lr": 0.5, "lambda-reg": 0.2, "seeds": "7,8"})
+        )
+    config = resolve_config(read_config_file(path), {"lr": 0.01})
+    assert config.lr == 0.01  # the option wins
+    assert config.lambda_reg == 0.2  # the file wins over the default
+    assert config.seeds == (7, 8)
+    assert config.lambda_grl == TrainConfig(manifest="x").lambda_grl  # untouched default
+
+
+def test_view_kind_defaults_to_the_papers_pairing() -> None:
+    assert TrainConfig(manifest="m", task="emotion").view_kind == "speaker"
+    assert TrainConfig(manifest="m", task="speaker").view_kind == "emotion"
+    assert TrainConfig(manifest="m", task="speaker", perturbation="speaker").view_kind == "speaker"
+    assert TrainConfig(manifest="m", task="speaker").adversarial_label == "emotion"
+
+
+# ----- schedule ----------------------------------------------------------------------------
+
+
+def test_linear_schedule_warms_up_over_10_percent_then_decays_to_zero() -> None:
+    total, warmup = 200, 20
+    factors = [linear_warmup_decay(s, total, warmup) for s in range(total + 1)]
+    assert factors[0] == 0.0 and factors[warmup] == 1.0 and factors[total] == 0.0
+    assert np.all(np.diff(factors[: warmup + 1]) > 0)
+    assert np.all(np.diff(factors[warmup:]) < 0)
+
+
+# ----- metrics ----------------------------------------------------------------------------
+
+
+def test_metrics_match_their_definitions() -> None:
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 4, 200)
+    y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 4, 200))
+    m = classification_metrics(y_true, y_pred)
+    classes = np.unique(np.concatenate([y_true, y_pred]))
+    recalls = [np.mean(y_pred[y_true == k] == k) for k in classes]
+    f1s = []
+    for k in classes:
+        tp = np.sum((y_pred == k) & (y_true == k))
+        precision = tp / max(np.sum(y_pred == k), 1)
+        recall = tp / max(np.sum(y_true == k), 1)
+        f1s.append(0 if tp == 0 else 2 * precision * recall / (precision + recall))
+    assert m["accuracy"] == pytest.approx(np.mean(y_true == y_pred))
+    assert m["uar"] == pytest.approx(np.mean(recalls))
+    assert m["macro_f1"] == pytest.approx(np.mean(f1s))
+
+
+# ----- checkpoints ------------------------------------------------------------------------
+
+
+def small_model(seed: int) -> NCoreModel:
+    torch.manual_seed(seed)
+    backbone, spec = load_backbone("tiny", seed=seed)
+    return NCoreModel(backbone, spec, 3, 2)
+
+
+def test_checkpoint_restores_model_optimizer_and_scheduler_exactly(tmp_path) -> None:
+    config = TrainConfig(manifest="m.json", lr=1e-3)
+    model = small_model(1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0 / (1 + s))
+    audio = 0.1 * torch.randn(2, 2, 4000)
+    for _ in range(2):
+        out = model(audio, torch.tensor([4000, 3000]))
+        (out.task_logits.sum() + out.embeddings.pow(2).mean()).backward()
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+    path = save_checkpoint(tmp_path, 2, model, optimizer, scheduler, {"step": 2}, config)
+
+    other = small_model(2)
+    assert not torch.equal(other.task_head[0].weight, model.task_head[0].weight)
+    other_opt = torch.optim.AdamW(other.parameters(), lr=1e-3)
+    other_sched = torch.optim.lr_scheduler.LambdaLR(other_opt, lambda s: 1.0 / (1 + s))
+    state = load_checkpoint(path, other, other_opt, other_sched, config=config)
+    assert state["epoch"] == 2 and state["step"] == 2
+    for (name, a), b in zip(model.state_dict().items(), other.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert other_sched.get_last_lr() == scheduler.get_last_lr()
+    exp_avg = [s["exp_avg"] for s in optimizer.state_dict()["state"].values()]
+    other_avg = [s["exp_avg"] for s in other_opt.state_dict()["state"].values()]
+    assert all(torch.equal(a, b) for a, b in zip(exp_avg, other_avg, strict=True))
+
+
+def test_checkpoint_from_another_config_is_refused(tmp_path) -> None:
+    model = small_model(1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    path = save_checkpoint(
+        tmp_path,
+        1,
+        model,
+        optimizer,
+        scheduler,
+        {},
+        TrainConfig(manifest="m.json", lambda_reg=0.005),
+    )
+    with pytest.raises(TrainerError, match=r"another config \(lambda_reg=0.005 there, 0.1 now\)"):
+        load_checkpoint(path, model, config=TrainConfig(manifest="m.json", lambda_reg=0.1))
+    # Settings that do not change the computation may differ.
+    load_checkpoint(path, model, config=TrainConfig(manifest="m.json", device="cpu", out="x"))
+
+
+def test_half_written_checkpoint_is_ignored_and_old_ones_are_pruned(tmp_path) -> None:
+    model = small_model(1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    config = TrainConfig(manifest="m.json")
+    save_checkpoint(tmp_path, 1, model, optimizer, scheduler, {}, config)
+    save_checkpoint(tmp_path, 2, model, optimizer, scheduler, {}, config)
+    (tmp_path / ".epoch-0003.partial").mkdir()  # what a kill during a save leaves
+    (tmp_path / "epoch-0004").mkdir()  # no state.json: incomplete
+    assert latest_checkpoint(tmp_path).name == "epoch-0002"
+    assert not (tmp_path / "epoch-0001").exists()
+    blob = torch.load(tmp_path / "epoch-0002" / "optim.pt", weights_only=True)
+    assert set(blob) == {"optimizer", "scheduler"}
