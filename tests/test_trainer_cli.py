@@ -1,0 +1,124 @@
+"""``ncore-train``: one-line errors for user mistakes, config files, the command group."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from trainer_corpus import write_trainer_corpus
+
+from trainer.cli import main
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_trainer_corpus(tmp_path_factory.mktemp("cli"), n_clips=24, views=2)
+
+
+def run(*args: str):
+    return CliRunner().invoke(main, list(args))
+
+
+def one_line_error(result) -> str:
+    """The error line; asserts exit code 1 and no traceback."""
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: ")
+    return last
+
+
+def base(corpus, tmp_path, *extra: str) -> list[str]:
+    return [
+        "--manifest",
+        str(corpus),
+        "--backbone",
+        "tiny",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-3",
+        "--batch-size",
+        "8",
+        "--device",
+        "cpu",
+        "--out",
+        str(tmp_path / "run"),
+        *extra,
+    ]
+
+
+def test_manifest_without_the_needed_view_kind(corpus, tmp_path) -> None:
+    # The speaker task needs emotion-perturbed views; the corpus has speaker views only.
+    line = one_line_error(run(*base(corpus, tmp_path, "--task", "speaker")))
+    assert "no emotion view set" in line
+
+
+def test_fewer_stored_views_than_asked(corpus, tmp_path) -> None:
+    line = one_line_error(run(*base(corpus, tmp_path, "--views", "5")))
+    assert "5 speaker views asked for" in line and "at most 2" in line
+
+
+def test_backbone_that_cannot_be_loaded_offline(corpus, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = base(corpus, tmp_path)
+    args[args.index("tiny")] = "no-such-org/no-such-model"
+    line = one_line_error(run(*args))
+    assert "--backbone PATH" in line and "--backbone tiny" in line
+    args[args.index("no-such-org/no-such-model")] = str(tmp_path / "missing-folder")
+    line = one_line_error(run(*args))
+    assert "--backbone PATH" in line and "missing-folder" in line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the no-GPU error")
+def test_cuda_asked_for_but_absent(corpus, tmp_path) -> None:
+    args = base(corpus, tmp_path)
+    args[args.index("cpu")] = "cuda"
+    line = one_line_error(run(*args))
+    assert "--device cuda" in line and "no CUDA" in line
+
+
+def test_missing_manifest_and_bad_manifest(tmp_path) -> None:
+    line = one_line_error(run("--manifest", str(tmp_path / "nope.json"), "--backbone", "tiny"))
+    assert "no such manifest" in line
+    result = run("--backbone", "tiny")
+    assert result.exit_code == 2 and "--manifest" in result.stderr
+
+
+@pytest.mark.slow
+def test_config_file_then_resume_under_another_config_is_refused(corpus, tmp_path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text("lr = 0.5\nlambda-reg = 0.02\ndropout = 0.2\n")
+    first = run(*base(corpus, tmp_path, "--config", str(config)))
+    assert first.exit_code == 0, first.output
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["lr"] == 1e-3  # the option overrides the file
+    assert saved["lambda_reg"] == 0.02 and saved["dropout"] == 0.2  # the file overrides defaults
+    assert "test accuracy" in first.stdout
+
+    # The finished seed's checkpoint was written with lambda_reg 0.02: resuming without the
+    # config file (lambda_reg back at its default) must refuse.
+    (tmp_path / "run" / "seed-1" / "test_metrics.json").unlink()
+    line = one_line_error(run(*base(corpus, tmp_path, "--resume")))
+    assert "another config" in line and "lambda_reg" in line
+
+
+def test_group_keeps_room_for_subcommands() -> None:
+    result = run("--help")
+    assert result.exit_code == 0
+    for option in (
+        "--manifest",
+        "--views",
+        "--grl-objective",
+        "--no-adversary",
+        "--resume",
+        "--max-seconds",
+        "--gradient-checkpointing",
+        "--freeze-feature-encoder",
+    ):
+        assert option in result.output
