@@ -1,0 +1,102 @@
+"""`ncore-prep manifest`: files written, summary, one-line errors, same command same bytes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.manifest import Manifest, ViewSet
+
+SMALL = ["--clips", "32", "--speakers", "4", "--emotions", "2"]
+
+
+def _run(args, cwd):
+    old = os.getcwd()
+    os.chdir(cwd)
+    try:
+        return CliRunner().invoke(main, ["manifest", *args])
+    finally:
+        os.chdir(old)
+
+
+def test_synthetic_manifest_written_with_summary(tmp_path):
+    result = _run(["--dataset", "synthetic", *SMALL], tmp_path)
+    assert result.exit_code == 0, result.output
+    path = tmp_path / "manifests" / "synthetic.json"
+    manifest = Manifest.load(path)
+    assert manifest.data_path(path) == (tmp_path / "data" / "Synthetic").resolve()
+    assert manifest.view_sets == ()
+    assert "32 clips found, 32 imported, 0 failed" in result.output
+    counts = {s: len(manifest.clips_in(s)) for s in ("train", "val", "test")}
+    assert f"train {counts['train']}, val {counts['val']}, test {counts['test']}" in result.output
+    assert sum(counts.values()) == 32
+
+
+def test_same_command_same_bytes_and_other_seed_differs(tmp_path):
+    args = ["--dataset", "synthetic", *SMALL, "--data-dir", str(tmp_path / "d")]
+    _run([*args, "--manifest-dir", "a"], tmp_path)
+    _run([*args, "--manifest-dir", "b"], tmp_path)
+    _run([*args, "--manifest-dir", "c", "--seed", "7"], tmp_path)
+    a = (tmp_path / "a" / "synthetic.json").read_bytes()
+    assert a == (tmp_path / "b" / "synthetic.json").read_bytes()
+    assert a != (tmp_path / "c" / "synthetic.json").read_bytes()
+
+
+def test_name_protocol_and_rerun_keeps_view_sets(tmp_path):
+    args = ["--dataset", "synthetic", *SMALL, "--name", "shoe", "--protocol", "speaker-held-out"]
+    assert _run(args, tmp_path).exit_code == 0
+    path = tmp_path / "manifests" / "shoe.json"
+    manifest = Manifest.load(path)
+    assert manifest.dataset == "shoe" and manifest.split["protocol"] == "speaker-held-out"
+    held = set(manifest.split["test_speakers"])
+    assert all((c.split == "test") == (c.speaker in held) for c in manifest.clips)
+    vs = ViewSet("speaker", 5, 42, {}, "k1", "../cache/shoe/speaker-n5-k1", 1, 256, "1")
+    manifest.with_view_set(vs).save(path)
+    result = _run(args, tmp_path)
+    assert "kept 1 view set" in result.output
+    assert Manifest.load(path).view_sets == (vs,)
+    result = _run([*args, "--seed", "3"], tmp_path)
+    assert "dropped 1 view set" in result.output
+    assert Manifest.load(path).view_sets == ()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--dataset", "recanvo"], "ReCANVo not found at data/ReCANVo/"),
+        (["--dataset", "vivae", "--data-dir", "nowhere"], "check --data-dir"),
+        (["--dataset", "synthetic", "--keep", "x"], "option --keep does not apply"),
+        (["--dataset", "synthetic", "--name", "a/b"], "--name 'a/b'"),
+    ],
+)
+def test_user_mistakes_are_one_line(tmp_path, args, message):
+    result = _run(args, tmp_path)
+    assert result.exit_code == 1
+    assert message in result.output
+    assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_real_process_stderr_for_wrong_column(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "labels.csv").write_text("file,emotion,speaker\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "manifest", "--dataset", "csv", "--data-dir", "c"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        "Error: labels.csv has no column 'path' (columns: file, emotion, speaker); "
+        "pass --path-column"
+    ]
+    assert not list(tmp_path.glob("manifests/*.json"))

@@ -1,0 +1,93 @@
+"""pipeline.manifest: round trip, atomic save, refusal of unknown versions and broken invariants."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pipeline.manifest import Clip, Failure, Manifest, ManifestError, ViewSet
+
+
+def _manifest(**changes):
+    clips = (
+        Clip("a", "x/a.wav", "joy", "s1", "train", 16000, 44100, 2, 100, "ab" * 32, {"k": "v"}),
+        Clip("b", "x/b.wav", "fear", "s2", "test", 8000, 16000, 1),
+    )
+    fields = {
+        "dataset": "demo",
+        "source": "csv:labels.csv",
+        "data_dir": "../data/demo",
+        "labels": {"emotion": ("joy", "fear"), "speaker": ("s1", "s2")},
+        "clips": clips,
+        "split": {"protocol": "default", "seed": 1},
+        "failures": (Failure("c", "import", "empty file: 0 bytes", "x/c.wav"),),
+    }
+    fields.update(changes)
+    return Manifest(**fields)
+
+
+def test_round_trip_through_json(tmp_path):
+    m = _manifest()
+    m.save(tmp_path / "m.json")
+    loaded = Manifest.load(tmp_path / "m.json")
+    assert loaded == m
+    data = json.loads((tmp_path / "m.json").read_text())
+    assert data["schema_version"] == 1 and data["sample_rate"] == 16000
+    assert data["labels"]["emotion"] == ["joy", "fear"]
+    assert loaded.clips[0].duration == 1.0
+    assert not [p for p in tmp_path.iterdir() if p.name != "m.json"]  # no temp file left
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_unknown_schema_version_is_refused(tmp_path):
+    data = _manifest().to_dict()
+    data["schema_version"] = 2
+    with pytest.raises(ManifestError, match="schema_version 2 is not supported"):
+        Manifest.load(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda d: d["clips"].append(dict(d["clips"][0])), "clip 'a': id listed twice"),
+        (lambda d: d["clips"][1].update(emotion="rage"), "clip 'b': emotion 'rage' not in"),
+        (lambda d: d["clips"][1].update(split="dev"), "clip 'b': split 'dev' is not one of"),
+        (lambda d: d["clips"][0].pop("num_samples"), "clip 'a': missing field 'num_samples'"),
+        (lambda d: d["clips"][0].update(num_samples=0), "clip 'a': field 'num_samples'"),
+        (lambda d: d["failures"].append({**d["failures"][0], "id": "a"}), "failure 'a': also"),
+        (lambda d: d.update(sample_rate=22050), "sample_rate must be 16000"),
+        (lambda d: d["labels"].update(speaker=[]), "vocabulary 'speaker'"),
+    ],
+)
+def test_broken_invariants_name_the_problem(tmp_path, mutate, message):
+    data = _manifest().to_dict()
+    mutate(data)
+    with pytest.raises(ManifestError, match=message):
+        Manifest.load(_write(tmp_path, data))
+
+
+def test_not_json_and_missing_file(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text('{"schema_version": 1, "clips": [')
+    with pytest.raises(ManifestError, match="not valid JSON"):
+        Manifest.load(path)
+    with pytest.raises(ManifestError, match="no such manifest"):
+        Manifest.load(tmp_path / "none.json")
+
+
+def test_save_replaces_atomically(tmp_path):
+    path = tmp_path / "m.json"
+    _manifest().save(path)
+    before = path.read_text()
+    vs = ViewSet("speaker", 5, 42, {}, "k1", "cache/demo/speaker-n5-k1", 2, 256, "1")
+    updated = _manifest().with_view_set(vs)
+    updated.save(path)
+    assert path.read_text() != before
+    assert Manifest.load(path).view_set  # loads back
+    assert Manifest.load(path).view_sets[0].key == "k1"
