@@ -8,6 +8,16 @@ The consumer is a forward/backward pass of the tiny backbone with the N-CORE los
 ``--consumer cpu``, a fixed amount of matrix work per batch, for a box without the model).
 
     .venv/bin/python bench/train.py data-stall [--clips 256 --views 5 --workers 0,1,2]
+
+Cost of N views (:func:`measure_view_cost`): one optimizer step (forward of the 1 + N views
+as one batch, N-CORE loss, backward, AdamW) on random in-memory batches for N = 0, 1, 5,
+reported as step time, audio seconds processed per second (all views counted, and
+original clips only), and, on CUDA, model FLOP utilisation (FLOPs counted by
+``torch.utils.flop_counter`` over one step, against the GPU's dense bf16 peak). The
+``hubert-base`` backbone is a randomly initialised ``HubertConfig()``: the shapes (and so
+the cost) of facebook/hubert-base-ls960 without downloading it.
+
+    .venv/bin/python bench/train.py views [--backbone tiny|hubert-base --views 0,1,5]
 """
 
 from __future__ import annotations
@@ -215,6 +225,112 @@ def measure_data_stall(
     return results
 
 
+# ----- cost of N views ---------------------------------------------------------------------
+# Dense bf16 tensor-core peaks (TFLOP/s) used for model FLOP utilisation.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L4": 121.0, "A10": 125.0}
+
+
+def bench_model(backbone: str, seed: int = 0):
+    """N-CORE model for the view benchmark: ``tiny`` or ``hubert-base`` (random weights)."""
+    from trainer.model import InputSpec, NCoreModel, load_backbone
+
+    if backbone == "hubert-base":
+        from transformers import HubertConfig, HubertModel
+
+        torch.manual_seed(seed)
+        # Layer drop and SpecAugment off: every step then does the same work.
+        config = HubertConfig(layerdrop=0.0, apply_spec_augment=False, mask_time_prob=0.0)
+        net, spec = HubertModel(config), InputSpec(do_normalize=True, return_attention_mask=False)
+    else:
+        net, spec = load_backbone(backbone, seed=seed)
+    return NCoreModel(net, spec, len(EMOTIONS), len(SPEAKERS)).train()
+
+
+def peak_tflops(device: torch.device) -> float | None:
+    """The dense bf16 peak of ``device`` if it is a GPU this table knows, else None."""
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((peak for key, peak in PEAK_BF16_TFLOPS.items() if key in name), None)
+
+
+def measure_view_cost(
+    backbone: str = "tiny",
+    views: Iterable[int] = (0, 1, 5),
+    batch_size: int = 16,
+    seconds: float = 2.0,
+    steps: int = 5,
+    warmup: int = 2,
+    device: str | None = None,
+    seed: int = 0,
+) -> list[dict[str, float]]:
+    """Per N: seconds per optimizer step, audio seconds per second, FLOPs and MFU (CUDA).
+
+    Batches are random waveforms of ``seconds`` (full length, no padding) held on the
+    device, so the numbers are the model's cost alone. bf16 autocast on CUDA as in training.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from trainer.loop import autocast
+    from trainer.losses import ncore_loss
+
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = bench_model(backbone, seed).to(dev)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    samples = round(seconds * SR)
+    g = torch.Generator().manual_seed(seed)
+    peak = peak_tflops(dev)
+    results = []
+
+    def sync() -> None:
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    for n in views:
+        audio = (0.1 * torch.randn(batch_size, 1 + n, samples, generator=g)).to(dev)
+        lengths = torch.full((batch_size,), samples, dtype=torch.long, device=dev)
+        y_task = torch.randint(len(EMOTIONS), (batch_size,), generator=g).to(dev)
+        y_adv = torch.randint(len(SPEAKERS), (batch_size,), generator=g).to(dev)
+
+        def step(audio=audio, lengths=lengths, y_task=y_task, y_adv=y_adv) -> None:
+            with autocast(dev):
+                out = model(audio, lengths)
+            ncore_loss(out, y_task, y_adv).total.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        for _ in range(warmup):
+            step()
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        sync()
+        start = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        step_s = (time.perf_counter() - start) / steps
+        flops = float(counter.get_total_flops())
+        row = {
+            "views": n,
+            "step_s": step_s,
+            "audio_s_per_s": batch_size * (1 + n) * seconds / step_s,
+            "clip_audio_s_per_s": batch_size * seconds / step_s,
+            "tflops_per_step": flops / 1e12,
+            "mfu": (flops / step_s / 1e12) / peak if peak else float("nan"),
+        }
+        results.append(row)
+        mfu = f"; MFU {100 * row['mfu']:.1f} %" if peak else ""
+        print(
+            f"{backbone} N={n}: {step_s:.3f} s/step (batch {batch_size} x {1 + n} views x "
+            f"{seconds:g} s); {row['audio_s_per_s']:.0f} audio s/s all views, "
+            f"{row['clip_audio_s_per_s']:.0f} clip s/s; {row['tflops_per_step']:.2f} TFLOP/step"
+            f"{mfu}",
+            flush=True,
+        )
+    return results
+
+
 def machine() -> str:
     """A one-line description of where the numbers were measured."""
     import os
@@ -238,6 +354,13 @@ def main(argv: list[str] | None = None) -> int:
     stall.add_argument("--workers", default="0,1,2", help="loader worker counts to try")
     stall.add_argument("--consumer", choices=("model", "cpu"), default="model")
     stall.add_argument("--repeats", type=int, default=2)
+    cost = sub.add_parser("views", help="cost of N = 0, 1, 5 views per step (in memory)")
+    cost.add_argument("--backbone", default="tiny", help="tiny, hubert-base, or a model folder")
+    cost.add_argument("--views", default="0,1,5")
+    cost.add_argument("--batch-size", type=int, default=16)
+    cost.add_argument("--seconds", type=float, default=2.0)
+    cost.add_argument("--steps", type=int, default=5)
+    cost.add_argument("--device", default=None)
     args = parser.parse_args(argv)
     print(machine())
     if args.bench == "data-stall":
@@ -250,6 +373,15 @@ def main(argv: list[str] | None = None) -> int:
             workers=[int(w) for w in args.workers.split(",")],
             consumer=args.consumer,
             repeats=args.repeats,
+        )
+    if args.bench == "views":
+        measure_view_cost(
+            backbone=args.backbone,
+            views=[int(v) for v in args.views.split(",")],
+            batch_size=args.batch_size,
+            seconds=args.seconds,
+            steps=args.steps,
+            device=args.device,
         )
     return 0
 
