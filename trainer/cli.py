@@ -186,6 +186,31 @@ def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) 
             f"seed {record['seed']}: test accuracy {m['accuracy']:.4f} "
             f"macro F1 {m['macro_f1']:.4f} UAR {m['uar']:.4f}"
         )
+    _summarise_run(config)
+
+
+def _summarise_run(config: TrainConfig) -> None:
+    """After training: summary.json / summary.md with the leakage probes (rank 0 only)."""
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    from trainer.evaluate import evaluate_run
+    from trainer.loop import plan_run
+
+    try:
+        out = plan_run(config).out
+        evaluate_run(out, device=config.device)
+    except TrainerError as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"summary: {out / 'summary.md'}")
+
+
+# The evaluation and experiment subcommands (report, embed, evaluate, ablation, views,
+# cross-check, baselines) live in trainer/eval_cli.py.
+from trainer.eval_cli import register as _register_eval_commands  # noqa: E402
+
+_register_eval_commands(main)
 
 
 if __name__ == "__main__":

@@ -293,3 +293,208 @@ def _nan_to_none(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_nan_to_none(v) for v in value]
     return value
+
+
+# ----- evaluating a finished run -------------------------------------------------------------
+def load_run_config(run: str | os.PathLike[str]):
+    """The :class:`~trainer.config.TrainConfig` of run folder ``run`` (its ``config.json``,
+    without the keys the trainer adds for information)."""
+    from trainer.config import TrainConfig
+    from trainer.errors import TrainerError
+
+    path = Path(run) / "config.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TrainerError(f"{run}: not a run folder (no config.json)") from None
+    except (OSError, json.JSONDecodeError) as error:
+        raise TrainerError(f"{path}: unreadable ({error})") from None
+    fields = set(TrainConfig.__dataclass_fields__)
+    return TrainConfig.from_dict({k: v for k, v in data.items() if k in fields}), data
+
+
+def run_info(run: str | os.PathLike[str], config: Any, raw: dict[str, Any]) -> dict[str, Any]:
+    """What a summary says about the run it describes (for the report's grouping)."""
+    from pipeline.manifest import Manifest
+
+    try:
+        dataset = Manifest.load(config.manifest).dataset
+    except Exception:  # the report must still work when the manifest has moved
+        dataset = Path(config.manifest).stem
+    return {
+        "run": Path(run).name,
+        "dataset": dataset,
+        "task": config.task,
+        "adversarial_label": config.adversarial_label,
+        "backbone": config.backbone,
+        "view_kind": config.view_kind,
+        "views": raw.get("resolved_views", config.views),
+        "adversary": config.adversary,
+        "grl_objective": config.grl_objective,
+        "lambda_reg": config.lambda_reg,
+        "lambda_grl": config.lambda_grl,
+        "grl_alpha": config.grl_alpha,
+    }
+
+
+def evaluate_seed(
+    run: Path,
+    config: Any,
+    plan: Any,
+    seed: int,
+    device: Any,
+    backbone_cache: dict[str, dict[str, Any]],
+    folds: int = 5,
+) -> dict[str, Any]:
+    """Evaluate ``run/seed-<seed>``: one test pass of the selected model (view 0), one of
+    the un-fine-tuned backbone, probes on both; writes ``evaluation.json`` and
+    ``test_embeddings.npz`` there and returns the record."""
+    from pipeline.rng import stable_seed
+    from trainer.embed import load_finished_model
+    from trainer.loop import Distributed, build_model, eval_loader, predict
+    from trainer.probes import label_probes
+
+    seed_dir = run / f"seed-{seed}"
+    single = Distributed()
+    model, _ = load_finished_model(seed_dir, device)
+    test = predict(model, eval_loader(config, plan, "test", single), device, single)
+    del model
+    # The un-fine-tuned starting point: the same weights training started from (a
+    # pretrained backbone is the same for every seed; the tiny one is drawn per seed).
+    key = config.backbone if config.backbone != "tiny" else f"tiny/{seed}"
+    if key not in backbone_cache:
+        start = build_model(config, plan, seed).to(device)
+        backbone_cache[key] = predict(
+            start, eval_loader(config, plan, "test", single), device, single
+        )
+        del start
+    initial = backbone_cache[key]
+    if initial["clip_ids"] != test["clip_ids"]:
+        raise RuntimeError("backbone and fine-tuned passes saw different test clips")
+
+    probe_seed = stable_seed(seed, "probe") % (2**32)
+    probes = {
+        name: {
+            label: result.to_dict()
+            for label, result in label_probes(
+                embeddings, test["y_task"], test["y_adv"], folds=folds, seed=probe_seed
+            ).items()
+        }
+        for name, embeddings in (
+            ("finetuned", test["embeddings"]),
+            ("backbone", initial["embeddings"]),
+        )
+    }
+    record = seed_record(
+        seed,
+        plan.task_names,
+        plan.adv_names,
+        test["y_task"],
+        test["y_adv"],
+        test["task_pred"],
+        test["adv_pred"] or None,
+        probes,
+    )
+    trained = seed_dir / "test_metrics.json"
+    if trained.is_file():
+        saved = json.loads(trained.read_text(encoding="utf-8"))
+        record["best_epoch"] = saved.get("best_epoch")
+        record["val_acc_task"] = saved.get("val_acc_task")
+    write_json(seed_dir / EVALUATION_FILE, record)
+    np.savez(
+        seed_dir / EMBEDDINGS_FILE,
+        clip_ids=np.array(test["clip_ids"], dtype=str),
+        y_task=np.asarray(test["y_task"], dtype=np.int64),
+        y_adv=np.asarray(test["y_adv"], dtype=np.int64),
+        embeddings=np.asarray(test["embeddings"], dtype=np.float32),
+        backbone_embeddings=np.asarray(initial["embeddings"], dtype=np.float32),
+    )
+    return record
+
+
+def seeds_of(run: Path) -> list[int]:
+    """Seeds with a finished model (``seed-<s>/best/``), ascending."""
+    from trainer.embed import seed_dirs
+
+    return [int(p.name.split("-", 1)[1]) for p in seed_dirs(run)]
+
+
+def evaluate_run(
+    run: str | os.PathLike[str],
+    device: str | None = None,
+    folds: int = 5,
+    figures: bool = True,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Evaluate every finished seed of ``run`` (reusing a seed's ``evaluation.json`` unless
+    ``force``), write ``summary.json`` / ``summary.md`` and, with ``figures``, the PNGs
+    under ``run/figures/``. Returns the summary."""
+    import torch
+
+    from trainer.errors import TrainerError
+    from trainer.loop import plan_run, resolve_device
+
+    run = Path(run)
+    config, raw = load_run_config(run)
+    seeds = seeds_of(run)
+    if not seeds:
+        raise TrainerError(f"{run}: no finished seed (seed-*/best/); train it first")
+    torch_device = resolve_device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    plan = None
+    cache: dict[str, dict[str, Any]] = {}
+    records = []
+    for seed in seeds:
+        path = run / f"seed-{seed}" / EVALUATION_FILE
+        if path.is_file() and not force:
+            records.append(json.loads(path.read_text(encoding="utf-8")))
+            continue
+        if plan is None:
+            plan = plan_run(config.replace(out=str(run)))
+        records.append(evaluate_seed(run, config, plan, seed, torch_device, cache, folds))
+    summary = summarize(records, run_info(run, config, raw))
+    write_json(run / "summary.json", summary)
+    write_text(run / "summary.md", summary_markdown(summary))
+    if figures:
+        write_figures(run, seeds[0], summary)
+    return summary
+
+
+def write_figures(run: Path, seed: int, summary: dict[str, Any]) -> list[Path]:
+    """Figures 4-9 for one seed of ``run``: loss and accuracy curves, and t-SNE of the test
+    embeddings coloured by each label, for the un-fine-tuned backbone and the fine-tuned
+    model. Written under ``run/figures/``."""
+    from trainer import plots
+
+    seed_dir = run / f"seed-{seed}"
+    folder = run / "figures"
+    written = []
+    metrics = seed_dir / "metrics.jsonl"
+    if metrics.is_file():
+        rows = plots.read_metrics(metrics)
+        if rows:
+            name = f"{run.name} (seed {seed})"
+            written.append(plots.plot_loss_curves(rows, folder / "loss_curves.png", name))
+            written.append(plots.plot_accuracy_curves(rows, folder / "accuracy_curves.png", name))
+    data = np.load(seed_dir / EMBEDDINGS_FILE)
+    if len(data["clip_ids"]) >= 4:
+        labels = {"task": data["y_task"], "adv": data["y_adv"]}
+        names = {"task": summary["labels"]["task"], "adv": summary["labels"]["adv"]}
+        label_name = {
+            "task": summary.get("task", "y+"),
+            "adv": summary.get("adversarial_label", "y-"),
+        }
+        for model_name, key in (("backbone", "backbone_embeddings"), ("finetuned", "embeddings")):
+            points = plots.tsne_2d(data[key], seed=seed)
+            for which in ("task", "adv"):
+                title = f"{model_name}: test embeddings coloured by {label_name[which]}"
+                out = folder / f"tsne_{model_name}_{label_name[which]}.png"
+                written.append(plots.plot_tsne(points, labels[which], names[which], out, title))
+    return written
+
+
+def ensure_summary(run: str | os.PathLike[str], device: str | None = None) -> dict[str, Any]:
+    """``run/summary.json``, evaluating the run first when it has none."""
+    path = Path(run) / "summary.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    return evaluate_run(run, device=device)

@@ -99,23 +99,31 @@ def report_table(
     summaries: Sequence[dict[str, Any]],
     names: Sequence[str] | None = None,
     columns: Sequence[Column] = COLUMNS,
+    lead: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> str:
     """Markdown table of ``summaries`` (dicts as in ``summary.json``), rows named by
-    ``names`` (default: each summary's ``run``)."""
+    ``names`` (default: each summary's ``run``). ``lead`` adds descriptive columns after
+    the run name, each ``(title, one cell per summary)`` (e.g. Table 4's component ticks)."""
     if not summaries:
         raise TrainerError("report: no run given")
     names = list(names) if names is not None else [s.get("run", "?") for s in summaries]
+    for title, cells in lead:
+        if len(cells) != len(summaries):
+            raise ValueError(
+                f"lead column {title!r} has {len(cells)} cells for {len(summaries)} rows"
+            )
     groups: dict[tuple[str, str], list[int]] = {}
     for i, summary in enumerate(summaries):
         key = (str(summary.get("dataset", "?")), str(summary.get("task", "?")))
         groups.setdefault(key, []).append(i)
 
-    header = "| Run | " + " | ".join(c.title for c in columns) + " |"
-    lines = [header, "|---|" + "---|" * len(columns)]
+    titles = ["Run", *(title for title, _ in lead), *(c.title for c in columns)]
+    width = len(titles) - 1
+    lines = ["| " + " | ".join(titles) + " |", "|---|" + "---|" * width]
     for (dataset, task), members in groups.items():
         adv = summaries[members[0]].get("adversarial_label", "y-")
         heading = f"**{dataset}: {task} (y- = {adv})**"
-        lines.append(f"| {heading} |" + " |" * len(columns))
+        lines.append(f"| {heading} |" + " |" * width)
         marks: dict[str, list[str]] = {}
         for column in columns:
             stats = [cell_stat(summaries[i], column.key) for i in members]
@@ -132,7 +140,8 @@ def report_table(
                 else:
                     text = format_mean_std(stat)
                 cells.append(_mark(text, marks[column.key][row]))
-            lines.append(f"| {names[i]} | " + " | ".join(cells) + " |")
+            leading = [cells_of[i] for _, cells_of in lead]
+            lines.append(f"| {names[i]} | " + " | ".join([*leading, *cells]) + " |")
     lines += [
         "",
         f"Values in %, mean ± {STD_NOTE}. Within each group the best value of a column is "
