@@ -656,22 +656,23 @@ def format_summary(summary: PrepSummary) -> str:
 
 @contextmanager
 def dask_executor(
-    workers: int | None = None, scheduler: str | None = None
+    workers: int | None = None, scheduler: str | None = None, connect_timeout: float = 10.0
 ) -> Iterator[tuple[Executor, str]]:
     """A Dask client's executor and a description of the cluster behind it.
 
     With ``scheduler`` (e.g. ``tcp://host:8786``) it connects to that existing cluster;
     its workers must be able to import this package and read the source audio and cache
-    paths. Otherwise it starts a local cluster of ``workers`` single-threaded processes
-    (default: one per core) whose nannies do not set ``MALLOC_TRIM_THRESHOLD_``, so WORLD
-    runs at full speed (see :func:`tune_malloc`, which also covers existing clusters).
+    paths; ``connect_timeout`` (seconds) bounds the wait for it. Otherwise it starts a
+    local cluster of ``workers`` single-threaded processes (default: one per core) whose
+    nannies do not set ``MALLOC_TRIM_THRESHOLD_``, so WORLD runs at full speed (see
+    :func:`tune_malloc`, which also covers existing clusters).
     """
     import dask
     from distributed import Client, LocalCluster
 
     if scheduler:
         try:
-            client = Client(scheduler, timeout="10s")
+            client = Client(scheduler, timeout=connect_timeout)
         except (OSError, TimeoutError) as e:
             raise PrepError(f"cannot reach the Dask scheduler at {scheduler}: {e}") from None
         try:
@@ -691,7 +692,7 @@ def dask_executor(
             n_workers=n_workers,
             threads_per_worker=1,
             processes=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # any free port: never collide with another cluster
             silence_logs=logging.ERROR,
         )
     try:

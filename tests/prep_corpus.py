@@ -1,0 +1,66 @@
+"""A tiny corpus for the perturbation-stage tests, with two clips that must fail.
+
+The corpus is the synthetic generator's (real 16 kHz WAV files) at short durations, imported
+through the CSV importer into ``<root>/manifests/tiny.json``. Two clips are broken on
+purpose: one too short for WORLD (imports fine, perturbation rejects it) and one whose file
+is deleted after the import (decoding fails in the worker).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.audio import write_wav
+from pipeline.datasets import build_manifest
+from pipeline.datasets.synthetic import SyntheticConfig, generate
+from pipeline.manifest import Manifest
+
+NAME = "tiny"
+SHORT_ID = "wav__short"  # 200 samples: below WORLD's minimum, rejected by perturbation
+GONE_ID = "wav__spk02_anger_002"  # deleted after the import: cannot be decoded
+CLIPS = 12  # generated clips, plus the short one
+
+
+def make_corpus(root: Path, clips: int = CLIPS) -> Path:
+    """Write the corpus and its manifest under ``root``; returns the manifest path."""
+    data = root / "data"
+    config = SyntheticConfig(
+        speakers=2, emotions=2, clips=clips, min_duration=0.25, max_duration=0.4, seed=3
+    )
+    labels = generate(data, config)
+    rng = np.random.default_rng(0)
+    write_wav(data / "wav" / "short.wav", 0.1 * rng.standard_normal(200))
+    with open(labels, "a", newline="", encoding="utf-8") as f:
+        csv.writer(f, lineterminator="\n").writerow(("wav/short.wav", "achievement", "spk01"))
+    path = root / "manifests" / f"{NAME}.json"
+    manifest, _ = build_manifest("csv", data, NAME, seed=1, manifest_path=path)
+    manifest.save(path)
+    assert GONE_ID in manifest.clip_by_id() and SHORT_ID in manifest.clip_by_id()
+    (data / "wav" / f"{GONE_ID.removeprefix('wav__')}.wav").unlink()
+    return path
+
+
+def copy_project(src_root: Path, dst_root: Path) -> Path:
+    """Copy a corpus root (data + manifests, not the cache) and return the new manifest."""
+    shutil.copytree(src_root / "data", dst_root / "data")
+    shutil.copytree(src_root / "manifests", dst_root / "manifests")
+    return dst_root / "manifests" / f"{NAME}.json"
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file below ``folder``, by relative path: equal dicts = identical bytes."""
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+
+
+def view_sets_of(manifest_path: Path) -> list[dict]:
+    """The manifest's view sets as plain dicts (what must match between runs)."""
+    return [vs.to_dict() for vs in Manifest.load(manifest_path).view_sets]

@@ -1,0 +1,332 @@
+"""The perturbation stage: view-set keys, a real Dask cluster, failures, determinism, resume.
+
+One tiny corpus (13 clips of 0.4 s, two of them broken) is built once. The reference run
+goes through the command line against a Dask scheduler started here; the other runs (one
+local worker, a run killed by SIGKILL and resumed) must give the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from prep_corpus import (
+    GONE_ID,
+    NAME,
+    SHORT_ID,
+    copy_project,
+    make_corpus,
+    tree_digest,
+    view_sets_of,
+)
+
+from pipeline.audio import load_audio
+from pipeline.cli import main
+from pipeline.manifest import Manifest
+from pipeline.perturb import PERTURB_VERSION, SpeakerParams
+from pipeline.prep import (
+    PerturbSettings,
+    PrepError,
+    dask_executor,
+    fixed_executor,
+    manifest_lock,
+    parse_params,
+    run_perturb,
+    view_set_key,
+)
+from pipeline.shards import INT16_SCALE, ShardReader
+
+VIEWS = 2
+SHARD_SIZE = 2
+SETTINGS = PerturbSettings(views=VIEWS, shard_size=SHARD_SIZE, seed=7)
+CLI_ARGS = ["--dataset", NAME, "--views", str(VIEWS), "--shard-size", str(SHARD_SIZE)]
+CLI_ARGS += ["--seed", "7", "--no-progress"]
+REPO = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    """Root of the pristine corpus (data + manifest, no views)."""
+    root = tmp_path_factory.mktemp("corpus")
+    make_corpus(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def scheduler():
+    """A Dask cluster of two worker processes started by the tests; yields its address."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as cluster:
+        yield cluster.scheduler_address
+
+
+@pytest.fixture(scope="module")
+def reference(corpus, scheduler, tmp_path_factory) -> Path:
+    """An uninterrupted run through the CLI on the test's scheduler; returns its root."""
+    root = tmp_path_factory.mktemp("reference")
+    copy_project(corpus, root)
+    result = _cli(root, [*CLI_ARGS, "--scheduler", scheduler])
+    assert result.exit_code == 0, result.output
+    return root
+
+
+def _cli(root: Path, args: list[str]):
+    runner = CliRunner()
+    cwd = os.getcwd()
+    os.chdir(root)  # default --cache-dir / --manifest-dir are relative to the working folder
+    try:
+        return runner.invoke(main, ["perturb", *args], catch_exceptions=False)
+    finally:
+        os.chdir(cwd)
+
+
+def _manifest(root: Path) -> Path:
+    return root / "manifests" / f"{NAME}.json"
+
+
+# --------------------------------------------------------------------------- keys and settings
+
+
+def test_view_set_key_covers_every_setting():
+    base = dict(
+        dataset="d",
+        kind="speaker",
+        views=5,
+        seed=1,
+        params=SpeakerParams().to_dict(),
+        f0_method="harvest",
+        shard_size=256,
+        clip_ids=["a", "b"],
+        sample_rate=16000,
+        code_version=PERTURB_VERSION,
+    )
+    key = view_set_key(**base)
+    assert key == view_set_key(**dict(base))  # stable: a pure function of its inputs
+    assert len(key) == 10 and int(key, 16) >= 0
+    changes = {
+        "dataset": "e",
+        "kind": "emotion",
+        "views": 4,
+        "seed": 2,
+        "params": {**SpeakerParams().to_dict(), "formant_ratio_max": 1.3},
+        "f0_method": "dio",
+        "shard_size": 128,
+        "clip_ids": ["b", "a"],
+        "sample_rate": 8000,
+        "code_version": PERTURB_VERSION + "x",
+    }
+    keys = {name: view_set_key(**{**base, name: value}) for name, value in changes.items()}
+    assert key not in keys.values()
+    assert len(set(keys.values())) == len(keys)
+
+
+def test_parse_params_applies_values_and_names_unknown_ones():
+    params = parse_params("speaker", ["formant_ratio_max=1.2", "eq-num-peaking=4"])
+    assert params.formant_ratio_max == 1.2 and params.eq_num_peaking == 4
+    assert params.pitch_ratio_max == SpeakerParams().pitch_ratio_max
+    with pytest.raises(PrepError, match=r"unknown parameter 'nope'.*formant_ratio_max"):
+        parse_params("speaker", ["nope=1"])
+    with pytest.raises(PrepError, match="NAME=VALUE"):
+        parse_params("emotion", ["num_bands"])
+    with pytest.raises(PrepError):
+        parse_params("emotion", ["num_bands=many"])
+
+
+def test_settings_reject_bad_values():
+    for bad in (dict(views=0), dict(shard_size=0), dict(kinds=("pitch",)), dict(f0_method="x")):
+        with pytest.raises(PrepError):
+            PerturbSettings(**bad)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_reference_run_stores_every_clip_or_its_failure(reference):
+    path = _manifest(reference)
+    manifest = Manifest.load(path)
+    ids = [c.id for c in manifest.clips]
+    assert len(manifest.view_sets) == 2
+    for vs in manifest.view_sets:
+        assert vs.complete and vs.num_shards == -(-len(ids) // SHARD_SIZE)
+        failed = {f.id: f.reason for f in vs.failures}
+        assert set(failed) == {SHORT_ID, GONE_ID}
+        assert "too short" in failed[SHORT_ID] and "missing file" in failed[GONE_ID]
+        assert all(f.stage == "perturb" for f in vs.failures)
+        stored: list[str] = []
+        for shard_path, entry in zip(vs.shard_paths(path), vs.shards, strict=True):
+            reader = ShardReader(shard_path)
+            assert reader.num_views == 1 + VIEWS and len(reader) == entry.clips
+            assert reader.attrs["key"] == vs.key and reader.attrs["kind"] == vs.kind
+            stored.extend(reader.clip_ids)
+            for i, cid in enumerate(reader.clip_ids):
+                rows = reader.read_clip(i)
+                clip = manifest.clip_by_id()[cid]
+                assert rows.shape == (1 + VIEWS, clip.num_samples)
+                source, _, _ = load_audio(manifest.data_path(path) / clip.path)
+                # view 0 is the original, quantised to int16
+                assert np.max(np.abs(rows[0] - source)) <= 1 / INT16_SCALE
+                for v in range(1, 1 + VIEWS):
+                    assert not np.array_equal(rows[v], rows[0])
+                assert not np.array_equal(rows[1], rows[2])  # views are drawn independently
+                assert len(reader.drawn(i)) == VIEWS
+        # clips in = stored + failed, each clip exactly once, in manifest order
+        assert sorted(stored + list(failed)) == sorted(ids)
+        assert stored == [c for c in ids if c not in failed]
+    # the last shard holds only the short clip: written empty, listed with 0 clips
+    last = manifest.view_sets[0].shards[-1]
+    assert last.clips == 0 and last.samples == 0
+
+
+@pytest.mark.slow
+def test_rerun_after_success_does_nothing(reference):
+    before = tree_digest(reference / "cache")
+    manifest_before = _manifest(reference).read_bytes()
+    result = _cli(reference, [*CLI_ARGS, "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    assert "nothing to do" in result.output
+    assert tree_digest(reference / "cache") == before
+    assert _manifest(reference).read_bytes() == manifest_before
+
+
+@pytest.mark.slow
+def test_one_worker_gives_the_same_bytes_and_full_speed_malloc(corpus, reference, tmp_path):
+    path = copy_project(corpus, tmp_path)
+    with dask_executor(workers=1) as (executor, description):
+        assert "1 worker" in description
+        # the nanny must not start workers with MALLOC_TRIM_THRESHOLD_ (slows WORLD down)
+        assert executor.submit(os.environ.get, "MALLOC_TRIM_THRESHOLD_").result() is None
+        summary = run_perturb(
+            path, SETTINGS, fixed_executor(executor), cache_dir=tmp_path / "cache", progress=False
+        )
+    assert summary.shards_run == 7 and not summary.errors
+    assert summary.clips_stored == 11 and len(summary.failures) == 2
+    assert tree_digest(tmp_path / "cache") == tree_digest(reference / "cache")
+    assert view_sets_of(path) == view_sets_of(_manifest(reference))
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(corpus, reference, tmp_path):
+    path = copy_project(corpus, tmp_path)
+    cmd = [sys.executable, "-m", "pipeline.cli", "perturb", *CLI_ARGS, "--workers", "2"]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
+    listed = 0
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            listed = _listed_shards(path)
+            if listed >= 1:
+                proc.send_signal(signal.SIGKILL)
+                break
+            time.sleep(0.01)
+    finally:
+        proc.kill()
+        output = proc.communicate()[0].decode(errors="replace")
+    assert proc.returncode == -signal.SIGKILL, output
+    assert 1 <= listed < 7, "the run must be killed part-way"
+    listed = _listed_shards(path)  # the kill may land after a later save
+    assert listed < 7, "killed too late to test resume"
+
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    # only the unfinished shards were recomputed
+    assert f"in {7 - listed} of 7 shards" in resumed.stdout
+    assert tree_digest(tmp_path / "cache") == tree_digest(reference / "cache")
+    assert view_sets_of(path) == view_sets_of(_manifest(reference))
+    again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def _listed_shards(manifest_path: Path) -> int:
+    """Shards listed by both view sets (the manifest is replaced atomically, so reads are whole)."""
+    try:
+        data = json.loads(manifest_path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return 0
+    counts = [len(vs["shards"]) for vs in data.get("view_sets", [])]
+    return min(counts) if len(counts) == 2 else 0
+
+
+@pytest.mark.slow
+def test_changed_parameter_makes_a_new_view_set_beside_the_old(reference, tmp_path):
+    root = tmp_path / "p"
+    path = copy_project(reference, root)
+    shutil.copytree(reference / "cache", root / "cache")
+    old_bytes = tree_digest(root / "cache")
+    old_sets = view_sets_of(path)
+    changed = PerturbSettings(
+        kinds=("speaker",),
+        views=VIEWS,
+        shard_size=SHARD_SIZE,
+        seed=7,
+        speaker=SpeakerParams(formant_ratio_max=1.2),
+    )
+    with ThreadPoolExecutor(2) as pool:
+        summary = run_perturb(
+            path, changed, fixed_executor(pool), cache_dir=root / "cache", progress=False
+        )
+    new_sets = view_sets_of(path)
+    assert new_sets[:2] == old_sets and len(new_sets) == 3
+    assert new_sets[2]["key"] not in {vs["key"] for vs in old_sets}
+    assert summary.view_sets[0].key == new_sets[2]["key"]
+    after = tree_digest(root / "cache")
+    assert {k: v for k, v in after.items() if k in old_bytes} == old_bytes
+    assert any(k.startswith(f"{NAME}/speaker-n{VIEWS}-{new_sets[2]['key']}/") for k in after)
+
+
+def test_second_run_on_a_locked_manifest_is_refused(corpus, tmp_path):
+    path = copy_project(corpus, tmp_path)
+    with manifest_lock(path):
+        with pytest.raises(PrepError, match="another `ncore-prep perturb` is running"):
+            with ThreadPoolExecutor(1) as pool:
+                run_perturb(path, SETTINGS, fixed_executor(pool), cache_dir=tmp_path / "c")
+    assert not (tmp_path / "c").exists()
+
+
+def test_cli_user_mistakes_are_one_line(corpus, tmp_path):
+    runner = CliRunner()
+    manifests = str(copy_project(corpus, tmp_path).parent)
+    bad = [
+        ["perturb", "--dataset", "nothere", "--manifest-dir", manifests],
+        ["perturb", "--dataset", NAME, "--speaker-param", "bogus=1", "--manifest-dir", manifests],
+        [
+            "perturb",
+            "--dataset",
+            NAME,
+            "--emotion-param",
+            "num_bands=0",
+            "--manifest-dir",
+            manifests,
+        ],
+    ]
+    for args in bad:
+        result = runner.invoke(main, args)
+        assert result.exit_code == 1, result.output
+        assert result.output.startswith("Error: ") and result.output.count("\n") == 1
+        assert "Traceback" not in result.output
+
+
+def test_unreachable_scheduler_is_a_clear_error():
+    unreachable = "tcp://127.0.0.1:9"  # the discard port: nothing listens there
+    with pytest.raises(PrepError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
+        with dask_executor(scheduler=unreachable, connect_timeout=1):
+            pass
