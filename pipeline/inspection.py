@@ -291,7 +291,8 @@ def plot_views(rows: list[tuple[str, np.ndarray]], png: Path, title: str = "") -
         ax_wave.set_ylim(-1, 1)
         ax_wave.set_ylabel(label, fontsize=8)
         spectrum = np.asarray(audio, dtype=np.float64) + 1e-9  # avoids log(0) on silence
-        ax_spec.specgram(spectrum, NFFT=512, Fs=SAMPLE_RATE, noverlap=384, cmap="magma")
+        nfft = 512 if audio.size >= 512 else max(16, 1 << (max(audio.size, 2).bit_length() - 1))
+        ax_spec.specgram(spectrum, NFFT=nfft, Fs=SAMPLE_RATE, noverlap=nfft * 3 // 4, cmap="magma")
         ax_spec.set_ylim(0, SAMPLE_RATE / 2)
         f0, times = f0_track(audio)
         voiced = np.where(f0 > 0, f0, np.nan)
