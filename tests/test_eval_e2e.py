@@ -1,0 +1,149 @@
+"""End to end: train a tiny run with ``ncore-train``, then its summary, figures, report and
+embeddings, on the synthetic corpus with real shards."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from eval_corpus import TRAIN_OPTIONS, prepared_corpus
+from test_eval_plots import assert_real_png
+
+from trainer.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(manifest path, run folder) of one finished tiny run, trained through the CLI."""
+    manifest = prepared_corpus(tmp_path_factory.getbasetemp())
+    run = tmp_path_factory.mktemp("eval") / "run"
+    result = CliRunner().invoke(
+        main, ["--manifest", str(manifest), *TRAIN_OPTIONS, "--out", str(run)]
+    )
+    assert result.exit_code == 0, result.output
+    return manifest, run
+
+
+def test_training_ends_with_a_summary_that_matches_the_trainer(trained):
+    _, run = trained
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["seeds"] == [1] and "ddof=1" in summary["std"]
+    assert summary["task"] == "emotion" and summary["adversarial_label"] == "speaker"
+    # The evaluation's own pass over the test split agrees with the trainer's test pass.
+    trainer_test = json.loads((run / "seed-1" / "test_metrics.json").read_text())
+    for key in ("accuracy", "macro_f1", "uar"):
+        assert summary["metrics"][key]["mean"] == pytest.approx(trainer_test["metrics"][key])
+        assert summary["metrics"][key]["std"] is None  # one seed: no std invented
+    matrix = np.asarray(summary["confusion_matrix"]["summed_over_seeds"])
+    evaluation = json.loads((run / "seed-1" / "evaluation.json").read_text())
+    assert matrix.sum() == evaluation["test_clips"] > 0
+    assert np.trace(matrix) / matrix.sum() == pytest.approx(summary["metrics"]["accuracy"]["mean"])
+    for key in ("probe_task", "probe_adv", "backbone_probe_task", "backbone_probe_adv"):
+        assert 0.0 <= summary["metrics"][key]["mean"] <= 1.0
+    for label in ("task", "adv"):
+        probe = evaluation["probes"]["finetuned"][label]
+        assert summary["chance"][label] == pytest.approx(1.0 / probe["classes"])
+    text = (run / "summary.md").read_text()
+    assert "Probe y- (leakage)" in text and "not a measure of disentanglement" in text
+
+
+def test_figures_are_real_images(trained):
+    _, run = trained
+    figures = run / "figures"
+    names = sorted(p.name for p in figures.glob("*.png"))
+    assert names == [
+        "accuracy_curves.png",
+        "loss_curves.png",
+        "tsne_backbone_emotion.png",
+        "tsne_backbone_speaker.png",
+        "tsne_finetuned_emotion.png",
+        "tsne_finetuned_speaker.png",
+    ]
+    for path in figures.glob("*.png"):
+        assert_real_png(path, min_bytes=4000)
+
+
+def test_report_command_prints_one_row_per_run(trained, tmp_path):
+    _, run = trained
+    out = tmp_path / "table.md"
+    result = CliRunner().invoke(main, ["report", str(run), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in out.read_text().splitlines() if line.startswith("| run ")]
+    assert len(rows) == 1
+    numbers = [float(x) for x in re.findall(r"\d+\.\d+", rows[0])]
+    assert len(numbers) >= 7 and all(0.0 <= x <= 100.0 for x in numbers)
+    header = out.read_text().splitlines()[0]
+    for title in ("Acc", "F1", "UAR", "Probe y- (leakage)", "Chance y-"):
+        assert f"| {title} |" in header
+
+
+def test_embed_reads_shards_or_source_audio_alike(trained, tmp_path):
+    from pipeline.manifest import Manifest
+
+    manifest_path, run = trained
+    runner = CliRunner()
+    with_views = tmp_path / "with_views.npz"
+    result = runner.invoke(
+        main,
+        ["embed", "--run", str(run), "--manifest", str(manifest_path), "--out", str(with_views)],
+    )
+    assert result.exit_code == 0, result.output
+    data = np.load(with_views)
+    manifest = Manifest.load(manifest_path)
+    assert list(data["clip_ids"]) == [c.id for c in manifest.clips]
+    assert list(data["emotion"]) == [c.emotion for c in manifest.clips]
+    assert data["embeddings"].shape == (len(manifest.clips), 96)
+    assert len(data["failed_ids"]) == 0
+
+    # The test clips' embeddings equal those of the evaluation's own pass (other batching).
+    evaluated = np.load(run / "seed-1" / "test_embeddings.npz")
+    index = {cid: i for i, cid in enumerate(data["clip_ids"])}
+    rows = [index[cid] for cid in evaluated["clip_ids"]]
+    np.testing.assert_allclose(data["embeddings"][rows], evaluated["embeddings"], atol=1e-4)
+
+    # New recordings: a manifest without view sets is decoded from the source WAVs, and a
+    # clip whose file is missing is recorded as a failure while the others go on.
+    clips = list(manifest.clips)
+    clips[0] = dataclasses.replace(clips[0], path="missing/nowhere.wav")
+    bare = dataclasses.replace(manifest, view_sets=(), clips=tuple(clips))
+    bare_path = manifest_path.with_name("bare.json")
+    bare.save(bare_path)
+    from_source = tmp_path / "from_source.npz"
+    result = runner.invoke(
+        main, ["embed", "--run", str(run), "--manifest", str(bare_path), "--out", str(from_source)]
+    )
+    assert result.exit_code == 0, result.output
+    fresh = np.load(from_source)
+    assert list(fresh["failed_ids"]) == [clips[0].id]
+    assert "missing file" in fresh["failed_reasons"][0]
+    assert list(fresh["clip_ids"]) == [c.id for c in clips[1:]]
+    # 16-bit WAVs at 16 kHz and int16 shards hold the same samples.
+    np.testing.assert_allclose(fresh["embeddings"], data["embeddings"][1:], atol=1e-4)
+
+
+def test_user_mistakes_are_one_line(trained, tmp_path):
+    manifest_path, run = trained
+    runner = CliRunner()
+    bad_out = runner.invoke(
+        main,
+        [
+            "embed",
+            "--run",
+            str(run),
+            "--manifest",
+            str(manifest_path),
+            "--out",
+            str(tmp_path / "x.csv"),
+        ],
+    )
+    no_run = runner.invoke(main, ["report", str(tmp_path / "nothing")])
+    for result in (bad_out, no_run):
+        assert result.exit_code == 1
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert len(result.output.strip().splitlines()) == 1 and result.output.startswith("Error:")
