@@ -14,6 +14,7 @@ one thread. Nothing is asserted.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -30,6 +31,17 @@ from pipeline import eq as eqlib
 from pipeline import perturb
 from pipeline.perturb import pyworld
 from pipeline.rng import make_rng
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo where there is one."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -117,7 +129,7 @@ def main() -> None:
     results = {d: bench_clip(d, args.views, args.repeats) for d in args.durations}
     names = list(next(iter(results.values())))
     print(f"# perturbation benchmark (perturb v{perturb.PERTURB_VERSION})")
-    print(f"machine: {platform.processor() or platform.machine()}, {platform.platform()}")
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cores, {platform.platform()}")
     print(f"numpy {np.__version__}; one thread; least CPU time of {args.repeats} runs")
     print("CPU seconds per second of 16 kHz audio:\n")
     header = "| step | " + " | ".join(f"{d:g} s clip" for d in args.durations) + " |"

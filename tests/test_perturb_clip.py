@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from signals import voiced_clip, white_noise
 
 from pipeline.perturb import (
@@ -347,3 +349,25 @@ def test_changed_parameters_change_the_views(clip, views):
     assert not np.array_equal(out["speaker"][0][0], views["speaker"][0][0])
     assert not np.array_equal(out["emotion"][0][0], views["emotion"][0][0])
     assert max(out["emotion"][0][1]["permuted_bands"]) < 20
+
+
+# ----------------------------------------------------------------------- property test
+
+
+@settings(max_examples=20, deadline=None, derandomize=True)
+@given(
+    num_samples=st.integers(min_value=400, max_value=6000),
+    log_amplitude=st.floats(min_value=-9.0, max_value=1.0),
+    tone_hz=st.floats(min_value=60.0, max_value=1500.0),
+    noise_fraction=st.floats(min_value=0.0, max_value=1.0),
+)
+def test_any_valid_clip_gives_valid_views(num_samples, log_amplitude, tone_hz, noise_fraction):
+    # Lengths around WORLD's window, levels from -180 dBFS to +20 dBFS (beyond full scale),
+    # tonal to noisy content: every view keeps the invariants the shards rely on.
+    t = np.arange(num_samples) / 16000
+    rng = np.random.default_rng(num_samples)
+    audio = (1 - noise_fraction) * np.sin(2 * np.pi * tone_hz * t)
+    audio = 10.0**log_amplitude * (audio + noise_fraction * rng.standard_normal(num_samples))
+    counts = {"speaker": (1, None), "emotion": (1, None)}
+    out = perturb_clip(audio, "prop", 0, counts, f0_method="dio")
+    assert_valid_views(out, num_samples, counts)
