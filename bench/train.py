@@ -3,7 +3,9 @@
 Data stall (:func:`measure_data_stall`): one training epoch fed by the real streaming
 loader (``trainer.data.make_train_loader`` over Zarr shards in a temporary folder) against
 the same batches held in memory. ``stall = 1 - t_memory / t_stream`` is the share of the
-step time spent waiting for data; the loader alone is also timed (clips per second).
+step time lost to data (waiting, and on a small box the CPU the loader workers take from
+the model); the time the loop spends blocked in ``next()`` is reported beside it, as is the
+loader alone (clips per second).
 The consumer is a forward/backward pass of the tiny backbone with the N-CORE loss (or, with
 ``--consumer cpu``, a fixed amount of matrix work per batch, for a box without the model).
 
@@ -145,14 +147,21 @@ def cpu_consumer(size: int = 512, repeats: int = 8) -> Callable[[object], None]:
     return step
 
 
-def timed(batches: Iterable, consume: Callable[[object], None]) -> tuple[float, int]:
-    """Seconds to consume every batch of ``batches`` (drawing them included); clip count."""
-    clips = 0
+def timed(batches: Iterable, consume: Callable[[object], None]) -> tuple[float, float, int]:
+    """Seconds to consume every batch of ``batches``, seconds of it spent waiting for the
+    next batch (the loop blocked on data), and the clip count."""
+    clips, waiting = 0, 0.0
     start = time.perf_counter()
-    for batch in batches:
+    iterator = iter(batches)
+    while True:
+        asked = time.perf_counter()
+        batch = next(iterator, None)
+        waiting += time.perf_counter() - asked
+        if batch is None:
+            break
         consume(batch)
         clips += len(batch)
-    return time.perf_counter() - start, clips
+    return time.perf_counter() - start, waiting, clips
 
 
 def measure_data_stall(
@@ -191,19 +200,19 @@ def measure_data_stall(
                 num_workers=num_workers,
             )
             loader.set_epoch(0)
-            t_loader, n_loader = timed(loader, lambda batch: None)
+            t_loader, _, n_loader = timed(loader, lambda batch: None)
             loader.set_epoch(0)
             timed(loader, consume)  # warm-up
             loader.set_epoch(1)
             in_memory = list(loader)
             # Alternate the two and keep the fastest of each: the box's own noise (turbo,
             # other processes) then biases neither side.
-            t_memory = t_stream = float("inf")
+            t_memory = t_stream = blocked = float("inf")
             for _ in range(repeats):
                 t_memory = min(t_memory, timed(in_memory, consume)[0])
                 loader.set_epoch(1)
-                t, n = timed(loader, consume)
-                t_stream = min(t_stream, t)
+                t, waited, n = timed(loader, consume)
+                t_stream, blocked = min(t_stream, t), min(blocked, waited / t)
             row = {
                 "workers": num_workers,
                 "loader_clips_per_s": n_loader / t_loader,
@@ -212,6 +221,7 @@ def measure_data_stall(
                 "steps_per_s_stream": len(in_memory) / t_stream,
                 "steps_per_s_memory": len(in_memory) / t_memory,
                 "stall": 1 - t_memory / t_stream,
+                "blocked": blocked,
                 "clips": n,
             }
             results.append(row)
@@ -219,7 +229,8 @@ def measure_data_stall(
                 f"workers={num_workers}: loader alone {row['loader_clips_per_s']:.0f} clips/s; "
                 f"epoch {t_stream:.2f} s streamed vs {t_memory:.2f} s in memory "
                 f"({row['steps_per_s_stream']:.2f} vs {row['steps_per_s_memory']:.2f} steps/s); "
-                f"data stall {100 * row['stall']:.1f} %",
+                f"data stall {100 * row['stall']:.1f} %; "
+                f"loop blocked on next() {100 * blocked:.1f} % of the streamed epoch",
                 flush=True,
             )
     return results
