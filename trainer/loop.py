@@ -149,13 +149,24 @@ def build_model(config: TrainConfig, plan: RunPlan, seed: int) -> NCoreModel:
     """Backbone + heads, with head (and tiny backbone) weights drawn from ``seed``."""
     backbone, spec = load_backbone(config.backbone, seed=stable_seed(seed, "backbone"))
     if config.freeze_feature_encoder:
-        if not hasattr(backbone, "freeze_feature_encoder"):
+        # The bare encoders (HubertModel, Wav2Vec2Model, ...) expose the conv stack as
+        # ``feature_extractor``; some model classes also have ``freeze_feature_encoder()``.
+        encoder = getattr(backbone, "feature_extractor", None)
+        if hasattr(backbone, "freeze_feature_encoder"):
+            backbone.freeze_feature_encoder()
+        elif isinstance(encoder, nn.Module):
+            encoder.requires_grad_(False)
+            encoder._requires_grad = False  # HF's flag: skip its gradient checkpointing
+        else:
             raise TrainerError(f"backbone {config.backbone!r} has no feature encoder to freeze")
-        backbone.freeze_feature_encoder()
     if config.gradient_checkpointing:
-        backbone.gradient_checkpointing_enable(
-            gradient_checkpointing_kwargs={"use_reentrant": False}
-        )
+        # Non-reentrant checkpointing works with DDP and a frozen conv stack; transformers 5
+        # renamed the method (the old name is deprecated there).
+        kwargs = {"use_reentrant": False}
+        if hasattr(backbone, "activation_checkpointing_enable"):
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:
+            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stable_seed(seed, "heads"))
         return NCoreModel(
