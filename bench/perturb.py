@@ -92,16 +92,16 @@ def bench_clip(duration_s: float, views: int, repeats: int) -> dict[str, float]:
     f0_h, times = pyworld.harvest(x, SAMPLE_RATE, frame_period=perturb.FRAME_PERIOD_MS)
     timings = {
         "analysis (harvest)": lambda: perturb.analyse(clip),
-        "  F0 by harvest": lambda: pyworld.harvest(
+        "· F0 by harvest": lambda: pyworld.harvest(
             x, SAMPLE_RATE, frame_period=perturb.FRAME_PERIOD_MS
         ),
-        "  envelope by CheapTrick": lambda: pyworld.cheaptrick(x, f0_h, times, SAMPLE_RATE),
-        "  aperiodicity by D4C": lambda: pyworld.d4c(x, f0_h, times, SAMPLE_RATE),
+        "· envelope by CheapTrick": lambda: pyworld.cheaptrick(x, f0_h, times, SAMPLE_RATE),
+        "· aperiodicity by D4C": lambda: pyworld.d4c(x, f0_h, times, SAMPLE_RATE),
         "analysis (dio+stonemask)": lambda: perturb.analyse(clip, f0_method="dio"),
         "p_s view": lambda: speaker_views(analysis, 1),
-        "  formant warp": lambda: perturb.warp_envelope(analysis.sp, drawn["formant_ratio"]),
-        "  WORLD synthesis": lambda: perturb._synthesize(analysis, f0, warped),
-        "  random EQ": lambda: eqlib.apply_sos(sos, resynth),
+        "· formant warp": lambda: perturb.warp_envelope(analysis.sp, drawn["formant_ratio"]),
+        "· WORLD synthesis": lambda: perturb._synthesize(analysis, f0, warped),
+        "· random EQ": lambda: eqlib.apply_sos(sos, resynth),
         "pitch flattening (once per clip)": lambda: perturb.flatten_pitch(analysis),
         "p_e view": lambda: emotion_views(flat, 1),
         f"p_s x{views}, shared analysis": lambda: (
