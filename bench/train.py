@@ -327,7 +327,7 @@ def measure_view_cost(
             "step_s": step_s,
             "audio_s_per_s": batch_size * (1 + n) * seconds / step_s,
             "clip_audio_s_per_s": batch_size * seconds / step_s,
-            "tflops_per_step": flops / 1e12,
+            "gflops_per_step": flops / 1e9,
             "mfu": (flops / step_s / 1e12) / peak if peak else float("nan"),
         }
         results.append(row)
@@ -335,7 +335,7 @@ def measure_view_cost(
         print(
             f"{backbone} N={n}: {step_s:.3f} s/step (batch {batch_size} x {1 + n} views x "
             f"{seconds:g} s); {row['audio_s_per_s']:.0f} audio s/s all views, "
-            f"{row['clip_audio_s_per_s']:.0f} clip s/s; {row['tflops_per_step']:.2f} TFLOP/step"
+            f"{row['clip_audio_s_per_s']:.0f} clip s/s; {row['gflops_per_step']:.1f} GFLOP/step"
             f"{mfu}",
             flush=True,
         )
