@@ -105,7 +105,8 @@ def resolve_device(requested: str | None, ddp: Distributed | None = None) -> tor
             )
         if device.index is None:
             device = torch.device("cuda", ddp.local_rank if ddp else 0)
-        torch.cuda.set_device(device)  # NCCL collectives run on the current device
+        if ddp is not None:
+            torch.cuda.set_device(device)  # NCCL collectives run on the current device
     return device
 
 
