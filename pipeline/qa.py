@@ -75,7 +75,7 @@ class ValidationReport:
         return (
             f"{self.manifest_path}: {state}, {len(self.warnings)} warning(s); read "
             f"{self.view_sets} view set(s), {self.shards} shard(s), {self.clips} stored clip(s), "
-            f"{self.samples / 16000:.1f} s of audio per view"
+            f"{self.samples / 16000:.1f} s of stored audio (each clip with its views)"
         )
 
 
