@@ -72,7 +72,11 @@ def describe(manifest_path: str | os.PathLike[str], max_listed: int = 10) -> str
         f"manifest {path} (schema {m.schema_version})",
         f"dataset {m.dataset!r} from {m.source}; audio under {m.data_path(path)}",
         f"clips {len(m.clips)}: "
-        + ", ".join(f"{s} {sum(1 for c in m.clips if c.split == s)}" for s in SPLITS)
+        + ", ".join(
+            f"{s} {sum(1 for c in m.clips if c.split == s)} "
+            f"({sum(c.duration for c in m.clips if c.split == s):.1f} s)"
+            for s in SPLITS
+        )
         + f"; {total:.1f} s of audio ({total / 60:.1f} min)",
     ]
     if durations:
