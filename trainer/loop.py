@@ -295,34 +295,58 @@ def predict(model: NCoreModel, loader, device: torch.device, ddp: Distributed) -
 
 
 def lockstep(loader, ddp: Distributed, device: torch.device):
-    """Yield ``(batch, weight)``; under DDP every rank yields the same number of batches.
+    """Yield ``(batch, weight, last)``: ``last`` marks the epoch's final batch, and under DDP
+    every rank yields the same number of batches.
 
-    Shards are split between ranks, so ranks may hold a batch more or less. A rank that has
-    run out repeats its last batch with weight 0 (no gradient, not counted) until every rank
-    is done, so that gradient all-reduces and optimizer steps stay in step on all ranks.
+    The data module already gives ranks equal batch counts; this is the safety net that
+    keeps collectives from hanging if they ever differ: a rank that has run out repeats its
+    last batch with weight 0 (no gradient, not counted) until every rank is done. One
+    batch of look-ahead tells the loop which batch is the last, so the epoch's final
+    (possibly partial) gradient accumulation is synchronised and stepped.
     """
-    batches = iter(loader)
-    last = None
-    while True:
-        batch = next(batches, None)
+
+    def anyone_has(batch) -> bool:
         if not ddp.enabled:
-            if batch is None:
-                return
-            yield batch, 1.0
-            continue
-        has = torch.tensor([0 if batch is None else 1], device=device)
-        dist.all_reduce(has, op=dist.ReduceOp.MAX)
-        if has.item() == 0:
-            return
-        if batch is None and last is None:
+            return batch is not None
+        flag = torch.tensor([0 if batch is None else 1], device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return bool(flag.item())
+
+    batches = iter(loader)
+    current = next(batches, None)
+    fallback = current
+    more = anyone_has(current)
+    while more:
+        if current is None and fallback is None:
             raise TrainerError(
-                f"rank {ddp.rank} got no training clip: fewer train shards than processes"
+                f"rank {ddp.rank} got no training clip: fewer train clips than processes"
             )
-        if batch is not None:
-            last = batch
-            yield batch, 1.0
+        following = next(batches, None)
+        more = anyone_has(following)
+        if current is not None:
+            fallback = current
+            yield current, 1.0, not more
         else:
-            yield last, 0.0
+            yield fallback, 0.0, not more
+        current = following
+
+
+def check_ranks_agree(model: nn.Module, device: torch.device) -> None:
+    """Raise if the ranks' weights have drifted apart (a broken gradient synchronisation).
+
+    Compares one float64 fingerprint of all parameters across ranks: cheap, and it turns a
+    silent divergence into an error at the end of the epoch where it happened.
+    """
+    with torch.no_grad():
+        fingerprint = sum(
+            (p.detach().double() * (i + 1)).sum() for i, p in enumerate(model.parameters())
+        )
+    fingerprints = [
+        torch.zeros((), dtype=torch.float64, device=device) for _ in range(dist.get_world_size())
+    ]
+    dist.all_gather(fingerprints, fingerprint.to(device))
+    if any(not torch.equal(f, fingerprints[0]) for f in fingerprints):
+        raise RuntimeError(f"DDP ranks hold different weights: {[f.item() for f in fingerprints]}")
 
 
 def optimizer_step(optimizer, scheduler, params, clip_norm: float) -> int:
@@ -455,11 +479,11 @@ def train_seed(
         sums = torch.zeros(6, dtype=torch.float64)  # ce, reg, adv, task hits, adv hits, clips
         micro = 0
         loader.set_epoch(epoch)
-        for batch, weight in lockstep(loader, ddp, device):
+        for batch, weight, last in lockstep(loader, ddp, device):
             micro += 1
             audio, lengths = batch.audio.to(device), batch.lengths.to(device)
             y_task, y_adv = batch.y_task.to(device), batch.y_adv.to(device)
-            last_of_step = micro % config.grad_accum == 0
+            last_of_step = micro % config.grad_accum == 0 or last  # last: a partial step
             sync = nullcontext() if (last_of_step or not ddp.enabled) else model.no_sync()
             with sync:
                 with autocast(device):
@@ -494,10 +518,9 @@ def train_seed(
                     ],
                     dtype=torch.float64,
                 )
-        if micro % config.grad_accum:  # the epoch's last, partial accumulation
-            step += optimizer_step(optimizer, scheduler, params, config.clip_grad_norm)
         if ddp.enabled:
             dist.all_reduce(sums)
+            check_ranks_agree(raw_model, device)
         clips = max(sums[5].item(), 1.0)
 
         val = predict(raw_model, val_loader, device, ddp)
