@@ -95,7 +95,10 @@ def load_backbone(name: str, seed: int = 0) -> tuple[nn.Module, InputSpec]:
     source = str(local) if local.is_dir() else name
     backbone = None
     errors = []
-    attempts = [True] if os.environ.get("HF_HUB_OFFLINE") == "1" else [True, False]
+    # The local cache first; the hub only when it answers at all (huggingface_hub would
+    # otherwise retry for about half a minute, printing each retry, before giving up).
+    online = os.environ.get("HF_HUB_OFFLINE", "0") not in ("1", "true", "True") and _hub_reachable()
+    attempts = [True, False] if online else [True]
     for local_only in attempts:
         try:
             config = AutoConfig.from_pretrained(source, local_files_only=local_only)
@@ -104,12 +107,27 @@ def load_backbone(name: str, seed: int = 0) -> tuple[nn.Module, InputSpec]:
         except (OSError, ValueError) as error:  # not cached / no network / not a model
             errors.append(str(error).splitlines()[0] if str(error) else type(error).__name__)
     if backbone is None:
+        log.debug("backbone %s: %s", name, " | ".join(errors))
         raise TrainerError(
             f"cannot load backbone {name!r} (not a local model folder and not downloadable "
             "now): download it once with network access, or pass --backbone PATH to a "
             "folder written by save_pretrained, or --backbone tiny"
         )
     return backbone, read_input_spec(source, backbone)
+
+
+def _hub_reachable(timeout_s: float = 3.0) -> bool:
+    """Whether the Hugging Face endpoint accepts a TCP connection within ``timeout_s``."""
+    import socket
+    from urllib.parse import urlparse
+
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        with socket.create_connection((url.hostname or "huggingface.co", port), timeout_s):
+            return True
+    except OSError:
+        return False
 
 
 def read_input_spec(source: str, backbone: nn.Module) -> InputSpec:
