@@ -160,3 +160,14 @@ def test_single_seed_std_is_not_invented():
     summary = summarize(records)
     assert summary["metrics"]["accuracy"]["std"] is None
     assert format_mean_std(summary["metrics"]["accuracy"]).endswith("± n/a")
+
+
+def test_label_only_probe_is_the_reference_for_correlated_labels():
+    from trainer.probes import label_only_probe
+
+    y_task = np.arange(300) % 3
+    tied = label_only_probe(y_task, y_task.copy(), seed=0)  # y- is a renaming of y+
+    assert tied.balanced_accuracy == pytest.approx(1.0)
+    independent = np.random.default_rng(1).integers(0, 4, size=300)
+    free = label_only_probe(y_task, independent, seed=0)
+    assert free.chance == pytest.approx(0.25) and free.balanced_accuracy < 0.35

@@ -92,16 +92,29 @@ def register(main: click.Group) -> None:
     )
     @click.option("--force", is_flag=True, help="Re-evaluate seeds already evaluated.")
     @click.option("--no-figures", is_flag=True, help="Skip the PNG figures.")
+    @click.option(
+        "--probe-manifest",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Also probe both labels on the clips of this manifest (e.g. a corpus "
+        "where they are independent); writes RUN/probe-<name>.json and .md.",
+    )
     @click.option("-v", "--verbose", is_flag=True)
-    def evaluate_command(runs, device, folds, force, no_figures, verbose) -> None:
+    def evaluate_command(runs, device, folds, force, no_figures, probe_manifest, verbose) -> None:
         """Summarise finished RUNS: metrics over seeds, leakage probes, figures."""
         _logging(verbose)
-        from trainer.evaluate import evaluate_run, summary_markdown
+        from pathlib import Path
+
+        from trainer.evaluate import evaluate_run, probe_on_manifest, summary_markdown
 
         try:
             for run in runs:
                 summary = evaluate_run(run, device, folds, figures=not no_figures, force=force)
                 click.echo(summary_markdown(summary))
+                if probe_manifest:
+                    probe_on_manifest(run, probe_manifest, device, folds)
+                    stem = Path(probe_manifest).stem
+                    click.echo((Path(run) / f"probe-{stem}.md").read_text(encoding="utf-8"))
         except TrainerError as error:
             raise _fail(error) from None
 

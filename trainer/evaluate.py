@@ -157,6 +157,7 @@ def summarize(
         ("probe_adv", "finetuned", "adv"),
         ("backbone_probe_task", "backbone", "task"),
         ("backbone_probe_adv", "backbone", "adv"),
+        ("labels_only_probe_adv", "labels_only", "adv"),
     ):
         metrics[key] = mean_std([probe_value(r, model, label) for r in records])
 
@@ -230,7 +231,10 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "Balanced accuracy of a logistic-regression probe (stratified cross-validation). "
         f"Chance: y+ {100 * summary['chance']['task']:.2f}, "
         f"y- {100 * summary['chance']['adv']:.2f}. "
-        "Lower y- probe accuracy = less of the discarded label left in the embedding.",
+        "Lower y- probe accuracy = less of the discarded label left in the embedding. "
+        "When y+ and y- are correlated, the y+ label alone already predicts y- to some "
+        "degree (row 'y+ label alone'): that, not chance, is the level an embedding that "
+        "knows only y+ would reach.",
         "",
         "| Model | Probe y+ | Probe y- (leakage) |",
         "|---|---|---|",
@@ -238,6 +242,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"{format_mean_std(metrics['probe_adv'])} |",
         f"| un-fine-tuned backbone | {format_mean_std(metrics['backbone_probe_task'])} | "
         f"{format_mean_std(metrics['backbone_probe_adv'])} |",
+        f"| y+ label alone (no audio) | – | "
+        f"{format_mean_std(metrics.get('labels_only_probe_adv'))} |",
         f"| chance | {100 * summary['chance']['task']:.2f} | "
         f"{100 * summary['chance']['adv']:.2f} |",
         "",
@@ -352,7 +358,7 @@ def evaluate_seed(
     from pipeline.rng import stable_seed
     from trainer.embed import load_finished_model
     from trainer.loop import Distributed, build_model, eval_loader, predict
-    from trainer.probes import label_probes
+    from trainer.probes import label_only_probe, label_probes
 
     seed_dir = run / f"seed-{seed}"
     single = Distributed()
@@ -384,6 +390,9 @@ def evaluate_seed(
             ("finetuned", test["embeddings"]),
             ("backbone", initial["embeddings"]),
         )
+    }
+    probes["labels_only"] = {
+        "adv": label_only_probe(test["y_task"], test["y_adv"], folds, probe_seed).to_dict()
     }
     record = seed_record(
         seed,
@@ -426,9 +435,10 @@ def evaluate_run(
     figures: bool = True,
     force: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate every finished seed of ``run`` (reusing a seed's ``evaluation.json`` unless
-    ``force``), write ``summary.json`` / ``summary.md`` and, with ``figures``, the PNGs
-    under ``run/figures/``. Returns the summary."""
+    """Evaluate every finished seed of ``run`` (reusing a seed's ``evaluation.json`` when it
+    is newer than its selected model, unless ``force``), write ``summary.json`` and
+    ``summary.md`` and, with ``figures``, the PNGs under ``run/figures/``. Returns the
+    summary."""
     import torch
 
     from trainer.errors import TrainerError
@@ -445,7 +455,9 @@ def evaluate_run(
     records = []
     for seed in seeds:
         path = run / f"seed-{seed}" / EVALUATION_FILE
-        if path.is_file() and not force:
+        best = run / f"seed-{seed}" / "best" / "model.json"
+        fresh = path.is_file() and path.stat().st_mtime >= best.stat().st_mtime
+        if fresh and not force:
             records.append(json.loads(path.read_text(encoding="utf-8")))
             continue
         if plan is None:
@@ -498,3 +510,106 @@ def ensure_summary(run: str | os.PathLike[str], device: str | None = None) -> di
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
     return evaluate_run(run, device=device)
+
+
+def probe_on_manifest(
+    run: str | os.PathLike[str],
+    manifest_path: str | os.PathLike[str],
+    device: str | None = None,
+    folds: int = 5,
+    batch_size: int = 16,
+) -> dict[str, Any]:
+    """Leakage measured on another corpus: embed every clip of ``manifest_path`` (view 0,
+    from shards or source audio) with each seed's fine-tuned model and with its
+    un-fine-tuned starting point, and probe both labels there.
+
+    On a test split where y+ and y- are strongly correlated, a y- probe cannot tell "knows
+    y-" from "knows y+"; on a corpus where the two are independent (e.g. the synthetic
+    generator with ``entanglement 0``) it can. Writes ``run/probe-<manifest stem>.json`` and
+    ``.md``; returns the dict (mean and sample std over seeds, ddof=1).
+    """
+    from types import SimpleNamespace
+
+    from pipeline.manifest import Manifest, ManifestError
+    from pipeline.rng import stable_seed
+    from trainer.embed import embed_audio, iter_original_audio, load_finished_model
+    from trainer.errors import TrainerError
+    from trainer.loop import build_model, resolve_device
+    from trainer.probes import label_only_probe, label_probes
+
+    run = Path(run)
+    config, _ = load_run_config(run)
+    seeds = seeds_of(run)
+    if not seeds:
+        raise TrainerError(f"{run}: no finished seed (seed-*/best/); train it first")
+    try:
+        manifest = Manifest.load(manifest_path)
+    except (ManifestError, OSError) as error:
+        raise TrainerError(f"--probe-manifest {manifest_path}: {error}") from None
+    torch_device = resolve_device(device or "cpu")
+    failures: dict[str, str] = {}
+    read = {
+        item.clip_id: item
+        for item in iter_original_audio(
+            manifest, manifest_path, [c.id for c in manifest.clips], failures.__setitem__
+        )
+    }
+    clips = [c for c in manifest.clips if c.id in read]
+    task_index = manifest.label_index(config.task)
+    adv_index = manifest.label_index(config.adversarial_label)
+    y_task = np.array([task_index[getattr(c, config.task)] for c in clips])
+    y_adv = np.array([adv_index[getattr(c, config.adversarial_label)] for c in clips])
+    audio = [read[c.id] for c in clips]
+
+    per_seed = []
+    cache: dict[str, np.ndarray] = {}
+    for seed in seeds:
+        model, info = load_finished_model(run / f"seed-{seed}", torch_device)
+        finetuned, _ = embed_audio(model, audio, batch_size, config.max_seconds, torch_device)
+        key = config.backbone if config.backbone != "tiny" else f"tiny/{seed}"
+        if key not in cache:
+            names = SimpleNamespace(task_names=info["task_names"], adv_names=info["adv_names"])
+            start = build_model(config, names, seed).to(torch_device)
+            cache[key], _ = embed_audio(start, audio, batch_size, config.max_seconds, torch_device)
+        probe_seed = stable_seed(seed, "probe") % (2**32)
+        record = {"seed": seed}
+        for name, embeddings in (("finetuned", finetuned), ("backbone", cache[key])):
+            for label, result in label_probes(embeddings, y_task, y_adv, folds, probe_seed).items():
+                record[f"{name}_{label}"] = result.to_dict()
+        record["labels_only_adv"] = label_only_probe(y_task, y_adv, folds, probe_seed).to_dict()
+        per_seed.append(record)
+    keys = [k for k in per_seed[0] if k != "seed"]
+    result = {
+        "run": run.name,
+        "manifest": str(manifest_path),
+        "clips": len(clips),
+        "failed": failures,
+        "task": config.task,
+        "adversarial_label": config.adversarial_label,
+        "std": STD_NOTE,
+        "probes": {k: mean_std([r[k]["balanced_accuracy"] for r in per_seed]) for k in keys},
+        "chance": {
+            "task": per_seed[0]["finetuned_task"]["chance"],
+            "adv": per_seed[0]["finetuned_adv"]["chance"],
+        },
+        "per_seed": per_seed,
+    }
+    stem = Path(manifest_path).stem
+    write_json(run / f"probe-{stem}.json", result)
+    p = result["probes"]
+    lines = [
+        f"# Probes of run {run.name} on {stem} ({len(clips)} clips)",
+        "",
+        f"Balanced accuracy in %, mean ± {STD_NOTE}.",
+        "",
+        f"| Model | Probe y+ ({config.task}) | Probe y- ({config.adversarial_label}) |",
+        "|---|---|---|",
+        f"| fine-tuned | {format_mean_std(p['finetuned_task'])} | "
+        f"{format_mean_std(p['finetuned_adv'])} |",
+        f"| un-fine-tuned backbone | {format_mean_std(p['backbone_task'])} | "
+        f"{format_mean_std(p['backbone_adv'])} |",
+        f"| y+ label alone | – | {format_mean_std(p['labels_only_adv'])} |",
+        f"| chance | {100 * result['chance']['task']:.2f} | {100 * result['chance']['adv']:.2f} |",
+    ]
+    write_text(run / f"probe-{stem}.md", "\n".join(lines) + "\n")
+    return result

@@ -72,7 +72,7 @@ def train_and_evaluate(
     config = config.replace(out=str(folder), resume=True)
     log.info("experiment run %s", folder)
     train(config)
-    return evaluate_run(folder, device=device or config.device, force=True)
+    return evaluate_run(folder, device=device or config.device)
 
 
 def run_rows(

@@ -119,7 +119,6 @@ def tsne_2d(embeddings: np.ndarray, seed: int = 0) -> np.ndarray:
 
     Perplexity is 30 or (n - 1) / 3 when n is small (t-SNE needs perplexity < n)."""
     from sklearn.manifold import TSNE
-
     from threadpoolctl import threadpool_limits
 
     x = np.asarray(embeddings, dtype=np.float64)

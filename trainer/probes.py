@@ -135,3 +135,21 @@ def label_probes(
         "task": linear_probe(embeddings, y_task, folds=folds, seed=seed),
         "adv": linear_probe(embeddings, y_adv, folds=folds, seed=seed),
     }
+
+
+def label_only_probe(
+    y_task: Sequence[int] | np.ndarray,
+    y_adv: Sequence[int] | np.ndarray,
+    folds: int = DEFAULT_FOLDS,
+    seed: int = 0,
+) -> ProbeResult:
+    """The same probe of y- from the y+ label alone (one-hot), on the same samples.
+
+    When the two labels are correlated (a speaker mostly produces one emotion), an embedding
+    that knows only y+ already predicts y- this well: it is the reference a y- probe must be
+    compared with, not chance. Above it, the embedding carries y- information beyond y+.
+    """
+    y_task = np.asarray(y_task)
+    classes = np.unique(y_task)
+    one_hot = (y_task[:, None] == classes[None, :]).astype(np.float64)
+    return linear_probe(one_hot, y_adv, folds=folds, seed=seed)

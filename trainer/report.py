@@ -37,6 +37,7 @@ COLUMNS = (
     Column("probe_task", "Probe y+", "max"),
     Column("probe_adv", "Probe y- (leakage)", "min"),
     Column("backbone_probe_adv", "Backbone probe y-", None),
+    Column("labels_only_probe_adv", "y- from y+ label", None),
     Column("chance_adv", "Chance y-", None),
     Column("adv_head_accuracy", "Adv. head acc.", None),
 )

@@ -1,0 +1,141 @@
+"""Backbone-only baseline vs N-CORE on the synthetic corpus with strong speaker/emotion
+entanglement: emotion-task accuracy, F1, UAR and speaker-probe leakage over 3 seeds.
+
+Usage (a long CPU run; the numbers go to docs/readme-eval.md)::
+
+    .venv/bin/python bench/leakage_synthetic.py --out /tmp/ncore-leakage [--epochs 12]
+
+Steps: generate + import the synthetic corpus (entanglement 0.9), compute speaker-perturbed
+views with WORLD (library call of ``ncore-prep perturb``), train both runs with the tiny
+backbone, evaluate them (probes on frozen test embeddings), write ``report.md``; then probe
+every run on a second synthetic corpus where speaker and emotion are independent
+(``probe-independent.md``), where leakage can be told apart from label correlation.
+Extra rows can be added with ``--variant name:key=value,key=value`` (e.g. a larger
+``lambda_grl``) to find out why leakage does or does not move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, object]]:
+    name, _, body = text.partition(":")
+    changes: dict[str, object] = {}
+    for part in filter(None, body.split(",")):
+        key, _, value = part.partition("=")
+        changes[key] = json.loads(value) if value not in ("dann", "paper") else value
+    return name, changes
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ncore-leakage"))
+    parser.add_argument("--clips", type=int, default=240)
+    parser.add_argument("--entanglement", type=float, default=0.9)
+    parser.add_argument("--views", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--max-seconds", type=float, default=1.0)
+    parser.add_argument("--seeds", default="42,100,510")
+    parser.add_argument("--variant", action="append", default=[])
+    parser.add_argument("--skip-main", action="store_true", help="Only the --variant rows.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+
+    from pipeline.datasets import build_manifest, save_manifest_keeping_views
+    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from trainer.config import TrainConfig, parse_seeds
+    from trainer.evaluate import format_mean_std, probe_on_manifest
+    from trainer.experiments import train_and_evaluate
+    from trainer.report import report_table
+
+    started = time.perf_counter()
+    manifest_path = args.out / "manifests" / "synthetic-entangled.json"
+    if not manifest_path.exists():
+        manifest, summary = build_manifest(
+            "synthetic",
+            args.out / "data",
+            "synthetic-entangled",
+            seed=42,
+            manifest_path=manifest_path,
+            clips=args.clips,
+            entanglement=args.entanglement,
+        )
+        save_manifest_keeping_views(manifest, manifest_path)
+        print("\n".join(summary.lines()))
+    settings = PerturbSettings(kinds=("speaker",), views=args.views, f0_method="dio", shard_size=64)
+    with ProcessPoolExecutor(2) as pool:
+        run_perturb(
+            manifest_path, settings, fixed_executor(pool), args.out / "cache", progress=False
+        )
+    logging.info("views ready after %.0f s", time.perf_counter() - started)
+
+    base = TrainConfig(
+        manifest=str(manifest_path),
+        task="emotion",
+        backbone="tiny",
+        lr=1e-3,
+        batch_size=16,
+        epochs=args.epochs,
+        patience=args.epochs,
+        max_seconds=args.max_seconds,
+        seeds=parse_seeds(args.seeds),
+        device="cpu",
+    )
+    main_rows = [
+        ("backbone-only", {"adversary": False, "views": 0, "lambda_reg": 0.0}),
+        (f"ncore-n{args.views}", {"views": args.views}),
+    ]
+    rows = [*([] if args.skip_main else main_rows), *(parse_variant(v) for v in args.variant)]
+    summaries = []
+    for name, changes in rows:
+        t0 = time.perf_counter()
+        summaries.append(train_and_evaluate(base.replace(**changes), args.out / "runs" / name))
+        logging.info("%s done in %.0f s", name, time.perf_counter() - t0)
+    table = report_table(summaries, [name for name, _ in rows])
+    suffix = "-variants" if args.skip_main else ""
+    (args.out / f"report{suffix}.md").write_text(table, encoding="utf-8")
+    print(table)
+
+    # Leakage where it can be seen: the same speakers and emotions, but independent of each
+    # other (entanglement 0, another generator seed, so no clip is shared with training).
+    independent = args.out / "manifests" / "synthetic-independent.json"
+    if not independent.exists():
+        manifest, _ = build_manifest(
+            "synthetic",
+            args.out / "data-independent",
+            "synthetic-independent",
+            seed=42,
+            manifest_path=independent,
+            clips=args.clips,
+            entanglement=0.0,
+            synthetic_seed=1,
+        )
+        save_manifest_keeping_views(manifest, independent)
+    lines = [
+        "| Run | Probe emotion | Probe speaker (leakage) | Backbone probe emotion | "
+        "Backbone probe speaker | Chance emotion / speaker |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, _ in rows:
+        result = probe_on_manifest(args.out / "runs" / name, independent)
+        p = result["probes"]
+        lines.append(
+            f"| {name} | {format_mean_std(p['finetuned_task'])} | "
+            f"{format_mean_std(p['finetuned_adv'])} | {format_mean_std(p['backbone_task'])} | "
+            f"{format_mean_std(p['backbone_adv'])} | {100 * result['chance']['task']:.2f} / "
+            f"{100 * result['chance']['adv']:.2f} |"
+        )
+    probe_table = "\n".join(lines) + "\n"
+    (args.out / f"probe-independent{suffix}.md").write_text(probe_table, encoding="utf-8")
+    print(probe_table)
+    logging.info("total %.0f s", time.perf_counter() - started)
+
+
+if __name__ == "__main__":
+    main()
