@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -330,3 +331,39 @@ def test_unreachable_scheduler_is_a_clear_error():
     with pytest.raises(PrepError, match=r"cannot reach the Dask scheduler at tcp://127\.0\.0\.1:9"):
         with dask_executor(scheduler=unreachable, connect_timeout=1):
             pass
+
+
+@pytest.mark.slow
+def test_views_do_not_depend_on_which_kinds_share_the_analysis(corpus, reference, tmp_path):
+    path = copy_project(corpus, tmp_path)
+    with ThreadPoolExecutor(2) as pool:
+        first = run_perturb(
+            path,
+            replace(SETTINGS, kinds=("speaker",)),
+            fixed_executor(pool),
+            cache_dir=tmp_path / "cache",
+            progress=False,
+        )
+        second = run_perturb(
+            path, SETTINGS, fixed_executor(pool), cache_dir=tmp_path / "cache", progress=False
+        )
+    assert first.shards_run == second.shards_run == 7
+    # the second run found the speaker shards done and computed the emotion ones only
+    assert second.views_written == first.views_written
+    assert tree_digest(tmp_path / "cache") == tree_digest(reference / "cache")
+    assert view_sets_of(path) == view_sets_of(_manifest(reference))
+
+
+@pytest.mark.slow
+def test_a_listed_shard_that_vanished_is_recomputed(reference, tmp_path):
+    path = copy_project(reference, tmp_path)
+    shutil.copytree(reference / "cache", tmp_path / "cache")
+    vs = Manifest.load(path).view_sets[1]
+    shutil.rmtree(vs.shard_paths(path)[3])
+    with ThreadPoolExecutor(1) as pool:
+        summary = run_perturb(
+            path, SETTINGS, fixed_executor(pool), cache_dir=tmp_path / "cache", progress=False
+        )
+    assert summary.shards_run == 1 and summary.view_sets[1].complete
+    assert tree_digest(tmp_path / "cache") == tree_digest(reference / "cache")
+    assert view_sets_of(path) == view_sets_of(_manifest(reference))
