@@ -201,9 +201,9 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
 @click.option(
     "--shard-size",
     type=click.IntRange(min=1),
-    default=256,
+    default=64,
     show_default=True,
-    help="Clips per shard.",
+    help="Clips per shard (fixed before submission: the bytes never depend on --workers).",
 )
 @click.option(
     "--workers",

@@ -65,7 +65,7 @@ logger = logging.getLogger(__name__)
 KINDS = ("speaker", "emotion")
 F0_METHODS = ("harvest", "dio")
 STAGE = "perturb"
-DEFAULT_SHARD_SIZE = 256
+DEFAULT_SHARD_SIZE = 64  # small enough that even a few hundred clips keep every core busy
 # glibc mallopt parameters (malloc.h). See tune_malloc.
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
