@@ -26,7 +26,7 @@ $(STAMP): setup.cfg pyproject.toml
 # The README quick start: the synthetic corpus, 5 views of each kind, 3 epochs of the tiny
 # backbone (its learning rate is far above the paper's 1e-5, which is meant for pretrained
 # weights), then the test metrics. Every step is resumable: re-running skips what is done.
-DEMO_TRAIN := --backbone tiny --epochs 3 --seeds 42 --lr 1e-3 --max-seconds 1.5 --out runs/demo
+DEMO_TRAIN := --backbone tiny --epochs 3 --seeds 42 --lr 1e-3 --max-seconds 1.5 --out runs/demo --resume
 
 demo: $(STAMP)
 	$(VENV)/bin/ncore-prep manifest --dataset synthetic
