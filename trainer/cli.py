@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import click
 from click.core import ParameterSource
@@ -180,6 +181,8 @@ def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) 
         records = train(config)
     except TrainerError as error:
         raise click.ClickException(str(error)) from None
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+        return
     for record in records:
         m = record["metrics"]
         click.echo(
