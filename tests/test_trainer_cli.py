@@ -122,3 +122,20 @@ def test_group_keeps_room_for_subcommands() -> None:
         "--freeze-feature-encoder",
     ):
         assert option in result.output
+
+
+@pytest.mark.slow
+def test_early_stopping_selects_the_best_epoch_and_stops_after_patience(corpus, tmp_path) -> None:
+    # At lr 1e-12 the predictions cannot change, so validation accuracy never improves
+    # after epoch 1: with patience 2 the run must stop after epoch 3 of 6 and test epoch 1.
+    args = base(corpus, tmp_path, "--patience", "2")
+    args[args.index("--epochs") + 1] = "6"
+    args[args.index("--lr") + 1] = "1e-12"
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    seed_dir = tmp_path / "run" / "seed-1"
+    rows = [json.loads(x) for x in (seed_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert len({r["val_acc_task"] for r in rows}) == 1
+    assert json.loads((seed_dir / "best" / "model.json").read_text())["epoch"] == 1
+    assert json.loads((seed_dir / "test_metrics.json").read_text())["best_epoch"] == 1

@@ -186,3 +186,24 @@ def test_views_of_one_clip_differ_only_in_their_own_embedding(tiny_model: NCoreM
     assert diff[0, 2] > 1e-4
     diff[0, 2] = 0
     assert diff.max() < 1e-5
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_bf16_autocast_step_keeps_float32_weights_and_finite_gradients() -> None:
+    from trainer.loop import autocast
+
+    device = torch.device("cuda")
+    backbone, spec = load_backbone("tiny", seed=3)
+    model = NCoreModel(backbone, spec, 4, 3).to(device).train()
+    audio, lengths = random_batch(4, 3, [16000, 12000, 9000, 16000], seed=7)
+    with autocast(device):
+        out = model(audio.to(device), lengths.to(device))
+    assert out.embeddings.dtype == torch.bfloat16  # autocast is really on
+    terms = ncore_loss(
+        out, torch.tensor([0, 1, 2, 3], device=device), torch.tensor([0, 1, 2, 0], device=device)
+    )
+    terms.total.backward()
+    assert torch.isfinite(terms.total)
+    for p in model.parameters():
+        assert p.dtype == torch.float32
+        assert p.grad is None or torch.isfinite(p.grad).all()
