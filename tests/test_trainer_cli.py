@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 import torch
 from click.testing import CliRunner
 from trainer_corpus import write_trainer_corpus
 
+from pipeline.manifest import Manifest
 from trainer.cli import main
 
 
@@ -108,6 +110,27 @@ def test_config_file_then_resume_under_another_config_is_refused(corpus, tmp_pat
     assert "another config" in line and "lambda_reg" in line
 
 
+@pytest.mark.slow
+def test_dann_grl_schedule_is_logged_per_epoch_and_pinned_on_resume(corpus, tmp_path) -> None:
+    args = base(corpus, tmp_path, "--grl-schedule", "dann", "--grl-alpha", "0.5")
+    args[args.index("--epochs") + 1] = "2"
+    result = run(*args)
+    assert result.exit_code == 0, result.output
+    seed_dir = tmp_path / "run" / "seed-1"
+    rows = [json.loads(x) for x in (seed_dir / "metrics.jsonl").read_text().splitlines()]
+    # Expected: the mean of the ramp over each epoch's optimizer steps (one per batch here).
+    per_epoch = math.ceil(len(Manifest.load(corpus).clips_in("train")) / 8)
+    total = 2 * per_epoch
+    ramp = [0.5 * (2 / (1 + math.exp(-10 * s / total)) - 1) for s in range(total)]
+    for row, epoch_steps in zip(rows, (ramp[:per_epoch], ramp[per_epoch:]), strict=True):
+        assert row["grl_alpha"] == pytest.approx(sum(epoch_steps) / per_epoch, rel=1e-9)
+    assert 0 < rows[0]["grl_alpha"] < rows[1]["grl_alpha"] < 0.5
+
+    (seed_dir / "test_metrics.json").unlink()
+    line = one_line_error(run(*base(corpus, tmp_path, "--resume", "--grl-alpha", "0.5")))
+    assert "another config" in line and "grl_schedule" in line
+
+
 def test_group_keeps_room_for_subcommands() -> None:
     result = run("--help")
     assert result.exit_code == 0
@@ -115,6 +138,7 @@ def test_group_keeps_room_for_subcommands() -> None:
         "--manifest",
         "--views",
         "--grl-objective",
+        "--grl-schedule",
         "--no-adversary",
         "--resume",
         "--max-seconds",

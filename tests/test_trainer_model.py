@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import pytest
 import torch
 
+from trainer.loop import grl_alpha_at
 from trainer.losses import consistency_loss, ncore_loss
 from trainer.model import (
     InputSpec,
@@ -118,6 +120,31 @@ def test_adversarial_gradients_follow_objective(objective, head_sign, encoder_si
     for got, ref in zip(head.parameters(), ref_head, strict=True):
         assert torch.allclose(got.grad, head_sign * lam * ref, atol=1e-7)
     assert torch.allclose(x.grad, encoder_sign * alpha * lam * ref_x, atol=1e-7)
+
+
+@pytest.mark.parametrize("progress", [0.0, 0.05, 0.3, 1.0])
+def test_encoder_gets_minus_scheduled_alpha_times_the_adversary_gradient(progress) -> None:
+    """With the ``dann`` schedule set as the loop sets it, the gradient reaching the pooled
+    embedding from h- is -alpha_p times the gradient of h-'s loss at its input."""
+    alpha = 0.8
+    alpha_p = alpha * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)  # Ganin & Lempitsky
+    backbone, spec = load_backbone("tiny", seed=5)
+    torch.manual_seed(5)
+    model = NCoreModel(backbone, spec, 4, 3, dropout=0.0, grl_alpha=alpha).eval()
+    model.grl_alpha = grl_alpha_at(alpha, "dann", progress)
+    audio, lengths = random_batch(3, 1, [4000, 3000, 4000], seed=5)
+    y_adv = torch.tensor([0, 2, 1])
+
+    out = model(audio, lengths)
+    out.embeddings.retain_grad()
+    torch.nn.functional.cross_entropy(out.adv_logits, y_adv).backward()
+
+    x_ref = out.embeddings[:, 0].detach().clone().requires_grad_(True)
+    torch.nn.functional.cross_entropy(model.adv_head(x_ref), y_adv).backward()
+    assert x_ref.grad.abs().max() > 1e-4  # a gradient that can be told apart from zero
+    assert torch.allclose(out.embeddings.grad[:, 0], -alpha_p * x_ref.grad, atol=1e-7)
+    if progress == 0.0:
+        assert torch.count_nonzero(out.embeddings.grad) == 0  # nothing reversed at the start
 
 
 # ----- batching, pooling, normalisation ---------------------------------------------------

@@ -11,7 +11,7 @@ import torch
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, read_config_file, resolve_config
 from trainer.errors import TrainerError
-from trainer.loop import linear_warmup_decay
+from trainer.loop import grl_alpha_at, linear_warmup_decay
 from trainer.metrics import classification_metrics
 from trainer.model import NCoreModel, load_backbone
 
@@ -29,6 +29,15 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         TrainConfig.from_dict({"manifest": "m.json", "lambda_foo": 1})
     with pytest.raises(TrainerError, match="grl_objective"):
         TrainConfig(manifest="m.json", grl_objective="both")
+    with pytest.raises(TrainerError, match="grl_schedule"):
+        TrainConfig(manifest="m.json", grl_schedule="linear")
+
+
+def test_config_written_before_grl_schedule_existed_loads_as_constant() -> None:
+    old = TrainConfig(manifest="m.json", lr=3e-4).to_dict()
+    del old["grl_schedule"]
+    config = TrainConfig.from_dict(old)
+    assert config.grl_schedule == "constant" and config.lr == 3e-4
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
@@ -63,6 +72,18 @@ def test_linear_schedule_warms_up_over_10_percent_then_decays_to_zero() -> None:
     assert factors[0] == 0.0 and factors[warmup] == 1.0 and factors[total] == 0.0
     assert np.all(np.diff(factors[: warmup + 1]) > 0)
     assert np.all(np.diff(factors[warmup:]) < 0)
+
+
+def test_dann_grl_schedule_ramps_from_zero_to_alpha() -> None:
+    alpha = 0.7
+    progress = np.linspace(0.0, 1.0, 101)
+    ramp = np.array([grl_alpha_at(alpha, "dann", p) for p in progress])
+    # 2 / (1 + exp(-10 p)) - 1 is tanh(5 p): an independent way to compute the same curve.
+    assert np.allclose(ramp, alpha * np.tanh(5.0 * progress), rtol=1e-12, atol=1e-15)
+    assert ramp[0] == 0.0 and np.all(np.diff(ramp) > 0)
+    assert alpha * 0.9999 < ramp[-1] < alpha
+    assert ramp[10] < 0.5 * alpha < ramp[20]  # half strength at p = ln(3) / 10 ~ 0.11
+    assert all(grl_alpha_at(alpha, "constant", p) == alpha for p in progress)
 
 
 # ----- metrics ----------------------------------------------------------------------------
@@ -138,6 +159,12 @@ def test_checkpoint_from_another_config_is_refused(tmp_path) -> None:
     )
     with pytest.raises(TrainerError, match=r"another config \(lambda_reg=0.005 there, 0.1 now\)"):
         load_checkpoint(path, model, config=TrainConfig(manifest="m.json", lambda_reg=0.1))
+    with pytest.raises(TrainerError, match=r"grl_schedule='constant' there, 'dann' now"):
+        load_checkpoint(
+            path,
+            model,
+            config=TrainConfig(manifest="m.json", lambda_reg=0.005, grl_schedule="dann"),
+        )
     # Settings that do not change the computation may differ.
     load_checkpoint(path, model, config=TrainConfig(manifest="m.json", device="cpu", out="x"))
 

@@ -67,6 +67,13 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.option("--lambda-grl", type=float, default=_DEFAULTS["lambda_grl"], show_default=True)
 @click.option("--grl-alpha", type=float, default=_DEFAULTS["grl_alpha"], show_default=True)
 @click.option(
+    "--grl-schedule",
+    type=click.Choice(["constant", "dann"]),
+    default=_DEFAULTS["grl_schedule"],
+    show_default=True,
+    help="constant: alpha throughout; dann: alpha * (2 / (1 + exp(-10 p)) - 1), p = progress.",
+)
+@click.option(
     "--grl-objective",
     type=click.Choice(["dann", "paper"]),
     default=_DEFAULTS["grl_objective"],

@@ -22,6 +22,7 @@ SCHEMA_VERSION = 1
 TASKS = ("emotion", "speaker")
 PERTURBATIONS = ("speaker", "emotion")
 GRL_OBJECTIVES = ("dann", "paper")
+GRL_SCHEDULES = ("constant", "dann")
 
 # Fields that do not change what a run computes: a checkpoint written under other values
 # of these may still be resumed. Everything else must match exactly.
@@ -40,7 +41,8 @@ class TrainConfig:
     ``views=None`` means "every view stored in the view set"; ``perturbation=None`` means
     the paper's pairing for the task (emotion task -> speaker-perturbed views and vice
     versa). Durations are in seconds; ``lr`` is the peak learning rate of the linear
-    schedule.
+    schedule. ``grl_schedule``: ``constant`` keeps the GRL strength at ``grl_alpha`` (the
+    paper); ``dann`` ramps it from 0 to ``grl_alpha`` over training (Ganin & Lempitsky).
     """
 
     manifest: str
@@ -52,6 +54,7 @@ class TrainConfig:
     lambda_reg: float = 0.005
     lambda_grl: float = 0.01
     grl_alpha: float = 1.0
+    grl_schedule: str = "constant"
     grl_objective: str = "dann"
     adversary: bool = True
     dropout: float = 0.1
@@ -90,6 +93,10 @@ class TrainConfig:
             self.grl_objective in GRL_OBJECTIVES,
             f"grl_objective must be one of {GRL_OBJECTIVES}, got {self.grl_objective!r}",
         )
+        check(
+            self.grl_schedule in GRL_SCHEDULES,
+            f"grl_schedule must be one of {GRL_SCHEDULES}, got {self.grl_schedule!r}",
+        )
         check(self.views is None or self.views >= 0, f"views must be >= 0, got {self.views}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
@@ -125,7 +132,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are an error naming the key."""
+        """Inverse of :meth:`to_dict`; unknown keys are an error naming the key. Keys that
+        are absent take their default, so configs written before a field existed still load
+        (and mean what they meant: every new field defaults to the old behaviour)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

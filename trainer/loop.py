@@ -189,6 +189,20 @@ def linear_warmup_decay(step: int, total: int, warmup: int) -> float:
     return max(0.0, (total - step) / max(1, total - warmup))
 
 
+def grl_alpha_at(alpha: float, schedule: str, progress: float) -> float:
+    """GRL strength at training ``progress`` in [0, 1] (optimizer steps done / total).
+
+    ``constant``: ``alpha`` throughout. ``dann``: Ganin & Lempitsky's ramp
+    ``alpha * (2 / (1 + exp(-10 p)) - 1)``, 0 at the start and ~``alpha`` at the end, so the
+    adversarial head learns y- before the encoder is pushed against it.
+    """
+    if schedule == "constant":
+        return alpha
+    if schedule == "dann":
+        return alpha * (2.0 / (1.0 + math.exp(-10.0 * progress)) - 1.0)
+    raise TrainerError(f"unknown GRL schedule {schedule!r}")
+
+
 def seed_epoch_rngs(seed: int, epoch: int, rank: int) -> None:
     """Seed torch's and numpy's global generators for this (seed, epoch, rank).
 
@@ -477,6 +491,7 @@ def train_seed(
         seed_epoch_rngs(seed, epoch, ddp.rank)
         model.train()
         sums = torch.zeros(6, dtype=torch.float64)  # ce, reg, adv, task hits, adv hits, clips
+        alphas: list[float] = []  # the GRL strength of each counted micro-batch
         micro = 0
         loader.set_epoch(epoch)
         for batch, weight, last in lockstep(loader, ddp, device):
@@ -485,6 +500,11 @@ def train_seed(
             y_task, y_adv = batch.y_task.to(device), batch.y_adv.to(device)
             last_of_step = micro % config.grad_accum == 0 or last  # last: a partial step
             sync = nullcontext() if (last_of_step or not ddp.enabled) else model.no_sync()
+            # Progress by optimizer step (restored on resume), so every rank and a resumed
+            # run use the same strength.
+            raw_model.grl_alpha = grl_alpha_at(
+                config.grl_alpha, config.grl_schedule, step / total_steps
+            )
             with sync:
                 with autocast(device):
                     out = model(audio, lengths)
@@ -501,6 +521,7 @@ def train_seed(
             if last_of_step:
                 step += optimizer_step(optimizer, scheduler, params, config.clip_grad_norm)
             if weight:
+                alphas.append(raw_model.grl_alpha)
                 n = len(y_task)
                 adv_hits = (
                     0
@@ -534,6 +555,8 @@ def train_seed(
             "train_adv": sums[2].item() / clips,
             "train_acc_task": sums[3].item() / clips,
             "train_acc_adv": sums[4].item() / clips if config.adversary else None,
+            # Mean GRL strength over the epoch's batches (rank 0's; all ranks agree).
+            "grl_alpha": float(np.mean(alphas)) if config.adversary and alphas else None,
             "val_acc_task": val_acc,
             "val_acc_adv": accuracy(val["y_adv"], val["adv_pred"]),
             "train_clips": int(sums[5].item()),
