@@ -1,0 +1,365 @@
+"""Further diagnosis of bench/leakage_synthetic.py: why does N-CORE not lower speaker
+leakage on the entangled synthetic corpus? (docs/evaluation.md, "Further diagnosis").
+
+Usage (a long CPU run; needs the corpus and views of bench/leakage_synthetic.py)::
+
+    .venv/bin/python bench/leakage_diagnosis.py --leakage /tmp/ncore-leakage \\
+        --out /tmp/ncore-diagnosis [--seeds 42] [--variant name:key=value,...]
+
+Steps, each skipped when its output is already there:
+
+1. Speaker-perturbed views (WORLD, dio, N = 2, the same settings as the training views) of
+   the *independent* synthetic corpus (entanglement 0), into ``OUT/cache``, through a copy
+   of its manifest (``OUT/manifests``); the leakage folder is only read.
+2. Training runs on the entangled corpus (fixed: 240 clips, entanglement 0.9, tiny
+   backbone, lr 1e-3, 12 epochs, 1 s crops): the two runs of leakage_synthetic.py (reused
+   from ``LEAKAGE/runs`` when their seeds are finished there) and the variants: the
+   ``dann`` GRL schedule, lambda_REG 0.5 and 5, and any ``--variant``.
+3. For every run and seed, and for the un-fine-tuned backbone: embed the independent
+   corpus's originals (view 0) and perturbed views (1, 2); probe speaker and emotion on
+   the originals (the leakage number of leakage_synthetic.py), on the perturbed views
+   alone, and with a probe fitted on originals and tested on the perturbed views of the
+   held-out clips. If the speaker perturbation removed the speaker cue, the last two would
+   fall to chance.
+4. The same probes on model-free acoustic features (median log F0, and the WORLD spectral
+   envelope in 24 bands), to see what the perturbation does to the signal itself.
+
+Writes ``OUT/diagnosis.md`` and ``OUT/diagnosis.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+VIEWS = 2
+FOLDS = 5
+
+
+def parse_variant(text: str) -> tuple[str, dict[str, object]]:
+    """``name:key=value,key=value`` (values as JSON, bare words as strings)."""
+    name, _, body = text.partition(":")
+    changes: dict[str, object] = {}
+    for part in filter(None, body.split(",")):
+        key, _, value = part.partition("=")
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
+    return name, changes
+
+
+def independent_views(leakage: Path, out: Path) -> Path:
+    """A copy of the independent corpus's manifest with speaker views of its own."""
+    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+
+    source = leakage / "manifests" / "synthetic-independent.json"
+    target = out / "manifests" / "synthetic-independent-views.json"
+    if not target.exists():
+        data = json.loads(source.read_text(encoding="utf-8"))
+        data["data_dir"] = str((source.parent / data["data_dir"]).resolve())
+        data["view_sets"] = []
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    from concurrent.futures import ProcessPoolExecutor
+
+    settings = PerturbSettings(kinds=("speaker",), views=VIEWS, f0_method="dio", shard_size=64)
+    with ProcessPoolExecutor(2) as pool:
+        run_perturb(target, settings, fixed_executor(pool), out / "cache", progress=False)
+    return target
+
+
+def read_views(manifest_path: Path) -> tuple[list[str], list[np.ndarray]]:
+    """Clip ids and their (1 + N, T) float32 views, from the speaker view set's shards."""
+    from pipeline.manifest import Manifest
+    from pipeline.shards import ShardReader
+
+    manifest = Manifest.load(manifest_path)
+    view_set = manifest.view_set("speaker", VIEWS)
+    ids, audio = [], []
+    for path in view_set.shard_paths(manifest_path):
+        reader = ShardReader(path)
+        ids.extend(reader.clip_ids)
+        audio.extend(reader.read_range(0, len(reader)))
+    return ids, audio
+
+
+def transfer_probe(x_fit: np.ndarray, x_tests: list[np.ndarray], y: np.ndarray, seed: int):
+    """Balanced accuracy of a probe fitted on ``x_fit`` and tested on each of ``x_tests``
+    (the same clips in another view), cross-fitted: a clip is only tested by probes that
+    did not see any view of it. Same probe as trainer.probes.linear_probe."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    splitter = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed % (2**32))
+    predicted = [np.empty_like(y) for _ in x_tests]
+    for train_idx, test_idx in splitter.split(x_fit, y):
+        probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=ConvergenceWarning)
+            probe.fit(x_fit[train_idx], y[train_idx])
+        for p, x in zip(predicted, x_tests, strict=True):
+            p[test_idx] = probe.predict(x[test_idx])
+    return float(np.mean([balanced_accuracy_score(y, p) for p in predicted]))
+
+
+def view_probes(xs: list[np.ndarray], y: dict[str, np.ndarray], seed: int) -> dict[str, float]:
+    """Per label: CV probe on view 0, CV probe on each perturbed view (mean), and the
+    transfer probe view 0 -> perturbed views. ``xs``: one (clips, D) array per view."""
+    from trainer.probes import linear_probe
+
+    result = {}
+    for label, labels in y.items():
+        result[f"{label}_orig"] = linear_probe(xs[0], labels, FOLDS, seed).balanced_accuracy
+        result[f"{label}_pert"] = float(
+            np.mean([linear_probe(x, labels, FOLDS, seed).balanced_accuracy for x in xs[1:]])
+        )
+        result[f"{label}_transfer"] = transfer_probe(xs[0], xs[1:], labels, seed)
+    return result
+
+
+def acoustic_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(median log2 F0 of voiced frames, and its spread) and the mean log WORLD envelope
+    of voiced frames at 24 log-spaced frequencies from 100 Hz to 7 kHz. ``audio`` (T,) 16 kHz."""
+    from pipeline.perturb import analyse
+
+    analysis = analyse(audio, 16000, f0_method="dio")  # validates before calling pyworld
+    voiced = analysis.f0 > 0
+    if not voiced.any():
+        return np.zeros(2), np.zeros(24)
+    log_f0 = np.log2(analysis.f0[voiced])
+    envelope = np.log(analysis.sp[voiced] + 1e-12).mean(axis=0)
+    freqs = np.linspace(0, 8000, envelope.size)
+    bands = np.interp(np.geomspace(100, 7000, 24), freqs, envelope)
+    spread = np.percentile(log_f0, 90) - np.percentile(log_f0, 10)
+    return np.array([np.median(log_f0), spread]), bands
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--leakage", type=Path, default=Path("/tmp/ncore-leakage"))
+    parser.add_argument("--out", type=Path, default=Path("/tmp/ncore-diagnosis"))
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--max-seconds", type=float, default=1.0)
+    parser.add_argument("--seeds", default="42")
+    parser.add_argument("--variant", action="append", default=[])
+    parser.add_argument("--only", default=None, help="Comma-separated run names to include.")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
+
+    from pipeline.manifest import Manifest
+    from pipeline.rng import stable_seed
+    from trainer.checkpoint import latest_checkpoint, load_checkpoint
+    from trainer.config import TrainConfig, parse_seeds
+    from trainer.embed import ClipAudio, embed_audio, load_finished_model
+    from trainer.evaluate import load_run_config
+    from trainer.loop import build_model, train
+    from trainer.probes import linear_probe
+
+    started = time.perf_counter()
+    entangled = args.leakage / "manifests" / "synthetic-entangled.json"
+    if not (
+        entangled.exists() and (args.leakage / "manifests/synthetic-independent.json").exists()
+    ):
+        raise SystemExit(
+            f"{args.leakage}: no synthetic corpus; run bench/leakage_synthetic.py --out "
+            f"{args.leakage} first"
+        )
+    seeds = parse_seeds(args.seeds)
+
+    # -- 1. perturbed views of the independent corpus --------------------------------------
+    views_manifest = independent_views(args.leakage, args.out)
+    manifest = Manifest.load(views_manifest)
+    ids, audio = read_views(views_manifest)
+    by_id = manifest.clip_by_id()
+    y = {
+        label: np.array([manifest.label_index(label)[getattr(by_id[c], label)] for c in ids])
+        for label in ("speaker", "emotion")
+    }
+    logging.info("independent views ready after %.0f s", time.perf_counter() - started)
+
+    # -- 2. training runs on the entangled corpus ------------------------------------------
+    base = TrainConfig(
+        manifest=str(entangled),
+        task="emotion",
+        backbone="tiny",
+        lr=1e-3,
+        batch_size=16,
+        epochs=args.epochs,
+        patience=args.epochs,
+        max_seconds=args.max_seconds,
+        seeds=seeds,
+        device="cpu",
+    )
+    rows = [
+        ("backbone-only", {"adversary": False, "views": 0, "lambda_reg": 0.0}),
+        ("ncore-n2", {"views": VIEWS}),
+        ("grl-dann", {"views": VIEWS, "grl_schedule": "dann"}),
+        ("reg-0.5", {"views": VIEWS, "lambda_reg": 0.5}),
+        ("reg-5", {"views": VIEWS, "lambda_reg": 5.0}),
+        # (d) where between the paper's weight and collapse does consistency start to act?
+        ("reg-0.05", {"views": VIEWS, "lambda_reg": 0.05}),
+        ("reg-0.1", {"views": VIEWS, "lambda_reg": 0.1}),
+        ("reg-0.2", {"views": VIEWS, "lambda_reg": 0.2}),
+        *(parse_variant(v) for v in args.variant),
+    ]
+    if args.only:
+        wanted = set(args.only.split(","))
+        rows = [row for row in rows if row[0] in wanted]
+    run_dirs = {}
+    for name, changes in rows:
+        reused = args.leakage / "runs" / name
+        if all((reused / f"seed-{s}" / "test_metrics.json").exists() for s in seeds):
+            run_dirs[name] = reused  # the same config, already trained by leakage_synthetic.py
+            continue
+        run_dirs[name] = args.out / "runs" / name
+        t0 = time.perf_counter()
+        train(base.replace(**changes, out=str(run_dirs[name]), resume=True))
+        logging.info("%s trained in %.0f s", name, time.perf_counter() - t0)
+
+    # -- 3. probes on original and perturbed views -----------------------------------------
+    def embed_views(model, views: int = 1 + VIEWS) -> list[np.ndarray]:
+        return [
+            embed_audio(
+                model,
+                [ClipAudio(c, a[v]) for c, a in zip(ids, audio, strict=True)],
+                16,
+                args.max_seconds,
+            )[0]
+            for v in range(views)
+        ]
+
+    results: dict[str, dict[str, object]] = {}
+    for name, run in [("un-fine-tuned backbone", run_dirs[rows[0][0]]), *run_dirs.items()]:
+        config, _ = load_run_config(run)
+        per_seed = []
+        for seed in seeds:
+            seed_dir = run / f"seed-{seed}"
+            model, info = load_finished_model(seed_dir)
+            record = {"seed": seed}
+            if name == "un-fine-tuned backbone":
+                names = SimpleNamespace(task_names=info["task_names"], adv_names=info["adv_names"])
+                model = build_model(config, names, seed).eval()
+            else:
+                test = json.loads((seed_dir / "test_metrics.json").read_text(encoding="utf-8"))
+                record["test_acc"] = test["metrics"]["accuracy"]
+                record["best_epoch"] = test["best_epoch"]
+                rows_ = [
+                    json.loads(x) for x in (seed_dir / "metrics.jsonl").read_text().splitlines()
+                ]
+                record["adv_head_test"] = test["metrics"].get("adv_head_accuracy")
+                record["grl_alpha_last"] = rows_[-1].get("grl_alpha")
+                record["train_consistency_last"] = rows_[-1]["train_consistency"]
+                record["train_consistency_first"] = rows_[0]["train_consistency"]
+            xs = embed_views(model)
+            record.update(view_probes(xs, y, stable_seed(seed, "probe") % (2**32)))
+            # How far apart the views of a clip are, relative to how far apart clips are.
+            spread = np.mean([np.sum((x - xs[0]) ** 2, axis=1).mean() for x in xs[1:]])
+            record["view_to_clip_distance"] = float(spread / (2 * xs[0].var(axis=0).sum()))
+            # The scale of the embeddings: eq. 1 is not scale-invariant, so it can be lowered
+            # by shrinking every embedding instead of by making the views agree.
+            record["embedding_rms"] = float(np.sqrt(np.mean(np.sum(xs[0] ** 2, axis=1))))
+            record["views_mean_sq_distance"] = float(spread)
+            if name != "un-fine-tuned backbone":
+                # The last epoch too: a collapsed run (val accuracy at chance) selects epoch 1.
+                load_checkpoint(latest_checkpoint(seed_dir / "checkpoint"), model)
+                x_last = embed_views(model, views=1)[0]
+                for label, labels in y.items():
+                    probe = linear_probe(x_last, labels, FOLDS, stable_seed(seed, "probe") % 2**32)
+                    record[f"{label}_last"] = probe.balanced_accuracy
+                record["embedding_rms_last"] = float(np.sqrt(np.mean(np.sum(x_last**2, axis=1))))
+            per_seed.append(record)
+            logging.info("%s seed %d: %s", name, seed, record)
+        results[name] = {"run": str(run), "per_seed": per_seed}
+
+    # -- 4. model-free acoustic features ---------------------------------------------------
+    feats = [[acoustic_features(a[v]) for a in audio] for v in range(1 + VIEWS)]
+    acoustic = {}
+    for which, columns in (("log F0 (median, range)", 0), ("envelope (24 bands)", 1)):
+        xs = [np.stack([f[columns] for f in view]) for view in feats]
+        acoustic[which] = view_probes(xs, y, stable_seed(42, "probe") % (2**32))
+    xs = [np.stack([np.concatenate(f) for f in view]) for view in feats]
+    acoustic["F0 + envelope"] = view_probes(xs, y, stable_seed(42, "probe") % (2**32))
+    results["acoustic"] = acoustic
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "diagnosis.json").write_text(json.dumps(results, indent=1) + "\n")
+    table = markdown(results)
+    (args.out / "diagnosis.md").write_text(table, encoding="utf-8")
+    print(table)
+    logging.info("total %.0f s", time.perf_counter() - started)
+
+
+def _cell(values: list[float | None], percent: bool = True) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    scale = 100 if percent else 1
+    if len(values) == 1:
+        return f"{scale * values[0]:.2f}"
+    return f"{scale * np.mean(values):.2f} ± {scale * np.std(values, ddof=1):.2f}"
+
+
+def markdown(results: dict[str, dict[str, object]]) -> str:
+    """The tables of diagnosis.md: models, then acoustic features."""
+    lines = [
+        "Independent corpus (240 clips, speaker and emotion independent), probes in % "
+        "balanced accuracy (mean ± sample std over seeds when more than one); chance "
+        "speaker 16.67, emotion 25.00. orig = probe on originals (the leakage number); "
+        "pert = probe fitted and tested on perturbed views; orig->pert = fitted on "
+        "originals, tested on the perturbed views of held-out clips. View/clip dist. = "
+        "mean squared distance between a clip's original and perturbed embeddings over "
+        "that between two random clips (scale-free); Views sq. dist. = the same numerator "
+        "(what eq. 1 penalises); Emb. RMS = root mean squared norm of the embeddings.",
+        "",
+        "| Model | Test acc | Sel. epoch | Adv. head (test) | Speaker orig | Speaker pert | "
+        "Speaker orig->pert | Emotion orig | Emotion pert | Emotion orig->pert | "
+        "View/clip dist. | Views sq. dist. | Emb. RMS | Last epoch: speaker / emotion / RMS |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in results.items():
+        if name == "acoustic":
+            continue
+        seeds = entry["per_seed"]
+
+        def col(key: str, percent: bool = True, seeds=seeds) -> str:
+            return _cell([s.get(key) for s in seeds], percent)
+
+        epochs = ",".join(str(s["best_epoch"]) for s in seeds if "best_epoch" in s) or "–"
+        lines.append(
+            f"| {name} | {col('test_acc')} | {epochs} | {col('adv_head_test')} | "
+            f"{col('speaker_orig')} | {col('speaker_pert')} | {col('speaker_transfer')} | "
+            f"{col('emotion_orig')} | {col('emotion_pert')} | {col('emotion_transfer')} | "
+            f"{col('view_to_clip_distance', percent=False)} | "
+            f"{col('views_mean_sq_distance', percent=False)} | "
+            f"{col('embedding_rms', percent=False)} | {col('speaker_last')} / "
+            f"{col('emotion_last')} / {col('embedding_rms_last', percent=False)} |"
+        )
+    lines += [
+        "",
+        "| Acoustic features | Speaker orig | Speaker pert | Speaker orig->pert | "
+        "Emotion orig | Emotion pert | Emotion orig->pert |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results["acoustic"].items():
+        lines.append(
+            f"| {name} | {100 * r['speaker_orig']:.2f} | {100 * r['speaker_pert']:.2f} | "
+            f"{100 * r['speaker_transfer']:.2f} | {100 * r['emotion_orig']:.2f} | "
+            f"{100 * r['emotion_pert']:.2f} | {100 * r['emotion_transfer']:.2f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()
