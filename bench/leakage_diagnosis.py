@@ -14,7 +14,11 @@ Steps, each skipped when its output is already there:
 2. Training runs on the entangled corpus (fixed: 240 clips, entanglement 0.9, tiny
    backbone, lr 1e-3, 12 epochs, 1 s crops): the two runs of leakage_synthetic.py (reused
    from ``LEAKAGE/runs`` when their seeds are finished there) and the variants: the
-   ``dann`` GRL schedule, lambda_REG 0.5 and 5, and any ``--variant``.
+   ``dann`` GRL schedule, lambda_REG 0.5 and 5, lambda_REG 0.05, 0.1 and 0.2 (where the
+   consistency term starts to act), lambda_REG 0.5 and 5 with a scale-free consistency
+   (:func:`scale_free_consistency`, a patch of this script), and any ``--variant``. Each
+   run's last epoch is probed too (a run whose validation accuracy stays at chance
+   selects epoch 1).
 3. For every run and seed, and for the un-fine-tuned backbone: embed the independent
    corpus's originals (view 0) and perturbed views (1, 2); probe speaker and emotion on
    the originals (the leakage number of leakage_synthetic.py), on the perturbed views
@@ -24,12 +28,15 @@ Steps, each skipped when its output is already there:
 4. The same probes on model-free acoustic features (median log F0, and the WORLD spectral
    envelope in 24 bands), to see what the perturbation does to the signal itself.
 
-Writes ``OUT/diagnosis.md`` and ``OUT/diagnosis.json``.
+Writes ``OUT/diagnosis-seeds-<seeds>.md`` and ``.json``. The numbers in docs/evaluation.md
+come from ``--seeds 42`` (all runs) and ``--seeds 42,100,510 --only
+backbone-only,ncore-n2,grl-dann,reg-0.5,reg-5``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import time
@@ -129,6 +136,32 @@ def view_probes(xs: list[np.ndarray], y: dict[str, np.ndarray], seed: int) -> di
     return result
 
 
+@contextlib.contextmanager
+def scale_free(active: bool):
+    """While active, train with :func:`scale_free_consistency` in place of eq. 1.
+
+    A diagnostic patch of ``trainer.losses`` for this script only (not a trainer option):
+    ``ncore_loss`` looks ``consistency_loss`` up in its module at each call."""
+    import trainer.losses as losses
+
+    original = losses.consistency_loss
+    if active:
+        losses.consistency_loss = lambda e: scale_free_consistency(e, original)
+    try:
+        yield
+    finally:
+        losses.consistency_loss = original
+
+
+def scale_free_consistency(embeddings, eq1):
+    """Eq. 1 over twice the batch's total variance of the originals' embeddings: the
+    views' spread relative to the clips' spread. ``embeddings`` (B, V, D). Shrinking all
+    embeddings leaves it unchanged, so it can only be lowered by making views agree (or
+    clips differ), not by the collapse of scale that eq. 1 allows."""
+    clip_variance = embeddings[:, 0].var(dim=0, unbiased=False).sum()
+    return eq1(embeddings) / (2.0 * clip_variance + 1e-8)
+
+
 def acoustic_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(median log2 F0 of voiced frames, and its spread) and the mean log WORLD envelope
     of voiced frames at 24 log-spaced frequencies from 100 Hz to 7 kHz. ``audio`` (T,) 16 kHz."""
@@ -212,6 +245,9 @@ def main() -> None:
         ("reg-0.05", {"views": VIEWS, "lambda_reg": 0.05}),
         ("reg-0.1", {"views": VIEWS, "lambda_reg": 0.1}),
         ("reg-0.2", {"views": VIEWS, "lambda_reg": 0.2}),
+        # (d) the same with a scale-free consistency (see scale_free_consistency)
+        ("scalefree-0.5", {"views": VIEWS, "lambda_reg": 0.5}),
+        ("scalefree-5", {"views": VIEWS, "lambda_reg": 5.0}),
         *(parse_variant(v) for v in args.variant),
     ]
     if args.only:
@@ -225,7 +261,8 @@ def main() -> None:
             continue
         run_dirs[name] = args.out / "runs" / name
         t0 = time.perf_counter()
-        train(base.replace(**changes, out=str(run_dirs[name]), resume=True))
+        with scale_free(name.startswith("scalefree-")):
+            train(base.replace(**changes, out=str(run_dirs[name]), resume=True))
         logging.info("%s trained in %.0f s", name, time.perf_counter() - t0)
 
     # -- 3. probes on original and perturbed views -----------------------------------------
@@ -271,6 +308,7 @@ def main() -> None:
             # by shrinking every embedding instead of by making the views agree.
             record["embedding_rms"] = float(np.sqrt(np.mean(np.sum(xs[0] ** 2, axis=1))))
             record["views_mean_sq_distance"] = float(spread)
+            record["clip_variance"] = float(xs[0].var(axis=0).sum())
             if name != "un-fine-tuned backbone":
                 # The last epoch too: a collapsed run (val accuracy at chance) selects epoch 1.
                 load_checkpoint(latest_checkpoint(seed_dir / "checkpoint"), model)
@@ -294,9 +332,10 @@ def main() -> None:
     results["acoustic"] = acoustic
 
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "diagnosis.json").write_text(json.dumps(results, indent=1) + "\n")
+    stem = "diagnosis-seeds-" + "-".join(map(str, seeds))
+    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
     table = markdown(results)
-    (args.out / "diagnosis.md").write_text(table, encoding="utf-8")
+    (args.out / f"{stem}.md").write_text(table, encoding="utf-8")
     print(table)
     logging.info("total %.0f s", time.perf_counter() - started)
 
@@ -321,12 +360,14 @@ def markdown(results: dict[str, dict[str, object]]) -> str:
         "originals, tested on the perturbed views of held-out clips. View/clip dist. = "
         "mean squared distance between a clip's original and perturbed embeddings over "
         "that between two random clips (scale-free); Views sq. dist. = the same numerator "
-        "(what eq. 1 penalises); Emb. RMS = root mean squared norm of the embeddings.",
+        "(what eq. 1 penalises); Clip variance = total variance of the originals' "
+        "embeddings; Emb. RMS = root mean squared norm of the embeddings.",
         "",
         "| Model | Test acc | Sel. epoch | Adv. head (test) | Speaker orig | Speaker pert | "
         "Speaker orig->pert | Emotion orig | Emotion pert | Emotion orig->pert | "
-        "View/clip dist. | Views sq. dist. | Emb. RMS | Last epoch: speaker / emotion / RMS |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "View/clip dist. | Views sq. dist. | Clip variance | Emb. RMS | "
+        "Last epoch: speaker / emotion |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in results.items():
         if name == "acoustic":
@@ -343,8 +384,9 @@ def markdown(results: dict[str, dict[str, object]]) -> str:
             f"{col('emotion_orig')} | {col('emotion_pert')} | {col('emotion_transfer')} | "
             f"{col('view_to_clip_distance', percent=False)} | "
             f"{col('views_mean_sq_distance', percent=False)} | "
+            f"{col('clip_variance', percent=False)} | "
             f"{col('embedding_rms', percent=False)} | {col('speaker_last')} / "
-            f"{col('emotion_last')} / {col('embedding_rms_last', percent=False)} |"
+            f"{col('emotion_last')} |"
         )
     lines += [
         "",
