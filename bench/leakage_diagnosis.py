@@ -16,7 +16,7 @@ Steps, each skipped when its output is already there:
    from ``LEAKAGE/runs`` when their seeds are finished there) and the variants: the
    ``dann`` GRL schedule, lambda_REG 0.5 and 5, lambda_REG 0.05, 0.1 and 0.2 (where the
    consistency term starts to act), lambda_REG 0.5 and 5 with a scale-free consistency
-   (:func:`scale_free_consistency`, a patch of this script), and any ``--variant``. Each
+   (``--consistency-norm batch-variance``, not in the paper), and any ``--variant``. Each
    run's last epoch is probed too (a run whose validation accuracy stays at chance
    selects epoch 1).
 3. For every run and seed, and for the un-fine-tuned backbone: embed the independent
@@ -36,7 +36,6 @@ backbone-only,ncore-n2,grl-dann,reg-0.5,reg-5``.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import time
@@ -47,6 +46,9 @@ from types import SimpleNamespace
 import numpy as np
 
 VIEWS = 2
+# The scale-free variant of eq. 1 (not in the paper); it was a patch of this script and is
+# now the trainer option --consistency-norm batch-variance, with the same arithmetic.
+SCALE_FREE = {"consistency_norm": "batch-variance"}
 FOLDS = 5
 
 
@@ -136,32 +138,6 @@ def view_probes(xs: list[np.ndarray], y: dict[str, np.ndarray], seed: int) -> di
     return result
 
 
-@contextlib.contextmanager
-def scale_free(active: bool):
-    """While active, train with :func:`scale_free_consistency` in place of eq. 1.
-
-    A diagnostic patch of ``trainer.losses`` for this script only (not a trainer option):
-    ``ncore_loss`` looks ``consistency_loss`` up in its module at each call."""
-    import trainer.losses as losses
-
-    original = losses.consistency_loss
-    if active:
-        losses.consistency_loss = lambda e: scale_free_consistency(e, original)
-    try:
-        yield
-    finally:
-        losses.consistency_loss = original
-
-
-def scale_free_consistency(embeddings, eq1):
-    """Eq. 1 over twice the batch's total variance of the originals' embeddings: the
-    views' spread relative to the clips' spread. ``embeddings`` (B, V, D). Shrinking all
-    embeddings leaves it unchanged, so it can only be lowered by making views agree (or
-    clips differ), not by the collapse of scale that eq. 1 allows."""
-    clip_variance = embeddings[:, 0].var(dim=0, unbiased=False).sum()
-    return eq1(embeddings) / (2.0 * clip_variance + 1e-8)
-
-
 def acoustic_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(median log2 F0 of voiced frames, and its spread) and the mean log WORLD envelope
     of voiced frames at 24 log-spaced frequencies from 100 Hz to 7 kHz. ``audio`` (T,) 16 kHz."""
@@ -245,9 +221,9 @@ def main() -> None:
         ("reg-0.05", {"views": VIEWS, "lambda_reg": 0.05}),
         ("reg-0.1", {"views": VIEWS, "lambda_reg": 0.1}),
         ("reg-0.2", {"views": VIEWS, "lambda_reg": 0.2}),
-        # (d) the same with a scale-free consistency (see scale_free_consistency)
-        ("scalefree-0.5", {"views": VIEWS, "lambda_reg": 0.5}),
-        ("scalefree-5", {"views": VIEWS, "lambda_reg": 5.0}),
+        # (d) the same with a scale-free consistency (trainer.losses.batch_variance_consistency)
+        ("scalefree-0.5", {"views": VIEWS, "lambda_reg": 0.5, **SCALE_FREE}),
+        ("scalefree-5", {"views": VIEWS, "lambda_reg": 5.0, **SCALE_FREE}),
         *(parse_variant(v) for v in args.variant),
     ]
     if args.only:
@@ -261,8 +237,7 @@ def main() -> None:
             continue
         run_dirs[name] = args.out / "runs" / name
         t0 = time.perf_counter()
-        with scale_free(name.startswith("scalefree-")):
-            train(base.replace(**changes, out=str(run_dirs[name]), resume=True))
+        train(base.replace(**changes, out=str(run_dirs[name]), resume=True))
         logging.info("%s trained in %.0f s", name, time.perf_counter() - t0)
 
     # -- 3. probes on original and perturbed views -----------------------------------------

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from trainer.loop import grl_alpha_at
-from trainer.losses import consistency_loss, ncore_loss
+from trainer.losses import batch_variance_consistency, consistency_loss, ncore_loss
 from trainer.model import (
     InputSpec,
     ModelOutput,
@@ -68,6 +68,65 @@ def test_consistency_loss_is_zero_for_identical_views_and_single_view() -> None:
     x = torch.randn(4, 1, 8)
     assert consistency_loss(x.expand(4, 5, 8)).abs().item() < 1e-10
     assert consistency_loss(x).item() == 0.0
+
+
+def consistency_term(embeddings: torch.Tensor, **options) -> torch.Tensor:
+    """The consistency term of ``ncore_loss`` (kept in the graph) for ``embeddings``; float32,
+    as ncore_loss computes it."""
+    batch = embeddings.shape[0]
+    out = ModelOutput(embeddings=embeddings, task_logits=torch.zeros(batch, 2), adv_logits=None)
+    labels = torch.zeros(batch, dtype=torch.long)
+    return ncore_loss(out, labels, labels, lambda_ce=0.0, lambda_reg=1.0, **options).total
+
+
+def brute_force_clip_variance(embeddings: torch.Tensor) -> torch.Tensor:
+    """Total variance (divide by B, summed over dimensions) of the originals (view 0)."""
+    originals = [embeddings[b, 0] for b in range(embeddings.shape[0])]
+    mean = sum(originals) / len(originals)
+    return sum(((x - mean) ** 2).sum() for x in originals) / len(originals)
+
+
+@pytest.mark.parametrize("views", [2, 3, 6])
+def test_batch_variance_consistency_is_eq1_over_twice_the_clip_variance(views: int) -> None:
+    g = torch.Generator().manual_seed(10 + views)
+    embeddings = torch.randn(5, views, 17, generator=g, dtype=torch.float64) * 3 + 1
+    expected = brute_force_consistency(embeddings) / (
+        2.0 * brute_force_clip_variance(embeddings) + 1e-8
+    )
+    assert torch.allclose(batch_variance_consistency(embeddings), expected, rtol=1e-10, atol=0)
+    got = consistency_term(embeddings, consistency_norm="batch-variance")
+    assert math.isclose(got.item(), expected.item(), rel_tol=1e-5)
+    # The default is eq. 1 itself.
+    eq1 = consistency_term(embeddings).item()
+    assert math.isclose(eq1, brute_force_consistency(embeddings).item(), rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("scale", [0.01, 7.0])
+def test_batch_variance_consistency_is_scale_free_and_eq1_is_not(scale: float) -> None:
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(6, 3, 9, generator=g, dtype=torch.float64)
+    free, free_scaled = (
+        consistency_term(e, consistency_norm="batch-variance") for e in (x, scale * x)
+    )
+    assert math.isclose(free_scaled.item(), free.item(), rel_tol=1e-5)
+    eq1, eq1_scaled = consistency_term(x).item(), consistency_term(scale * x).item()
+    assert math.isclose(eq1_scaled, scale**2 * eq1, rel_tol=1e-5)
+    assert not math.isclose(eq1_scaled, eq1, rel_tol=0.1)
+
+
+def test_batch_variance_consistency_gives_no_gradient_towards_shrinking() -> None:
+    """The normaliser stays in the graph, so the gradient has no component along the
+    embeddings themselves (Euler: x . grad = 0 for a scale-free loss), whereas eq. 1's is
+    x . grad = 2 L: it is lowered by shrinking every embedding."""
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 3, 9, generator=g, dtype=torch.float64).requires_grad_(True)
+    free = consistency_term(x, consistency_norm="batch-variance")
+    (grad,) = torch.autograd.grad(free, x)
+    assert abs((x * grad).sum().item()) < 1e-5 * grad.norm().item() * x.norm().item()
+    assert grad.norm().item() > 1e-3  # views can still be pulled together
+    eq1 = consistency_term(x)
+    (grad,) = torch.autograd.grad(eq1, x)
+    assert math.isclose((x * grad).sum().item(), 2 * eq1.item(), rel_tol=1e-5)
 
 
 # ----- GRL signs -------------------------------------------------------------------------

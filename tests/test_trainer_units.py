@@ -31,6 +31,8 @@ def test_config_rejects_unknown_keys_and_bad_values() -> None:
         TrainConfig(manifest="m.json", grl_objective="both")
     with pytest.raises(TrainerError, match="grl_schedule"):
         TrainConfig(manifest="m.json", grl_schedule="linear")
+    with pytest.raises(TrainerError, match="consistency_norm"):
+        TrainConfig(manifest="m.json", consistency_norm="layer")
 
 
 def test_config_written_before_grl_schedule_existed_loads_as_constant() -> None:
@@ -38,6 +40,15 @@ def test_config_written_before_grl_schedule_existed_loads_as_constant() -> None:
     del old["grl_schedule"]
     config = TrainConfig.from_dict(old)
     assert config.grl_schedule == "constant" and config.lr == 3e-4
+
+
+def test_consistency_norm_defaults_to_eq1_and_old_configs_load_as_none() -> None:
+    assert TrainConfig(manifest="m.json").consistency_norm == "none"
+    old = TrainConfig(manifest="m.json", consistency_norm="batch-variance").to_dict()
+    again = TrainConfig.from_dict(json.loads(json.dumps(old)))
+    assert again.consistency_norm == "batch-variance"
+    del old["consistency_norm"]
+    assert TrainConfig.from_dict(old).consistency_norm == "none"
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json"])
@@ -164,6 +175,14 @@ def test_checkpoint_from_another_config_is_refused(tmp_path) -> None:
             path,
             model,
             config=TrainConfig(manifest="m.json", lambda_reg=0.005, grl_schedule="dann"),
+        )
+    with pytest.raises(TrainerError, match=r"consistency_norm='none' there, 'batch-variance'"):
+        load_checkpoint(
+            path,
+            model,
+            config=TrainConfig(
+                manifest="m.json", lambda_reg=0.005, consistency_norm="batch-variance"
+            ),
         )
     # Settings that do not change the computation may differ.
     load_checkpoint(path, model, config=TrainConfig(manifest="m.json", device="cpu", out="x"))

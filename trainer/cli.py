@@ -81,6 +81,14 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
     help="dann: +l_GRL*L_GRL (reversal by the GRL alone); paper: eq. 4's minus sign.",
 )
 @click.option(
+    "--consistency-norm",
+    type=click.Choice(["none", "batch-variance"]),
+    default=_DEFAULTS["consistency_norm"],
+    show_default=True,
+    help="none: eq. 1; batch-variance (not in the paper): eq. 1 over 2x the batch's "
+    "embedding variance, scale-free.",
+)
+@click.option(
     "--no-adversary",
     "adversary",
     flag_value=False,

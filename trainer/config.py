@@ -23,6 +23,7 @@ TASKS = ("emotion", "speaker")
 PERTURBATIONS = ("speaker", "emotion")
 GRL_OBJECTIVES = ("dann", "paper")
 GRL_SCHEDULES = ("constant", "dann")
+CONSISTENCY_NORMS = ("none", "batch-variance")  # as trainer.losses.CONSISTENCY_NORMS
 
 # Fields that do not change what a run computes: a checkpoint written under other values
 # of these may still be resumed. Everything else must match exactly.
@@ -43,6 +44,8 @@ class TrainConfig:
     versa). Durations are in seconds; ``lr`` is the peak learning rate of the linear
     schedule. ``grl_schedule``: ``constant`` keeps the GRL strength at ``grl_alpha`` (the
     paper); ``dann`` ramps it from 0 to ``grl_alpha`` over training (Ganin & Lempitsky).
+    ``consistency_norm``: ``none`` is eq. 1 (the paper); ``batch-variance`` (not in the
+    paper) divides it by the batch's embedding variance, making it scale-free.
     """
 
     manifest: str
@@ -56,6 +59,7 @@ class TrainConfig:
     grl_alpha: float = 1.0
     grl_schedule: str = "constant"
     grl_objective: str = "dann"
+    consistency_norm: str = "none"
     adversary: bool = True
     dropout: float = 0.1
     lr: float = 1e-5
@@ -96,6 +100,10 @@ class TrainConfig:
         check(
             self.grl_schedule in GRL_SCHEDULES,
             f"grl_schedule must be one of {GRL_SCHEDULES}, got {self.grl_schedule!r}",
+        )
+        check(
+            self.consistency_norm in CONSISTENCY_NORMS,
+            f"consistency_norm must be one of {CONSISTENCY_NORMS}, got {self.consistency_norm!r}",
         )
         check(self.views is None or self.views >= 0, f"views must be >= 0, got {self.views}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")

@@ -516,6 +516,7 @@ def train_seed(
                     config.lambda_reg,
                     config.lambda_grl,
                     config.grl_objective,
+                    config.consistency_norm,
                 )
                 (terms.total * weight / config.grad_accum).backward()
             if last_of_step:

@@ -33,6 +33,26 @@ def consistency_loss(embeddings: torch.Tensor) -> torch.Tensor:
     return per_clip.mean()
 
 
+CONSISTENCY_NORMS = ("none", "batch-variance")
+
+
+def batch_variance_consistency(embeddings: torch.Tensor) -> torch.Tensor:
+    """Eq. 1 over twice the batch's total variance of the originals' embeddings (not in
+    the paper; ``--consistency-norm batch-variance``): the views' spread relative to the
+    clips' spread, 1 = views as far apart as two random clips.
+
+    ``embeddings``: (B, V, D), view 0 the original. The variance is the biased one
+    (divide by B) of view 0 over the batch, summed over the D dimensions; 1e-8 keeps a
+    batch of one clip (variance 0) finite. The normaliser is NOT detached: only with its
+    gradient is the loss invariant to the embeddings' scale, so that it can be lowered by
+    making views agree (or clips differ), not by shrinking every embedding, which is how
+    eq. 1 is mostly met (docs/evaluation.md, "Further diagnosis"). Same arithmetic as the
+    diagnostic patch it replaces in bench/leakage_diagnosis.py.
+    """
+    clip_variance = embeddings[:, 0].var(dim=0, unbiased=False).sum()
+    return consistency_loss(embeddings) / (2.0 * clip_variance + 1e-8)
+
+
 @dataclass
 class LossTerms:
     """The total objective and its parts (unweighted), each a scalar tensor."""
@@ -51,11 +71,15 @@ def ncore_loss(
     lambda_reg: float = 0.005,
     lambda_grl: float = 0.01,
     grl_objective: str = "dann",
+    consistency_norm: str = "none",
 ) -> LossTerms:
     """Combine eq. 2 (CE of h+ on view 0), eq. 1 (consistency) and eq. 3 (CE of h- after the
-    GRL, which the model has already applied) with the sign of ``grl_objective``."""
+    GRL, which the model has already applied) with the sign of ``grl_objective``.
+    ``consistency_norm``: ``none`` is eq. 1 (the paper); ``batch-variance`` divides it by
+    the batch's embedding variance (:func:`batch_variance_consistency`)."""
     ce = F.cross_entropy(output.task_logits.float(), y_task)
-    consistency = consistency_loss(output.embeddings.float())
+    consistency_of = {"none": consistency_loss, "batch-variance": batch_variance_consistency}
+    consistency = consistency_of[consistency_norm](output.embeddings.float())
     if output.adv_logits is None:
         adversarial = ce.new_zeros(())
         sign = 0.0
