@@ -45,24 +45,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
+# Run as a script, bench/ is on sys.path: share the study's settings with it.
+from leakage_synthetic import base_config, parse_variant
+
 VIEWS = 2
 # The scale-free variant of eq. 1 (not in the paper); it was a patch of this script and is
 # now the trainer option --consistency-norm batch-variance, with the same arithmetic.
 SCALE_FREE = {"consistency_norm": "batch-variance"}
 FOLDS = 5
-
-
-def parse_variant(text: str) -> tuple[str, dict[str, object]]:
-    """``name:key=value,key=value`` (values as JSON, bare words as strings)."""
-    name, _, body = text.partition(":")
-    changes: dict[str, object] = {}
-    for part in filter(None, body.split(",")):
-        key, _, value = part.partition("=")
-        try:
-            changes[key] = json.loads(value)
-        except json.JSONDecodeError:
-            changes[key] = value
-    return name, changes
 
 
 def independent_views(leakage: Path, out: Path) -> Path:
@@ -170,7 +160,7 @@ def main() -> None:
     from pipeline.manifest import Manifest
     from pipeline.rng import stable_seed
     from trainer.checkpoint import latest_checkpoint, load_checkpoint
-    from trainer.config import TrainConfig, parse_seeds
+    from trainer.config import parse_seeds
     from trainer.embed import ClipAudio, embed_audio, load_finished_model
     from trainer.evaluate import load_run_config
     from trainer.loop import build_model, train
@@ -199,18 +189,7 @@ def main() -> None:
     logging.info("independent views ready after %.0f s", time.perf_counter() - started)
 
     # -- 2. training runs on the entangled corpus ------------------------------------------
-    base = TrainConfig(
-        manifest=str(entangled),
-        task="emotion",
-        backbone="tiny",
-        lr=1e-3,
-        batch_size=16,
-        epochs=args.epochs,
-        patience=args.epochs,
-        max_seconds=args.max_seconds,
-        seeds=seeds,
-        device="cpu",
-    )
+    base = base_config(entangled, args.epochs, args.max_seconds, args.seeds)
     rows = [
         ("backbone-only", {"adversary": False, "views": 0, "lambda_reg": 0.0}),
         ("ncore-n2", {"views": VIEWS}),

@@ -25,12 +25,34 @@ from pathlib import Path
 
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:
+    """``name:key=value,key=value`` (values as JSON, bare words as strings)."""
     name, _, body = text.partition(":")
     changes: dict[str, object] = {}
     for part in filter(None, body.split(",")):
         key, _, value = part.partition("=")
-        changes[key] = json.loads(value) if value not in ("dann", "paper") else value
+        try:
+            changes[key] = json.loads(value)
+        except json.JSONDecodeError:
+            changes[key] = value
     return name, changes
+
+
+def base_config(manifest_path: Path, epochs: int, max_seconds: float, seeds: str):
+    """The training settings every run of the leakage study shares (tiny backbone, CPU)."""
+    from trainer.config import TrainConfig, parse_seeds
+
+    return TrainConfig(
+        manifest=str(manifest_path),
+        task="emotion",
+        backbone="tiny",
+        lr=1e-3,
+        batch_size=16,
+        epochs=epochs,
+        patience=epochs,
+        max_seconds=max_seconds,
+        seeds=parse_seeds(seeds),
+        device="cpu",
+    )
 
 
 def main() -> None:
@@ -49,7 +71,6 @@ def main() -> None:
 
     from pipeline.datasets import build_manifest, save_manifest_keeping_views
     from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
-    from trainer.config import TrainConfig, parse_seeds
     from trainer.evaluate import format_mean_std, probe_on_manifest
     from trainer.experiments import train_and_evaluate
     from trainer.report import report_table
@@ -75,18 +96,7 @@ def main() -> None:
         )
     logging.info("views ready after %.0f s", time.perf_counter() - started)
 
-    base = TrainConfig(
-        manifest=str(manifest_path),
-        task="emotion",
-        backbone="tiny",
-        lr=1e-3,
-        batch_size=16,
-        epochs=args.epochs,
-        patience=args.epochs,
-        max_seconds=args.max_seconds,
-        seeds=parse_seeds(args.seeds),
-        device="cpu",
-    )
+    base = base_config(manifest_path, args.epochs, args.max_seconds, args.seeds)
     main_rows = [
         ("backbone-only", {"adversary": False, "views": 0, "lambda_reg": 0.0}),
         (f"ncore-n{args.views}", {"views": args.views}),
