@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from pipeline.manifest import Clip, Manifest, ShardEntry, ViewSet  # noqa: E402
+from pipeline.manifest import Clip, Manifest  # noqa: E402
 from pipeline.rng import make_rng  # noqa: E402
-from pipeline.shards import ShardClip, shard_name, write_shard  # noqa: E402
+from pipeline.shards import ShardClip, write_view_set  # noqa: E402
 
 SR = 16000
 EMOTIONS = ("calm", "joy", "anger", "fear")
@@ -57,50 +57,43 @@ def write_bench_cache(
     Audio is a harmonic tone with vibrato plus noise (so that zstd compresses it about as
     much as speech, not like silence); views are gain/brightness variations of it.
     """
-    cache = folder / "cache" / f"speaker-n{views}-bench"
-    cache.mkdir(parents=True)
-    records, entries = [], []
-    for s, start in enumerate(range(0, clips, shard_size)):
-        stored = []
-        for c in range(start, min(start + shard_size, clips)):
-            rng = make_rng(seed, "bench-clip", c)
-            n = int(rng.integers(SR, 3 * SR + 1))
-            t = np.arange(n) / SR
-            f0 = 120 + 300 * rng.random()
-            phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 5 * t))) / SR
-            tone = sum(k**-1.2 * np.sin(k * phase) for k in range(1, 9))
-            rows = [0.3 * tone / np.abs(tone).max() + 0.01 * rng.standard_normal(n)]
-            for _ in range(views):
-                gain, bright = rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.5)
-                rows.append(gain * (rows[0] + bright * np.gradient(rows[0])))
-            cid = f"b{c:05d}"
-            stored.append(ShardClip(cid, np.clip(np.stack(rows), -1, 1), [{}] * views))
-            records.append(
-                Clip(
-                    id=cid,
-                    path=f"{cid}.wav",
-                    emotion=EMOTIONS[c % len(EMOTIONS)],
-                    speaker=SPEAKERS[c % len(SPEAKERS)],
-                    split="train",
-                    num_samples=n,
-                    source_sample_rate=SR,
-                    source_channels=1,
-                )
+    records, stored = [], []
+    for c in range(clips):
+        rng = make_rng(seed, "bench-clip", c)
+        n = int(rng.integers(SR, 3 * SR + 1))
+        t = np.arange(n) / SR
+        f0 = 120 + 300 * rng.random()
+        phase = 2 * np.pi * np.cumsum(f0 * (1 + 0.05 * np.sin(2 * np.pi * 5 * t))) / SR
+        tone = sum(k**-1.2 * np.sin(k * phase) for k in range(1, 9))
+        rows = [0.3 * tone / np.abs(tone).max() + 0.01 * rng.standard_normal(n)]
+        for _ in range(views):
+            gain, bright = rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.5)
+            rows.append(gain * (rows[0] + bright * np.gradient(rows[0])))
+        cid = f"b{c:05d}"
+        stored.append(ShardClip(cid, np.clip(np.stack(rows), -1, 1), [{}] * views))
+        records.append(
+            Clip(
+                id=cid,
+                path=f"{cid}.wav",
+                emotion=EMOTIONS[c % len(EMOTIONS)],
+                speaker=SPEAKERS[c % len(SPEAKERS)],
+                split="train",
+                num_samples=n,
+                source_sample_rate=SR,
+                source_channels=1,
             )
-        attrs = {"kind": "speaker", "views": views, "seed": seed, "key": "bench", "params": {}}
-        samples, checksum = write_shard(cache / shard_name(s), stored, attrs)
-        entries.append(ShardEntry(s, shard_name(s), len(stored), samples, checksum))
-    view_set = ViewSet(
+        )
+    path = folder / "manifest.json"
+    view_set = write_view_set(
+        folder / "cache" / f"speaker-n{views}-bench",
+        stored,
+        manifest_path=path,
         kind="speaker",
         views=views,
         seed=seed,
-        params={},
         key="bench",
-        folder=str(cache.relative_to(folder)),
-        num_shards=len(entries),
         shard_size=shard_size,
         code_version="bench",
-        shards=tuple(entries),
     )
     manifest = Manifest(
         dataset="bench",
@@ -110,7 +103,6 @@ def write_bench_cache(
         clips=tuple(records),
         view_sets=(view_set,),
     )
-    path = folder / "manifest.json"
     manifest.save(path)
     return path
 

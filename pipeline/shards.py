@@ -24,11 +24,14 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import zarr
 import zarr.codecs
+
+if TYPE_CHECKING:
+    from pipeline.manifest import ViewSet
 
 SHARD_SCHEMA_VERSION = 1
 CHUNK_SAMPLES = 32768  # 2 s at 16 kHz: one clip rarely spans more than two chunks
@@ -121,6 +124,51 @@ def write_shard(
         shutil.rmtree(path)
     os.replace(tmp, path)
     return total, checksum
+
+
+def write_view_set(
+    folder: str | os.PathLike[str],
+    clips: Sequence[ShardClip],
+    *,
+    manifest_path: str | os.PathLike[str],
+    kind: str,
+    views: int,
+    seed: int,
+    key: str,
+    shard_size: int,
+    code_version: str,
+    params: dict[str, Any] | None = None,
+) -> ViewSet:
+    """Write views that are already in memory as a complete view set under ``folder``.
+
+    ``clips`` (each with 1 + ``views`` rows) are cut into shards of ``shard_size`` in the
+    given order; the returned :class:`ViewSet` lists them and stores ``folder`` relative to
+    ``manifest_path``. For views made outside ``ncore-prep perturb`` (tests, benchmarks, or
+    a user's own perturbations); the Dask stage writes shard by shard instead.
+    """
+    from pipeline.manifest import ShardEntry, ViewSet, relative_to_manifest
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    params = dict(params or {})
+    attrs = {"kind": kind, "views": views, "seed": seed, "key": key, "params": params}
+    entries = []
+    for index, start in enumerate(range(0, len(clips), shard_size)):
+        part = clips[start : start + shard_size]
+        samples, checksum = write_shard(folder / shard_name(index), part, attrs)
+        entries.append(ShardEntry(index, shard_name(index), len(part), samples, checksum))
+    return ViewSet(
+        kind=kind,
+        views=views,
+        seed=seed,
+        params=params,
+        key=key,
+        folder=relative_to_manifest(folder, manifest_path),
+        num_shards=len(entries),
+        shard_size=shard_size,
+        code_version=code_version,
+        shards=tuple(entries),
+    )
 
 
 def content_checksum(audio: np.ndarray, offsets: np.ndarray, clip_ids: Sequence[str]) -> str:

@@ -17,8 +17,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.manifest import Clip, Manifest, ShardEntry, ViewSet
-from pipeline.shards import ShardClip, shard_name, write_shard
+from pipeline.manifest import Clip, Manifest
+from pipeline.shards import ShardClip, write_view_set
 from trainer.data import (
     Batch,
     ClipSample,
@@ -68,28 +68,21 @@ def write_corpus(folder, n_clips: int, shard_size: int, split=split_of) -> str:
         )
         for c in range(n_clips)
     )
-    cache = folder / "cache" / "speaker-n5-k"
-    cache.mkdir(parents=True)
-    entries = []
-    for s, a in enumerate(range(0, n_clips, shard_size)):
-        batch = [
-            ShardClip(f"c{c:04d}", encoded(c, 1 + STORED_VIEWS, clip_length(c)), [{}] * 5)
-            for c in range(a, min(a + shard_size, n_clips))
-        ]
-        attrs = {"kind": "speaker", "views": STORED_VIEWS, "seed": 1, "key": "k", "params": {}}
-        samples, checksum = write_shard(cache / shard_name(s), batch, attrs)
-        entries.append(ShardEntry(s, shard_name(s), len(batch), samples, checksum))
-    view_set = ViewSet(
+    path = folder / "manifest.json"
+    stored = [
+        ShardClip(f"c{c:04d}", encoded(c, 1 + STORED_VIEWS, clip_length(c)), [{}] * 5)
+        for c in range(n_clips)
+    ]
+    view_set = write_view_set(
+        folder / "cache" / "speaker-n5-k",
+        stored,
+        manifest_path=path,
         kind="speaker",
         views=STORED_VIEWS,
         seed=1,
-        params={},
         key="k",
-        folder="cache/speaker-n5-k",
-        num_shards=len(entries),
         shard_size=shard_size,
         code_version="test",
-        shards=tuple(entries),
     )
     manifest = Manifest(
         dataset="coded",
@@ -99,7 +92,6 @@ def write_corpus(folder, n_clips: int, shard_size: int, split=split_of) -> str:
         clips=clips,
         view_sets=(view_set,),
     )
-    path = folder / "manifest.json"
     manifest.save(path)
     return str(path)
 

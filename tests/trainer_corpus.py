@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.manifest import Clip, Manifest, ShardEntry, ViewSet
+from pipeline.manifest import Clip, Manifest
 from pipeline.rng import make_rng
-from pipeline.shards import ShardClip, shard_name, write_shard
+from pipeline.shards import ShardClip, write_view_set
 
 SR = 16000
 EMOTIONS = ("calm", "joy", "anger")
@@ -74,25 +74,17 @@ def write_trainer_corpus(
             )
         )
         stored.append(ShardClip(clip_id, np.stack(rows), [{"v": v} for v in range(1, views + 1)]))
-    cache = folder / "cache" / f"speaker-n{views}-test"
-    cache.mkdir(parents=True, exist_ok=True)
-    entries = []
-    attrs = {"kind": "speaker", "views": views, "seed": 1, "key": "test", "params": {}}
-    for s, a in enumerate(range(0, n_clips, shard_size)):
-        part = stored[a : a + shard_size]
-        samples, checksum = write_shard(cache / shard_name(s), part, attrs)
-        entries.append(ShardEntry(s, shard_name(s), len(part), samples, checksum))
-    view_set = ViewSet(
+    path = folder / "manifest.json"
+    view_set = write_view_set(
+        folder / "cache" / f"speaker-n{views}-test",
+        stored,
+        manifest_path=path,
         kind="speaker",
         views=views,
         seed=1,
-        params={},
         key="test",
-        folder=f"cache/speaker-n{views}-test",
-        num_shards=len(entries),
         shard_size=shard_size,
         code_version="test",
-        shards=tuple(entries),
     )
     manifest = Manifest(
         dataset="toy",
@@ -102,6 +94,5 @@ def write_trainer_corpus(
         clips=tuple(clips),
         view_sets=(view_set,),
     )
-    path = folder / "manifest.json"
     manifest.save(path)
     return path
