@@ -106,13 +106,11 @@ def describe(manifest_path: str | os.PathLike[str], max_listed: int = 10) -> str
     if not m.view_sets:
         lines.append("view sets: none (run `ncore-prep perturb`)")
     for vs in m.view_sets:
-        lines.extend(_describe_view_set(m, vs, path, total, max_listed))
+        lines.extend(_describe_view_set(m, vs, path, max_listed))
     return "\n".join(lines)
 
 
-def _describe_view_set(
-    m: Manifest, vs: ViewSet, path: Path, total_seconds: float, max_listed: int
-) -> list[str]:
+def _describe_view_set(m: Manifest, vs: ViewSet, path: Path, max_listed: int) -> list[str]:
     folder = vs.folder_path(path)
     stored = sum(s.clips for s in vs.shards)
     on_disk = folder_bytes(folder)

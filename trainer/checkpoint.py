@@ -154,19 +154,8 @@ def load_checkpoint(
     return state
 
 
-def save_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Model weights alone, as safetensors, written atomically (the best epoch's model)."""
-    from safetensors.torch import save_model
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    save_model(model, str(tmp))
-    os.replace(tmp, path)
-
-
 def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Inverse of :func:`save_weights`."""
+    """Load safetensors weights written with ``safetensors.torch.save_model`` (strict)."""
     from safetensors.torch import load_model
 
     load_model(model, str(path), strict=True)

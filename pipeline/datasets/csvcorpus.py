@@ -16,8 +16,6 @@ from pathlib import Path, PurePosixPath
 from pipeline.datasets import IMPORT_STAGE, Candidate, DatasetError, DatasetSpec, Listing, safe_id
 from pipeline.manifest import Failure
 
-DEFAULT_COLUMNS = {"path": "path", "emotion": "emotion", "speaker": "speaker"}
-
 
 def read_rows(
     csv_path: Path, required: list[str], hints: dict[str, str] | None = None
