@@ -115,8 +115,8 @@ def run_stage(
 def _world_time(paths: list[str], views: int, tune: bool) -> dict:
     """Per-clip time of one analysis + N views of each kind, measured inside the worker."""
     from pipeline.audio import load_audio
+    from pipeline.memory import tune_malloc
     from pipeline.perturb import EmotionParams, SpeakerParams, analyse, perturb_clip
-    from pipeline.prep import tune_malloc
 
     tuned = tune_malloc() if tune else False
     kinds = {"speaker": (views, SpeakerParams()), "emotion": (views, EmotionParams())}

@@ -9,7 +9,8 @@ loader alone (clips per second).
 The consumer is a forward/backward pass of the tiny backbone with the N-CORE loss (or, with
 ``--consumer cpu``, a fixed amount of matrix work per batch, for a box without the model).
 
-    .venv/bin/python bench/train.py data-stall [--clips 256 --views 5 --workers 0,1,2]
+    .venv/bin/python bench/train.py data-stall [--clips 256 --views 5 --workers 0,1,2
+                                                --prefetch 0,2]
 
 Cost of N views (:func:`measure_view_cost`): one optimizer step (forward of the 1 + N views
 as one batch, N-CORE loss, backward, AdamW) on random in-memory batches for N = 0, 1, 5,
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import resource
 import sys
 import tempfile
 import time
@@ -156,6 +158,11 @@ def timed(batches: Iterable, consume: Callable[[object], None]) -> tuple[float, 
     return time.perf_counter() - start, waiting, clips
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (pages mapped in one by one)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def measure_data_stall(
     clips: int = 256,
     views: int = 5,
@@ -163,25 +170,37 @@ def measure_data_stall(
     batch_size: int = 8,
     max_seconds: float = 1.0,
     workers: Iterable[int] = (0, 1, 2),
+    prefetch: Iterable[int] = (0, 2),
     consumer: str = "model",
-    repeats: int = 2,
+    repeats: int = 3,
     seed: int = 0,
+    malloc: str = "tuned",
 ) -> list[dict[str, float]]:
-    """Per loader worker count: loader-alone clips/s, epoch time streamed vs in memory, stall.
+    """Per loader layout: loader-alone clips/s, epoch time streamed vs in memory, stall.
+
+    The layouts are each count of ``workers``; with 0 workers, once per ``prefetch`` depth
+    (batches read ahead by a thread of the training process, 0 = none). ``malloc="tuned"``
+    applies :func:`pipeline.memory.tune_malloc` first, as ``trainer.loop.train`` does;
+    ``"default"`` leaves glibc's defaults (to measure what that setting is worth).
 
     Each configuration runs one warm-up epoch of the consumer first (allocator, first-call
     costs), then, ``repeats`` times, epoch 1 from the same batches materialised beforehand
     in a list and epoch 1 streamed (workers start inside the timing, as they do every
-    epoch); the fastest of each is kept.
+    epoch). ``stall`` compares the fastest of each; ``stall_median`` is the median over the
+    repeats of each streamed epoch against the in-memory epoch run just before it.
     """
+    from pipeline.memory import tune_malloc
     from trainer.data import make_train_loader
 
+    if malloc == "tuned":
+        tune_malloc()
     results = []
     with tempfile.TemporaryDirectory(prefix="ncore-bench-") as tmp:
         path = write_bench_cache(Path(tmp), clips, views, shard_size, seed)
         manifest = Manifest.load(path)
         consume = model_consumer(seed) if consumer == "model" else cpu_consumer()
-        for num_workers in workers:
+        layouts = [(w, p) for w in workers for p in (prefetch if w == 0 else [0])]
+        for num_workers, depth in layouts:
             loader = make_train_loader(
                 manifest,
                 path,
@@ -190,6 +209,7 @@ def measure_data_stall(
                 seed=seed,
                 max_seconds=max_seconds,
                 num_workers=num_workers,
+                prefetch=depth,
             )
             loader.set_epoch(0)
             t_loader, _, n_loader = timed(loader, lambda batch: None)
@@ -197,32 +217,43 @@ def measure_data_stall(
             timed(loader, consume)  # warm-up
             loader.set_epoch(1)
             in_memory = list(loader)
-            # Alternate the two and keep the fastest of each: the box's own noise (turbo,
-            # other processes) then biases neither side.
-            t_memory = t_stream = blocked = float("inf")
+            # Alternate the two so that the box's own drift (turbo, other processes) biases
+            # neither side.
+            runs = []
             for _ in range(repeats):
-                t_memory = min(t_memory, timed(in_memory, consume)[0])
+                f0 = minor_faults()
+                t_mem = timed(in_memory, consume)[0]
+                f1 = minor_faults()
                 loader.set_epoch(1)
                 t, waited, n = timed(loader, consume)
-                t_stream, blocked = min(t_stream, t), min(blocked, waited / t)
+                runs.append((t_mem, t, waited / t, f1 - f0, minor_faults() - f1))
+            t_memory, t_stream = min(r[0] for r in runs), min(r[1] for r in runs)
             row = {
                 "workers": num_workers,
+                "prefetch": depth,
+                "malloc": malloc,
                 "loader_clips_per_s": n_loader / t_loader,
                 "stream_s": t_stream,
                 "memory_s": t_memory,
                 "steps_per_s_stream": len(in_memory) / t_stream,
                 "steps_per_s_memory": len(in_memory) / t_memory,
                 "stall": 1 - t_memory / t_stream,
-                "blocked": blocked,
+                "stall_median": float(np.median([1 - r[0] / r[1] for r in runs])),
+                "blocked": float(np.median([r[2] for r in runs])),
+                "faults_memory": float(np.median([r[3] for r in runs])),
+                "faults_stream": float(np.median([r[4] for r in runs])),
                 "clips": n,
             }
             results.append(row)
             print(
-                f"workers={num_workers}: loader alone {row['loader_clips_per_s']:.0f} clips/s; "
+                f"workers={num_workers} prefetch={depth} malloc={malloc}: "
+                f"loader alone {row['loader_clips_per_s']:.0f} clips/s; "
                 f"epoch {t_stream:.2f} s streamed vs {t_memory:.2f} s in memory "
                 f"({row['steps_per_s_stream']:.2f} vs {row['steps_per_s_memory']:.2f} steps/s); "
-                f"data stall {100 * row['stall']:.1f} %; "
-                f"loop blocked on next() {100 * blocked:.1f} % of the streamed epoch",
+                f"data stall {100 * row['stall']:.1f} % (median of pairs "
+                f"{100 * row['stall_median']:.1f} %); loop blocked on next() "
+                f"{100 * row['blocked']:.1f} %; page faults per epoch "
+                f"{row['faults_stream']:.0f} streamed, {row['faults_memory']:.0f} in memory",
                 flush=True,
             )
     return results
@@ -274,9 +305,11 @@ def measure_view_cost(
     """
     from torch.utils.flop_counter import FlopCounterMode
 
+    from pipeline.memory import tune_malloc
     from trainer.loop import autocast
     from trainer.losses import ncore_loss
 
+    tune_malloc()  # as trainer.loop.train does
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     model = bench_model(backbone, seed).to(dev)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
@@ -355,8 +388,12 @@ def main(argv: list[str] | None = None) -> int:
     stall.add_argument("--batch-size", type=int, default=8)
     stall.add_argument("--max-seconds", type=float, default=1.0)
     stall.add_argument("--workers", default="0,1,2", help="loader worker counts to try")
+    stall.add_argument("--prefetch", default="0,2", help="prefetch depths to try with 0 workers")
     stall.add_argument("--consumer", choices=("model", "cpu"), default="model")
-    stall.add_argument("--repeats", type=int, default=2)
+    stall.add_argument("--repeats", type=int, default=3)
+    stall.add_argument(
+        "--malloc", choices=("tuned", "default"), default="tuned", help="glibc malloc settings"
+    )
     cost = sub.add_parser("views", help="cost of N = 0, 1, 5 views per step (in memory)")
     cost.add_argument("--backbone", default="tiny", help="tiny, hubert-base, or a model folder")
     cost.add_argument("--views", default="0,1,5")
@@ -374,8 +411,10 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             max_seconds=args.max_seconds,
             workers=[int(w) for w in args.workers.split(",")],
+            prefetch=[int(p) for p in args.prefetch.split(",")],
             consumer=args.consumer,
             repeats=args.repeats,
+            malloc=args.malloc,
         )
     if args.bench == "views":
         measure_view_cost(

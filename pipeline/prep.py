@@ -24,7 +24,6 @@ cluster given by its scheduler address.
 
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import hashlib
 import json
@@ -51,6 +50,7 @@ from pipeline.manifest import (
     ViewSet,
     relative_to_manifest,
 )
+from pipeline.memory import tune_malloc
 from pipeline.perturb import (
     PERTURB_VERSION,
     EmotionParams,
@@ -66,9 +66,6 @@ KINDS = ("speaker", "emotion")
 F0_METHODS = ("harvest", "dio")
 STAGE = "perturb"
 DEFAULT_SHARD_SIZE = 64  # small enough that even a few hundred clips keep every core busy
-# glibc mallopt parameters (malloc.h). See tune_malloc.
-_M_TRIM_THRESHOLD = -1
-_M_MMAP_THRESHOLD = -3
 
 
 class PrepError(RuntimeError):
@@ -241,28 +238,6 @@ class ShardResult:
     audio_seconds: float
     busy_seconds: float
     malloc_env: str | None = None
-
-
-def tune_malloc() -> bool:
-    """Give glibc malloc thresholds under which WORLD runs at full speed; True if applied.
-
-    Dask's nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536`` so that they return
-    memory to the OS. Setting that variable also freezes glibc's mmap threshold at 128 KiB:
-    every larger array (WORLD's spectral envelopes, STFTs, the resynthesised views) is then
-    a fresh mmap whose pages fault in one by one, and pyworld work slows down. Raising both
-    thresholds inside the worker puts those arrays back on the reusable heap. It costs a
-    bounded amount of retained memory (at most a shard's working set) and works on any
-    cluster, including ones this tool did not start. Doing nothing off glibc is correct.
-    """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
-        return False
-    ok_mmap = libc.mallopt(_M_MMAP_THRESHOLD, 32 * 1024 * 1024)
-    ok_trim = libc.mallopt(_M_TRIM_THRESHOLD, 256 * 1024 * 1024)
-    return bool(ok_mmap and ok_trim)
 
 
 def compute_shard(task: ShardTask) -> ShardResult:

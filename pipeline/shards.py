@@ -52,6 +52,11 @@ def to_int16(audio: np.ndarray) -> np.ndarray:
     return np.clip(scaled, -32768, 32767).astype(np.int16)
 
 
+def int16_to_float(samples: np.ndarray) -> np.ndarray:
+    """Stored int16 samples as float32 in [-1, 1) (a new array)."""
+    return np.multiply(samples, np.float32(1.0 / INT16_SCALE), dtype=np.float32)
+
+
 @dataclass(frozen=True)
 class ShardClip:
     """One clip to store: views (1 + N, T) float in [-1, 1] and the drawn parameters of 1..N."""
@@ -231,13 +236,22 @@ class ShardReader:
             return np.asarray(self._audio[rows[0] : rows[-1] + 1, a:b])
         return np.asarray(self._audio.oindex[rows, a:b])
 
-    def read_range(self, i0: int, i1: int, views: Sequence[int] | None = None) -> list[np.ndarray]:
-        """Clips i0..i1-1 as float32 arrays of shape (rows, T_i), read in one zarr call."""
+    def read_range(
+        self, i0: int, i1: int, views: Sequence[int] | None = None, *, raw: bool = False
+    ) -> list[np.ndarray]:
+        """Clips i0..i1-1 as float32 arrays of shape (rows, T_i), read in one zarr call.
+
+        With ``raw`` they are the stored int16 samples instead (views into one block), for
+        a reader that keeps only part of each clip and converts just that part
+        (:func:`int16_to_float`).
+        """
         if not 0 <= i0 <= i1 <= len(self):
             raise IndexError(f"{self.path.name}: clip range {i0}:{i1} outside 0:{len(self)}")
         if i0 == i1:
             return []
-        block = self.read_int16(i0, i1, views).astype(np.float32) / np.float32(INT16_SCALE)
+        block = self.read_int16(i0, i1, views)
+        if not raw:
+            block = int16_to_float(block)
         base = int(self.offsets[i0])
         return [
             block[:, int(self.offsets[i]) - base : int(self.offsets[i + 1]) - base]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import collections
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from pipeline.shards import ShardClip, write_view_set
 from trainer.data import (
     Batch,
     ClipSample,
+    background,
     buffer_order,
     collate_clips,
     make_eval_loader,
@@ -324,6 +326,51 @@ def test_resume_skips_exactly_the_first_batches_of_the_epoch(corpus, num_workers
     assert len(list(resumed)) == len(resumed)
 
 
+# ----- prefetch thread ----------------------------------------------------------------------
+def test_prefetch_thread_changes_no_batch(corpus):
+    manifest, path = corpus
+
+    def epoch(prefetch: int) -> list[Batch]:
+        loader = make_train_loader(
+            manifest, path, batch_size=3, seed=5, max_seconds=0.1, prefetch=prefetch
+        )
+        loader.set_epoch(1)
+        return list(loader)
+
+    direct, ahead = epoch(0), epoch(3)
+    assert len(direct) == len(ahead) > 1
+    for a, b in zip(direct, ahead, strict=True):
+        assert a.clip_ids == b.clip_ids
+        assert torch.equal(a.audio, b.audio) and torch.equal(a.lengths, b.lengths)
+
+
+def test_background_raises_the_producers_error_at_its_item():
+    def items():
+        yield from (1, 2)
+        raise ValueError("shard-00003.zarr: damaged")
+
+    got = []
+    with pytest.raises(ValueError, match="damaged"):
+        for item in background(items(), depth=4):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_closing_background_early_stops_its_thread():
+    produced = []
+
+    def endless():
+        for i in itertools.count():
+            produced.append(i)
+            yield i
+
+    stream = background(endless(), depth=2)
+    assert [next(stream), next(stream)] == [0, 1]
+    stream.close()
+    assert not any(t.name == "ncore-prefetch" for t in threading.enumerate())
+    assert len(produced) <= 2 + 2 + 1  # what was taken, the queue, one in hand
+
+
 # ----- stages -------------------------------------------------------------------------------
 def test_collate_pads_with_zeros_and_records_lengths():
     a = ClipSample("a", np.full((2, 3), 0.5, dtype=np.float32), 1, 2)
@@ -336,16 +383,28 @@ def test_collate_pads_with_zeros_and_records_lengths():
     assert (batch.audio[1] == -0.25).all()
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(
     count=st.integers(0, 200),
     size=st.integers(1, 40),
+    initial=st.one_of(st.none(), st.integers(1, 50)),
     seed=st.integers(0, 2**32),
 )
-def test_buffer_order_is_a_permutation_with_bounded_lookahead(count, size, seed):
-    order = buffer_order(count, size, np.random.default_rng(seed))
+def test_buffer_order_is_a_permutation_with_bounded_lookahead(count, size, initial, seed):
+    order = buffer_order(count, size, np.random.default_rng(seed), initial)
     assert sorted(order) == list(range(count))
-    assert all(item <= position + size for position, item in enumerate(order))
+    start = size if initial is None else min(initial, size)
+    for position, item in enumerate(order):
+        assert item <= position + size  # bounded memory
+        assert item <= 2 * position + start  # the first items come out early
+
+
+def test_buffer_order_with_initial_at_full_size_is_the_plain_buffer():
+    def plain(initial):
+        return buffer_order(100, 30, np.random.default_rng(3), initial)
+
+    assert plain(30) == plain(None) == plain(99)
+    assert plain(4) != plain(None)
 
 
 def round_robin(batches: list[int]) -> list[tuple[int, int]]:

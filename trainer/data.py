@@ -11,7 +11,8 @@ The stream is a chain of small stages, each a plain function of explicit argumen
    level), so every slot gets work and every clip goes to exactly one slot.
 3. :func:`read_blocks` - a slot's piece as contiguous clip ranges of at most ``read_block``
    clips of one shard; each block is ONE ``ShardReader.read_range`` call (one zarr read).
-4. :func:`buffer_order` - a shuffle buffer of ``shuffle_buffer`` clips, seeded by
+4. :func:`buffer_order` - a shuffle buffer of ``shuffle_buffer`` clips that starts emitting
+   at ``shuffle_initial`` clips and grows to full size as it goes, seeded by
    ``(seed, "buffer", epoch, rank, worker)``, computed on clip positions before any audio is
    read, so that skipping the first batches of an epoch (resume) reads nothing it drops.
 5. crop - a clip longer than ``crop_samples`` gets ONE window start drawn from a generator
@@ -39,9 +40,11 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+import queue
+import threading
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -49,14 +52,18 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.manifest import Manifest, ManifestError
 from pipeline.rng import make_rng
-from pipeline.shards import ShardError, ShardReader, open_view_set
+from pipeline.shards import ShardError, ShardReader, int16_to_float, open_view_set
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 DEFAULT_SHUFFLE_BUFFER = 256  # clips; ~200 MB at 6 views x 2 s float32, per worker
+DEFAULT_SHUFFLE_INITIAL = 32  # clips in the buffer before it emits: inside the first read
 DEFAULT_READ_BLOCK = 64  # clips per zarr read: large enough to amortise one decode call
+DEFAULT_PREFETCH = 2  # batches read ahead by a thread when there are no loader workers
+
+T = TypeVar("T")
 
 
 # ----- records --------------------------------------------------------------------------
@@ -129,21 +136,69 @@ class ReadBlock:
 
 
 def collate_clips(samples: Sequence[ClipSample]) -> Batch:
-    """Zero-pad ``samples`` (each (V, T_i)) to the longest one: a :class:`Batch` (B, V, T)."""
+    """Zero-pad ``samples`` (each (V, T_i)) to the longest one: a :class:`Batch` (B, V, T).
+
+    Built in numpy (one thread) so that a prefetch thread does not start a second team of
+    torch intra-op threads beside the model's.
+    """
     if not samples:
         raise ValueError("collate_clips needs at least one sample")
     views = samples[0].audio.shape[0]
     lengths = [s.audio.shape[1] for s in samples]
-    audio = torch.zeros(len(samples), views, max(lengths), dtype=torch.float32)
+    audio = np.zeros((len(samples), views, max(lengths)), dtype=np.float32)
     for i, s in enumerate(samples):
-        audio[i, :, : lengths[i]] = torch.from_numpy(s.audio)
+        audio[i, :, : lengths[i]] = s.audio
     return Batch(
-        audio=audio,
+        audio=torch.from_numpy(audio),
         lengths=torch.tensor(lengths, dtype=torch.int64),
         y_task=torch.tensor([s.y_task for s in samples], dtype=torch.int64),
         y_adv=torch.tensor([s.y_adv for s in samples], dtype=torch.int64),
         clip_ids=[s.clip_id for s in samples],
     )
+
+
+class _End:
+    """End of a :func:`background` stream, with the producer's exception if it failed."""
+
+    def __init__(self, error: BaseException | None = None) -> None:
+        self.error = error
+
+
+def background(items: Iterable[T], depth: int) -> Iterator[T]:
+    """The items of ``items``, produced up to ``depth`` ahead by a daemon thread.
+
+    Reading and decoding (zarr, numpy) release the GIL, so with loader workers off the next
+    batch is read while the model computes. An exception of the producer is raised here, at
+    the item where it happened; closing this generator early stops the producer.
+    """
+    q: queue.Queue[T | _End] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                q.put(item)
+                if stop.is_set():
+                    return
+        except BaseException as e:  # handed to the consumer, which raises it
+            q.put(_End(e))
+            return
+        q.put(_End())
+
+    thread = threading.Thread(target=produce, name="ncore-prefetch", daemon=True)
+    thread.start()
+    try:
+        while not isinstance(item := q.get(), _End):
+            yield item
+        if item.error is not None:
+            raise item.error
+    finally:
+        stop.set()
+        while thread.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                q.get(timeout=0.05)
+            except queue.Empty:
+                pass
 
 
 # ----- plan stages (pure functions of metadata) -------------------------------------------
@@ -198,25 +253,32 @@ def read_blocks(items: Sequence[tuple[int, int]], read_block: int) -> list[ReadB
     return blocks
 
 
-def buffer_order(count: int, buffer_size: int, rng: np.random.Generator | None) -> list[int]:
+def buffer_order(
+    count: int, buffer_size: int, rng: np.random.Generator | None, initial: int | None = None
+) -> list[int]:
     """Output order of ``count`` items read in order 0..count-1 through a shuffle buffer.
 
-    The buffer holds ``buffer_size`` items; each new item replaces a uniformly drawn one,
-    which is emitted; the rest is emitted in a random order at the end. So the item emitted
-    at position p was read at position <= p + buffer_size (bounded memory while streaming).
+    The buffer starts emitting once it holds ``initial`` items (default ``buffer_size``)
+    and then grows by one item per item emitted (two reads per emission) up to
+    ``buffer_size``; from then on each new item replaces a uniformly drawn one, which is
+    emitted. The rest is emitted in a random order at the end. So the item emitted at
+    position p was read at position <= min(p + buffer_size, 2p + initial): memory stays
+    bounded, and the first batch of an epoch waits for ``initial`` reads, not a full buffer.
     ``rng=None`` keeps the read order.
     """
     if rng is None or buffer_size <= 1:
         return list(range(count))
+    limit = buffer_size if initial is None else max(1, min(initial, buffer_size))
     buf: list[int] = []
     out: list[int] = []
     for i in range(count):
-        if len(buf) < buffer_size:
+        if len(buf) < limit:
             buf.append(i)
             continue
-        j = int(rng.integers(buffer_size))
+        j = int(rng.integers(len(buf)))
         out.append(buf[j])
         buf[j] = i
+        limit = min(limit + 1, buffer_size)
     out.extend(buf[int(k)] for k in rng.permutation(len(buf)))
     return out
 
@@ -282,6 +344,7 @@ class ShardStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+        shuffle_initial: int = DEFAULT_SHUFFLE_INITIAL,
         read_block: int = DEFAULT_READ_BLOCK,
         equalise: bool | None = None,
     ) -> None:
@@ -300,6 +363,7 @@ class ShardStream(IterableDataset):
         self.rank = rank
         self.world_size = world_size
         self.shuffle_buffer = shuffle_buffer
+        self.shuffle_initial = shuffle_initial
         self.read_block = read_block
         self.equalise = world_size > 1 if equalise is None else equalise
         self.epoch = 0
@@ -347,7 +411,7 @@ class ShardStream(IterableDataset):
             rng = make_rng(self.seed, "buffer", self.epoch, self.rank, worker)
             blocks = [blocks[int(k)] for k in rng.permutation(len(blocks))]
         count = sum(len(b.keep) for b in blocks)
-        order = buffer_order(count, self.shuffle_buffer, rng)
+        order = buffer_order(count, self.shuffle_buffer, rng, self.shuffle_initial)
         skip, _ = resume_point(self.batches_per_worker(num_workers), self.skip_batches)
         return blocks, order[skip[worker] * self.batch_size :]
 
@@ -361,8 +425,9 @@ class ShardStream(IterableDataset):
         rng = make_rng(self.seed, "crop", self.epoch, clip_id) if self.shuffle else None
         start = crop_window(audio.shape[1], self.crop_samples, rng)
         stop = audio.shape[1] if self.crop_samples is None else start + self.crop_samples
-        # A copy, so that the block a clip came from can be freed once it is emitted.
-        window = np.array(audio[:, start:stop], dtype=np.float32, copy=True)
+        # Only the window is converted (a new array, so the block can be freed once its
+        # clips are emitted): with 1-3 s clips and 1 s crops that halves the work.
+        window = int16_to_float(audio[:, start:stop])
         y_task, y_adv = self.labels[clip_id]
         return ClipSample(clip_id, window, y_task, y_adv)
 
@@ -381,7 +446,8 @@ class ShardStream(IterableDataset):
                 wanted = [k for k in range(len(block.keep)) if first + k in needed]
                 if wanted:
                     shard = self.shards[block.shard]
-                    clips = self._reader(block.shard).read_range(block.start, block.stop, self.rows)
+                    reader = self._reader(block.shard)
+                    clips = reader.read_range(block.start, block.stop, self.rows, raw=True)
                     for k in wanted:
                         i = block.keep[k]
                         loaded[first + k] = self._sample(shard.clip_ids[i], clips[i - block.start])
@@ -398,11 +464,24 @@ class StreamLoader:
     :meth:`set_epoch` before each epoch (as with DistributedSampler). :meth:`state_dict`
     records the epoch and the batches handed out so far; after :meth:`load_state_dict` the
     next iteration resumes that epoch right after them.
+
+    With ``num_workers=0`` a thread reads ``prefetch`` batches ahead (:func:`background`;
+    0 reads in the consuming thread); with workers, the DataLoader's own prefetching applies.
+    The batches and their order do not depend on ``prefetch``.
     """
 
-    def __init__(self, stream: ShardStream, num_workers: int = 0, pin_memory: bool = False) -> None:
+    def __init__(
+        self,
+        stream: ShardStream,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        prefetch: int = DEFAULT_PREFETCH,
+    ) -> None:
+        if prefetch < 0:
+            raise TrainerError(f"prefetch must be >= 0, got {prefetch}")
         self.dataset = stream
         self.num_workers = num_workers
+        self.prefetch = prefetch
         self._loader = DataLoader(
             stream,
             batch_size=stream.batch_size,
@@ -429,7 +508,10 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[Batch]:
         self.batches_done = self.dataset.skip_batches
-        for batch in self._loader:
+        batches: Iterable[Batch] = self._loader
+        if self.num_workers == 0 and self.prefetch > 0:
+            batches = background(self._loader, self.prefetch)
+        for batch in batches:
             self.batches_done += 1
             yield batch
         self.dataset.skip_batches = 0
@@ -519,8 +601,10 @@ def make_train_loader(
     rank: int = 0,
     world_size: int = 1,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
+    shuffle_initial: int = DEFAULT_SHUFFLE_INITIAL,
     read_block: int = DEFAULT_READ_BLOCK,
     pin_memory: bool = False,
+    prefetch: int = DEFAULT_PREFETCH,
 ) -> StreamLoader:
     """The training loader: views 0..``views`` of the ``train`` clips, shuffled per epoch.
 
@@ -550,6 +634,7 @@ def make_train_loader(
         rank=rank,
         world_size=world_size,
         shuffle_buffer=shuffle_buffer,
+        shuffle_initial=shuffle_initial,
         read_block=read_block,
     )
     if stream.num_clips == 0:
@@ -559,7 +644,7 @@ def make_train_loader(
             f"{stream.num_clips} training clips cannot feed {world_size} ranks x "
             f"{max(num_workers, 1)} loader workers; use fewer workers"
         )
-    return StreamLoader(stream, num_workers=num_workers, pin_memory=pin_memory)
+    return StreamLoader(stream, num_workers=num_workers, pin_memory=pin_memory, prefetch=prefetch)
 
 
 def make_eval_loader(
@@ -576,6 +661,7 @@ def make_eval_loader(
     world_size: int = 1,
     read_block: int = DEFAULT_READ_BLOCK,
     pin_memory: bool = False,
+    prefetch: int = DEFAULT_PREFETCH,
 ) -> StreamLoader:
     """An evaluation loader: view 0 of the clips of ``split``, in stored order, not shuffled.
 
@@ -603,7 +689,7 @@ def make_eval_loader(
         read_block=read_block,
         equalise=False,
     )
-    return StreamLoader(stream, num_workers=num_workers, pin_memory=pin_memory)
+    return StreamLoader(stream, num_workers=num_workers, pin_memory=pin_memory, prefetch=prefetch)
 
 
 def _crop_samples(max_seconds: float | None) -> int | None:

@@ -28,6 +28,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pipeline.memory import tune_malloc
 from pipeline.rng import stable_seed
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig
@@ -665,6 +666,7 @@ def _fmt(value: float | None) -> str:
 
 def train(config: TrainConfig) -> list[dict[str, Any]]:
     """Train every seed of ``config``; returns the per-seed test records."""
+    tune_malloc()  # host arrays (CPU activations, loader blocks) stay on the heap
     requested = config.device or ("cuda" if torch.cuda.is_available() else "cpu")
     resolve_device(requested)  # fail early and in one line, before joining a process group
     ddp = setup_distributed(torch.device(requested).type)
