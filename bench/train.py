@@ -26,6 +26,7 @@ the cost) of facebook/hubert-base-ls960 without downloading it.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import resource
 import sys
@@ -175,6 +176,7 @@ def measure_data_stall(
     repeats: int = 3,
     seed: int = 0,
     malloc: str = "tuned",
+    shuffle_initial: int | None = None,
 ) -> list[dict[str, float]]:
     """Per loader layout: loader-alone clips/s, epoch time streamed vs in memory, stall.
 
@@ -182,6 +184,7 @@ def measure_data_stall(
     (batches read ahead by a thread of the training process, 0 = none). ``malloc="tuned"``
     applies :func:`pipeline.memory.tune_malloc` first, as ``trainer.loop.train`` does;
     ``"default"`` leaves glibc's defaults (to measure what that setting is worth).
+    ``shuffle_initial``: the shuffle buffer's ramp (None: the loader's default).
 
     Each configuration runs one warm-up epoch of the consumer first (allocator, first-call
     costs), then, ``repeats`` times, epoch 1 from the same batches materialised beforehand
@@ -210,6 +213,7 @@ def measure_data_stall(
                 max_seconds=max_seconds,
                 num_workers=num_workers,
                 prefetch=depth,
+                shuffle_initial=shuffle_initial,
             )
             loader.set_epoch(0)
             t_loader, _, n_loader = timed(loader, lambda batch: None)
@@ -238,7 +242,12 @@ def measure_data_stall(
                 "steps_per_s_stream": len(in_memory) / t_stream,
                 "steps_per_s_memory": len(in_memory) / t_memory,
                 "stall": 1 - t_memory / t_stream,
-                "stall_median": float(np.median([1 - r[0] / r[1] for r in runs])),
+                "stall_median": float(np.median(pairs := [1 - r[0] / r[1] for r in runs])),
+                "stall_q1": float(np.percentile(pairs, 25)),
+                "stall_q3": float(np.percentile(pairs, 75)),
+                # The loader's own CPU time per epoch against the 2-core (all-core) time of
+                # an in-memory epoch: what it must take from the model on a CPU-bound box.
+                "loader_cpu_share": (n / (n_loader / t_loader)) / (t_memory * os.cpu_count()),
                 "blocked": float(np.median([r[2] for r in runs])),
                 "faults_memory": float(np.median([r[3] for r in runs])),
                 "faults_stream": float(np.median([r[4] for r in runs])),
@@ -251,7 +260,9 @@ def measure_data_stall(
                 f"epoch {t_stream:.2f} s streamed vs {t_memory:.2f} s in memory "
                 f"({row['steps_per_s_stream']:.2f} vs {row['steps_per_s_memory']:.2f} steps/s); "
                 f"data stall {100 * row['stall']:.1f} % (median of pairs "
-                f"{100 * row['stall_median']:.1f} %); loop blocked on next() "
+                f"{100 * row['stall_median']:.1f} %, quartiles {100 * row['stall_q1']:.1f} to "
+                f"{100 * row['stall_q3']:.1f} %); loader CPU "
+                f"{100 * row['loader_cpu_share']:.1f} % of the box; loop blocked on next() "
                 f"{100 * row['blocked']:.1f} %; page faults per epoch "
                 f"{row['faults_stream']:.0f} streamed, {row['faults_memory']:.0f} in memory",
                 flush=True,
@@ -369,8 +380,6 @@ def measure_view_cost(
 
 def machine() -> str:
     """A one-line description of where the numbers were measured."""
-    import os
-
     return (
         f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores, "
         f"torch {torch.__version__} ({torch.get_num_threads()} threads), "
@@ -389,6 +398,9 @@ def main(argv: list[str] | None = None) -> int:
     stall.add_argument("--max-seconds", type=float, default=1.0)
     stall.add_argument("--workers", default="0,1,2", help="loader worker counts to try")
     stall.add_argument("--prefetch", default="0,2", help="prefetch depths to try with 0 workers")
+    stall.add_argument(
+        "--shuffle-initial", type=int, default=None, help="shuffle buffer ramp (clips)"
+    )
     stall.add_argument("--consumer", choices=("model", "cpu"), default="model")
     stall.add_argument("--repeats", type=int, default=3)
     stall.add_argument(
@@ -415,6 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             consumer=args.consumer,
             repeats=args.repeats,
             malloc=args.malloc,
+            shuffle_initial=args.shuffle_initial,
         )
     if args.bench == "views":
         measure_view_cost(

@@ -11,8 +11,8 @@ The stream is a chain of small stages, each a plain function of explicit argumen
    level), so every slot gets work and every clip goes to exactly one slot.
 3. :func:`read_blocks` - a slot's piece as contiguous clip ranges of at most ``read_block``
    clips of one shard; each block is ONE ``ShardReader.read_range`` call (one zarr read).
-4. :func:`buffer_order` - a shuffle buffer of ``shuffle_buffer`` clips that starts emitting
-   at ``shuffle_initial`` clips and grows to full size as it goes, seeded by
+4. :func:`buffer_order` - a shuffle buffer of ``shuffle_buffer`` clips (optionally starting
+   to emit at ``shuffle_initial`` clips and growing to full size as it goes), seeded by
    ``(seed, "buffer", epoch, rank, worker)``, computed on clip positions before any audio is
    read, so that skipping the first batches of an epoch (resume) reads nothing it drops.
 5. crop - a clip longer than ``crop_samples`` gets ONE window start drawn from a generator
@@ -59,9 +59,11 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 DEFAULT_SHUFFLE_BUFFER = 256  # clips; ~200 MB at 6 views x 2 s float32, per worker
-DEFAULT_SHUFFLE_INITIAL = 32  # clips in the buffer before it emits: inside the first read
+# Clips in the buffer before it emits; None: a full buffer (the order all results so far
+# were measured with). 32 makes the first batch of an epoch wait for one read, not four.
+DEFAULT_SHUFFLE_INITIAL: int | None = None
 DEFAULT_READ_BLOCK = 64  # clips per zarr read: large enough to amortise one decode call
-DEFAULT_PREFETCH = 2  # batches read ahead by a thread when there are no loader workers
+DEFAULT_PREFETCH = 0  # batches read ahead by a thread without loader workers (see StreamLoader)
 
 T = TypeVar("T")
 
@@ -344,7 +346,7 @@ class ShardStream(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-        shuffle_initial: int = DEFAULT_SHUFFLE_INITIAL,
+        shuffle_initial: int | None = DEFAULT_SHUFFLE_INITIAL,
         read_block: int = DEFAULT_READ_BLOCK,
         equalise: bool | None = None,
     ) -> None:
@@ -465,9 +467,11 @@ class StreamLoader:
     records the epoch and the batches handed out so far; after :meth:`load_state_dict` the
     next iteration resumes that epoch right after them.
 
-    With ``num_workers=0`` a thread reads ``prefetch`` batches ahead (:func:`background`;
-    0 reads in the consuming thread); with workers, the DataLoader's own prefetching applies.
-    The batches and their order do not depend on ``prefetch``.
+    With ``num_workers=0`` and ``prefetch > 0`` a thread reads ``prefetch`` batches ahead
+    (:func:`background`); 0 reads in the consuming thread, which measured faster when the
+    model itself runs on the CPU cores (the thread then competes with it for cores and the
+    GIL). With workers, the DataLoader's own prefetching applies. The batches and their
+    order do not depend on ``prefetch``.
     """
 
     def __init__(
@@ -601,7 +605,7 @@ def make_train_loader(
     rank: int = 0,
     world_size: int = 1,
     shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-    shuffle_initial: int = DEFAULT_SHUFFLE_INITIAL,
+    shuffle_initial: int | None = DEFAULT_SHUFFLE_INITIAL,
     read_block: int = DEFAULT_READ_BLOCK,
     pin_memory: bool = False,
     prefetch: int = DEFAULT_PREFETCH,

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 TEST_METRICS_FILE = "test_metrics.json"
 CHECKPOINT_DIR = "checkpoint"
+CUDA_PREFETCH = 2  # training batches read ahead by a thread on CUDA (no loader workers)
 BEST_DIR = "best"
 
 
@@ -215,8 +216,15 @@ def seed_epoch_rngs(seed: int, epoch: int, rank: int) -> None:
     np.random.seed(stable_seed(seed, "train-epoch-numpy", epoch, rank) % 2**32)  # noqa: NPY002
 
 
-def train_loader(config: TrainConfig, plan: RunPlan, seed: int, ddp: Distributed):
-    """Batches of views 0..N of the train split (``trainer.data``); call ``set_epoch``."""
+def train_loader(
+    config: TrainConfig, plan: RunPlan, seed: int, ddp: Distributed, device: torch.device
+):
+    """Batches of views 0..N of the train split (``trainer.data``); call ``set_epoch``.
+
+    On CUDA without loader workers a thread reads ``CUDA_PREFETCH`` batches ahead while the
+    GPU computes; on CPU it reads inside ``next()``, which measured faster there (the model
+    already keeps every core busy; see docs/streaming.md).
+    """
     from trainer.data import make_train_loader
 
     return make_train_loader(
@@ -232,6 +240,7 @@ def train_loader(config: TrainConfig, plan: RunPlan, seed: int, ddp: Distributed
         rank=ddp.rank,
         world_size=ddp.world_size,
         pin_memory=False,
+        prefetch=CUDA_PREFETCH if device.type == "cuda" else 0,
     )
 
 
@@ -445,7 +454,7 @@ def train_seed(
     model = build_model(config, plan, seed).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    loader = train_loader(config, plan, seed, ddp)
+    loader = train_loader(config, plan, seed, ddp, device)
     val_loader = eval_loader(config, plan, plan.val_split, ddp)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
