@@ -61,10 +61,43 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "seed-42" / "checkpoint" / "epoch-0004" / "model.safetensors"))
 
 
-def test_kill_and_resume_gives_the_same_final_weights(corpus, tmp_path) -> None:
-    straight = tmp_path / "straight"
-    subprocess.run(train_command(corpus, straight), env=env(), check=True, capture_output=True)
+def metric_rows(run: Path) -> list[dict]:
+    lines = (run / "seed-42" / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
 
+
+def assert_same_run(a: Path, b: Path) -> None:
+    """Same final weights, metric rows (but the timing) and test metrics."""
+    wa, wb = final_weights(a), final_weights(b)
+    assert wa.keys() == wb.keys()
+    for name in wa:
+        assert torch.equal(wa[name], wb[name]), name
+    assert [r["epoch"] for r in metric_rows(b)] == [1, 2, 3, 4]
+    assert metric_rows(b) == metric_rows(a)
+    test_a = json.loads((a / "seed-42" / "test_metrics.json").read_text())
+    test_b = json.loads((b / "seed-42" / "test_metrics.json").read_text())
+    assert test_a == test_b
+
+
+def kill_when(proc: subprocess.Popen, ready) -> None:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (or it exits, or 300 s pass)."""
+    deadline = time.monotonic() + 300
+    while not ready() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)  # polling for a file, not timing anything
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+
+
+@pytest.fixture(scope="module")
+def straight(corpus, tmp_path_factory) -> Path:
+    """An uninterrupted 4-epoch run."""
+    out = tmp_path_factory.mktemp("straight") / "run"
+    subprocess.run(train_command(corpus, out), env=env(), check=True, capture_output=True)
+    return out
+
+
+def test_kill_and_resume_gives_the_same_final_weights(corpus, straight, tmp_path) -> None:
     resumed = tmp_path / "resumed"
     proc = subprocess.Popen(
         train_command(corpus, resumed),
@@ -73,12 +106,7 @@ def test_kill_and_resume_gives_the_same_final_weights(corpus, tmp_path) -> None:
         stderr=subprocess.DEVNULL,
     )
     first = resumed / "seed-42" / "checkpoint" / "epoch-0001" / "state.json"
-    deadline = time.monotonic() + 300
-    while not first.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)  # polling for the file, not timing anything
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(proc, first.exists)
     # The kill landed after epoch 1 and before the run could finish.
     assert first.exists()
     assert not (resumed / "seed-42" / "test_metrics.json").exists()
@@ -92,20 +120,34 @@ def test_kill_and_resume_gives_the_same_final_weights(corpus, tmp_path) -> None:
     subprocess.run(
         train_command(corpus, resumed, "--resume"), env=env(), check=True, capture_output=True
     )
-    a, b = final_weights(straight), final_weights(resumed)
-    assert a.keys() == b.keys()
-    for name in a:
-        assert torch.equal(a[name], b[name]), name
+    assert_same_run(straight, resumed)
 
-    def rows(run: Path) -> list[dict]:
-        lines = (run / "seed-42" / "metrics.jsonl").read_text().splitlines()
-        return [{k: v for k, v in json.loads(x).items() if k != "seconds"} for x in lines]
 
-    assert [r["epoch"] for r in rows(resumed)] == [1, 2, 3, 4]
-    assert rows(resumed) == rows(straight)
-    test_a = json.loads((straight / "seed-42" / "test_metrics.json").read_text())
-    test_b = json.loads((resumed / "seed-42" / "test_metrics.json").read_text())
-    assert test_a == test_b
+def test_kill_inside_an_epoch_and_resume_gives_the_same_final_weights(
+    corpus, straight, tmp_path
+) -> None:
+    resumed = tmp_path / "resumed"
+    every_step = ("--checkpoint-every", "1")
+    proc = subprocess.Popen(
+        train_command(corpus, resumed, *every_step),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    folder = resumed / "seed-42" / "checkpoint"
+    kill_when(proc, lambda: any(folder.glob("epoch-0002-batch-*/state.json")))
+    inside = [p.name for p in folder.glob("epoch-*-batch-*") if (p / "state.json").exists()]
+    assert inside, "the kill should land inside an epoch"
+
+    done = subprocess.run(
+        train_command(corpus, resumed, "--resume", *every_step),
+        env=env(),
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    assert "after" in done.stderr and "batches" in done.stderr  # it resumed mid-epoch
+    assert_same_run(straight, resumed)
 
 
 def test_finished_run_writes_test_metrics_and_a_loadable_backbone(corpus, tmp_path) -> None:
@@ -150,8 +192,9 @@ def test_two_process_ddp_gloo_run_completes_an_epoch(corpus, tmp_path) -> None:
     cmd[cmd.index("--epochs") + 1] = "1"
     # 18 clips per rank in batches of 8: three micro-batches, so with accumulation over 2 the
     # epoch ends on a partial step that must still be synchronised (the loop checks that the
-    # ranks' weights agree after every epoch).
-    cmd += ["--grad-accum", "2"]
+    # ranks' weights agree after every epoch). The checkpoint after step 1, inside the epoch,
+    # gathers both ranks' generator states (a collective that must not hang).
+    cmd += ["--grad-accum", "2", "--checkpoint-every", "1"]
     launcher = [
         sys.executable,
         "-m",

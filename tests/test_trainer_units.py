@@ -201,3 +201,23 @@ def test_half_written_checkpoint_is_ignored_and_old_ones_are_pruned(tmp_path) ->
     assert not (tmp_path / "epoch-0001").exists()
     blob = torch.load(tmp_path / "epoch-0002" / "optim.pt", weights_only=True)
     assert set(blob) == {"optimizer", "scheduler"}
+
+
+def test_a_checkpoint_inside_an_epoch_sorts_between_the_epochs_around_it(tmp_path) -> None:
+    model = small_model(1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    config = TrainConfig(manifest="m.json")
+    rng = [{"torch": torch.get_rng_state(), "numpy": ["MT19937", torch.arange(3), 1, 0, 0.0]}]
+
+    def save(epoch, batch=None, keep=5):
+        save_checkpoint(tmp_path, epoch, model, optimizer, scheduler, {}, config, keep, batch, rng)
+
+    save(3)
+    save(4, batch=12)
+    save(4, batch=2)
+    assert latest_checkpoint(tmp_path).name == "epoch-0004-batch-000012"
+    state = load_checkpoint(latest_checkpoint(tmp_path), model, optimizer, scheduler)
+    assert torch.equal(state["rng"][0]["torch"], rng[0]["torch"])  # read with weights_only
+    save(4, keep=1)  # the end of epoch 4 replaces everything before it
+    assert [p.name for p in tmp_path.iterdir()] == ["epoch-0004"]

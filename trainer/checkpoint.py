@@ -1,12 +1,16 @@
 """Checkpoints that resume exactly and load without pickled code.
 
-A checkpoint is a folder ``epoch-0003/`` holding
+A checkpoint is a folder ``epoch-0003/`` (written after epoch 3) or
+``epoch-0004-batch-000120/`` (written during epoch 4, after its first 120 batches, with
+``--checkpoint-every``) holding
 
 - ``model.safetensors``: the N-CORE model weights (backbone and heads);
-- ``optim.pt``: optimizer and scheduler state dicts (tensors, numbers, lists and dicts
-  only, so ``torch.load(weights_only=True)`` reads them);
+- ``optim.pt``: optimizer and scheduler state dicts, and for a checkpoint inside an epoch
+  the random generator states of every rank (tensors, numbers, lists and dicts only, so
+  ``torch.load(weights_only=True)`` reads them);
 - ``state.json``: epoch, global step, best metric, epochs without improvement, the loader
-  position (the next epoch: the stream is seeded by (seed, epoch)) and the full config.
+  position (the epoch to run next and, inside an epoch, the batches of it already done)
+  and the full config.
 
 It is written into a temporary folder and renamed when complete, so a run killed while
 saving leaves the previous checkpoint intact and never a half-written one.
@@ -15,6 +19,7 @@ saving leaves the previous checkpoint intact and never a half-written one.
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -31,9 +36,19 @@ CHECKPOINT_SCHEMA_VERSION = 1
 PREFIX = "epoch-"
 
 
-def checkpoint_name(epoch: int) -> str:
-    """Folder name of the checkpoint written after ``epoch`` (1-based)."""
-    return f"{PREFIX}{epoch:04d}"
+def checkpoint_name(epoch: int, batch: int | None = None) -> str:
+    """Folder name of the checkpoint written after ``epoch`` (1-based), or during it after
+    ``batch`` of its batches."""
+    name = f"{PREFIX}{epoch:04d}"
+    return name if batch is None else f"{name}-batch-{batch:06d}"
+
+
+def _progress(path: Path) -> tuple[int, float] | None:
+    """(epoch, batches done in it; inf when complete) named by a checkpoint folder."""
+    parts = path.name[len(PREFIX) :].split("-batch-")
+    if not all(p.isdigit() for p in parts) or len(parts) > 2:
+        return None
+    return int(parts[0]), (int(parts[1]) if len(parts) == 2 else math.inf)
 
 
 def save_checkpoint(
@@ -45,23 +60,27 @@ def save_checkpoint(
     state: dict[str, Any],
     config: TrainConfig,
     keep: int = 1,
+    batch: int | None = None,
+    rng: Any = None,
 ) -> Path:
-    """Write ``folder/epoch-XXXX`` atomically and delete all but the newest ``keep``.
+    """Write ``folder/epoch-XXXX`` (``-batch-YYYYYY`` inside an epoch) atomically and delete
+    all but the newest ``keep``.
 
     ``state`` is JSON-ready (numbers, strings, lists, dicts); the config and epoch are added.
+    ``rng`` (tensors, numbers, lists, dicts) is stored beside the optimizer state.
     """
     from safetensors.torch import save_model
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    final = folder / checkpoint_name(epoch)
+    final = folder / checkpoint_name(epoch, batch)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=folder))
     try:
         save_model(model, str(tmp / "model.safetensors"))
-        torch.save(
-            {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-            tmp / "optim.pt",
-        )
+        blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+        if rng is not None:
+            blob["rng"] = rng
+        torch.save(blob, tmp / "optim.pt")
         record = {
             "schema_version": CHECKPOINT_SCHEMA_VERSION,
             "epoch": epoch,
@@ -88,9 +107,12 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
     found = [
         p
         for p in folder.iterdir()
-        if p.is_dir() and p.name.startswith(PREFIX) and (p / "state.json").is_file()
+        if p.is_dir()
+        and p.name.startswith(PREFIX)
+        and _progress(p) is not None
+        and (p / "state.json").is_file()
     ]
-    return sorted(found, key=lambda p: p.name)
+    return sorted(found, key=_progress)
 
 
 def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
@@ -136,7 +158,8 @@ def load_checkpoint(
     """Restore ``model`` (and optimizer/scheduler when given) from checkpoint ``path``.
 
     With ``config``, a checkpoint written under a different config is refused first.
-    Returns the checkpoint's state dict (epoch, step, best metric, ...).
+    Returns the checkpoint's state dict (epoch, step, best metric, ...; ``"rng"`` too when
+    the optimizer state was read and the checkpoint holds generator states).
     """
     from safetensors.torch import load_model
 
@@ -151,6 +174,8 @@ def load_checkpoint(
             optimizer.load_state_dict(blob["optimizer"])
         if scheduler is not None:
             scheduler.load_state_dict(blob["scheduler"])
+        if "rng" in blob:
+            state["rng"] = blob["rng"]
     return state
 
 

@@ -159,6 +159,13 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
     help="DataLoader worker processes per rank.",
 )
 @click.option(
+    "--checkpoint-every",
+    type=click.IntRange(min=0),
+    default=_DEFAULTS["checkpoint_every"],
+    show_default=True,
+    help="Also checkpoint every N optimizer steps inside an epoch (0: after epochs only).",
+)
+@click.option(
     "--out",
     type=click.Path(file_okay=False),
     default=None,

@@ -27,7 +27,9 @@ CONSISTENCY_NORMS = ("none", "batch-variance")  # as trainer.losses.CONSISTENCY_
 
 # Fields that do not change what a run computes: a checkpoint written under other values
 # of these may still be resumed. Everything else must match exactly.
-RESUME_NEUTRAL_FIELDS = frozenset({"out", "resume", "seeds", "device", "num_workers"})
+RESUME_NEUTRAL_FIELDS = frozenset(
+    {"out", "resume", "seeds", "device", "num_workers", "checkpoint_every"}
+)
 
 
 def other_label(task: str) -> str:
@@ -76,6 +78,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     device: str | None = None
     num_workers: int = 0
+    checkpoint_every: int = 0  # optimizer steps between checkpoints inside an epoch; 0: none
     out: str | None = None
     resume: bool = False
     schema_version: int = field(default=SCHEMA_VERSION)
@@ -121,6 +124,10 @@ class TrainConfig:
             f"max_seconds must be > 0, got {self.max_seconds}",
         )
         check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        check(
+            self.checkpoint_every >= 0,
+            f"checkpoint_every must be >= 0, got {self.checkpoint_every}",
+        )
 
     @property
     def adversarial_label(self) -> str:

@@ -216,6 +216,51 @@ def seed_epoch_rngs(seed: int, epoch: int, rank: int) -> None:
     np.random.seed(stable_seed(seed, "train-epoch-numpy", epoch, rank) % 2**32)  # noqa: NPY002
 
 
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """This process's global generator states (torch CPU, the CUDA device, numpy)."""
+    kind, key, pos, has_gauss, gauss = np.random.get_state()  # noqa: NPY002
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": [str(kind), torch.from_numpy(key.astype(np.int64)), pos, has_gauss, gauss],
+    }
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def gather_rng_states(ddp: Distributed, device: torch.device) -> list[dict[str, Any]]:
+    """Every rank's :func:`rng_state`, in rank order (a collective under DDP)."""
+    mine = rng_state(device)
+    if not ddp.enabled:
+        return [mine]
+    states: list[Any] = [None] * ddp.world_size
+    dist.all_gather_object(states, mine)
+    return states
+
+
+def set_rng_state(states: list[dict[str, Any]], ddp: Distributed) -> None:
+    """Restore this rank's generators from :func:`gather_rng_states`' list.
+
+    Dropout and SpecAugment then draw exactly what the interrupted run would have drawn.
+    Under another number of processes that cannot hold: the draws restart from the
+    epoch's seed, which is logged.
+    """
+    if len(states) != ddp.world_size:
+        log.warning(
+            "checkpoint holds generator states of %d processes, not %d: dropout draws of "
+            "the rest of this epoch will differ from the interrupted run",
+            len(states),
+            ddp.world_size,
+        )
+        return
+    state = states[ddp.rank]
+    torch.set_rng_state(state["torch"])
+    kind, key, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, key.numpy().astype(np.uint32), pos, has_gauss, gauss))  # noqa: NPY002
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"], torch.cuda.current_device())
+
+
 def train_loader(
     config: TrainConfig, plan: RunPlan, seed: int, ddp: Distributed, device: torch.device
 ):
@@ -464,6 +509,7 @@ def train_seed(
     )
 
     start_epoch, step, best_acc, best_epoch, bad_epochs = 1, 0, -1.0, 0, 0
+    partial: dict[str, Any] | None = None
     if config.resume and latest is not None:
         state = load_checkpoint(
             latest, model, optimizer, scheduler, config=config.replace(seeds=(seed,))
@@ -473,7 +519,17 @@ def train_seed(
         start_epoch = state["loader"]["next_epoch"]
         step, best_acc = state["step"], state["best_acc"]
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
-        log.info("seed %d: resuming from %s (epoch %d done)", seed, latest, state["epoch"])
+        if "partial_epoch" in state:
+            partial = state  # a checkpoint inside epoch start_epoch
+            log.info(
+                "seed %d: resuming from %s (epoch %d, after %d batches)",
+                seed,
+                latest,
+                start_epoch,
+                state["loader"]["batches"],
+            )
+        else:
+            log.info("seed %d: resuming from %s (epoch %d done)", seed, latest, state["epoch"])
         if ddp.main:
             write_metrics_rows(
                 metrics_path,
@@ -503,8 +559,21 @@ def train_seed(
         sums = torch.zeros(6, dtype=torch.float64)  # ce, reg, adv, task hits, adv hits, clips
         alphas: list[float] = []  # the GRL strength of each counted micro-batch
         micro = 0
+        restore_rng = None
         loader.set_epoch(epoch)
+        if partial is not None:  # continue inside this epoch, exactly where it stopped
+            sums = torch.tensor(partial["partial_epoch"]["sums"], dtype=torch.float64)
+            alphas = list(partial["partial_epoch"]["alphas"])
+            micro = partial["loader"]["batches"]
+            loader.load_state_dict(partial["loader"])
+            restore_rng = partial["rng"]
+            partial = None
         for batch, weight, last in lockstep(loader, ddp, device):
+            if restore_rng is not None:
+                # Here, not before the loop: starting the DataLoader's iterator draws its
+                # base seed from the global generator, as it did in the interrupted run.
+                set_rng_state(restore_rng, ddp)
+                restore_rng = None
             micro += 1
             audio, lengths = batch.audio.to(device), batch.lengths.to(device)
             y_task, y_adv = batch.y_task.to(device), batch.y_adv.to(device)
@@ -550,6 +619,40 @@ def train_seed(
                     ],
                     dtype=torch.float64,
                 )
+            if (
+                config.checkpoint_every
+                and last_of_step
+                and not last
+                and step % config.checkpoint_every == 0
+            ):
+                rng = gather_rng_states(ddp, device)
+                if ddp.main:
+                    save_checkpoint(
+                        ckpt_dir,
+                        epoch,
+                        raw_model,
+                        optimizer,
+                        scheduler,
+                        state={
+                            "seed": seed,
+                            "step": step,
+                            "best_acc": best_acc,
+                            "best_epoch": best_epoch,
+                            "bad_epochs": bad_epochs,
+                            # micro, not the loader's count: lockstep reads one batch ahead.
+                            "loader": {
+                                **loader.state_dict(),
+                                "batches": micro,
+                                "next_epoch": epoch,
+                            },
+                            "partial_epoch": {"sums": sums.tolist(), "alphas": alphas},
+                        },
+                        config=config.replace(seeds=(seed,)),
+                        batch=micro,
+                        rng=rng,
+                    )
+                if ddp.enabled:
+                    dist.barrier()
         if ddp.enabled:
             dist.all_reduce(sums)
             check_ranks_agree(raw_model, device)
