@@ -549,6 +549,34 @@ def train_seed(
             find_unused_parameters=unused,
         )
 
+    def checkpoint(
+        loader_state: dict[str, Any],
+        batch: int | None = None,
+        rng: list[dict[str, Any]] | None = None,
+        **extra: Any,
+    ) -> None:
+        """Save the run as it stands now (the loop's current epoch, step, best metric);
+        ``batch`` and ``rng`` for a checkpoint inside the epoch, ``extra`` into state.json."""
+        save_checkpoint(
+            ckpt_dir,
+            epoch,
+            raw_model,
+            optimizer,
+            scheduler,
+            state={
+                "seed": seed,
+                "step": step,
+                "best_acc": best_acc,
+                "best_epoch": best_epoch,
+                "bad_epochs": bad_epochs,
+                "loader": loader_state,
+                **extra,
+            },
+            config=config.replace(seeds=(seed,)),
+            batch=batch,
+            rng=rng,
+        )
+
     # -- epochs ---------------------------------------------------------------------------
     for epoch in range(start_epoch, config.epochs + 1):
         if bad_epochs >= config.patience:
@@ -627,29 +655,12 @@ def train_seed(
             ):
                 rng = gather_rng_states(ddp, device)
                 if ddp.main:
-                    save_checkpoint(
-                        ckpt_dir,
-                        epoch,
-                        raw_model,
-                        optimizer,
-                        scheduler,
-                        state={
-                            "seed": seed,
-                            "step": step,
-                            "best_acc": best_acc,
-                            "best_epoch": best_epoch,
-                            "bad_epochs": bad_epochs,
-                            # micro, not the loader's count: lockstep reads one batch ahead.
-                            "loader": {
-                                **loader.state_dict(),
-                                "batches": micro,
-                                "next_epoch": epoch,
-                            },
-                            "partial_epoch": {"sums": sums.tolist(), "alphas": alphas},
-                        },
-                        config=config.replace(seeds=(seed,)),
+                    # micro, not the loader's count: lockstep reads one batch ahead.
+                    checkpoint(
+                        {**loader.state_dict(), "batches": micro, "next_epoch": epoch},
                         batch=micro,
                         rng=rng,
+                        partial_epoch={"sums": sums.tolist(), "alphas": alphas},
                     )
                 if ddp.enabled:
                     dist.barrier()
@@ -717,22 +728,7 @@ def train_seed(
                         "adversary": config.adversary,
                     },
                 )
-            save_checkpoint(
-                ckpt_dir,
-                epoch,
-                raw_model,
-                optimizer,
-                scheduler,
-                state={
-                    "seed": seed,
-                    "step": step,
-                    "best_acc": best_acc,
-                    "best_epoch": best_epoch,
-                    "bad_epochs": bad_epochs,
-                    "loader": {**loader.state_dict(), "next_epoch": epoch + 1},
-                },
-                config=config.replace(seeds=(seed,)),
-            )
+            checkpoint({**loader.state_dict(), "next_epoch": epoch + 1})
         if ddp.enabled:
             dist.barrier()  # every rank sees the checkpoint and best/ before going on
 
