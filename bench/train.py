@@ -7,7 +7,8 @@ step time lost to data (waiting, and on a small box the CPU the loader workers t
 the model); the time the loop spends blocked in ``next()`` is reported beside it, as is the
 loader alone (clips per second).
 The consumer is a forward/backward pass of the tiny backbone with the N-CORE loss (or, with
-``--consumer cpu``, a fixed amount of matrix work per batch, for a box without the model).
+``--consumer cpu``, a fixed amount of matrix work per batch, for a box without the model;
+``--consumer idle``, a step that leaves the CPU idle, standing in for a GPU step).
 
     .venv/bin/python bench/train.py data-stall [--clips 256 --views 5 --workers 0,1,2
                                                 --prefetch 0,2]
@@ -128,6 +129,17 @@ def model_consumer(seed: int = 0) -> Callable[[object], None]:
     return step
 
 
+def idle_consumer(step_s: float) -> Callable[[object], None]:
+    """A step that keeps the CPU idle for ``step_s`` seconds, as a GPU step does for the
+    process driving it (blocked in a CUDA synchronisation, GIL released). Not a GPU
+    measurement: what it shows is whether the loader hides behind device time."""
+
+    def step(batch) -> None:
+        time.sleep(step_s)
+
+    return step
+
+
 def cpu_consumer(size: int = 512, repeats: int = 8) -> Callable[[object], None]:
     """A fixed amount of matrix work per batch, independent of the batch's contents."""
     g = torch.Generator().manual_seed(0)
@@ -177,6 +189,7 @@ def measure_data_stall(
     seed: int = 0,
     malloc: str = "tuned",
     shuffle_initial: int | None = None,
+    idle_step: float = 0.1,
 ) -> list[dict[str, float]]:
     """Per loader layout: loader-alone clips/s, epoch time streamed vs in memory, stall.
 
@@ -185,6 +198,8 @@ def measure_data_stall(
     applies :func:`pipeline.memory.tune_malloc` first, as ``trainer.loop.train`` does;
     ``"default"`` leaves glibc's defaults (to measure what that setting is worth).
     ``shuffle_initial``: the shuffle buffer's ramp (None: the loader's default).
+    ``consumer``: ``model`` (a tiny-model training step), ``cpu`` (fixed matrix work) or
+    ``idle`` (``idle_step`` seconds with the CPU idle, standing in for a GPU step).
 
     Each configuration runs one warm-up epoch of the consumer first (allocator, first-call
     costs), then, ``repeats`` times, epoch 1 from the same batches materialised beforehand
@@ -201,7 +216,11 @@ def measure_data_stall(
     with tempfile.TemporaryDirectory(prefix="ncore-bench-") as tmp:
         path = write_bench_cache(Path(tmp), clips, views, shard_size, seed)
         manifest = Manifest.load(path)
-        consume = model_consumer(seed) if consumer == "model" else cpu_consumer()
+        consume = {
+            "model": lambda: model_consumer(seed),
+            "cpu": cpu_consumer,
+            "idle": lambda: idle_consumer(idle_step),
+        }[consumer]()
         layouts = [(w, p) for w in workers for p in (prefetch if w == 0 else [0])]
         for num_workers, depth in layouts:
             loader = make_train_loader(
@@ -401,7 +420,10 @@ def main(argv: list[str] | None = None) -> int:
     stall.add_argument(
         "--shuffle-initial", type=int, default=None, help="shuffle buffer ramp (clips)"
     )
-    stall.add_argument("--consumer", choices=("model", "cpu"), default="model")
+    stall.add_argument("--consumer", choices=("model", "cpu", "idle"), default="model")
+    stall.add_argument(
+        "--idle-step", type=float, default=0.1, help="seconds per step of --consumer idle"
+    )
     stall.add_argument("--repeats", type=int, default=3)
     stall.add_argument(
         "--malloc", choices=("tuned", "default"), default="tuned", help="glibc malloc settings"
@@ -428,6 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             repeats=args.repeats,
             malloc=args.malloc,
             shuffle_initial=args.shuffle_initial,
+            idle_step=args.idle_step,
         )
     if args.bench == "views":
         measure_view_cost(
