@@ -215,3 +215,47 @@ def test_two_process_ddp_gloo_run_completes_an_epoch(corpus, tmp_path) -> None:
     record = json.loads((out / "seed-42" / "test_metrics.json").read_text())
     test_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "test")
     assert record["test_clips"] == test_clips  # predictions gathered from both ranks
+
+
+def test_ddp_kill_inside_an_epoch_and_resume_matches_an_uninterrupted_ddp_run(
+    corpus, tmp_path
+) -> None:
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    launcher += ["--nproc_per_node", "2"]
+
+    def command(out: Path, *extra: str) -> list[str]:
+        cmd = train_command(corpus, out, "--checkpoint-every", "1", *extra)
+        cmd[cmd.index("--epochs") + 1] = "2"
+        cmd[cmd.index("--batch-size") + 1] = "4"  # 5 batches per rank and epoch
+        return launcher + cmd[1:]
+
+    straight = tmp_path / "straight"
+    done = subprocess.run(command(straight), env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+    resumed = tmp_path / "resumed"
+    proc = subprocess.Popen(
+        command(resumed),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # so that the kill reaches torchrun's workers too
+    )
+    folder = resumed / "seed-42" / "checkpoint"
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if any(folder.glob("epoch-0002-batch-*/state.json")):
+            break
+        time.sleep(0.01)  # polling for a file, not timing anything
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert any(p.name.startswith("epoch-0002-batch-") for p in folder.iterdir())
+
+    done = subprocess.run(command(resumed, "--resume"), env=env(), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    last = "epoch-0002"
+    a = load_file(str(straight / "seed-42" / "checkpoint" / last / "model.safetensors"))
+    b = load_file(str(resumed / "seed-42" / "checkpoint" / last / "model.safetensors"))
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert metric_rows(resumed) == metric_rows(straight)  # the epoch sums of both ranks

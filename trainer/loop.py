@@ -86,7 +86,9 @@ def setup_distributed(device_kind: str) -> Distributed:
     if world_size <= 1:
         return Distributed()
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        # NCCL for CUDA tensors, gloo beside it for the loop's few CPU tensors (epoch sums).
+        backend = "cpu:gloo,cuda:nccl" if device_kind == "cuda" else "gloo"
+        dist.init_process_group(backend=backend)
     return Distributed(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
 
 
@@ -590,7 +592,8 @@ def train_seed(
         restore_rng = None
         loader.set_epoch(epoch)
         if partial is not None:  # continue inside this epoch, exactly where it stopped
-            sums = torch.tensor(partial["partial_epoch"]["sums"], dtype=torch.float64)
+            if ddp.main:  # rank 0 carries the saved total; the epoch's all_reduce adds the rest
+                sums = torch.tensor(partial["partial_epoch"]["sums"], dtype=torch.float64)
             alphas = list(partial["partial_epoch"]["alphas"])
             micro = partial["loader"]["batches"]
             loader.load_state_dict(partial["loader"])
@@ -654,13 +657,16 @@ def train_seed(
                 and step % config.checkpoint_every == 0
             ):
                 rng = gather_rng_states(ddp, device)
+                total = sums.to(device, copy=True)  # the epoch's sums so far, over all ranks
+                if ddp.enabled:
+                    dist.all_reduce(total)
                 if ddp.main:
                     # micro, not the loader's count: lockstep reads one batch ahead.
                     checkpoint(
                         {**loader.state_dict(), "batches": micro, "next_epoch": epoch},
                         batch=micro,
                         rng=rng,
-                        partial_epoch={"sums": sums.tolist(), "alphas": alphas},
+                        partial_epoch={"sums": total.cpu().tolist(), "alphas": alphas},
                     )
                 if ddp.enabled:
                     dist.barrier()
