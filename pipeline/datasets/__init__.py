@@ -1,371 +1,35 @@
-"""Corpus importers and the one function that turns a corpus into a manifest.
+"""Corpus importers: the registry face of :mod:`pipeline.datasets`.
 
-Each corpus module lists what it finds as :class:`Listing` (candidate clips with labels,
-plus items already rejected from the label table) without decoding anything. Then
-:func:`build_manifest` does the shared work for every corpus: it refuses paths that leave
-the data folder, decodes every candidate (a thread pool, results kept in listing order),
-turns each unusable file into a :class:`~pipeline.manifest.Failure`, builds the label
-vocabularies, assigns the seeded splits and returns the :class:`~pipeline.manifest.Manifest`
-with an :class:`ImportSummary` whose invariant is ``found == imported + failed``.
-
-User mistakes (no such folder, a missing column, an option that does not apply) raise
-:class:`DatasetError`, which the command line prints as one line.
+- :mod:`~pipeline.datasets.base`: the shared records (:class:`Candidate`, :class:`Listing`,
+  :class:`DatasetSpec`, :class:`ImportSummary`) and :class:`DatasetError`;
+- one module per corpus (``synthetic``, ``vivae``, ``recanvo``, ``csvcorpus``), each
+  listing its files and exposing a spec;
+- :mod:`~pipeline.datasets.registry`: the registered corpora;
+- :mod:`~pipeline.datasets.importer`: :func:`build_manifest`, the one path from a listing
+  to a manifest (decoding, failures, vocabularies, splits).
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import re
-from collections import Counter
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
-
-from pipeline.audio import AudioError, SourceAudio, read_source
-from pipeline.manifest import SPLITS, Clip, Failure, Manifest, relative_to_manifest
-from pipeline.splits import SplitError, SplitItem, assign_splits
-
-log = logging.getLogger(__name__)
-
-IMPORT_STAGE = "import"
-
-
-class DatasetError(ValueError):
-    """A user mistake about a corpus: wrong folder, missing column, inapplicable option."""
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """A clip listed by a corpus, before decoding. ``path`` is relative to the data folder."""
-
-    id: str
-    path: str
-    emotion: str
-    speaker: str
-    extra: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Listing:
-    """What an importer found: candidates to decode and items rejected without decoding.
-
-    ``emotions`` / ``speakers`` give the corpus's own label order, when it has one; labels
-    not in it are appended in sorted order. ``notes`` are lines for the summary.
-    """
-
-    source: str
-    candidates: list[Candidate]
-    rejected: list[Failure] = field(default_factory=list)
-    emotions: tuple[str, ...] = ()
-    speakers: tuple[str, ...] = ()
-    notes: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ImportSummary:
-    """Counts of an import. ``found == imported + failed`` always holds."""
-
-    dataset: str
-    name: str
-    found: int
-    imported: int
-    failed: int
-    failed_by_reason: dict[str, int]
-    splits: dict[str, int]
-    protocol: str
-    seed: int
-    notes: tuple[str, ...] = ()
-
-    def lines(self) -> list[str]:
-        """Human-readable summary, one fact per line."""
-        out = [
-            f"{self.name} ({self.dataset}): {self.found} clips found, {self.imported} imported, "
-            f"{self.failed} failed"
-        ]
-        for reason, count in sorted(self.failed_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
-            out.append(f"  failed, {reason}: {count}")
-        split = ", ".join(f"{s} {self.splits.get(s, 0)}" for s in SPLITS)
-        out.append(f"  splits ({self.protocol}, seed {self.seed}): {split}")
-        out.extend(f"  {note}" for note in self.notes)
-        return out
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """A registered corpus.
-
-    ``folder`` is its default location under ``data/``; ``obtain`` tells a user where to get
-    it; ``list_clips(data_dir, seed, **options)`` lists it; ``options`` names the keyword
-    options it accepts; ``prepare(data_dir, seed, options)`` (synthetic only) creates the
-    corpus when it is absent and returns the options left for ``list_clips``.
-    """
-
-    name: str
-    title: str
-    folder: str
-    obtain: str
-    list_clips: Callable[..., Listing]
-    options: tuple[str, ...] = ()
-    prepare: Callable[[Path, int, dict[str, Any]], dict[str, Any]] | None = None
-
-
-REGISTRY: dict[str, DatasetSpec] = {}
-
-
-def register(spec: DatasetSpec) -> DatasetSpec:
-    REGISTRY[spec.name] = spec
-    return spec
-
-
-def dataset_names() -> list[str]:
-    return list(REGISTRY)
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def safe_id(text: str) -> str:
-    """A clip id safe as a file name: runs of other characters become ``_``."""
-    cleaned = _UNSAFE.sub("_", text).strip("._") or "clip"
-    return cleaned
-
-
-def failure_category(reason: str) -> str:
-    """The summary group of a failure reason: the text before its first colon."""
-    return reason.split(":", 1)[0]
-
-
-def default_data_dir(spec: DatasetSpec) -> Path:
-    return Path("data") / spec.folder
-
-
-def _inside(data_dir: Path, rel: str) -> Path | None:
-    """The absolute path of ``rel`` when it stays inside ``data_dir``, else None."""
-    if not rel or Path(rel).is_absolute():
-        return None
-    root = data_dir.resolve()
-    target = (root / rel).resolve()
-    if target != root and root in target.parents:
-        return target
-    return None
-
-
-def _decode(path: Path) -> SourceAudio | str:
-    """Decode one clip; an unusable file gives its failure reason instead of raising."""
-    try:
-        return read_source(path)
-    except AudioError as e:
-        return e.reason
-    except Exception as e:  # a decoder bug on one odd file must not stop the import
-        return f"unreadable audio: {type(e).__name__}: {e}"
-
-
-def decode_candidates(
-    data_dir: Path, candidates: Sequence[Candidate], jobs: int | None = None
-) -> tuple[list[tuple[Candidate, SourceAudio]], list[Failure]]:
-    """Decode every candidate; results keep the candidates' order whatever ``jobs`` is."""
-    decoded: list[tuple[Candidate, SourceAudio]] = []
-    failures: list[Failure] = []
-    paths: list[Path] = []
-    todo: list[Candidate] = []
-    for c in candidates:
-        target = _inside(data_dir, c.path)
-        if target is None:
-            failures.append(
-                Failure(c.id, IMPORT_STAGE, f"path escapes the data folder: {c.path}", c.path)
-            )
-            continue
-        paths.append(target)
-        todo.append(c)
-    workers = jobs or min(4, os.cpu_count() or 1)
-    if workers > 1 and len(todo) > 1:
-        # soundfile and scipy release the GIL for the heavy parts; map keeps input order.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(_decode, paths, chunksize=16))
-    else:
-        results = [_decode(p) for p in paths]
-    for c, result in zip(todo, results, strict=True):
-        if isinstance(result, str):
-            failures.append(Failure(c.id, IMPORT_STAGE, result, c.path))
-        else:
-            decoded.append((c, result))
-    return decoded, failures
-
-
-def _unique_ids(listing: Listing) -> tuple[list[Candidate], list[Failure]]:
-    """Keep the first candidate of each id; later ones become failures with a suffixed id."""
-    seen: set[str] = {f.id for f in listing.rejected}
-    kept, dupes = [], []
-    for c in listing.candidates:
-        if c.id in seen:
-            n = 2
-            while f"{c.id}~{n}" in seen:
-                n += 1
-            dup_id = f"{c.id}~{n}"
-            seen.add(dup_id)
-            dupes.append(
-                Failure(dup_id, IMPORT_STAGE, f"duplicate clip: id {c.id!r} listed again", c.path)
-            )
-            continue
-        seen.add(c.id)
-        kept.append(c)
-    return kept, dupes
-
-
-def _vocabulary(present: set[str], order: Sequence[str]) -> tuple[str, ...]:
-    known = [label for label in order if label in present]
-    return (*known, *sorted(present - set(known)))
-
-
-def build_manifest(
-    dataset: str,
-    data_dir: str | os.PathLike[str] | None,
-    name: str | None = None,
-    seed: int = 42,
-    protocol: str = "default",
-    *,
-    manifest_path: str | os.PathLike[str] | None = None,
-    jobs: int | None = None,
-    test_fraction: float = 0.2,
-    val_fraction: float = 0.1,
-    test_speakers: Sequence[str] | None = None,
-    **options: Any,
-) -> tuple[Manifest, ImportSummary]:
-    """Import corpus ``dataset`` from ``data_dir`` (default ``data/<Folder>``) into a manifest.
-
-    ``name`` names the manifest and its cache folder (default: the dataset name).
-    ``manifest_path``, when given, makes the stored ``data_dir`` relative to the manifest's
-    folder. ``options`` are the corpus's own options (see ``REGISTRY[dataset].options``).
-    Raises :class:`DatasetError` for user mistakes.
-    """
-    spec = REGISTRY.get(dataset)
-    if spec is None:
-        raise DatasetError(f"unknown dataset {dataset!r} (one of {', '.join(REGISTRY)})")
-    options = {k: v for k, v in options.items() if v is not None}
-    unknown = sorted(set(options) - set(spec.options))
-    if unknown:
-        flag = "--" + unknown[0].replace("_", "-")
-        raise DatasetError(f"option {flag} does not apply to dataset {dataset!r}")
-    folder = Path(data_dir) if data_dir is not None else default_data_dir(spec)
-    if spec.prepare is not None:
-        options = spec.prepare(folder, seed, options)
-    if not folder.is_dir():
-        how = "pass --data-dir DIR" if data_dir is None else "check --data-dir"
-        raise DatasetError(f"{spec.title} not found at {folder}/: {spec.obtain}; {how}")
-    name = name or dataset
-    if safe_id(name) != name:
-        raise DatasetError(f"--name {name!r}: use letters, digits, '.', '_' or '-' only")
-
-    listing = spec.list_clips(folder, seed, **options)
-    candidates, duplicates = _unique_ids(listing)
-    decoded, decode_failures = decode_candidates(folder, candidates, jobs)
-    failures = [*listing.rejected, *duplicates, *decode_failures]
-    found = len(listing.candidates) + len(listing.rejected)
-    if not decoded:
-        reasons = Counter(failure_category(f.reason) for f in failures).most_common(1)
-        why = f" (most common failure: {reasons[0][0]})" if reasons else ""
-        raise DatasetError(f"no clip of {folder}/ could be imported{why}")
-
-    items = [SplitItem(c.id, c.emotion, c.speaker) for c, _ in decoded]
-    try:
-        assignment, split_info = assign_splits(
-            items, seed, protocol, test_fraction, val_fraction, test_speakers
-        )
-    except SplitError as e:
-        raise DatasetError(str(e)) from None
-    clips = tuple(
-        Clip(
-            id=c.id,
-            path=c.path,
-            emotion=c.emotion,
-            speaker=c.speaker,
-            split=assignment[c.id],
-            num_samples=int(src.audio.shape[0]),
-            source_sample_rate=src.sample_rate,
-            source_channels=src.channels,
-            source_bytes=src.num_bytes,
-            source_sha256=src.sha256,
-            extra=dict(c.extra),
-        )
-        for c, src in decoded
-    )
-    labels = {
-        "emotion": _vocabulary({c.emotion for c in clips}, listing.emotions),
-        "speaker": _vocabulary({c.speaker for c in clips}, listing.speakers),
-    }
-    stored_dir = (
-        relative_to_manifest(folder, manifest_path)
-        if manifest_path is not None
-        else folder.resolve().as_posix()
-    )
-    manifest = Manifest(
-        dataset=name,
-        source=listing.source,
-        data_dir=stored_dir,
-        labels=labels,
-        clips=clips,
-        split=split_info,
-        failures=tuple(failures),
-    )
-    summary = ImportSummary(
-        dataset=dataset,
-        name=name,
-        found=found,
-        imported=len(clips),
-        failed=len(failures),
-        failed_by_reason=dict(Counter(failure_category(f.reason) for f in failures)),
-        splits={s: sum(1 for c in clips if c.split == s) for s in SPLITS},
-        protocol=protocol,
-        seed=seed,
-        notes=tuple(listing.notes),
-    )
-    assert summary.found == summary.imported + summary.failed, "import lost clips"
-    return manifest, summary
-
-
-def save_manifest_keeping_views(manifest: Manifest, path: str | os.PathLike[str]) -> str | None:
-    """Write ``manifest`` at ``path`` atomically, keeping the view sets of the file it replaces
-    when that file describes exactly the same clips (ids, paths, labels, splits, checksums).
-
-    Returns a note for the summary when view sets were kept or dropped, else None.
-    """
-    from pipeline.manifest import ManifestError
-
-    path = Path(path)
-    note = None
-    if path.exists():
-        try:
-            old = Manifest.load(path)
-        except ManifestError:
-            old = None
-            note = f"replaced {path}, which could not be read as a manifest"
-        if old is not None and old.view_sets:
-            same = [c.to_dict() for c in old.clips] == [c.to_dict() for c in manifest.clips]
-            if same and old.labels == manifest.labels:
-                manifest = replace(manifest, view_sets=old.view_sets)
-                note = f"kept {len(old.view_sets)} view set(s) of the existing manifest"
-            else:
-                note = f"dropped {len(old.view_sets)} view set(s): the clips changed"
-    manifest.save(path)
-    return note
-
-
-# Register the corpora (import order = order shown by --help).
-from pipeline.datasets import csvcorpus, recanvo, synthetic, vivae  # noqa: E402
-
-for _spec in (
-    synthetic.SPEC,
-    vivae.SPEC,
-    recanvo.SPEC,
-    recanvo.BALANCED_SPEC,
-    csvcorpus.SPEC,
-):
-    register(_spec)
+from pipeline.datasets.base import (
+    IMPORT_STAGE,
+    Candidate,
+    DatasetError,
+    DatasetSpec,
+    ImportSummary,
+    Listing,
+    failure_category,
+    safe_id,
+)
+from pipeline.datasets.importer import (
+    build_manifest,
+    decode_candidates,
+    save_manifest_keeping_views,
+)
+from pipeline.datasets.registry import REGISTRY, dataset_names, default_data_dir, register
 
 __all__ = [
+    "IMPORT_STAGE",
     "REGISTRY",
     "Candidate",
     "DatasetError",
@@ -374,6 +38,10 @@ __all__ = [
     "Listing",
     "build_manifest",
     "dataset_names",
+    "decode_candidates",
+    "default_data_dir",
+    "failure_category",
     "register",
+    "safe_id",
     "save_manifest_keeping_views",
 ]

@@ -13,7 +13,14 @@ import hashlib
 import os
 from pathlib import Path, PurePosixPath
 
-from pipeline.datasets import IMPORT_STAGE, Candidate, DatasetError, DatasetSpec, Listing, safe_id
+from pipeline.datasets.base import (
+    IMPORT_STAGE,
+    Candidate,
+    DatasetError,
+    DatasetSpec,
+    Listing,
+    safe_id,
+)
 from pipeline.manifest import Failure
 
 

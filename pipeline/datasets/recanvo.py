@@ -29,7 +29,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.datasets import IMPORT_STAGE, Candidate, DatasetError, DatasetSpec, Listing, safe_id
+from pipeline.datasets.base import (
+    IMPORT_STAGE,
+    Candidate,
+    DatasetError,
+    DatasetSpec,
+    Listing,
+    safe_id,
+)
 from pipeline.datasets.csvcorpus import read_rows
 from pipeline.manifest import Failure
 from pipeline.rng import make_rng

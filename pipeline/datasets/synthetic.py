@@ -30,7 +30,7 @@ import numpy as np
 from scipy.signal import sosfilt
 
 from pipeline.audio import SAMPLE_RATE, write_wav
-from pipeline.datasets import DatasetError, DatasetSpec, Listing
+from pipeline.datasets.base import DatasetError, DatasetSpec, Listing
 from pipeline.rng import make_rng
 
 GENERATOR_VERSION = 1

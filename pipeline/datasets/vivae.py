@@ -11,7 +11,14 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from pipeline.datasets import IMPORT_STAGE, Candidate, DatasetError, DatasetSpec, Listing, safe_id
+from pipeline.datasets.base import (
+    IMPORT_STAGE,
+    Candidate,
+    DatasetError,
+    DatasetSpec,
+    Listing,
+    safe_id,
+)
 from pipeline.manifest import Failure
 
 EMOTIONS = ("achievement", "anger", "fear", "pain", "pleasure", "surprise")
