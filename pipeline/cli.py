@@ -238,6 +238,23 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
     help="F0 estimator of the WORLD analysis (dio + stonemask is faster).",
 )
 @click.option(
+    "--f0-floor",
+    "f0_floor_hz",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=71.0,
+    show_default=True,
+    help="Lowest F0 searched by the WORLD analysis, Hz (part of the view-set key).",
+)
+@click.option(
+    "--f0-ceil",
+    "f0_ceil_hz",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=800.0,
+    show_default=True,
+    help="Highest F0 searched, Hz (part of the view-set key). Screams and cries reach "
+    "1.5-2 kHz: use 2000 for nonverbal vocalisations (docs/perturbations.md).",
+)
+@click.option(
     "--speaker-param",
     multiple=True,
     metavar="NAME=VALUE",
@@ -262,6 +279,8 @@ def perturb_command(
     cache_dir: Path,
     manifest_dir: Path,
     f0_method: str,
+    f0_floor_hz: float,
+    f0_ceil_hz: float,
     speaker_param: tuple[str, ...],
     emotion_param: tuple[str, ...],
     progress: bool,
@@ -288,6 +307,8 @@ def perturb_command(
             seed=seed,
             shard_size=shard_size,
             f0_method=f0_method,
+            f0_floor_hz=f0_floor_hz,
+            f0_ceil_hz=f0_ceil_hz,
             speaker=parse_params("speaker", speaker_param),
             emotion=parse_params("emotion", emotion_param),
         )

@@ -23,6 +23,11 @@ SCHEMA_VERSION = 1
 SAMPLE_RATE = 16000
 SPLITS = ("train", "val", "test")
 VIEW_KINDS = ("speaker", "emotion")
+# The F0 search range of the WORLD analysis when none is given (WORLD's own defaults, Hz).
+# A view set records the range it was made with; screams and cries need a higher ceiling
+# (see docs/perturbations.md).
+DEFAULT_F0_FLOOR_HZ = 71.0
+DEFAULT_F0_CEIL_HZ = 800.0
 
 
 class ManifestError(ValueError):
@@ -47,6 +52,12 @@ def _as_int(value: Any, key: str, where: str, minimum: int = 0) -> int:
             f"{where}: field {key!r} must be an integer >= {minimum}, got {value!r}"
         )
     return value
+
+
+def _as_hz(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e5:
+        raise ManifestError(f"{where}: field {key!r} must be a frequency in Hz, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -192,6 +203,8 @@ class ViewSet:
     f0_method: str = "harvest"
     shards: tuple[ShardEntry, ...] = ()
     failures: tuple[Failure, ...] = ()
+    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ  # F0 search range of the WORLD analysis, Hz
+    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ
 
     @property
     def complete(self) -> bool:
@@ -218,6 +231,8 @@ class ViewSet:
             "shard_size": self.shard_size,
             "code_version": self.code_version,
             "f0_method": self.f0_method,
+            "f0_floor_hz": self.f0_floor_hz,
+            "f0_ceil_hz": self.f0_ceil_hz,
             "shards": [s.to_dict() for s in sorted(self.shards, key=lambda s: s.index)],
             "failures": [f.to_dict() for f in self.failures],
         }
@@ -244,7 +259,14 @@ class ViewSet:
             f0_method=str(d.get("f0_method", "harvest")),
             shards=tuple(ShardEntry.from_dict(s) for s in d.get("shards", [])),
             failures=tuple(Failure.from_dict(f) for f in d.get("failures", [])),
+            # Manifests written before the range became an option used WORLD's defaults.
+            f0_floor_hz=_as_hz(d.get("f0_floor_hz", DEFAULT_F0_FLOOR_HZ), "f0_floor_hz", where),
+            f0_ceil_hz=_as_hz(d.get("f0_ceil_hz", DEFAULT_F0_CEIL_HZ), "f0_ceil_hz", where),
         )
+        if not vs.f0_floor_hz < vs.f0_ceil_hz:
+            raise ManifestError(
+                f"{where}: f0_floor_hz {vs.f0_floor_hz} must be below f0_ceil_hz {vs.f0_ceil_hz}"
+            )
         indices = [s.index for s in vs.shards]
         if len(set(indices)) != len(indices):
             raise ManifestError(f"{where}: a shard index is listed twice")

@@ -39,6 +39,7 @@ from scipy.signal import ShortTimeFFT
 from scipy.signal.windows import hann
 
 from pipeline import eq as eqlib
+from pipeline.manifest import DEFAULT_F0_CEIL_HZ, DEFAULT_F0_FLOOR_HZ
 from pipeline.rng import make_rng
 
 with warnings.catch_warnings():
@@ -213,8 +214,8 @@ class WorldAnalysis:
     num_samples: int
     f0_method: str
     input_peak: float = 1.0
-    f0_floor_hz: float = 71.0
-    f0_ceil_hz: float = 800.0
+    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ
+    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ
 
     @property
     def silent(self) -> bool:
@@ -279,8 +280,8 @@ def analyse(
     sample_rate: int = DEFAULT_SAMPLE_RATE,
     f0_method: str = "harvest",
     *,
-    f0_floor_hz: float = 71.0,
-    f0_ceil_hz: float = 800.0,
+    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ,
+    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ,
 ) -> WorldAnalysis:
     """WORLD analysis of one mono clip, computed once and shared by all its views.
 
@@ -662,8 +663,11 @@ def perturb_clip(
     kinds: Mapping[str, tuple[int, SpeakerParams | EmotionParams | None]],
     f0_method: str = "harvest",
     sample_rate: int = DEFAULT_SAMPLE_RATE,
+    *,
+    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ,
+    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ,
 ) -> dict[str, list[tuple[np.ndarray, dict[str, Any]]]]:
-    """All views of one clip from ONE WORLD analysis.
+    """All views of one clip from ONE WORLD analysis (F0 searched in [floor, ceil] Hz).
 
     ``kinds`` maps ``"speaker"`` / ``"emotion"`` to (N, params or None for defaults).
     View i (1..N) of kind k uses ``make_rng(seed, k, clip_id, i)``, so a view does not
@@ -679,7 +683,9 @@ def perturb_clip(
             params is None or isinstance(params, expected),
             f"{kind} views need {expected.__name__}, got {type(params).__name__}",
         )
-    analysis = analyse(audio, sample_rate, f0_method)
+    analysis = analyse(
+        audio, sample_rate, f0_method, f0_floor_hz=f0_floor_hz, f0_ceil_hz=f0_ceil_hz
+    )
     out: dict[str, list[tuple[np.ndarray, dict[str, Any]]]] = {}
     for kind, (count, params) in kinds.items():
         rngs = (make_rng(seed, kind, clip_id, index) for index in range(1, int(count) + 1))

@@ -25,14 +25,12 @@ cluster given by its scheduler address.
 from __future__ import annotations
 
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Executor, as_completed
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -43,6 +41,8 @@ import numpy as np
 
 from pipeline.audio import AudioError, load_audio
 from pipeline.manifest import (
+    DEFAULT_F0_CEIL_HZ,
+    DEFAULT_F0_FLOOR_HZ,
     SAMPLE_RATE,
     Failure,
     Manifest,
@@ -52,6 +52,7 @@ from pipeline.manifest import (
 )
 from pipeline.memory import tune_malloc
 from pipeline.perturb import (
+    F0_METHODS,
     PERTURB_VERSION,
     EmotionParams,
     PerturbationError,
@@ -59,11 +60,11 @@ from pipeline.perturb import (
     perturb_clip,
 )
 from pipeline.shards import ShardClip, shard_name, write_shard
+from pipeline.viewset import ShardAttributes, shard_members, view_set_key
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("speaker", "emotion")
-F0_METHODS = ("harvest", "dio")
 STAGE = "perturb"
 DEFAULT_SHARD_SIZE = 64  # small enough that even a few hundred clips keep every core busy
 
@@ -77,13 +78,20 @@ class PrepError(RuntimeError):
 
 @dataclass(frozen=True)
 class PerturbSettings:
-    """What a run computes: kinds, views per clip (N), seed, shard size, F0 method, parameters."""
+    """What a run computes: kinds, views per clip (N), seed, shard size, F0 analysis, parameters.
+
+    ``f0_floor_hz`` and ``f0_ceil_hz`` bound the F0 search of the WORLD analysis (Hz); the
+    defaults are WORLD's, and vocalisations above 800 Hz (screams, cries) need a higher
+    ceiling (see docs/perturbations.md).
+    """
 
     kinds: tuple[str, ...] = KINDS
     views: int = 5
     seed: int = 42
     shard_size: int = DEFAULT_SHARD_SIZE
     f0_method: str = "harvest"
+    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ
+    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ
     speaker: SpeakerParams = field(default_factory=SpeakerParams)
     emotion: EmotionParams = field(default_factory=EmotionParams)
 
@@ -100,6 +108,11 @@ class PerturbSettings:
             raise PrepError(f"--seed must be >= 0, got {self.seed}")
         if self.f0_method not in F0_METHODS:
             raise PrepError(f"--f0 must be one of {', '.join(F0_METHODS)}, got {self.f0_method!r}")
+        if not 0.0 < self.f0_floor_hz < self.f0_ceil_hz < SAMPLE_RATE / 2:
+            raise PrepError(
+                f"the F0 range must satisfy 0 < --f0-floor < --f0-ceil < {SAMPLE_RATE // 2} Hz, "
+                f"got {self.f0_floor_hz:g} and {self.f0_ceil_hz:g}"
+            )
 
     def params(self, kind: str) -> dict[str, Any]:
         """The parameters of ``kind`` as stored in the manifest and the shards."""
@@ -129,63 +142,6 @@ def parse_params(kind: str, assignments: Sequence[str]) -> SpeakerParams | Emoti
         return cls.from_dict(values)
     except PerturbationError as e:
         raise PrepError(f"--{kind}-param: {e}") from None
-
-
-def view_set_key(
-    dataset: str,
-    kind: str,
-    views: int,
-    seed: int,
-    params: Mapping[str, Any],
-    f0_method: str,
-    shard_size: int,
-    clip_ids: Sequence[str],
-    sample_rate: int = SAMPLE_RATE,
-    code_version: str = PERTURB_VERSION,
-) -> str:
-    """A 10-hex-digit hash of everything that determines a view set's bytes.
-
-    Besides what determines the views (kind, parameters, N, seed, F0 method, sample rate,
-    perturbation code version) it covers the shard layout (shard size and the ordered clip
-    ids), so a rebuilt manifest or another shard size never reuses shards cut differently.
-    """
-    corpus = hashlib.sha256("\x1f".join(clip_ids).encode("utf-8")).hexdigest()
-    payload = {
-        "dataset": dataset,
-        "kind": kind,
-        "views": int(views),
-        "seed": int(seed),
-        "params": dict(params),
-        "f0_method": f0_method,
-        "shard_size": int(shard_size),
-        "sample_rate": int(sample_rate),
-        "code_version": str(code_version),
-        "clips": corpus,
-    }
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.blake2b(text.encode("utf-8"), digest_size=5).hexdigest()
-
-
-def expected_key(manifest: Manifest, view_set: ViewSet) -> str:
-    """The key that ``view_set``'s recorded settings hash to (used by validation)."""
-    return view_set_key(
-        manifest.dataset,
-        view_set.kind,
-        view_set.views,
-        view_set.seed,
-        view_set.params,
-        view_set.f0_method,
-        view_set.shard_size,
-        [c.id for c in manifest.clips],
-        manifest.sample_rate,
-        view_set.code_version,
-    )
-
-
-def shard_members(manifest: Manifest, shard_size: int) -> list[list[str]]:
-    """Clip ids of each shard: the manifest's clips in order, ``shard_size`` at a time."""
-    ids = [c.id for c in manifest.clips]
-    return [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
 
 
 # --------------------------------------------------------------------------- worker side
@@ -221,6 +177,8 @@ class ShardTask:
     outputs: tuple[ShardOutput, ...]
     seed: int
     f0_method: str
+    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ
+    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ
 
 
 @dataclass(frozen=True)
@@ -280,7 +238,15 @@ def compute_shard(task: ShardTask) -> ShardResult:
             )
             continue
         try:
-            views = perturb_clip(audio, clip.id, task.seed, kinds, f0_method=task.f0_method)
+            views = perturb_clip(
+                audio,
+                clip.id,
+                task.seed,
+                kinds,
+                f0_method=task.f0_method,
+                f0_floor_hz=task.f0_floor_hz,
+                f0_ceil_hz=task.f0_ceil_hz,
+            )
         except PerturbationError as e:
             failures.append(Failure(clip.id, STAGE, str(e) or type(e).__name__, clip.source))
             continue
@@ -361,6 +327,9 @@ def plan_view_sets(
             settings.shard_size,
             ids,
             manifest.sample_rate,
+            PERTURB_VERSION,
+            settings.f0_floor_hz,
+            settings.f0_ceil_hz,
         )
         if key in existing:
             planned.append(existing[key])
@@ -378,6 +347,8 @@ def plan_view_sets(
                 shard_size=settings.shard_size,
                 code_version=PERTURB_VERSION,
                 f0_method=settings.f0_method,
+                f0_floor_hz=settings.f0_floor_hz,
+                f0_ceil_hz=settings.f0_ceil_hz,
             )
         )
     return planned
@@ -497,17 +468,7 @@ def run_perturb(
                 if any(s.index == index for s in vs.shards):
                     logger.warning("%s: shard %d is listed but missing; recomputing", vs.key, index)
                 view_sets[i] = vs = _forget_shard(vs, index, ids)
-                attrs = {
-                    "kind": vs.kind,
-                    "views": vs.views,
-                    "seed": vs.seed,
-                    "key": vs.key,
-                    "params": vs.params,
-                    "f0_method": vs.f0_method,
-                    "code_version": vs.code_version,
-                    "dataset": manifest.dataset,
-                    "shard_index": index,
-                }
+                attrs = ShardAttributes.for_shard(vs, manifest.dataset, index).to_dict()
                 path = vs.folder_path(manifest_path) / shard_name(index)
                 outputs.append(ShardOutput(vs.kind, vs.views, vs.params, str(path), attrs))
             if outputs:
@@ -521,7 +482,15 @@ def run_perturb(
                     for cid in ids
                 )
                 tasks.append(
-                    ShardTask(index, clips, tuple(outputs), settings.seed, settings.f0_method)
+                    ShardTask(
+                        index,
+                        clips,
+                        tuple(outputs),
+                        settings.seed,
+                        settings.f0_method,
+                        settings.f0_floor_hz,
+                        settings.f0_ceil_hz,
+                    )
                 )
         for vs in view_sets:
             manifest = _put(manifest, vs)

@@ -29,6 +29,7 @@ import numpy as np
 
 from pipeline.manifest import Manifest, ManifestError, ShardEntry, ViewSet
 from pipeline.shards import ShardError, ShardReader, content_checksum, shard_name
+from pipeline.viewset import ShardAttributes, expected_key, shard_members
 
 ERROR = "error"
 WARNING = "warning"
@@ -88,8 +89,6 @@ def validate(
     ``on_shard(name)`` is called before each shard is read (for a progress display).
     Never raises for a broken manifest or shard: everything found is in the report.
     """
-    from pipeline.prep import expected_key, shard_members
-
     path = Path(manifest_path)
     report = ValidationReport(path)
     try:
@@ -176,9 +175,9 @@ def _check_shard(
         return
     report.shards += 1
     attrs = reader.attrs
-    for name, want in (("kind", vs.kind), ("views", vs.views), ("seed", vs.seed), ("key", vs.key)):
-        if attrs.get(name) != want:
-            error(f"attribute {name}={attrs.get(name)!r} but the view set says {want!r}")
+    expected = ShardAttributes.for_shard(vs, manifest.dataset, entry.index)
+    for message in ShardAttributes.from_dict(attrs).mismatches(expected):
+        error(message)
     if reader.num_views != 1 + vs.views:
         error(f"{reader.num_views} rows but the view set has 1 + {vs.views}")
     ids = reader.clip_ids

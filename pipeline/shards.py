@@ -152,11 +152,12 @@ def write_view_set(
     a user's own perturbations); the Dask stage writes shard by shard instead.
     """
     from pipeline.manifest import ShardEntry, ViewSet, relative_to_manifest
+    from pipeline.viewset import ShardAttributes
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     params = dict(params or {})
-    attrs = {"kind": kind, "views": views, "seed": seed, "key": key, "params": params}
+    attrs = ShardAttributes(kind, views, seed, key, params).to_dict()
     entries = []
     for index, start in enumerate(range(0, len(clips), shard_size)):
         part = clips[start : start + shard_size]

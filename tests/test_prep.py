@@ -43,9 +43,9 @@ from pipeline.prep import (
     manifest_lock,
     parse_params,
     run_perturb,
-    view_set_key,
 )
 from pipeline.shards import INT16_SCALE, ShardReader
+from pipeline.viewset import view_set_key
 
 VIEWS = 2
 SHARD_SIZE = 2

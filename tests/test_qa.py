@@ -127,3 +127,14 @@ def test_cli_exit_status_follows_the_findings(copy):
     bad = runner.invoke(main, ["validate", str(copy)])
     assert bad.exit_code == 1
     assert shard.name in bad.output and "problem(s) found" in bad.output
+
+
+def test_swapped_shards_are_named_by_their_recorded_index(copy):
+    first, _ = _shard(copy, 0)
+    second, _ = _shard(copy, 1)
+    first.rename(first.with_name("swap"))
+    second.rename(first)
+    first.with_name("swap").rename(second)
+    text = [str(p) for p in validate(copy).errors]
+    assert any(first.name in t and "shard_index=1 but the view set says 0" in t for t in text)
+    assert any(second.name in t and "shard_index=0 but the view set says 1" in t for t in text)

@@ -1,0 +1,216 @@
+"""The view-set contract shared by the writers of views and by validation.
+
+A view set (``cache/<dataset>/<kind>-n<N>-<key>/``) is defined by four things that the
+stage that writes it (``pipeline/prep.py``, ``pipeline.shards.write_view_set``) and the
+check that re-reads it (``pipeline/qa.py``) must agree on, so they live here and nowhere
+else:
+
+- :func:`view_set_key`: the hash of everything that determines a view set's bytes, and
+  :func:`expected_key`, the key a recorded view set's settings hash to;
+- :func:`shard_members`: which clips go into which shard (the manifest's clips in order,
+  ``shard_size`` at a time), decided before any work is submitted;
+- :class:`ShardAttributes`: the frozen record of view-set settings every shard carries as
+  Zarr attributes (beside its per-clip ``drawn`` and ``clip_crc32``), built by
+  :meth:`ShardAttributes.for_shard` for the writer and compared by
+  :meth:`ShardAttributes.mismatches` for validation.
+
+This module imports nothing heavy (no numpy, zarr or pyworld), so a command that only plans
+or finds nothing to do stays cheap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pipeline.manifest import (
+    DEFAULT_F0_CEIL_HZ,
+    DEFAULT_F0_FLOOR_HZ,
+    SAMPLE_RATE,
+    Manifest,
+    ViewSet,
+)
+
+__all__ = [
+    "ShardAttributes",
+    "expected_key",
+    "shard_members",
+    "view_set_key",
+]
+
+
+def _f0_range(f0_floor_hz: float, f0_ceil_hz: float) -> dict[str, float]:
+    """The F0 range as it enters keys and attributes: nothing for WORLD's defaults.
+
+    View sets made before the range became an option used the defaults; leaving the
+    default range out keeps their keys, folders and shard bytes unchanged.
+    """
+    if float(f0_floor_hz) == DEFAULT_F0_FLOOR_HZ and float(f0_ceil_hz) == DEFAULT_F0_CEIL_HZ:
+        return {}
+    return {"f0_floor_hz": float(f0_floor_hz), "f0_ceil_hz": float(f0_ceil_hz)}
+
+
+def view_set_key(
+    dataset: str,
+    kind: str,
+    views: int,
+    seed: int,
+    params: Mapping[str, Any],
+    f0_method: str,
+    shard_size: int,
+    clip_ids: Sequence[str],
+    sample_rate: int = SAMPLE_RATE,
+    code_version: str | None = None,
+    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ,
+    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ,
+) -> str:
+    """A 10-hex-digit hash of everything that determines a view set's bytes.
+
+    Besides what determines the views (kind, parameters, N, seed, F0 method and F0 search
+    range in Hz, sample rate, perturbation code version: ``PERTURB_VERSION`` of
+    ``pipeline/perturb.py`` when None) it covers the shard layout (shard size and the
+    ordered clip ids), so a rebuilt manifest or another shard size never reuses shards cut
+    differently.
+    """
+    if code_version is None:
+        from pipeline.perturb import PERTURB_VERSION
+
+        code_version = PERTURB_VERSION
+    corpus = hashlib.sha256("\x1f".join(clip_ids).encode("utf-8")).hexdigest()
+    payload = {
+        "dataset": dataset,
+        "kind": kind,
+        "views": int(views),
+        "seed": int(seed),
+        "params": dict(params),
+        "f0_method": f0_method,
+        "shard_size": int(shard_size),
+        "sample_rate": int(sample_rate),
+        "code_version": str(code_version),
+        "clips": corpus,
+        **_f0_range(f0_floor_hz, f0_ceil_hz),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=5).hexdigest()
+
+
+def expected_key(manifest: Manifest, view_set: ViewSet) -> str:
+    """The key that ``view_set``'s recorded settings hash to (used by validation)."""
+    return view_set_key(
+        manifest.dataset,
+        view_set.kind,
+        view_set.views,
+        view_set.seed,
+        view_set.params,
+        view_set.f0_method,
+        view_set.shard_size,
+        [c.id for c in manifest.clips],
+        manifest.sample_rate,
+        view_set.code_version,
+        view_set.f0_floor_hz,
+        view_set.f0_ceil_hz,
+    )
+
+
+def shard_members(manifest: Manifest, shard_size: int) -> list[list[str]]:
+    """Clip ids of each shard: the manifest's clips in order, ``shard_size`` at a time."""
+    ids = [c.id for c in manifest.clips]
+    return [ids[i : i + shard_size] for i in range(0, len(ids), shard_size)]
+
+
+@dataclass(frozen=True)
+class ShardAttributes:
+    """The view-set settings a shard carries as Zarr attributes.
+
+    ``kind``, ``views``, ``seed``, ``key`` and ``params`` are always there. The others are
+    written by ``ncore-prep perturb`` (``f0_method``, ``code_version``, ``dataset``,
+    ``shard_index``; the F0 range only when it is not WORLD's default, 71-800 Hz) and are
+    None for shards written by ``pipeline.shards.write_view_set`` from views made elsewhere.
+    :meth:`to_dict` omits None fields and keeps a fixed order, so the bytes of a shard do
+    not depend on who built the record.
+    """
+
+    kind: str
+    views: int
+    seed: int
+    key: str
+    params: dict[str, Any]
+    f0_method: str | None = None
+    code_version: str | None = None
+    dataset: str | None = None
+    shard_index: int | None = None
+    f0_floor_hz: float | None = None
+    f0_ceil_hz: float | None = None
+
+    @classmethod
+    def for_shard(cls, view_set: ViewSet, dataset: str, index: int) -> ShardAttributes:
+        """The attributes shard ``index`` of ``view_set`` (of manifest ``dataset``) carries."""
+        f0_range = _f0_range(view_set.f0_floor_hz, view_set.f0_ceil_hz)
+        return cls(
+            kind=view_set.kind,
+            views=view_set.views,
+            seed=view_set.seed,
+            key=view_set.key,
+            params=dict(view_set.params),
+            f0_method=view_set.f0_method,
+            code_version=view_set.code_version,
+            dataset=dataset,
+            shard_index=index,
+            f0_floor_hz=f0_range.get("f0_floor_hz"),
+            f0_ceil_hz=f0_range.get("f0_ceil_hz"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The attributes to store, in a fixed order, without the fields that are None."""
+        fields = (
+            "kind", "views", "seed", "key", "params", "f0_method", "code_version", "dataset",
+            "shard_index", "f0_floor_hz", "f0_ceil_hz",
+        )  # fmt: skip
+        return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
+
+    @classmethod
+    def from_dict(cls, attrs: Mapping[str, Any]) -> ShardAttributes:
+        """The record of a shard's attributes (other attributes, e.g. ``drawn``, ignored).
+
+        Missing required fields become None-like placeholders so that validation can
+        report every mismatch instead of failing on the first.
+        """
+        return cls(
+            kind=attrs.get("kind"),  # type: ignore[arg-type]
+            views=attrs.get("views"),  # type: ignore[arg-type]
+            seed=attrs.get("seed"),  # type: ignore[arg-type]
+            key=attrs.get("key"),  # type: ignore[arg-type]
+            params=attrs.get("params"),  # type: ignore[arg-type]
+            f0_method=attrs.get("f0_method"),
+            code_version=attrs.get("code_version"),
+            dataset=attrs.get("dataset"),
+            shard_index=attrs.get("shard_index"),
+            f0_floor_hz=attrs.get("f0_floor_hz"),
+            f0_ceil_hz=attrs.get("f0_ceil_hz"),
+        )
+
+    def mismatches(self, expected: ShardAttributes) -> list[str]:
+        """One message per field that differs from ``expected`` (the writer's record).
+
+        The always-present fields must match; an optional field is compared when this
+        shard records it (a shard from ``write_view_set`` has none of them), and the F0
+        range also when only ``expected`` records one.
+        """
+        problems = []
+        for name in ("kind", "views", "seed", "key", "params"):
+            have, want = getattr(self, name), getattr(expected, name)
+            if have != want:
+                problems.append(f"attribute {name}={have!r} but the view set says {want!r}")
+        for name in ("f0_method", "code_version", "dataset", "shard_index"):
+            have, want = getattr(self, name), getattr(expected, name)
+            if have is not None and have != want:
+                problems.append(f"attribute {name}={have!r} but the view set says {want!r}")
+        written_by_prep = self.f0_method is not None
+        for name in ("f0_floor_hz", "f0_ceil_hz"):
+            have, want = getattr(self, name), getattr(expected, name)
+            if (have is not None or (written_by_prep and want is not None)) and have != want:
+                problems.append(f"attribute {name}={have!r} but the view set says {want!r}")
+        return problems
