@@ -518,9 +518,60 @@ def flatten_pitch(analysis: WorldAnalysis) -> np.ndarray:
     return _synthesize(analysis, f0, analysis.sp)
 
 
+@dataclass(frozen=True, eq=False)
+class _StftPlan:
+    """What the STFT of p_e needs for one (n_fft, hop): windows and slice bookkeeping.
+
+    The conventions are those of ``scipy.signal.ShortTimeFFT(hann(n_fft, sym=False), hop,
+    mfft=n_fft)`` with its default ``phase_shift=0`` (slice p is centred on sample p * hop,
+    its FFT input rolled so that the centre is sample 0): the band permutation moves complex
+    values between bins, so the phase convention is part of the views' definition.
+    ``transform`` is that scipy object, used only for its slice range (``p_min``,
+    ``p_max(n)``) and its canonical dual window.
+    """
+
+    n_fft: int
+    hop: int
+    window: np.ndarray  # (n_fft,) periodic Hann
+    dual_window: np.ndarray  # (n_fft,) canonical dual window (least-squares inverse)
+    p_min: int  # first slice index (<= 0): slices start before the signal
+    transform: ShortTimeFFT
+
+    @property
+    def mid(self) -> int:
+        return self.n_fft // 2
+
+
 @functools.lru_cache(maxsize=8)
-def _stft_transform(n_fft: int, hop_length: int) -> ShortTimeFFT:
-    return ShortTimeFFT(hann(n_fft, sym=False), hop=hop_length, fs=1.0, mfft=n_fft)
+def _stft_plan(n_fft: int, hop_length: int) -> _StftPlan:
+    transform = ShortTimeFFT(hann(n_fft, sym=False), hop=hop_length, fs=1.0, mfft=n_fft)
+    return _StftPlan(
+        n_fft=n_fft,
+        hop=hop_length,
+        window=np.asarray(transform.win, dtype=np.float64),
+        dual_window=np.asarray(transform.dual_win, dtype=np.float64),
+        p_min=int(transform.p_min),
+        transform=transform,
+    )
+
+
+def _overlap_add(frames: np.ndarray, hop: int) -> np.ndarray:
+    """Sum of ``frames`` (P, L), frame p starting at sample p * hop; float64 (P * hop + L').
+
+    Each frame is cut into blocks of ``hop`` samples (zero-padded to L' = a multiple of
+    hop) and the blocks are added with one vectorised add per block position. Every
+    output sample receives its frames in ascending order, as a frame-by-frame loop adds
+    them, so the sums are the same to the last bit.
+    """
+    count, length = frames.shape
+    blocks_per_frame = -(-length // hop)
+    padded = np.zeros((count, blocks_per_frame * hop))
+    padded[:, :length] = frames
+    blocks = padded.reshape(count, blocks_per_frame, hop)
+    out = np.zeros((count + blocks_per_frame - 1, hop))
+    for r in range(blocks_per_frame - 1, -1, -1):  # later blocks come from earlier frames
+        out[r : r + count] += blocks[:, r]
+    return out.reshape(-1)
 
 
 def stft(x: np.ndarray, params: EmotionParams = EmotionParams()) -> np.ndarray:
@@ -528,10 +579,20 @@ def stft(x: np.ndarray, params: EmotionParams = EmotionParams()) -> np.ndarray:
 
     Frames extend past both ends so that :func:`istft` reconstructs ``x`` exactly. A
     signal shorter than ``n_fft`` is zero-padded at the end to ``n_fft`` samples first.
+    One framed array and one batched FFT; the values are those of
+    ``scipy.signal.ShortTimeFFT.stft`` (see ``tests/test_perturb_emotion.py``).
     """
+    plan = _stft_plan(params.n_fft, params.hop_length)
     x = np.asarray(x, dtype=np.float64)
-    x = np.pad(x, (0, max(0, params.n_fft - x.size)))
-    return _stft_transform(params.n_fft, params.hop_length).stft(x)
+    x = np.pad(x, (0, max(0, plan.n_fft - x.size)))
+    p_max = int(plan.transform.p_max(x.size))
+    count = p_max - plan.p_min
+    first = plan.p_min * plan.hop - plan.mid  # first sample of the first slice (< 0)
+    padded = np.zeros((count - 1) * plan.hop + plan.n_fft)
+    padded[-first : -first + x.size] = x
+    frames = np.lib.stride_tricks.sliding_window_view(padded, plan.n_fft)[:: plan.hop]
+    windowed = np.roll(frames * plan.window, -plan.mid, axis=1)
+    return np.fft.rfft(windowed, n=plan.n_fft, axis=1).T
 
 
 def istft(
@@ -539,10 +600,20 @@ def istft(
     num_samples: int,
     params: EmotionParams = EmotionParams(),
 ) -> np.ndarray:
-    """Inverse of :func:`stft` (least-squares overlap-add), float64 (num_samples,)."""
-    transform = _stft_transform(params.n_fft, params.hop_length)
+    """Inverse of :func:`stft` (least-squares overlap-add), float64 (num_samples,).
+
+    All frames are inverted by one batched inverse FFT, weighted by the canonical dual
+    window and overlap-added (:func:`_overlap_add`).
+    """
+    plan = _stft_plan(params.n_fft, params.hop_length)
     # Reconstruct at least n_fft samples (the length stft() padded to), then trim.
-    return transform.istft(spec, k1=max(num_samples, params.n_fft))[:num_samples]
+    length = max(num_samples, plan.n_fft)
+    last = min(int(plan.transform.p_max(length)), spec.shape[1] + plan.p_min)
+    frames = np.fft.irfft(np.asarray(spec)[:, : last - plan.p_min].T, n=plan.n_fft, axis=1)
+    frames = np.roll(frames, plan.mid, axis=1) * plan.dual_window
+    signal = _overlap_add(frames, plan.hop)
+    first = plan.p_min * plan.hop - plan.mid  # sample index of signal[0] (< 0)
+    return signal[-first : -first + length][:num_samples]
 
 
 def band_bins(band: int, params: EmotionParams = EmotionParams()) -> slice:

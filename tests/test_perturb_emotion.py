@@ -107,6 +107,46 @@ def test_inverse_stft_is_exact_without_permutation(flat):
     assert np.max(np.abs(unchanged - flat)) < 1e-12
 
 
+def _scipy_band_permuted(x: np.ndarray, drawn: dict, params: EmotionParams) -> np.ndarray:
+    """The p_e round trip as it was written before vectorisation: scipy's ShortTimeFFT,
+    which computes one slice per Python call (the reference the fast version must match)."""
+    from scipy.signal import ShortTimeFFT
+    from scipy.signal.windows import hann
+
+    transform = ShortTimeFFT(hann(params.n_fft, sym=False), hop=params.hop_length, fs=1.0)
+    spec = transform.stft(np.pad(x, (0, max(0, params.n_fft - x.size))))
+    out = spec.copy()
+    width = params.bins_per_band
+    for target, source in zip(drawn["permuted_bands"], drawn["band_sources"], strict=True):
+        out[1 + target * width : 1 + (target + 1) * width] = spec[
+            1 + source * width : 1 + (source + 1) * width
+        ]
+    return transform.istft(out, k1=max(x.size, params.n_fft))[: x.size], spec
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        PARAMS,
+        EmotionParams(n_fft=512, hop_length=160),  # a hop that does not divide n_fft
+        EmotionParams(n_fft=64, hop_length=24, num_bands=8, num_permuted_bands=5),
+    ],
+    ids=["default", "512-160", "64-24"],
+)
+def test_vectorised_stft_matches_the_per_frame_reference(params):
+    rng = np.random.default_rng(11)
+    for length in (200, params.n_fft - 1, params.n_fft, params.n_fft + 1, 16_000, 23_457):
+        x = rng.standard_normal(length)
+        drawn = draw_emotion(make_rng(5, "emotion", "stft", length), params)
+        reference, reference_spec = _scipy_band_permuted(x, drawn, params)
+        spec = stft(x, params)
+        assert spec.shape == reference_spec.shape
+        np.testing.assert_allclose(spec, reference_spec, rtol=0, atol=1e-9)
+        view = band_permuted(x, drawn, params)
+        assert view.shape == (length,)
+        np.testing.assert_allclose(view, reference, rtol=0, atol=1e-12)
+
+
 def _band_correlation(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.abs(np.vdot(a, b)) / (np.linalg.norm(a) * np.linalg.norm(b)))
 
