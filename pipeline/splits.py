@@ -1,4 +1,4 @@
-"""Seeded train / val / test splits, stratified on the task label (emotion).
+"""Seeded train / val / test splits, stratified on the task's label.
 
 Three protocols (DESIGN.md section 2):
 
@@ -16,18 +16,30 @@ Three protocols (DESIGN.md section 2):
 Every shuffle uses :func:`pipeline.rng.make_rng` seeded from (seed, protocol, purpose,
 label), and items are sorted by id before shuffling, so the split depends only on the
 seed and the clip ids and labels, never on the order in which files were listed.
+
+Stratification follows the task (``stratify``): emotion for the emotion task, speaker for
+the speaker task (as the paper does). ``ncore-prep manifest`` stores one split (seed 42 by
+default, stratified on emotion) in the clips; the trainer draws **one split per training
+seed** with :func:`seed_split` from the same settings (docs/evaluation.md), so that the
+spread over seeds includes the split's variance, or keeps the stored split for every seed
+(``fixed``). Splits never touch the view cache: a view set's key covers the clip list, not
+the clips' splits.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.rng import make_rng
 
 PROTOCOLS = ("default", "paper", "speaker-held-out")
+STRATIFY = ("emotion", "speaker")
+SPLIT_MODES = ("per-seed", "fixed")
+DEFAULT_TEST_FRACTION = 0.2
+DEFAULT_VAL_FRACTION = 0.1
 
 
 class SplitError(ValueError):
@@ -44,16 +56,20 @@ class SplitItem:
 
 
 def _stratified(
-    items: Sequence[SplitItem], fraction: float, rng_parts: tuple[object, ...]
+    items: Sequence[SplitItem],
+    fraction: float,
+    rng_parts: tuple[object, ...],
+    stratify: str = "emotion",
 ) -> tuple[list[str], list[str]]:
-    """Split ids into (rest, taken) with ``fraction`` of every emotion class in ``taken``.
+    """Split ids into (rest, taken) with ``fraction`` of every class of label ``stratify``
+    in ``taken``.
 
     Per class, ``round(n * fraction)`` clips are taken, at least one when the class has two
     or more clips and never the last one, so every class keeps a clip in ``rest``.
     """
     by_class: dict[str, list[str]] = defaultdict(list)
     for item in items:
-        by_class[item.emotion].append(item.id)
+        by_class[getattr(item, stratify)].append(item.id)
     rest, taken = [], []
     for label in sorted(by_class):
         ids = sorted(by_class[label])
@@ -76,8 +92,9 @@ def assign_splits(
     test_fraction: float = 0.2,
     val_fraction: float = 0.1,
     test_speakers: Sequence[str] | None = None,
+    stratify: str = "emotion",
 ) -> tuple[dict[str, str], dict[str, Any]]:
-    """Assign each clip id to "train", "val" or "test".
+    """Assign each clip id to "train", "val" or "test", stratified on label ``stratify``.
 
     ``test_fraction`` and ``val_fraction`` are shares of all clips. Returns the mapping and
     the description stored as ``Manifest.split`` (protocol, seed, fractions, stratification,
@@ -85,6 +102,13 @@ def assign_splits(
     """
     if protocol not in PROTOCOLS:
         raise SplitError(f"unknown split protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
+    if stratify not in STRATIFY:
+        raise SplitError(f"stratify must be one of {', '.join(STRATIFY)}, got {stratify!r}")
+    if protocol == "speaker-held-out" and stratify == "speaker":
+        raise SplitError(
+            "speaker-held-out cannot be stratified on the speaker: its test speakers never "
+            "appear in training (the speaker task would score 0 by construction)"
+        )
     if not 0.0 < test_fraction < 1.0 or not 0.0 <= val_fraction < 1.0 - test_fraction:
         raise SplitError("split fractions must satisfy 0 < test < 1 and 0 <= val < 1 - test")
     ids = [item.id for item in items]
@@ -93,7 +117,7 @@ def assign_splits(
     info: dict[str, Any] = {
         "protocol": protocol,
         "seed": seed,
-        "stratify": "emotion",
+        "stratify": stratify,
         "test_fraction": test_fraction,
         "val_fraction": 0.0 if protocol == "paper" else val_fraction,
         "validation_split": "test" if protocol == "paper" else "val",
@@ -104,14 +128,14 @@ def assign_splits(
         train_items = [item for item in items if item.speaker not in held]
         info["test_speakers"] = sorted(held)
     else:
-        train_ids, test = _stratified(items, test_fraction, (seed, protocol, "test"))
+        train_ids, test = _stratified(items, test_fraction, (seed, protocol, "test"), stratify)
         keep = set(train_ids)
         train_items = [item for item in items if item.id in keep]
     val: list[str] = []
     if protocol != "paper" and val_fraction > 0:
         # val_fraction is a share of all clips; carve it from train.
         share = val_fraction * len(items) / max(len(train_items), 1)
-        _, val = _stratified(train_items, min(share, 0.5), (seed, protocol, "val"))
+        _, val = _stratified(train_items, min(share, 0.5), (seed, protocol, "val"), stratify)
     assignment = {item_id: "train" for item_id in ids}
     assignment.update({i: "test" for i in test})
     assignment.update({i: "val" for i in val})
@@ -168,3 +192,191 @@ def _pick_test_speakers(
             "with no training clip"
         )
     return held
+
+
+# ----- the split of one training seed ---------------------------------------------------------
+@dataclass(frozen=True)
+class SeedSplit:
+    """The split one training seed uses, and how it was drawn (the run folder records it).
+
+    ``mode``: ``per-seed`` (drawn with ``split_seed`` = the training seed) or ``fixed`` (the
+    split stored in the manifest, the same for every seed; ``split_seed`` = the manifest's
+    split seed, None when it records none). ``train``, ``val``, ``test``: clip ids, sorted.
+    The epoch is selected on ``val``; on ``test`` only under the paper protocol.
+    """
+
+    seed: int
+    mode: str
+    protocol: str
+    split_seed: int | None
+    stratify: str
+    test_fraction: float | None
+    val_fraction: float | None
+    test_speakers: tuple[str, ...] = ()
+    train: tuple[str, ...] = field(default=(), repr=False)
+    val: tuple[str, ...] = field(default=(), repr=False)
+    test: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def selection_split(self) -> str:
+        """The split that selects the epoch: ``val``, or ``test`` (paper protocol only)."""
+        return "val" if self.val else "test"
+
+    def assignment(self) -> dict[str, str]:
+        """Clip id -> ``train`` / ``val`` / ``test``."""
+        return {
+            **{cid: "train" for cid in self.train},
+            **{cid: "val" for cid in self.val},
+            **{cid: "test" for cid in self.test},
+        }
+
+    def describe(self) -> dict[str, Any]:
+        """How the split was drawn (everything but the clip lists)."""
+        return {
+            "mode": self.mode,
+            "protocol": self.protocol,
+            "split_seed": self.split_seed,
+            "stratify": self.stratify,
+            "test_fraction": self.test_fraction,
+            "val_fraction": self.val_fraction,
+            "test_speakers": list(self.test_speakers),
+            "selection_split": self.selection_split,
+            "clips": {"train": len(self.train), "val": len(self.val), "test": len(self.test)},
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seed": self.seed,
+            **{k: v for k, v in self.describe().items() if k not in ("clips", "selection_split")},
+            "train": list(self.train),
+            "val": list(self.val),
+            "test": list(self.test),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> SeedSplit:
+        try:
+            split = cls(
+                seed=int(data["seed"]),
+                mode=str(data["mode"]),
+                protocol=str(data["protocol"]),
+                split_seed=None if data.get("split_seed") is None else int(data["split_seed"]),
+                stratify=str(data["stratify"]),
+                test_fraction=data.get("test_fraction"),
+                val_fraction=data.get("val_fraction"),
+                test_speakers=tuple(str(s) for s in data.get("test_speakers", ())),
+                train=tuple(str(c) for c in data["train"]),
+                val=tuple(str(c) for c in data["val"]),
+                test=tuple(str(c) for c in data["test"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise SplitError(f"split record: missing or bad field ({error})") from None
+        if split.mode not in SPLIT_MODES or split.protocol not in PROTOCOLS:
+            raise SplitError(f"split record: unknown mode/protocol {split.mode}/{split.protocol}")
+        ids = [*split.train, *split.val, *split.test]
+        if len(set(ids)) != len(ids):
+            raise SplitError("split record: a clip id is in two splits")
+        return split
+
+
+def seed_split(
+    clips: Sequence[Any],
+    recorded: Mapping[str, Any],
+    seed: int,
+    task: str,
+    mode: str = "per-seed",
+    protocol: str | None = None,
+) -> SeedSplit:
+    """The split of training seed ``seed`` for ``task`` (``emotion`` or ``speaker``).
+
+    ``clips``: the manifest's clips (``id``, ``emotion``, ``speaker``, ``split``);
+    ``recorded``: the manifest's split settings (``Manifest.split``). ``protocol``: None
+    keeps the manifest's protocol.
+
+    - ``per-seed``: :func:`assign_splits` with the training seed, the protocol, the
+      manifest's fractions (validation 10 % when the manifest's protocol had none) and
+      stratification on the task's label. Under the manifest's settings, seed = the
+      manifest's split seed and the emotion task this is exactly the stored split.
+    - ``fixed``: the split stored in the clips, for every seed.
+
+    Raises :class:`SplitError` (one line naming the fix) for the speaker task on a
+    speaker-held-out split, and for a split without validation clips outside the paper
+    protocol (that would select the epoch on test).
+    """
+    if task not in STRATIFY:
+        raise SplitError(f"task must be one of {', '.join(STRATIFY)}, got {task!r}")
+    if mode not in SPLIT_MODES:
+        raise SplitError(f"split mode must be one of {', '.join(SPLIT_MODES)}, got {mode!r}")
+    if protocol is not None and protocol not in PROTOCOLS:
+        raise SplitError(f"unknown split protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
+    stored_protocol = recorded.get("protocol")
+    if mode == "fixed" and protocol is not None and stored_protocol not in (None, protocol):
+        if not (protocol == "paper" and not any(c.split == "val" for c in clips)):
+            raise SplitError(
+                f"--fixed-split keeps the manifest's split, drawn under protocol "
+                f"{stored_protocol!r}: drop --protocol {protocol} or drop --fixed-split"
+            )
+    chosen = protocol or stored_protocol or "default"
+    if task == "speaker" and chosen == "speaker-held-out":
+        raise SplitError(
+            "the speaker task cannot be trained on a speaker-held-out split (its test speakers "
+            "never appear in training, so it scores 0 by construction): use --protocol default"
+        )
+    test_fraction = float(recorded.get("test_fraction", DEFAULT_TEST_FRACTION))
+    if mode == "fixed":
+        by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        for clip in clips:
+            by_split[clip.split].append(clip.id)
+        split = SeedSplit(
+            seed=int(seed),
+            mode=mode,
+            protocol=chosen,
+            split_seed=None if recorded.get("seed") is None else int(recorded["seed"]),
+            stratify=str(recorded.get("stratify", "emotion")),
+            test_fraction=recorded.get("test_fraction"),
+            val_fraction=recorded.get("val_fraction"),
+            test_speakers=tuple(recorded.get("test_speakers", ())),
+            train=tuple(sorted(by_split["train"])),
+            val=tuple(sorted(by_split["val"])),
+            test=tuple(sorted(by_split["test"])),
+        )
+    else:
+        if chosen == "paper":
+            val_fraction = 0.0
+        elif stored_protocol == chosen and "val_fraction" in recorded:
+            val_fraction = float(recorded["val_fraction"])
+        else:
+            val_fraction = DEFAULT_VAL_FRACTION
+        items = [SplitItem(c.id, c.emotion, c.speaker) for c in clips]
+        assignment, info = assign_splits(
+            items, int(seed), chosen, test_fraction, val_fraction, stratify=task
+        )
+        split = SeedSplit(
+            seed=int(seed),
+            mode=mode,
+            protocol=chosen,
+            split_seed=int(seed),
+            stratify=task,
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+            test_speakers=tuple(info.get("test_speakers", ())),
+            train=tuple(sorted(c for c, s in assignment.items() if s == "train")),
+            val=tuple(sorted(c for c, s in assignment.items() if s == "val")),
+            test=tuple(sorted(c for c, s in assignment.items() if s == "test")),
+        )
+    if not split.train or not split.test:
+        raise SplitError(
+            f"seed {seed}: the split has {len(split.train)} train and {len(split.test)} test "
+            "clips; both need at least one"
+        )
+    if split.selection_split == "test" and chosen != "paper":
+        raise SplitError(
+            "the split has no validation clip, so the epoch would be selected on the test "
+            "set: pass --protocol paper to do that as the paper did (recorded as such), or "
+            + (
+                "drop --fixed-split so that every seed draws a split with a validation part"
+                if mode == "fixed"
+                else "re-import the corpus with ncore-prep manifest --val-fraction 0.1"
+            )
+        )
+    return split
