@@ -60,7 +60,8 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
     "--backbone",
     default=_DEFAULTS["backbone"],
     show_default=True,
-    help="Hugging Face id, local save_pretrained folder, or 'tiny' (CPU demo).",
+    help="Hugging Face id, local save_pretrained folder, 'tiny' (CPU demo) or "
+    "'tiny-group' (tiny without attention mask, as hubert-base).",
 )
 @click.option("--lambda-ce", type=float, default=_DEFAULTS["lambda_ce"], show_default=True)
 @click.option("--lambda-reg", type=float, default=_DEFAULTS["lambda_reg"], show_default=True)

@@ -185,8 +185,8 @@ def embed_audio(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embeddings (n, D) float32 and task-head predictions (n,) int of ``clips``, in order.
 
-    Clips are batched by length (sorted) so that little padding goes through the backbone;
-    padding is masked out of the pooled embedding by the model."""
+    Clips are batched by length (sorted) so that little padding is computed; the result
+    does not depend on the batching (:meth:`~trainer.model.NCoreModel.infer`)."""
     max_samples = None if max_seconds is None else max(1, round(max_seconds * SAMPLE_RATE))
     audios = [centre_window(c.audio, max_samples) for c in clips]
     order = sorted(range(len(audios)), key=lambda i: (len(audios[i]), clips[i].clip_id))
@@ -201,7 +201,7 @@ def embed_audio(
         lengths = torch.tensor([len(audios[i]) for i in members], dtype=torch.long)
         for row, i in enumerate(members):
             batch[row, 0, : len(audios[i])] = torch.from_numpy(np.asarray(audios[i], np.float32))
-        out = model(batch.to(device), lengths.to(device))
+        out = model.infer(batch.to(device), lengths.to(device))  # batch-invariant
         embeddings[members] = out.embeddings[:, 0].float().cpu().numpy()
         predictions[members] = out.task_logits.argmax(-1).cpu().numpy()
     return embeddings, predictions

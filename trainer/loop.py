@@ -327,8 +327,8 @@ def predict(model: NCoreModel, loader, device: torch.device, ddp: Distributed) -
     model.eval()
     rows: list[tuple] = []
     for batch in loader:
-        with autocast(device):
-            out = model(batch.audio.to(device), batch.lengths.to(device))
+        with autocast(device):  # batch-invariant: no padding reaches a mask-less backbone
+            out = model.infer(batch.audio.to(device), batch.lengths.to(device))
         task_pred = out.task_logits.argmax(-1).cpu().tolist()
         adv_pred = (
             out.adv_logits.argmax(-1).cpu().tolist()

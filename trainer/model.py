@@ -21,6 +21,8 @@ from trainer.errors import TrainerError
 log = logging.getLogger(__name__)
 
 TINY = "tiny"
+TINY_GROUP = "tiny-group"  # the tiny model with a group-norm feature encoder and no mask
+TINY_PRESETS = (TINY, TINY_GROUP)
 SAMPLE_RATE = 16000
 
 
@@ -38,12 +40,14 @@ class InputSpec:
     sampling_rate: int = SAMPLE_RATE
 
 
-def tiny_backbone_config():
+def tiny_backbone_config(norm: str = "layer"):
     """A small HuBERT: 2 layers, 96 wide, 4 conv layers with stride product 320 (20 ms).
 
-    Layer-normalised conv features (``feat_extract_norm="layer"``) so that it takes an
-    attention mask, and no layer drop or SpecAugment so that CPU runs are quick and
-    deterministic. Random initialisation: it only learns at a high learning rate (~1e-3).
+    ``norm="layer"`` (the ``tiny`` preset): layer-normalised conv features, so that it
+    takes an attention mask. ``norm="group"`` (``tiny-group``): a group-norm first conv
+    layer and no attention mask, as hubert-base and wav2vec2-base, whose embeddings depend
+    on the zero padding of a batch. No layer drop or SpecAugment so that CPU runs are quick
+    and deterministic. Random initialisation: it only learns at a high lr (~1e-3).
     """
     from transformers import HubertConfig
 
@@ -55,7 +59,7 @@ def tiny_backbone_config():
         conv_dim=(32, 48, 64, 96),
         conv_stride=(5, 4, 4, 4),
         conv_kernel=(10, 8, 4, 4),
-        feat_extract_norm="layer",
+        feat_extract_norm=norm,
         num_conv_pos_embeddings=16,
         num_conv_pos_embedding_groups=4,
         layerdrop=0.0,
@@ -66,22 +70,24 @@ def tiny_backbone_config():
 
 
 def load_backbone(name: str, seed: int = 0) -> tuple[nn.Module, InputSpec]:
-    """The backbone and its input spec from a hub id, a local folder, or ``"tiny"``.
+    """The backbone and its input spec from a hub id, a local folder, ``"tiny"`` or
+    ``"tiny-group"``.
 
-    ``tiny`` is built from :func:`tiny_backbone_config` with weights initialised from
-    ``seed`` (so the same seed gives the same starting weights). Anything else goes through
+    The tiny presets are built from :func:`tiny_backbone_config` with weights initialised
+    from ``seed`` (so the same seed gives the same starting weights). Anything else goes through
     ``AutoModel.from_pretrained`` (the local cache first, so that no network is needed once
     a model has been downloaded; never ``trust_remote_code``).
     """
-    if name == TINY:
+    if name in TINY_PRESETS:
         from transformers import HubertModel
 
+        masked = name == TINY
         # Weight initialisation draws from torch's global generator: fork it so that the
         # caller's random state is untouched, and seed it so the tiny weights are fixed.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            backbone = HubertModel(tiny_backbone_config())
-        return backbone, InputSpec(do_normalize=True, return_attention_mask=True)
+            backbone = HubertModel(tiny_backbone_config("layer" if masked else "group"))
+        return backbone, InputSpec(do_normalize=True, return_attention_mask=masked)
 
     from transformers import AutoConfig, AutoModel
 
@@ -268,6 +274,37 @@ class NCoreModel(nn.Module):
         if self.adv_head is not None:
             adv_logits = self.adv_head(gradient_reversal(x0, self.grl_alpha))
         return ModelOutput(embeddings, task_logits, adv_logits)
+
+    def infer(self, audio: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+        """:meth:`forward` for evaluation, probes and ``embed``: a clip's outputs do not
+        depend on the batch it is in (docs/evaluation.md).
+
+        A backbone that takes an attention mask masks its padding: one padded forward. One
+        that takes none (a group-norm feature encoder: hubert-base, wav2vec2-base) would
+        normalise each clip's first conv layer over its zero padding too, so its clips go
+        through in groups of equal length, each group cut to that length: no padding
+        reaches the backbone. Training keeps padded batches, as those backbones' own
+        fine-tuning recipes do. Shapes as :meth:`forward`.
+        """
+        if self.spec.return_attention_mask:
+            return self(audio, lengths)
+        if audio.dim() == 2:
+            audio = audio[:, None, :]
+        parts: list[tuple[torch.Tensor, ModelOutput]] = []
+        for length in torch.unique(lengths).tolist():
+            rows = torch.nonzero(lengths == length).flatten()
+            parts.append((rows, self(audio[rows, :, :length], lengths[rows])))
+
+        def gather(name: str) -> torch.Tensor | None:
+            first = getattr(parts[0][1], name)
+            if first is None:
+                return None
+            out = first.new_empty((audio.shape[0], *first.shape[1:]))
+            for rows, part in parts:
+                out[rows.to(out.device)] = getattr(part, name)
+            return out
+
+        return ModelOutput(gather("embeddings"), gather("task_logits"), gather("adv_logits"))
 
 
 def normalise_waveforms(audio: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:

@@ -1,13 +1,21 @@
-"""Linear probes: how much of a label a frozen embedding still carries (DESIGN.md section 6).
+"""Linear probes: how much of a label a frozen embedding still carries (docs/evaluation.md).
 
 The adversarial head's accuracy falling to chance shows only that *that* head was beaten.
-Disentanglement is measured here instead: a fresh logistic regression is fitted on frozen
-embeddings of the test set (view 0) and scored by stratified cross-validation. A probe for
-the discarded label y- that stays well above chance means the information is still there
-(leakage); the same probe on the un-fine-tuned backbone gives the starting point.
+Disentanglement is measured here instead, with a fresh logistic regression on frozen
+embeddings (view 0). A probe for the discarded label y- that stays well above chance means
+the information is still there (leakage); the same probe on the un-fine-tuned backbone
+gives the starting point, and a probe for the kept label y+ always stands next to it.
 
-Scores are balanced accuracy (mean per-class recall), whose chance level is ``1 / K`` for
-``K`` classes whatever the class priors, so probes on imbalanced labels stay comparable.
+The main protocol (:func:`held_out_probe`) fits the probe on the **training split's**
+embeddings and scores it on the **test split**, with a bootstrap 95 % interval over test
+clips (:func:`bootstrap_interval`); :func:`paired_difference` compares two runs on the
+same test clips. The older figure, cross-validation inside the test split
+(:func:`linear_probe`), stays as a secondary column: with a few hundred test clips for
+hundreds of dimensions it is noisy and it never sees the training distribution.
+
+Scores are balanced accuracy (mean recall over the classes present in the scored truth,
+``trainer.metrics.uar``), whose chance level is ``1 / K`` for ``K`` classes whatever the
+class priors, so probes on imbalanced labels stay comparable.
 """
 
 from __future__ import annotations
@@ -15,15 +23,19 @@ from __future__ import annotations
 import logging
 import warnings
 from collections import Counter
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 
+from trainer.metrics import uar
+
 log = logging.getLogger(__name__)
 
 DEFAULT_FOLDS = 5
+DEFAULT_BOOTSTRAP = 1000  # resamples of the test clips for a 95 % percentile interval
+CONFIDENCE = 0.95
 
 
 @dataclass(frozen=True)
@@ -153,3 +165,200 @@ def label_only_probe(
     classes = np.unique(y_task)
     one_hot = (y_task[:, None] == classes[None, :]).astype(np.float64)
     return linear_probe(one_hot, y_adv, folds=folds, seed=seed)
+
+
+# ----- the main protocol: fit on train, score on test ----------------------------------------
+def _fit_predict(
+    x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, max_iter: int = 2000
+) -> np.ndarray:
+    """Standardise on train, fit a logistic regression on train, predict test."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter, C=1.0))
+    with warnings.catch_warnings():
+        # A probe that has not fully converged is still a valid (if weak) probe.
+        warnings.simplefilter("ignore", category=UserWarning)
+        warnings.simplefilter("ignore", category=ConvergenceWarning)
+        probe.fit(x_train, y_train)
+    return probe.predict(x_test)
+
+
+@dataclass(frozen=True)
+class HeldOutProbe:
+    """A linear probe fitted on training-split embeddings and scored on test clips.
+
+    ``balanced_accuracy``: mean recall over the classes present in the scored test truth
+    (fraction in [0, 1]); ``ci_low``/``ci_high``: the bootstrap 95 % percentile interval of
+    it over test clips (``bootstrap`` resamples); ``chance`` = ``1 / classes``. Test clips
+    whose class never occurs in training cannot be predicted by any probe and are left out
+    (``unseen``), e.g. every y- speaker under a speaker-held-out split, which then gives NaN.
+    ``predictions`` (not in :meth:`to_dict`): the probe's class for every test clip, -1
+    for the left-out ones, for paired comparisons between runs.
+    """
+
+    balanced_accuracy: float
+    ci_low: float
+    ci_high: float
+    chance: float
+    classes: int
+    train_samples: int
+    test_samples: int
+    unseen: int
+    bootstrap: int
+    predictions: np.ndarray = field(repr=False, compare=False, default_factory=lambda: np.zeros(0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if k != "predictions"}
+
+
+def held_out_probe(
+    x_train: np.ndarray,
+    y_train: Sequence[int] | np.ndarray,
+    x_test: np.ndarray,
+    y_test: Sequence[int] | np.ndarray,
+    seed: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+) -> HeldOutProbe:
+    """Fit a logistic-regression probe of ``y_train`` on ``x_train`` (float (n, D)) and
+    score it on ``x_test``, with a bootstrap interval over the test clips drawn from
+    ``seed``. NaN when train has fewer than two classes or no test clip is scorable."""
+    x_train = np.asarray(x_train, dtype=np.float64)
+    x_test = np.asarray(x_test, dtype=np.float64)
+    y_train = np.asarray(y_train)
+    y_test = np.asarray(y_test)
+    if x_train.ndim != 2 or x_test.ndim != 2 or len(x_train) != len(y_train):
+        raise ValueError(f"bad probe inputs: train {x_train.shape}/{y_train.shape}")
+    if len(x_test) != len(y_test):
+        raise ValueError(f"bad probe inputs: test {x_test.shape}/{y_test.shape}")
+    seen = np.isin(y_test, np.unique(y_train))
+    classes = len(np.unique(y_test[seen]))
+    predictions = np.full(len(y_test), -1, dtype=np.int64)
+    if len(np.unique(y_train)) < 2 or classes < 1:
+        nan = float("nan")
+        return HeldOutProbe(
+            balanced_accuracy=nan,
+            ci_low=nan,
+            ci_high=nan,
+            chance=1.0 / classes if classes else nan,
+            classes=classes,
+            train_samples=len(y_train),
+            test_samples=int(seen.sum()),
+            unseen=int((~seen).sum()),
+            bootstrap=0,
+            predictions=predictions,
+        )
+    predictions[seen] = _fit_predict(x_train, y_train, x_test[seen])
+    point, low, high = bootstrap_interval(
+        [(y_test[seen], predictions[seen])], uar, seed=seed, resamples=bootstrap
+    )
+    return HeldOutProbe(
+        balanced_accuracy=point,
+        ci_low=low,
+        ci_high=high,
+        chance=1.0 / classes,
+        classes=classes,
+        train_samples=len(y_train),
+        test_samples=int(seen.sum()),
+        unseen=int((~seen).sum()),
+        bootstrap=bootstrap,
+        predictions=predictions,
+    )
+
+
+def one_hot(labels: Sequence[int] | np.ndarray, classes: Sequence[int] | np.ndarray) -> np.ndarray:
+    """(n, len(classes)) float indicator of ``labels`` over ``classes``."""
+    labels = np.asarray(labels)
+    return (labels[:, None] == np.asarray(classes)[None, :]).astype(np.float64)
+
+
+def held_out_label_only_probe(
+    y_task_train: Sequence[int] | np.ndarray,
+    y_adv_train: Sequence[int] | np.ndarray,
+    y_task_test: Sequence[int] | np.ndarray,
+    y_adv_test: Sequence[int] | np.ndarray,
+    seed: int = 0,
+    bootstrap: int = DEFAULT_BOOTSTRAP,
+) -> HeldOutProbe:
+    """:func:`held_out_probe` of y- from the y+ label alone (one-hot): the level an
+    embedding that knows only y+ reaches on these splits (the reference, not chance)."""
+    classes = np.unique(np.concatenate([np.asarray(y_task_train), np.asarray(y_task_test)]))
+    return held_out_probe(
+        one_hot(y_task_train, classes),
+        y_adv_train,
+        one_hot(y_task_test, classes),
+        y_adv_test,
+        seed=seed,
+        bootstrap=bootstrap,
+    )
+
+
+# ----- intervals over test clips --------------------------------------------------------------
+Metric = Callable[[np.ndarray, np.ndarray], float]
+
+
+def bootstrap_interval(
+    groups: Sequence[tuple[np.ndarray, ...]],
+    metric: Metric,
+    seed: int = 0,
+    resamples: int = DEFAULT_BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float, float]:
+    """``(point, low, high)`` of the mean over ``groups`` of ``metric(*group)``.
+
+    Each group (one seed's test clips: ``(truth, prediction)``, or ``(truth, a, b)`` with a
+    metric of three arrays) is resampled with replacement on its own, the same draw for all
+    its arrays, ``resamples`` times from a generator seeded by ``seed``; ``low``/``high``
+    are the percentile interval at ``confidence``. With one group this is the usual
+    bootstrap over test clips; with several it describes the mean over seeds, each seed's
+    test set resampled (training is held fixed: the interval covers test-set sampling only).
+    """
+    arrays = [tuple(np.asarray(a) for a in group) for group in groups]
+    if not arrays or any(len(g[0]) == 0 for g in arrays):
+        return float("nan"), float("nan"), float("nan")
+    point = float(np.mean([metric(*g) for g in arrays]))
+    rng = np.random.default_rng(seed)
+    stats = np.empty(resamples)
+    for r in range(resamples):
+        values = []
+        for g in arrays:
+            idx = rng.integers(0, len(g[0]), len(g[0]))
+            values.append(metric(*(a[idx] for a in g)))
+        stats[r] = np.mean(values)
+    finite = stats[np.isfinite(stats)]
+    if not finite.size:
+        return point, float("nan"), float("nan")
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(finite, [tail, 100 - tail])
+    return point, float(low), float(high)
+
+
+def paired_difference(
+    groups: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    metric: Metric = uar,
+    seed: int = 0,
+    resamples: int = DEFAULT_BOOTSTRAP,
+) -> dict[str, float]:
+    """Difference ``metric(truth, a) - metric(truth, b)`` between two runs, averaged over
+    seeds that share their test clips, with a paired bootstrap 95 % interval.
+
+    ``groups``: per shared seed ``(truth, pred_a, pred_b)`` on the same test clips in the
+    same order (pred -1 = not scored, dropped from both). Returns ``{"difference",
+    "ci_low", "ci_high", "seeds"}``; an interval that excludes 0 means the difference is
+    larger than test-set sampling explains (training variation is not covered).
+    """
+    kept = []
+    for truth, a, b in groups:
+        truth, a, b = np.asarray(truth), np.asarray(a), np.asarray(b)
+        if not (len(truth) == len(a) == len(b)):
+            raise ValueError("paired groups must hold the same clips")
+        scored = (a >= 0) & (b >= 0)
+        kept.append((truth[scored], a[scored], b[scored]))
+
+    def diff(truth: np.ndarray, a: np.ndarray, b: np.ndarray) -> float:
+        return metric(truth, a) - metric(truth, b)
+
+    point, low, high = bootstrap_interval(kept, diff, seed=seed, resamples=resamples)
+    return {"difference": point, "ci_low": low, "ci_high": high, "seeds": len(kept)}
