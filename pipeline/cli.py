@@ -11,6 +11,7 @@ To add a command: define ``@main.command("name")`` below; nothing else needs to 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -338,12 +339,72 @@ def perturb_command(
     default=None,
     help="Folder for the clip's WAVs and PNG (default inspect/<clip>).",
 )
-def inspect_command(manifest: Path, clip_id: str | None, out: Path | None) -> None:
-    """Summarise a manifest and its view sets, or export the views of one clip (--clip)."""
+@click.option(
+    "--html",
+    "html_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write an offline listening page (index.html, audio, images) into this folder.",
+)
+@click.option(
+    "--view-set",
+    "view_sets",
+    multiple=True,
+    help="With --html: a view set by kind, key or folder name (repeatable; default all).",
+)
+@click.option(
+    "--per-label",
+    type=int,
+    default=10,
+    show_default=True,
+    help="With --html: clips per emotion label.",
+)
+@click.option(
+    "--sample-seed",
+    type=int,
+    default=0,
+    show_default=True,
+    help="With --html: seed of the clip sample.",
+)
+@click.option(
+    "--ids", default=None, help="With --html: these clip ids (comma-separated) instead of a sample."
+)
+@click.option(
+    "--audio-format",
+    type=click.Choice(["wav", "flac"]),
+    default="wav",
+    show_default=True,
+    help="With --html: lossless format of the audio files.",
+)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="With --html: processes drawing the thumbnails (default one per core).",
+)
+def inspect_command(
+    manifest: Path, clip_id: str | None, out: Path | None, html_dir: Path | None, **listen: Any
+) -> None:
+    """Summarise a manifest and its view sets, export the views of one clip (--clip), or
+    write a listening page of sampled clips across view sets (--html DIR)."""
     from pipeline.inspection import InspectError, describe, export_clip
     from pipeline.manifest import ManifestError
 
     try:
+        if html_dir is not None:
+            if clip_id is not None:
+                raise InspectError("use --clip (one clip's files) or --html (a page), not both")
+            from pipeline.listen import ListenOptions, build_page
+
+            ids = tuple(i.strip() for i in (listen.pop("ids") or "").split(",") if i.strip())
+            listen["view_sets"] = tuple(listen["view_sets"])
+            page = build_page(
+                manifest,
+                html_dir,
+                ListenOptions(clip_ids=ids, seed=listen.pop("sample_seed"), **listen),
+            )
+            click.echo(page.summary())
+            return
         if clip_id is None:
             click.echo(describe(manifest))
             return

@@ -209,8 +209,12 @@ def _views_of(
         raise InspectError(f"shard {entry.path} of {vs.kind}-{vs.key}: {e}") from None
 
 
-def f0_track(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """F0 (Hz, 0 when unvoiced) and frame times (s) of a 16 kHz clip, by WORLD's harvest."""
+def f0_track(audio: np.ndarray, method: str = "harvest") -> tuple[np.ndarray, np.ndarray]:
+    """F0 (Hz, 0 when unvoiced) and frame times (s, every 5 ms) of a 16 kHz clip.
+
+    ``method``: WORLD's ``harvest`` (robust, slow) or ``dio`` refined by ``stonemask``
+    (about 25x faster). Empty arrays for a clip too short (< 50 ms) or silent to track.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import pyworld
@@ -218,6 +222,11 @@ def f0_track(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = np.ascontiguousarray(audio, dtype=np.float64)
     if x.size < SAMPLE_RATE // 20 or np.max(np.abs(x), initial=0.0) < 2.0**-20:
         return np.zeros(0), np.zeros(0)  # too short or silent: WORLD has nothing to track
+    if method == "dio":
+        f0, t = pyworld.dio(x, SAMPLE_RATE, f0_floor=F0_FLOOR_HZ, f0_ceil=F0_CEIL_HZ)
+        return pyworld.stonemask(x, f0, t, SAMPLE_RATE), t
+    if method != "harvest":
+        raise ValueError(f"F0 method must be harvest or dio, got {method!r}")
     f0, t = pyworld.harvest(x, SAMPLE_RATE, f0_floor=F0_FLOOR_HZ, f0_ceil=F0_CEIL_HZ)
     return f0, t
 
@@ -277,15 +286,35 @@ def export_clip(
     return export
 
 
+PNG_DPI = 80
+
+
 def plot_views(rows: list[tuple[str, np.ndarray]], png: Path, title: str = "") -> None:
     """One PNG: a row per view with its waveform, spectrogram and F0 track, shared time axis."""
+    import matplotlib.pyplot as plt
+
+    fig = views_figure(rows, title)
+    fig.savefig(png, dpi=PNG_DPI)
+    plt.close(fig)
+
+
+def views_figure(rows: list[tuple[str, np.ndarray]], title: str = ""):  # -> matplotlib Figure
+    """The figure of :func:`plot_views`, not yet saved.
+
+    Constrained layout places the title, the column titles and the row labels without
+    overlap at any number of rows (``tight_layout`` let the title run into the column
+    titles from about 11 rows on: N = 5 of both kinds).
+    """
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     n = len(rows)
-    fig, axes = plt.subplots(n, 3, figsize=(15, 1.9 * n + 0.6), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(
+        n, 3, figsize=(15, 1.9 * n + 0.6), squeeze=False, sharex=True, layout="constrained"
+    )
     for r, (label, audio) in enumerate(rows):
         t = np.arange(audio.size) / SAMPLE_RATE
         ax_wave, ax_spec, ax_f0 = axes[r]
@@ -307,8 +336,9 @@ def plot_views(rows: list[tuple[str, np.ndarray]], png: Path, title: str = "") -
             ax_f0.set_title("F0 (Hz, harvest)")
     for ax in axes[-1]:
         ax.set_xlabel("time (s)")
+        # At most 6 ticks: the default's 0.000, 0.025, ... labels of a short clip ran into
+        # the next column's.
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(6))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(png, dpi=80)
-    plt.close(fig)
+    return fig

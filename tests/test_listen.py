@@ -1,0 +1,296 @@
+"""``ncore-prep inspect --html``: the listening page's files, read back without a browser.
+
+(``test_listen_browser.py`` opens the same kind of page in headless Chromium.)
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import json
+import math
+import re
+import shutil
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+from listen_corpus import PageCells, make_cache
+from PIL import Image
+from prep_corpus import GONE_ID, SHORT_ID, tree_digest
+
+from pipeline.cli import main
+from pipeline.inspection import InspectError, views_figure
+from pipeline.listen import (
+    F0_RGB,
+    SELECTIVITY_FILE,
+    SPEC_FMAX_HZ,
+    SPEC_FMIN_HZ,
+    ListenOptions,
+    build_page,
+    png_bytes,
+    sample_clips,
+    spectrogram_rgb,
+)
+from pipeline.manifest import SAMPLE_RATE, Manifest
+from pipeline.shards import ShardReader
+
+VIEWS = 2
+SHARD_SIZE = 5
+PAGE_ARGS = ["--per-label", "1", "--sample-seed", "4", "--workers", "1"]
+
+
+@pytest.fixture(scope="module")
+def manifest_path(tmp_path_factory):
+    return make_cache(tmp_path_factory.mktemp("listen"), ("speaker", "emotion"), VIEWS, SHARD_SIZE)
+
+
+@pytest.fixture(scope="module")
+def page(manifest_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("page") / "listen"
+    result = build_page(manifest_path, out, ListenOptions(workers=1))
+    return out, result
+
+
+def stored_rows(manifest_path):
+    """{(view-set key, clip id): int16 (1 + N, T)} read straight from every shard."""
+    m = Manifest.load(manifest_path)
+    rows = {}
+    for vs in m.view_sets:
+        for shard in vs.shard_paths(manifest_path):
+            reader = ShardReader(shard)
+            for i, cid in enumerate(reader.clip_ids):
+                rows[vs.key, cid] = reader.read_int16(i, i + 1)
+    return rows
+
+
+def test_every_player_holds_the_exact_stored_samples(manifest_path, page):
+    out, result = page
+    cells = PageCells((out / "index.html").read_text(encoding="utf-8")).cells
+    rows = stored_rows(manifest_path)
+    m = Manifest.load(manifest_path)
+    stored_clips = {cid for _, cid in rows}
+    assert len(cells) == len(rows) * (1 + VIEWS) == result.cells
+    for cell in cells:
+        samples, rate = sf.read(out / cell["audio"], dtype="int16")
+        assert rate == SAMPLE_RATE
+        expected = rows[cell["key"], cell["clip"]][int(cell["data-view"])]
+        assert np.array_equal(samples, expected), cell
+    # Row 0 is the same in both view sets: one file for both, the views their own.
+    assert result.files == len(stored_clips) * (1 + 2 * VIEWS)
+    assert len(list((out / "audio").iterdir())) == result.files
+    assert len(list((out / "img").iterdir())) == result.files
+    assert result.clips == len(m.clips)  # fewer clips per label than --per-label: all shown
+
+
+def test_failed_clips_show_their_reason_and_the_header_its_counts(manifest_path, page):
+    out, _ = page
+    text = (out / "index.html").read_text(encoding="utf-8")
+    parsed = PageCells(text)
+    m = Manifest.load(manifest_path)
+    for vs in m.view_sets:
+        rows = [r for r in parsed.rows if r["key"] == vs.key]
+        assert {r["data-clip"] for r in rows} == {c.id for c in m.clips}
+        stored = sum(s.clips for s in vs.shards)
+        assert stored == len(m.clips) - 2
+        assert f"{len(m.clips)} in = {stored} stored + 2 failed" in text
+    assert text.count("clip too short for WORLD") == 2 * 2  # header list + grid row, per set
+    assert text.count(f"missing file: {GONE_ID.removeprefix('wav__')}.wav") == 2 * 2
+    assert re.search(rf"data-clip=\"{SHORT_ID}\".*?failed: clip too short", text, re.S)
+
+
+def test_bytes_per_second_of_audio_as_measured_on_disk(manifest_path, page):
+    out, _ = page
+    text = (out / "index.html").read_text(encoding="utf-8")
+    m = Manifest.load(manifest_path)
+    shown = [float(v) for v in re.findall(r'data-k="bytes-per-second">([\d.]+) KB', text)]
+    expected = []
+    for vs in m.view_sets:
+        folder = vs.folder_path(manifest_path)
+        size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+        seconds = (
+            sum(ShardReader(p).total_samples for p in vs.shard_paths(manifest_path)) / SAMPLE_RATE
+        )
+        expected.append(size / seconds / 1024)
+    assert shown == pytest.approx(expected, abs=0.051)
+
+
+def test_same_command_same_bytes_whatever_the_worker_count(manifest_path, page, tmp_path):
+    out, _ = page
+    again = tmp_path / "again"
+    build_page(manifest_path, again, ListenOptions(workers=2))
+    assert tree_digest(again) == tree_digest(out)
+
+
+def test_flac_holds_the_same_samples(manifest_path, page, tmp_path):
+    out, _ = page
+    flac = tmp_path / "flac"
+    build_page(manifest_path, flac, ListenOptions(workers=1, audio_format="flac"))
+    for wav in (out / "audio").iterdir():
+        a, _ = sf.read(wav, dtype="int16")
+        b, _ = sf.read(flac / "audio" / f"{wav.stem}.flac", dtype="int16")
+        assert np.array_equal(a, b)
+
+
+def test_sample_per_label_is_seeded_sorted_and_bounded(manifest_path):
+    m = Manifest.load(manifest_path)
+    samples = {seed: sample_clips(m, 2, seed) for seed in range(6)}
+    for clips in samples.values():
+        for label in m.labels["emotion"]:
+            assert sum(1 for c in clips if c.emotion == label) == 2
+        order = [(m.labels["emotion"].index(c.emotion), c.speaker, c.id) for c in clips]
+        assert order == sorted(order)
+    assert sample_clips(m, 2, 3) == samples[3]
+    assert len({tuple(c.id for c in clips) for clips in samples.values()}) > 1
+
+
+def test_only_the_shards_holding_the_chosen_clips_are_read(manifest_path, tmp_path):
+    """Damage every shard but the one holding the clip: the page is still built from it."""
+    root = tmp_path / "copy"
+    shutil.copytree(manifest_path.parents[1], root)
+    copy = root / manifest_path.relative_to(manifest_path.parents[1])
+    m = Manifest.load(copy)
+    clip = m.clips[0].id
+    for vs in m.view_sets:
+        for shard in vs.shard_paths(copy)[1:]:
+            shutil.rmtree(shard / "audio")
+    result = build_page(copy, tmp_path / "page", ListenOptions(clip_ids=(clip,), workers=1))
+    assert result.clips == 1 and result.shards_read == len(m.view_sets)
+    assert result.cells == len(m.view_sets) * (1 + VIEWS)
+    with pytest.raises(InspectError, match=r"shard-00001\.zarr"):
+        build_page(copy, tmp_path / "p2", ListenOptions(clip_ids=(m.clips[5].id,), workers=1))
+
+
+def test_selectivity_table_is_shown_when_the_file_exists(manifest_path, tmp_path):
+    root = tmp_path / "copy"
+    shutil.copytree(manifest_path.parents[1], root)
+    copy = root / manifest_path.relative_to(manifest_path.parents[1])
+    m = Manifest.load(copy)
+    speaker, emotion = m.view_sets
+    table = {
+        "schema_version": 1,
+        "view_set": speaker.key,
+        "kind": "speaker",
+        "rows": [
+            {
+                "label": "speaker",
+                "features": "envelope",
+                "condition": "views",
+                "balanced_accuracy": 0.28125,
+                "ci95": [0.2, 0.35],
+                "chance": 0.5,
+                "n": 22,
+            }
+        ],
+        "verdicts": ["p_s removes the speaker cue (xyzzy)"],
+    }
+    (speaker.folder_path(copy) / SELECTIVITY_FILE).write_text(json.dumps(table))
+    (emotion.folder_path(copy) / SELECTIVITY_FILE).write_text('{"schema_version": 7}')
+    build_page(copy, tmp_path / "page", ListenOptions(workers=1))
+    text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+    head_speaker, head_emotion = text.split('<section class="vs"')[1:]
+    assert "0.281" in head_speaker and "0.200\u20130.350" in head_speaker
+    assert "p_s removes the speaker cue (xyzzy)" in head_speaker
+    assert "<td>envelope</td>" in head_speaker and "<td>22</td>" in head_speaker
+    assert "schema_version 7 not supported" in head_emotion and "xyzzy" not in head_emotion
+
+
+def test_out_folder_holding_something_else_is_refused_and_kept(manifest_path, page, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    with pytest.raises(InspectError, match="not empty"):
+        build_page(manifest_path, mine, ListenOptions(workers=1))
+    assert (mine / "notes.txt").read_text() == "keep me"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]  # no temporary folder left
+    out, _ = page
+    again = tmp_path / "again"
+    shutil.copytree(out, again)
+    (again / "audio" / "stale.wav").write_bytes(b"x")
+    build_page(manifest_path, again, ListenOptions(workers=1, clip_ids=(SHORT_ID,)))
+    assert not (again / "audio" / "stale.wav").exists()  # an earlier page is replaced whole
+
+
+def test_cli_writes_the_page_and_refuses_mistakes_in_one_line(manifest_path, tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "p"
+    ok = runner.invoke(
+        main,
+        ["inspect", str(manifest_path), "--html", str(out), "--view-set", "emotion", *PAGE_ARGS],
+    )
+    assert ok.exit_code == 0, ok.output
+    assert re.match(r"wrote .*index\.html: 1 view set\(s\), 2 clips, ", ok.output)
+    assert len(PageCells((out / "index.html").read_text(encoding="utf-8")).rows) == 2
+    for args, message in (
+        (["--view-set", "pitch"], "no view set matches 'pitch'"),
+        (["--ids", "nope"], "clip nope is not in the manifest"),
+        (["--ids", GONE_ID.replace("002", "999")], "is not in the manifest"),
+        (["--per-label", "0"], "--per-label must be >= 1"),
+        (["--clip", SHORT_ID], "not both"),
+    ):
+        bad = runner.invoke(
+            main, ["inspect", str(manifest_path), "--html", str(tmp_path / "x"), *args]
+        )
+        assert bad.exit_code == 1, args
+        assert bad.output.startswith("Error: ") and message in bad.output, bad.output
+        assert bad.output.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+
+
+# ------------------------------------------------------------------ the thumbnails
+
+
+def log_row(freq_hz: float, height: int) -> float:
+    """Row of ``freq_hz`` on a log axis: SPEC_FMAX_HZ at row 0, SPEC_FMIN_HZ at the bottom."""
+    return (height - 1) * math.log(SPEC_FMAX_HZ / freq_hz) / math.log(SPEC_FMAX_HZ / SPEC_FMIN_HZ)
+
+
+@pytest.mark.parametrize("tone_hz", [200.0, 1000.0, 3000.0])
+def test_spectrogram_puts_a_tone_on_its_log_frequency_row(tone_hz):
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    rgb = spectrogram_rgb(0.5 * np.sin(2 * np.pi * tone_hz * t), np.zeros(0), np.zeros(0))
+    brightness = rgb.astype(float).sum(axis=2).mean(axis=1)  # per row
+    assert abs(int(np.argmax(brightness)) - log_row(tone_hz, rgb.shape[0])) <= 1.0
+
+
+def test_f0_track_is_drawn_on_the_first_harmonic():
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    x = sum(0.3 / k * np.sin(2 * np.pi * 220.0 * k * t) for k in range(1, 6))
+    f0 = np.full(201, 220.0)
+    f0[:40] = 0.0  # unvoiced first 200 ms: no line there
+    rgb = spectrogram_rgb(x, f0, np.arange(201) * 0.005)
+    line = np.all(rgb == np.array(F0_RGB, np.uint8), axis=2)
+    rows, cols = np.nonzero(line)
+    assert abs(np.median(rows) - log_row(220.0, rgb.shape[0])) <= 1.0
+    width = rgb.shape[1]
+    assert cols.min() >= 0.2 * width - 1 and len(set(cols)) >= 0.75 * width
+
+
+def test_png_encoder_round_trips_through_pillow():
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, size=(7, 13, 3), dtype=np.uint8)
+    decoded = np.asarray(Image.open(io.BytesIO(png_bytes(rgb))).convert("RGB"))
+    assert np.array_equal(decoded, rgb)
+
+
+@pytest.mark.parametrize("rows", [1, 11])
+def test_per_clip_figure_has_no_overlapping_text(rows):
+    """Title, column titles, row labels and tick labels never overlap (tight_layout let the
+    title run into the column titles from about 11 rows on)."""
+    x = 0.3 * np.sin(np.arange(2400) / 10)  # 0.15 s: harvest is the slow part
+    views = [("original", x)] + [(f"emotion-c28d85481a view {i}", x) for i in range(1, rows)]
+    fig = views_figure(views, title="recanvo / 200126_2142_00-13-04.06--00-13-04.324")
+    fig.set_dpi(80)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    boxes = [("title", fig._suptitle.get_window_extent(renderer))]
+    for i, ax in enumerate(fig.axes):
+        texts = [ax.title, ax.yaxis.label, *ax.get_xticklabels(), *ax.get_yticklabels()]
+        boxes += [(f"ax{i}", t.get_window_extent(renderer)) for t in texts if t.get_text()]
+    overlaps = [
+        (a, b)
+        for (a, box_a), (b, box_b) in itertools.combinations(boxes, 2)
+        if a != b and box_a.overlaps(box_b)
+    ]
+    assert overlaps == []
