@@ -415,6 +415,70 @@ def inspect_command(
         click.echo(line)
 
 
+@main.command("selectivity")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.option(
+    "--view-set",
+    "keys",
+    multiple=True,
+    metavar="KEY",
+    help="Measure this view set only (repeatable; default: every complete view set).",
+)
+@click.option(
+    "--max-clips",
+    type=click.IntRange(min=10),
+    default=300,
+    show_default=True,
+    help="Clips per view set; more are subsampled with --seed.",
+)
+@click.option(
+    "--views",
+    type=click.IntRange(min=1),
+    default=2,
+    show_default=True,
+    help="Views per clip to analyse (the first ones).",
+)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--jobs",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes for the WORLD feature analysis (default: one per core).",
+)
+def selectivity_command(
+    manifest: Path, keys: tuple[str, ...], max_clips: int, views: int, seed: int, jobs: int | None
+) -> None:
+    """Does each perturbation remove its factor and keep the other? Acoustic probes on the
+    originals and views of every view set, written beside it as selectivity.json."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from pipeline.manifest import ManifestError
+    from pipeline.selectivity import (
+        SelectivityError,
+        SelectivitySettings,
+        format_table,
+        run_selectivity,
+    )
+
+    workers = jobs or os.cpu_count() or 1
+    settings = SelectivitySettings(max_clips=max_clips, views=views, seed=seed, keys=keys)
+    try:
+        results = run_selectivity(
+            manifest,
+            settings,
+            (lambda: ProcessPoolExecutor(workers)) if workers > 1 else None,
+            progress=lambda line: click.echo(line, err=True),
+        )
+    except (SelectivityError, ManifestError) as e:
+        raise click.ClickException(str(e)) from None
+    for view_set, result, path in results:
+        click.echo(f"view set {view_set.kind} N={view_set.views} key={view_set.key}")
+        for line in format_table(result, indent="  "):
+            click.echo(line)
+        click.echo(f"  wrote {path}")
+
+
 @main.command("validate")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 def validate_command(manifest: Path) -> None:

@@ -4,8 +4,8 @@
 folder can never shadow the standard library's ``inspect``, which dataclasses import.)
 
 - :func:`describe` prints the corpus (clips per label and speaker, per split, durations),
-  the import failures, and each view set with its parameters, shards, bytes on disk and
-  failures.
+  the import failures, and each view set with its parameters, shards, bytes on disk,
+  failures and its selectivity table when ``ncore-prep selectivity`` has measured it.
 - :func:`export_clip` writes each view of one clip as a WAV file and one PNG with the
   waveform, spectrogram and F0 track of every view side by side, and returns the drawn
   parameters of each view so that they can be printed.
@@ -138,7 +138,21 @@ def _describe_view_set(m: Manifest, vs: ViewSet, path: Path, max_listed: int) ->
         lines.append(f"  failed {f.id}: {f.reason}")
     if len(vs.failures) > max_listed:
         lines.append(f"  ... and {len(vs.failures) - max_listed} more failures")
+    lines.extend(_selectivity_lines(folder))
     return lines
+
+
+def _selectivity_lines(folder: Path) -> list[str]:
+    """The view set's selectivity table (``ncore-prep selectivity``), or how to get one."""
+    from pipeline.selectivity import SelectivityError, format_table, load_result
+
+    try:
+        result = load_result(folder)
+    except SelectivityError as e:
+        return [f"  selectivity: {e}"]
+    if result is None:
+        return ["  selectivity: not measured (run `ncore-prep selectivity MANIFEST`)"]
+    return format_table(result, indent="  ")
 
 
 @dataclass

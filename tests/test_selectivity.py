@@ -1,0 +1,310 @@
+"""``ncore-prep selectivity`` on signals built so that the answer is known.
+
+The clips are harmonic tones through one formant filter. The speaker sets the F0 level
+(120, 180 or 270 Hz), the emotion the F0 contour's direction (a half-octave rise or
+fall around that level); durations, level and timbre carry nothing. Three view sets are
+rendered from the clip parameters, so what each one removes is known by construction:
+
+- ``scramble``: each view at a random F0 level (independent of the speaker), same contour:
+  it removes the speaker and keeps the emotion;
+- ``identity``: each view re-rendered with the clip's own parameters (fresh noise): it
+  removes nothing;
+- ``flatten`` (an emotion view set): each view at the clip's level with a flat contour: it
+  removes the emotion and keeps the speaker.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy.signal import lfilter
+
+from pipeline.manifest import Clip, Manifest
+from pipeline.rng import make_rng
+from pipeline.selectivity import (
+    ALL_FEATURES,
+    OTHER_LABEL,
+    THRESHOLDS,
+    Row,
+    SelectivitySettings,
+    balanced_accuracy_ci,
+    load_result,
+    run_selectivity,
+    verdicts,
+)
+from pipeline.shards import ShardClip, write_view_set
+
+SR = 16000
+SPEAKER_F0 = (120.0, 180.0, 270.0)
+EMOTIONS = ("rise", "fall")
+SPEAKERS = ("a", "b", "c")
+PER_CELL = 6
+VIEWS = 1
+
+
+def tone(f0: float, direction: int, rng: np.random.Generator, seconds: float = 0.8):
+    """A harmonic tone whose F0 glides half an octave (up for +1, down for -1, flat for 0)
+    around ``f0``, through a resonance at 700 Hz, peak 0.5, with a little noise."""
+    n = int(seconds * SR)
+    t = np.arange(n) / n
+    track = f0 * 2.0 ** (0.5 * direction * (t - 0.5)) * (1 + 0.01 * rng.standard_normal())
+    phase = 2 * np.pi * np.cumsum(track) / SR
+    x = sum(np.sin(k * phase) / k for k in range(1, 25))
+    r, theta = np.exp(-np.pi * 120 / SR), 2 * np.pi * 700 / SR
+    x = lfilter([1.0], [1.0, -2 * r * np.cos(theta), r * r], x)
+    ramp = np.minimum(1.0, np.minimum(np.arange(n), n - np.arange(n)) / (0.03 * SR))
+    x = x * ramp
+    x = 0.5 * x / np.abs(x).max()
+    return x + 1e-3 * rng.standard_normal(n)
+
+
+def write_known_corpus(folder: Path) -> Path:
+    """Three view sets of known selectivity over 36 clips (speaker and emotion independent)."""
+    clips, stored = [], {"scramble": [], "identity": [], "flatten": []}
+    index = 0
+    for s, speaker in enumerate(SPEAKERS):
+        for e, emotion in enumerate(EMOTIONS):
+            for k in range(PER_CELL):
+                clip_id = f"{speaker}_{emotion}_{k}"
+                rng = make_rng("known", clip_id)
+                direction = 1 if e == 0 else -1
+                original = tone(SPEAKER_F0[s], direction, rng)
+                clips.append(
+                    Clip(clip_id, f"{clip_id}.wav", emotion, speaker, "train", original.size, SR, 1)
+                )
+                rows = {name: [original] for name in stored}
+                for v in range(1, VIEWS + 1):
+                    vrng = make_rng("known", clip_id, v)
+                    level = float(np.exp(vrng.uniform(np.log(100.0), np.log(330.0))))
+                    rows["scramble"].append(tone(level, direction, vrng))
+                    rows["identity"].append(tone(SPEAKER_F0[s], direction, vrng))
+                    rows["flatten"].append(tone(SPEAKER_F0[s], 0, vrng))
+                for name in stored:
+                    drawn = [{"view": v} for v in range(1, VIEWS + 1)]
+                    stored[name].append(ShardClip(clip_id, np.stack(rows[name]), drawn))
+                index += 1
+    path = folder / "known.json"
+    view_sets = tuple(
+        write_view_set(
+            folder / "cache" / name,
+            stored[name],
+            manifest_path=path,
+            kind="emotion" if name == "flatten" else "speaker",
+            views=VIEWS,
+            seed=1,
+            key=name,
+            shard_size=20,
+            code_version="test",
+        )
+        for name in stored
+    )
+    Manifest(
+        dataset="known",
+        source="test",
+        data_dir=".",
+        labels={"emotion": EMOTIONS, "speaker": SPEAKERS},
+        clips=tuple(clips),
+        view_sets=view_sets,
+    ).save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def known(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("selectivity")
+    path = write_known_corpus(folder)
+    results = run_selectivity(
+        path, SelectivitySettings(views=VIEWS), lambda: ProcessPoolExecutor(2)
+    )
+    return path, {vs.key: result for vs, result, _ in results}
+
+
+@pytest.mark.slow
+def test_a_perturbation_that_removes_the_speaker_cue(known):
+    _, results = known
+    r = results["scramble"]
+    assert (r.removes, r.keeps) == (True, True), r.verdicts
+    assert r.verdicts[0].startswith("p_s (speaker views): removes speaker: yes")
+    # Size, against independent reference values: on the originals the F0 level identifies
+    # all three speakers; on views drawn independently of the speaker it is at chance 1/3.
+    orig = r.row("speaker", "f0_level", "originals")
+    assert orig.balanced_accuracy > 0.95 and orig.chance == pytest.approx(1 / 3)
+    for condition in ("views", "transfer"):
+        view = r.row("speaker", "f0_level", condition)
+        assert view.ci95[0] < 1 / 3 < view.ci95[1] + 0.05
+        assert abs(view.balanced_accuracy - 1 / 3) < 0.2
+    # The contour's direction survives a new level: rise vs fall stays decodable.
+    for condition in ("originals", "views", "transfer"):
+        assert r.row("emotion", "f0_contour", condition).balanced_accuracy > 0.9
+
+
+@pytest.mark.slow
+def test_a_perturbation_that_keeps_everything(known):
+    _, results = known
+    r = results["identity"]
+    assert (r.removes, r.keeps) == (False, True), r.verdicts
+    assert "removes speaker: no" in r.verdicts[0]
+    for condition in ("views", "transfer"):
+        assert r.row("speaker", "f0_level", condition).balanced_accuracy > 0.9
+
+
+@pytest.mark.slow
+def test_an_emotion_perturbation_that_flattens_the_contour(known):
+    _, results = known
+    r = results["flatten"]
+    assert r.kind == "emotion"
+    assert (r.removes, r.keeps) == (True, True), r.verdicts
+    assert r.verdicts[0].startswith("p_e (emotion views): removes emotion: yes")
+    assert r.row("emotion", "f0_contour", "originals").balanced_accuracy > 0.9
+    assert abs(r.row("emotion", "f0_contour", "transfer").balanced_accuracy - 0.5) < 0.2
+    assert r.row("speaker", "f0_level", "transfer").balanced_accuracy > 0.9
+
+
+@pytest.mark.slow
+def test_json_beside_the_view_set_has_the_documented_shape(known):
+    path, results = known
+    data = json.loads((path.parent / "cache" / "scramble" / "selectivity.json").read_text())
+    assert data["schema_version"] == 1 and data["view_set"] == "scramble"
+    assert data["kind"] == "speaker" and data["verdicts"] == list(results["scramble"].verdicts)
+    assert {"decodable_margin", "removed_max", "kept_min"} <= set(data["thresholds"])
+    conditions = {(r["label"], r["features"], r["condition"]) for r in data["rows"]}
+    for label in ("speaker", "emotion"):
+        assert (label, OTHER_LABEL, "originals") in conditions
+        for features in (*data["feature_sets"], ALL_FEATURES):
+            for condition in ("originals", "views", "transfer"):
+                assert (label, features, condition) in conditions
+    for row in data["rows"]:
+        lo, hi = row["ci95"]
+        assert lo <= row["balanced_accuracy"] <= hi and row["n"] == 36
+        assert row["chance"] == pytest.approx(1 / 3 if row["label"] == "speaker" else 1 / 2)
+    assert load_result(path.parent / "cache" / "scramble") == results["scramble"]
+
+
+@pytest.mark.slow
+def test_same_command_same_bytes(known, tmp_path):
+    path, _ = known
+    first = (path.parent / "cache" / "identity" / "selectivity.json").read_bytes()
+    run_selectivity(path, SelectivitySettings(views=VIEWS, keys=("identity",)))  # in-process
+    assert (path.parent / "cache" / "identity" / "selectivity.json").read_bytes() == first
+
+
+def test_balanced_accuracy_ci_against_hand_computed_values():
+    # Class 0: 3 clips, 2 right; class 1: 1 clip with 2 predictions, 1 right.
+    y = np.array([0, 0, 0, 1])
+    correct = np.array([[1, 1], [1, 1], [0, 0], [1, 0]])
+    point, lo, hi = balanced_accuracy_ci(y, correct, np.random.default_rng(0), 2000)
+    assert point == pytest.approx((4 / 6 + 1 / 2) / 2)
+    assert lo < point < hi and 0.0 <= lo and hi <= 1.0
+
+
+def _rows(label, features, orig, views, transfer, chance=0.25, ref=0.25):
+    floor = max(chance, ref)
+    out = [Row(label, OTHER_LABEL, "originals", ref, (ref - 0.02, ref + 0.02), chance, 100)]
+    for condition, value in (("originals", orig), ("views", views), ("transfer", transfer)):
+        kept = None if condition == "originals" else (value - floor) / (orig - floor)
+        out.append(
+            Row(label, features, condition, value, (value - 0.05, value + 0.05), chance, 100, kept)
+        )
+    return out
+
+
+def test_verdict_thresholds_are_applied_as_stated():
+    removed_max, kept_min = THRESHOLDS["removed_max"], THRESHOLDS["kept_min"]
+    # Speaker orig 0.85, chance 0.25 (0.6 above the floor), intervals +-0.05 (0.083 of it):
+    # not removed only when the interval's lower end retains more than removed_max.
+    kept = 0.25 + (kept_min + 0.05) * 0.6
+    cases = (
+        (removed_max - 0.05, True),  # below the line
+        (removed_max + 0.05, True),  # above it, but its interval reaches below
+        (removed_max + 0.15, False),  # above it with the whole interval
+    )
+    for retained, expected in cases:
+        value = 0.25 + retained * 0.6
+        rows = _rows("speaker", "envelope", 0.85, value, 0.25)
+        rows += _rows("emotion", "f0_contour", 0.85, kept, kept)
+        _, removes, keeps = verdicts("speaker", rows)
+        assert (removes, keeps) == (expected, True), retained
+    # Keeping needs kept_min in both views and transfer.
+    rows = _rows("speaker", "envelope", 0.85, 0.25, 0.25)
+    rows += _rows("emotion", "f0_contour", 0.85, kept, 0.25 + (kept_min - 0.05) * 0.6)
+    assert verdicts("speaker", rows)[2] is False
+    # Nothing decodes the emotion from the originals: cannot tell.
+    rows = _rows("speaker", "envelope", 0.85, 0.25, 0.25) + _rows(
+        "emotion", "f0_contour", 0.3, 0.3, 0.3
+    )
+    lines, removes, keeps = verdicts("speaker", rows)
+    assert removes is True and keeps is None and "cannot tell" in lines[0]
+    # Entangled labels: the reference raises the floor and a caution line is printed.
+    rows = _rows("speaker", "envelope", 0.85, 0.8, 0.8, ref=0.8) + _rows(
+        "emotion", "f0_contour", 0.85, kept, kept
+    )
+    lines, removes, _ = verdicts("speaker", rows)
+    assert removes is None and any(line.startswith("caution") for line in lines)
+
+
+def _cli(args, cwd):
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args], cwd=cwd, capture_output=True, text=True
+    )
+
+
+@pytest.mark.slow
+def test_cli_mistakes_are_one_line(tmp_path, known):
+    path, _ = known
+    result = _cli(["selectivity", str(path), "--view-set", "nope"], tmp_path)
+    assert result.returncode == 1 and "no view set with key nope" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    bare = tmp_path / "bare.json"
+    m = Manifest.load(path)
+    Manifest(m.dataset, m.source, m.data_dir, m.labels, m.clips).save(bare)
+    result = _cli(["selectivity", str(bare)], tmp_path)
+    assert result.returncode == 1 and "no complete view set" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_cli_on_a_csv_corpus_then_inspect_shows_it(tmp_path):
+    """The real path: generated WAVs imported as a csv corpus, WORLD views by `perturb`,
+    then `selectivity` and `inspect` as subprocesses."""
+    from pipeline.datasets.synthetic import SyntheticConfig, generate
+
+    generate(
+        tmp_path / "data",
+        SyntheticConfig(
+            clips=40, speakers=2, emotions=2, entanglement=0.0, min_duration=0.4, max_duration=0.6
+        ),
+    )
+    steps = [
+        ["manifest", "--dataset", "csv", "--data-dir", "data", "--name", "mine"],
+        [
+            "perturb",
+            "--dataset",
+            "mine",
+            "--views",
+            "2",
+            "--f0",
+            "dio",
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
+        ["selectivity", "manifests/mine.json", "--views", "1", "--jobs", "2"],
+    ]
+    for args in steps:
+        result = _cli(args, tmp_path)
+        assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "p_s (speaker views): removes speaker:" in out
+    assert "p_e (emotion views): removes emotion:" in out
+    written = sorted(tmp_path.glob("cache/mine/*/selectivity.json"))
+    assert len(written) == 2
+    result = _cli(["inspect", "manifests/mine.json"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("selectivity of p_") == 2
+    assert "keeps emotion:" in result.stdout and "keeps speaker:" in result.stdout
