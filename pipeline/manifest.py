@@ -11,12 +11,17 @@ root, so that a project folder can be moved as a whole.
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import hashlib
 import json
 import os
+import posixpath
+import re
 import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -28,6 +33,8 @@ VIEW_KINDS = ("speaker", "emotion")
 # (see docs/perturbations.md).
 DEFAULT_F0_FLOOR_HZ = 71.0
 DEFAULT_F0_CEIL_HZ = 800.0
+F0_METHODS = ("harvest", "dio")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 class ManifestError(ValueError):
@@ -43,6 +50,15 @@ def _require(d: dict[str, Any], key: str, where: str) -> Any:
 def _as_str(value: Any, key: str, where: str) -> str:
     if not isinstance(value, str) or not value:
         raise ManifestError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
+    if "\x00" in value:
+        raise ManifestError(f"{where}: field {key!r} holds a NUL character")
+    return value
+
+
+def _as_text(value: Any, key: str, where: str) -> str:
+    """A string that may be empty (optional descriptive fields)."""
+    if not isinstance(value, str):
+        raise ManifestError(f"{where}: field {key!r} must be a string, got {value!r}")
     return value
 
 
@@ -58,6 +74,109 @@ def _as_hz(value: Any, key: str, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e5:
         raise ManifestError(f"{where}: field {key!r} must be a frequency in Hz, got {value!r}")
     return float(value)
+
+
+def _as_list(value: Any, key: str, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ManifestError(f"{where}: field {key!r} must be a list, got {_kind(value)}")
+    return value
+
+
+def _as_object(value: Any, key: str, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ManifestError(f"{where}: field {key!r} must be an object, got {_kind(value)}")
+    return value
+
+
+def _entries(value: Any, key: str, where: str) -> list[dict[str, Any]]:
+    """A list whose every item is a JSON object (clips, view sets, shards, failures)."""
+    items = _as_list(value, key, where)
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ManifestError(
+                f"{where}: item {i} of {key!r} must be an object, got {_kind(item)}"
+            )
+    return items
+
+
+def _kind(value: Any) -> str:
+    """A JSON type name for messages ("null", "a number", ...)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"the number {value!r}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return "a list" if isinstance(value, list) else "an object"
+
+
+def _where(d: dict[str, Any], what: str, key: str) -> str:
+    """``what 'id'`` for messages, without trusting the id's type."""
+    name = d.get(key, "?")
+    return f"{what} {(name if isinstance(name, str) else repr(name))[:80]!r}"
+
+
+# ----- names and paths: the same rules at import and at load -------------------------------
+MAX_NAME_CHARS = 160  # a name plus the suffixes inspect adds stays below 255 bytes
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._~-]*")
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be used as a file or folder name we create, or None if it can.
+
+    A name (dataset, clip id, view-set key) is 1..160 characters among letters, digits,
+    ``. _ - ~``, not starting with a dot: never a path, never ``.`` or ``..``.
+    """
+    if not isinstance(name, str) or not name:
+        return "must be a non-empty string"
+    if len(name) > MAX_NAME_CHARS:
+        return f"is {len(name)} characters long (at most {MAX_NAME_CHARS})"
+    if not _NAME.fullmatch(name):
+        return "may hold only letters, digits, '.', '_', '-', '~' and may not start with '.'"
+    return None
+
+
+def relative_path_problem(rel: str) -> str | None:
+    """Why ``rel`` is not a path inside a folder (lexically), or None if it is.
+
+    Refused: empty, absolute, a NUL character, ``.``, and any path whose normal form
+    climbs out with ``..``. (At import the resolved target is checked as well, so a
+    symlink pointing out of the data folder is refused there.)
+    """
+    if not isinstance(rel, str) or not rel:
+        return "is empty"
+    if "\x00" in rel:
+        return "holds a NUL character"
+    p = PurePosixPath(rel)
+    if p.is_absolute() or PureWindowsPath(rel).is_absolute():
+        return "is absolute"
+    norm = posixpath.normpath(rel)
+    if norm == "." or norm == ".." or norm.startswith("../"):
+        return "leaves its folder" if norm != "." else "names the folder itself"
+    return None
+
+
+def _as_name(value: Any, key: str, where: str) -> str:
+    text = _as_str(value, key, where)
+    why = name_problem(text)
+    if why:
+        raise ManifestError(f"{where}: {key} {text[:80]!r} {why}")
+    return text
+
+
+def _as_relpath(value: Any, key: str, where: str) -> str:
+    text = _as_str(value, key, where)
+    why = relative_path_problem(text)
+    if why:
+        raise ManifestError(f"{where}: {key} {text[:80]!r} {why}")
+    return text
+
+
+def view_set_folder_name(kind: str, views: int, key: str) -> str:
+    """The last component of a view set's folder: ``<kind>-n<views>-<key>``."""
+    return f"{kind}-n{views}-{key}"
 
 
 @dataclass(frozen=True)
@@ -102,16 +221,19 @@ class Clip:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Clip:
-        where = f"clip {d.get('id', '?')!r}"
+        where = _where(d, "clip", "id")
         split = _as_str(_require(d, "split", where), "split", where)
         if split not in SPLITS:
             raise ManifestError(f"{where}: split {split!r} is not one of {', '.join(SPLITS)}")
-        extra = d.get("extra", {})
-        if not isinstance(extra, dict) or not all(isinstance(v, str) for v in extra.values()):
+        extra = _as_object(d.get("extra", {}), "extra", where)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in extra.items()):
             raise ManifestError(f"{where}: field 'extra' must map names to strings")
+        sha = _as_text(d.get("source_sha256", ""), "source_sha256", where)
+        if sha and not _SHA256.fullmatch(sha):
+            raise ManifestError(f"{where}: field 'source_sha256' is not a SHA-256 in hex")
         return cls(
-            id=_as_str(_require(d, "id", where), "id", where),
-            path=_as_str(_require(d, "path", where), "path", where),
+            id=_as_name(_require(d, "id", where), "id", where),
+            path=_as_relpath(_require(d, "path", where), "path", where),
             emotion=_as_str(_require(d, "emotion", where), "emotion", where),
             speaker=_as_str(_require(d, "speaker", where), "speaker", where),
             split=split,
@@ -123,7 +245,7 @@ class Clip:
                 _require(d, "source_channels", where), "source_channels", where, 1
             ),
             source_bytes=_as_int(d.get("source_bytes", 0), "source_bytes", where),
-            source_sha256=str(d.get("source_sha256", "")),
+            source_sha256=sha,
             extra=dict(extra),
         )
 
@@ -142,12 +264,12 @@ class Failure:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Failure:
-        where = f"failure {d.get('id', '?')!r}"
+        where = _where(d, "failure", "id")
         return cls(
-            id=_as_str(_require(d, "id", where), "id", where),
+            id=_as_name(_require(d, "id", where), "id", where),
             stage=_as_str(_require(d, "stage", where), "stage", where),
             reason=_as_str(_require(d, "reason", where), "reason", where),
-            path=str(d.get("path", "")),
+            path=_as_text(d.get("path", ""), "path", where),
         )
 
 
@@ -172,14 +294,21 @@ class ShardEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardEntry:
-        where = f"shard {d.get('path', '?')!r}"
-        return cls(
+        from pipeline.shards import shard_name
+
+        where = _where(d, "shard", "path")
+        entry = cls(
             index=_as_int(_require(d, "index", where), "index", where),
             path=_as_str(_require(d, "path", where), "path", where),
             clips=_as_int(_require(d, "clips", where), "clips", where),
             samples=_as_int(_require(d, "samples", where), "samples", where),
             checksum=_as_str(_require(d, "checksum", where), "checksum", where),
         )
+        if entry.path != shard_name(entry.index):
+            raise ManifestError(
+                f"{where}: a shard of index {entry.index} must be named {shard_name(entry.index)!r}"
+            )
+        return entry
 
 
 @dataclass(frozen=True)
@@ -239,33 +368,52 @@ class ViewSet:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ViewSet:
-        where = f"view set {d.get('key', '?')!r}"
+        where = _where(d, "view set", "key")
         kind = _as_str(_require(d, "kind", where), "kind", where)
         if kind not in VIEW_KINDS:
             raise ManifestError(f"{where}: kind {kind!r} is not one of {', '.join(VIEW_KINDS)}")
-        params = _require(d, "params", where)
-        if not isinstance(params, dict):
-            raise ManifestError(f"{where}: field 'params' must be an object")
+        params = _as_object(_require(d, "params", where), "params", where)
+        for name, value in params.items():
+            if not isinstance(value, str | int | float | bool) or value is None:
+                raise ManifestError(f"{where}: parameter {name!r} must be a number or a string")
+        f0_method = _as_str(d.get("f0_method", "harvest"), "f0_method", where)
+        if f0_method not in F0_METHODS:
+            raise ManifestError(f"{where}: f0_method {f0_method!r} is not one of harvest, dio")
         vs = cls(
             kind=kind,
             views=_as_int(_require(d, "views", where), "views", where, 1),
             seed=_as_int(_require(d, "seed", where), "seed", where),
             params=params,
-            key=_as_str(_require(d, "key", where), "key", where),
+            key=_as_name(_require(d, "key", where), "key", where),
             folder=_as_str(_require(d, "folder", where), "folder", where),
             num_shards=_as_int(_require(d, "num_shards", where), "num_shards", where),
             shard_size=_as_int(_require(d, "shard_size", where), "shard_size", where, 1),
             code_version=_as_str(_require(d, "code_version", where), "code_version", where),
-            f0_method=str(d.get("f0_method", "harvest")),
-            shards=tuple(ShardEntry.from_dict(s) for s in d.get("shards", [])),
-            failures=tuple(Failure.from_dict(f) for f in d.get("failures", [])),
+            f0_method=f0_method,
             # Manifests written before the range became an option used WORLD's defaults.
             f0_floor_hz=_as_hz(d.get("f0_floor_hz", DEFAULT_F0_FLOOR_HZ), "f0_floor_hz", where),
             f0_ceil_hz=_as_hz(d.get("f0_ceil_hz", DEFAULT_F0_CEIL_HZ), "f0_ceil_hz", where),
+            shards=tuple(
+                ShardEntry.from_dict(s) for s in _entries(d.get("shards", []), "shards", where)
+            ),
+            failures=tuple(
+                Failure.from_dict(f) for f in _entries(d.get("failures", []), "failures", where)
+            ),
         )
         if not vs.f0_floor_hz < vs.f0_ceil_hz:
             raise ManifestError(
                 f"{where}: f0_floor_hz {vs.f0_floor_hz} must be below f0_ceil_hz {vs.f0_ceil_hz}"
+            )
+        # The folder is written into and its shard folders replaced: it must be this view
+        # set's own folder (named after it), wherever the cache lies.
+        expected = view_set_folder_name(vs.kind, vs.views, vs.key)
+        if PurePosixPath(vs.folder).name != expected or posixpath.normpath(vs.folder) in (
+            ".",
+            "..",
+        ):
+            raise ManifestError(
+                f"{where}: folder {vs.folder[:80]!r} must end with the view set's own "
+                f"folder name {expected!r}"
             )
         indices = [s.index for s in vs.shards]
         if len(set(indices)) != len(indices):
@@ -301,6 +449,9 @@ class Manifest:
                 f"manifest schema_version {self.schema_version!r} is not supported "
                 f"(this toolkit reads version {SCHEMA_VERSION})"
             )
+        why = name_problem(self.dataset)
+        if why:
+            raise ManifestError(f"manifest: dataset {self.dataset[:80]!r} {why}")
         if self.sample_rate != SAMPLE_RATE:
             raise ManifestError(
                 f"manifest sample_rate must be {SAMPLE_RATE}, got {self.sample_rate}"
@@ -417,55 +568,235 @@ class Manifest:
                 f"(this toolkit reads version {SCHEMA_VERSION})"
             )
         where = "manifest"
-        labels = _require(d, "labels", where)
-        if not isinstance(labels, dict):
-            raise ManifestError("manifest: field 'labels' must be an object")
+        labels = _as_object(_require(d, "labels", where), "labels", where)
+        vocabularies = {}
+        for name, vocab in labels.items():
+            words = _as_list(vocab, f"labels.{name}", where)
+            for word in words:
+                _as_str(word, f"labels.{name}", where)
+            vocabularies[name] = tuple(words)
         return cls(
             schema_version=version,
-            dataset=_as_str(_require(d, "dataset", where), "dataset", where),
+            dataset=_as_name(_require(d, "dataset", where), "dataset", where),
             source=_as_str(_require(d, "source", where), "source", where),
             data_dir=_as_str(_require(d, "data_dir", where), "data_dir", where),
             sample_rate=_as_int(_require(d, "sample_rate", where), "sample_rate", where, 1),
-            labels={k: tuple(v) for k, v in labels.items()},
-            split=dict(d.get("split", {})),
-            clips=tuple(Clip.from_dict(c) for c in _require(d, "clips", where)),
-            view_sets=tuple(ViewSet.from_dict(v) for v in d.get("view_sets", [])),
-            failures=tuple(Failure.from_dict(f) for f in d.get("failures", [])),
+            labels=vocabularies,
+            split=dict(_as_object(d.get("split", {}), "split", where)),
+            clips=tuple(
+                Clip.from_dict(c) for c in _entries(_require(d, "clips", where), "clips", where)
+            ),
+            view_sets=tuple(
+                ViewSet.from_dict(v) for v in _entries(d.get("view_sets", []), "view_sets", where)
+            ),
+            failures=tuple(
+                Failure.from_dict(f) for f in _entries(d.get("failures", []), "failures", where)
+            ),
         )
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Manifest:
         """Read and check a manifest; every problem is a ManifestError naming the file."""
-        path = Path(path)
+        return cls.from_bytes(_read_manifest_bytes(Path(path)), Path(path))
+
+    @classmethod
+    def from_bytes(cls, data: bytes, path: Path) -> Manifest:
+        """Parse the bytes of a manifest file (``path`` only names it in messages)."""
         try:
-            text = path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise ManifestError(f"{path}: no such manifest") from None
-        except OSError as e:
-            raise ManifestError(f"{path}: cannot read manifest ({e.strerror})") from None
-        try:
-            data = json.loads(text)
+            parsed = json.loads(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ManifestError(f"{path}: not valid JSON (not UTF-8 text)") from None
         except json.JSONDecodeError as e:
             raise ManifestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        except RecursionError:
+            raise ManifestError(f"{path}: not valid JSON (nested too deeply)") from None
         try:
-            return cls.from_dict(data)
+            return cls.from_dict(parsed)
         except ManifestError as e:
             raise ManifestError(f"{path}: {e}") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically: a temporary file in the same folder, then ``os.replace``."""
+        """Write atomically: a temporary file in the same folder, then ``os.replace``.
+
+        A symlinked manifest stays a link: the file it points to is replaced. Callers that
+        may race with another command use :class:`ManifestFile`, which also locks.
+        """
         self.check()
-        write_json_atomic(Path(path), self.to_dict())
+        write_json_atomic(manifest_target(Path(path)), self.to_dict())
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON so that readers see either the old file or the new one."""
+def _read_manifest_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: no such manifest") from None
+    except IsADirectoryError:
+        raise ManifestError(f"{path}: is a folder, not a manifest file") from None
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read manifest ({e.strerror or e})") from None
+
+
+def manifest_target(path: Path) -> Path:
+    """The file a manifest path stands for: a symlink is followed to its target.
+
+    Locks and atomic replacement act on the target, so that ``alias.json ->
+    synthetic.json`` and ``synthetic.json`` share one lock and the link survives a save.
+    A link that loops or points at a folder is refused.
+    """
+    try:
+        target = path.resolve(strict=False)
+    except (RuntimeError, OSError):  # a symlink loop
+        raise ManifestError(f"{path}: symlink loop; point it at a manifest file") from None
+    if target.is_dir():
+        raise ManifestError(f"{path}: is a folder, not a manifest file")
+    return target
+
+
+class ManifestFile:
+    """A manifest file held under an exclusive lock, for every command that writes one.
+
+    ``ncore-prep manifest``, ``perturb`` and the repair all go through this: the lock is an
+    ``flock`` on ``.<name>.lock`` beside the resolved file (a symlink shares its target's
+    lock), released by the kernel when the process dies (SIGKILL included). A second writer
+    is refused with one line naming the command that holds it. :meth:`save` writes only over
+    the version this process last read or wrote: a manifest changed behind the lock (an
+    editor, a program that does not lock) is never silently overwritten.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], command: str) -> None:
+        self.path = Path(path)
+        self.command = command
+        self._handle: Any = None
+        self._digest: str | None = None  # sha256 of the bytes last read or written; "" absent
+
+    def __enter__(self) -> ManifestFile:
+        self.target = manifest_target(self.path)
+        lock_path = self.target.with_name(f".{self.target.name}.lock")
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(lock_path, "a+")
+        except OSError as e:
+            raise ManifestError(
+                f"{lock_path}: cannot create the lock file ({_os_reason(e)})"
+            ) from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another ncore-prep command"
+            handle.close()
+            raise ManifestError(
+                f"{self.path} is in use by {holder}; wait for it to finish, then re-run"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"`ncore-prep {self.command}` (pid {os.getpid()})\n")
+            handle.flush()
+        except OSError:
+            pass  # the lock holds; only the description of the holder is missing
+        self._handle = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._handle is not None:
+            fcntl.flock(self._handle, fcntl.LOCK_UN)
+            self._handle.close()
+            self._handle = None
+
+    def exists(self) -> bool:
+        return self.target.exists()
+
+    def load(self) -> Manifest:
+        """Read the manifest and remember its bytes' digest for :meth:`save`."""
+        data = _read_manifest_bytes(self.path)
+        self._digest = hashlib.sha256(data).hexdigest()
+        return Manifest.from_bytes(data, self.path)
+
+    def load_or_none(self) -> tuple[Manifest | None, str | None]:
+        """The current manifest, or (None, why) when absent or unreadable (and remember it)."""
+        try:
+            data = self.target.read_bytes()
+        except FileNotFoundError:
+            self._digest = ""
+            return None, None
+        except OSError as e:
+            raise ManifestError(f"{self.path}: cannot read manifest ({_os_reason(e)})") from None
+        self._digest = hashlib.sha256(data).hexdigest()
+        try:
+            return Manifest.from_bytes(data, self.path), None
+        except ManifestError as e:
+            return None, str(e)
+
+    def save(self, manifest: Manifest) -> None:
+        """Replace the file atomically, unless it changed since this process last saw it."""
+        if self._handle is None:
+            raise RuntimeError("ManifestFile.save outside its `with` block")
+        manifest.check()
+        if self._digest is not None:
+            try:
+                now = hashlib.sha256(self.target.read_bytes()).hexdigest()
+            except FileNotFoundError:
+                now = ""
+            except OSError as e:
+                raise ManifestError(
+                    f"{self.path}: cannot read manifest ({_os_reason(e)})"
+                ) from None
+            if now != self._digest:
+                raise ManifestError(
+                    f"{self.path} was changed by another program during `ncore-prep "
+                    f"{self.command}`; nothing was overwritten: re-run the command"
+                )
+        data = _json_bytes(manifest.to_dict())
+        try:
+            write_bytes_atomic(self.target, data)
+        except OSError as e:
+            raise ManifestError(
+                f"{self.path}: cannot write the manifest ({_os_reason(e)})"
+            ) from None
+        self._digest = hashlib.sha256(data).hexdigest()
+
+
+def _os_reason(e: OSError) -> str:
+    """A short reason for an OSError: 'No space left on device', 'Read-only file system'..."""
+    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    if e.errno == errno.EROFS:
+        return "read-only file system"
+    return e.strerror or str(e)
+
+
+def _json_bytes(data: Any) -> bytes:
+    return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it (Linux), else set-and-restore."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write ``data`` so that readers see either the old file or the new one.
+
+    The new file gets the permissions a plain ``open()`` would give it (0666 minus the
+    umask), not ``mkstemp``'s private 0600, so colleagues sharing a project folder can read
+    it. The temporary file is removed on any failure (a full disk included).
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=1, ensure_ascii=False)
-            f.write("\n")
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o666 & ~current_umask())
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -473,6 +804,11 @@ def write_json_atomic(path: Path, data: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Write ``data`` as JSON atomically (see :func:`write_bytes_atomic`)."""
+    write_bytes_atomic(path, _json_bytes(data))
 
 
 def relative_to_manifest(

@@ -169,7 +169,7 @@ def _check_shard(
         error("listed in the manifest but missing on disk; re-run `ncore-prep perturb`")
         return
     try:
-        reader = ShardReader(path)
+        reader = ShardReader(path, verify=False)  # this module reports each problem itself
     except ShardError as e:
         error(str(e))
         return

@@ -42,6 +42,18 @@ class ShardError(ValueError):
     """A shard that cannot be read or does not match what the manifest says."""
 
 
+class ShardDamaged(ShardError):
+    """A shard whose stored bytes no longer match what was written (checked on every read)."""
+
+
+REPAIR_PLACEHOLDER = "MANIFEST"
+
+
+def repair_command(manifest_path: str | os.PathLike[str] | None = None) -> str:
+    """The command that recomputes damaged shards of a manifest, for error messages."""
+    return f"ncore-prep validate --repair {manifest_path or REPAIR_PLACEHOLDER}"
+
+
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.zarr"
 
@@ -193,8 +205,16 @@ def _spans(offsets: np.ndarray) -> list[tuple[int, int]]:
 class ShardReader:
     """Read-only access to one shard. Metadata is read on open; audio on demand."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        manifest_path: str | os.PathLike[str] | None = None,
+        *,
+        verify: bool = True,
+    ) -> None:
         self.path = Path(path)
+        self.manifest_path = manifest_path
+        self.verify = verify
         try:
             self._group = zarr.open_group(self.path, mode="r", zarr_format=3)
             self._audio = self._group["audio"]
@@ -211,9 +231,42 @@ class ShardReader:
                 f"is not supported (expected {SHARD_SCHEMA_VERSION})"
             )
         if len(self.offsets) != len(self.clip_ids) + 1:
-            raise ShardError(
-                f"{self.path.name}: {len(self.clip_ids)} clip ids but {len(self.offsets)} offsets"
+            raise self._damaged(f"{len(self.clip_ids)} clip ids but {len(self.offsets)} offsets")
+        self._crcs: list[int] = []
+        if verify:
+            self._check_layout()
+
+    def _damaged(self, what: str) -> ShardDamaged:
+        """The one-line error for a damaged shard: where, what, and the repair command."""
+        return ShardDamaged(
+            f"{self.path}: damaged shard ({what}); repair it with "
+            f"`{repair_command(self.manifest_path)}`"
+        )
+
+    def _check_layout(self) -> None:
+        """Offsets, CRC list and chunk presence agree with the audio array (cheap: metadata)."""
+        offsets, total = self.offsets, self.total_samples
+        if self.offsets.size and (
+            offsets[0] != 0 or int(offsets[-1]) != total or np.any(np.diff(offsets) <= 0)
+        ):
+            raise self._damaged(
+                "offsets do not run from 0 to the stored length in increasing steps"
             )
+        crcs = self.attrs.get("clip_crc32")
+        if (
+            not isinstance(crcs, list)
+            or len(crcs) != len(self.clip_ids)
+            or not all(isinstance(c, int) and not isinstance(c, bool) for c in crcs)
+        ):
+            raise self._damaged("its attribute 'clip_crc32' does not hold one CRC-32 per clip")
+        self._crcs = crcs
+        if total > 0:
+            try:
+                present = self._audio.nchunks_initialized
+            except Exception as e:  # a store that cannot be listed
+                raise self._damaged(f"audio chunks cannot be listed: {type(e).__name__}") from e
+            if present == 0:
+                raise self._damaged("its audio chunk file is missing")
 
     def __len__(self) -> int:
         return len(self.clip_ids)
@@ -228,19 +281,42 @@ class ShardReader:
         return int(self._audio.shape[1])
 
     def read_int16(self, i0: int, i1: int, views: Sequence[int] | None = None) -> np.ndarray:
-        """Raw int16 samples of clips i0..i1-1 as one (rows, T) block: a single zarr read."""
+        """Raw int16 samples of clips i0..i1-1 as one (rows, T) block: a single zarr read.
+
+        A reader opened with ``verify`` (the default; only ``validate`` turns it off, to
+        report every damaged clip itself) checks each clip's samples against the CRC-32
+        written with them; a mismatch raises :class:`ShardDamaged`, naming the shard and the
+        repair command. All
+        rows are read for that (a chunk holds every row, so this costs no extra decoding) and
+        the requested ``views`` are selected afterwards.
+        """
         a, b = int(self.offsets[i0]), int(self.offsets[i1])
+        try:
+            block = np.asarray(self._audio[:, a:b])
+        except Exception as e:  # codecs raise many types on truncated or garbled bytes
+            if not self.verify:
+                raise
+            raise self._damaged(f"audio cannot be decoded: {type(e).__name__}") from e
+        if self.verify:
+            for i in range(i0, i1):
+                lo, hi = int(self.offsets[i]) - a, int(self.offsets[i + 1]) - a
+                if zlib.crc32(np.ascontiguousarray(block[:, lo:hi]).tobytes()) != self._crcs[i]:
+                    raise self._damaged(
+                        f"clip {self.clip_ids[i]!r} does not match the CRC-32 written with it"
+                    )
         if views is None:
-            return np.asarray(self._audio[:, a:b])
+            return block
         rows = list(views)
         if rows == list(range(rows[0], rows[-1] + 1)):
-            return np.asarray(self._audio[rows[0] : rows[-1] + 1, a:b])
-        return np.asarray(self._audio.oindex[rows, a:b])
+            return block[rows[0] : rows[-1] + 1]
+        return block[rows]
 
     def read_range(
         self, i0: int, i1: int, views: Sequence[int] | None = None, *, raw: bool = False
     ) -> list[np.ndarray]:
         """Clips i0..i1-1 as float32 arrays of shape (rows, T_i), read in one zarr call.
+
+        Every clip read is verified against its CRC-32 (see :meth:`read_int16`).
 
         With ``raw`` they are the stored int16 samples instead (views into one block), for
         a reader that keeps only part of each clip and converts just that part
@@ -290,4 +366,4 @@ def open_view_set(
     Raises :class:`pipeline.manifest.ManifestError` when the manifest has no such view set.
     """
     view_set = manifest.view_set(kind, views)
-    return view_set, [ShardReader(p) for p in view_set.shard_paths(manifest_path)]
+    return view_set, [ShardReader(p, manifest_path) for p in view_set.shard_paths(manifest_path)]

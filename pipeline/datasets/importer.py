@@ -224,17 +224,17 @@ def save_manifest_keeping_views(manifest: Manifest, path: str | os.PathLike[str]
     """Write ``manifest`` at ``path`` atomically, keeping the view sets of the file it replaces
     when that file describes exactly the same clips (ids, paths, labels, splits, checksums).
 
+    Holds the manifest's lock (:class:`~pipeline.manifest.ManifestFile`): refused while a
+    ``perturb`` runs on it, so neither command loses the other's work.
     Returns a note for the summary when view sets were kept or dropped, else None.
     """
-    from pipeline.manifest import ManifestError
+    from pipeline.manifest import ManifestFile
 
     path = Path(path)
     note = None
-    if path.exists():
-        try:
-            old = Manifest.load(path)
-        except ManifestError:
-            old = None
+    with ManifestFile(path, "manifest") as file:
+        old, why = file.load_or_none()
+        if why is not None:
             note = f"replaced {path}, which could not be read as a manifest"
         if old is not None and old.view_sets:
             same = [c.to_dict() for c in old.clips] == [c.to_dict() for c in manifest.clips]
@@ -243,5 +243,5 @@ def save_manifest_keeping_views(manifest: Manifest, path: str | os.PathLike[str]
                 note = f"kept {len(old.view_sets)} view set(s) of the existing manifest"
             else:
                 note = f"dropped {len(old.view_sets)} view set(s): the clips changed"
-    manifest.save(path)
+        file.save(manifest)
     return note
