@@ -10,9 +10,11 @@ by category.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
+import stat
 from dataclasses import dataclass
 from functools import lru_cache
 from math import gcd
@@ -55,6 +57,18 @@ class SourceAudio:
 def read_source(path: str | os.PathLike[str]) -> SourceAudio:
     """Read ``path`` once, checksum its bytes and decode them (see :func:`decode_audio`)."""
     path = Path(path)
+    try:
+        info = os.stat(path)  # before opening: opening a FIFO would block for ever
+    except FileNotFoundError:
+        raise AudioError(f"missing file: {path.name} does not exist") from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise AudioError(f"symlink loop: {path.name} never reaches a file") from None
+        raise AudioError(f"unreadable audio: {e.strerror or e}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise AudioError(f"unreadable audio: {path.name} is a folder")
+    if not stat.S_ISREG(info.st_mode):
+        raise AudioError(f"not a regular file: {path.name} is a FIFO, socket or device")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -102,6 +116,16 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int, int]:
     if not np.isfinite(frames).all():
         bad = int(np.count_nonzero(~np.isfinite(frames)))
         raise AudioError(f"non-finite samples: {bad} NaN or infinite values")
+    # Integer PCM decodes into [-1, 1); only a float file can go beyond full scale. Storing
+    # it would hard-clip those samples (int16 shards), and scaling it silently would change
+    # its level against every other clip: the clip is refused, the user decides.
+    peak = float(np.max(np.abs(frames)))
+    if peak > 1.0:
+        over = float(np.mean(np.abs(frames) > 1.0))
+        raise AudioError(
+            f"out-of-range samples: float peak {peak:.3g} exceeds full scale 1.0 "
+            f"({over:.1%} of samples); normalise the file"
+        )
     # Mean of channels in float64, then one polyphase resampling to 16 kHz.
     mono = frames.astype(np.float64).mean(axis=1)
     audio = resample_to(mono, int(sample_rate), SAMPLE_RATE).astype(np.float32)

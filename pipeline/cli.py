@@ -118,7 +118,7 @@ def manifest_command(
 ) -> None:
     """Import a corpus and write manifests/<name>.json (clips, labels, splits, failures)."""
     from pipeline.datasets import DatasetError, build_manifest, save_manifest_keeping_views
-    from pipeline.manifest import ManifestError
+    from pipeline.manifest import ManifestError, os_reason
 
     options["csv"] = csv_file
     name = name or dataset
@@ -142,7 +142,7 @@ def manifest_command(
     except (DatasetError, ManifestError) as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
-        raise click.ClickException(f"{e.filename or path}: {e.strerror or e}") from None
+        raise click.ClickException(f"{e.filename or path}: {os_reason(e)}") from None
     for line in summary.lines():
         click.echo(line)
     if note:
@@ -388,8 +388,10 @@ def inspect_command(
     """Summarise a manifest and its view sets, export the views of one clip (--clip), or
     write a listening page of sampled clips across view sets (--html DIR)."""
     from pipeline.inspection import InspectError, describe, export_clip
-    from pipeline.manifest import ManifestError
+    from pipeline.manifest import ManifestError, name_problem, os_reason
 
+    if clip_id is not None and name_problem(clip_id):
+        raise click.ClickException(f"--clip {clip_id[:80]!r}: a clip id {name_problem(clip_id)}")
     try:
         if html_dir is not None:
             if clip_id is not None:
@@ -411,6 +413,8 @@ def inspect_command(
         export = export_clip(manifest, clip_id, out or Path("inspect") / clip_id)
     except (InspectError, ManifestError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a full disk, a read-only or missing --out folder
+        raise click.ClickException(f"{e.filename or out}: {os_reason(e)}") from None
     for line in export.lines():
         click.echo(line)
 

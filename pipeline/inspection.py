@@ -216,7 +216,7 @@ def _views_of(
     if entry is None:
         return None, [], f"{vs.kind}-{vs.key}: shard {index} not computed yet"
     try:
-        reader = ShardReader(vs.folder_path(manifest_path) / entry.path)
+        reader = ShardReader(vs.folder_path(manifest_path) / entry.path, manifest_path)
         i = reader.clip_ids.index(clip_id)
         return reader.read_clip(i), reader.drawn(i), None
     except (ShardError, ValueError, OSError) as e:

@@ -174,6 +174,16 @@ def _as_relpath(value: Any, key: str, where: str) -> str:
     return text
 
 
+MAX_KEY_CHARS = 32  # real keys are 10 hex digits; file names made from keys stay short
+
+
+def _as_key(value: Any, where: str) -> str:
+    key = _as_name(value, "key", where)
+    if len(key) > MAX_KEY_CHARS:
+        raise ManifestError(f"{where}: key is {len(key)} characters long (at most {MAX_KEY_CHARS})")
+    return key
+
+
 def view_set_folder_name(kind: str, views: int, key: str) -> str:
     """The last component of a view set's folder: ``<kind>-n<views>-<key>``."""
     return f"{kind}-n{views}-{key}"
@@ -384,7 +394,7 @@ class ViewSet:
             views=_as_int(_require(d, "views", where), "views", where, 1),
             seed=_as_int(_require(d, "seed", where), "seed", where),
             params=params,
-            key=_as_name(_require(d, "key", where), "key", where),
+            key=_as_key(_require(d, "key", where), where),
             folder=_as_str(_require(d, "folder", where), "folder", where),
             num_shards=_as_int(_require(d, "num_shards", where), "num_shards", where),
             shard_size=_as_int(_require(d, "shard_size", where), "shard_size", where, 1),
@@ -677,7 +687,7 @@ class ManifestFile:
             handle = open(lock_path, "a+")
         except OSError as e:
             raise ManifestError(
-                f"{lock_path}: cannot create the lock file ({_os_reason(e)})"
+                f"{lock_path}: cannot create the lock file ({os_reason(e)})"
             ) from None
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -721,7 +731,7 @@ class ManifestFile:
             self._digest = ""
             return None, None
         except OSError as e:
-            raise ManifestError(f"{self.path}: cannot read manifest ({_os_reason(e)})") from None
+            raise ManifestError(f"{self.path}: cannot read manifest ({os_reason(e)})") from None
         self._digest = hashlib.sha256(data).hexdigest()
         try:
             return Manifest.from_bytes(data, self.path), None
@@ -739,9 +749,7 @@ class ManifestFile:
             except FileNotFoundError:
                 now = ""
             except OSError as e:
-                raise ManifestError(
-                    f"{self.path}: cannot read manifest ({_os_reason(e)})"
-                ) from None
+                raise ManifestError(f"{self.path}: cannot read manifest ({os_reason(e)})") from None
             if now != self._digest:
                 raise ManifestError(
                     f"{self.path} was changed by another program during `ncore-prep "
@@ -752,12 +760,12 @@ class ManifestFile:
             write_bytes_atomic(self.target, data)
         except OSError as e:
             raise ManifestError(
-                f"{self.path}: cannot write the manifest ({_os_reason(e)})"
+                f"{self.path}: cannot write the manifest ({os_reason(e)})"
             ) from None
         self._digest = hashlib.sha256(data).hexdigest()
 
 
-def _os_reason(e: OSError) -> str:
+def os_reason(e: OSError) -> str:
     """A short reason for an OSError: 'No space left on device', 'Read-only file system'..."""
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
         return "the disk is full"

@@ -11,13 +11,14 @@ User mistakes (no such folder, a missing column, an option that does not apply) 
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.manifest import SPLITS, Failure
+from pipeline.manifest import MAX_NAME_CHARS, SPLITS, Failure
 
 IMPORT_STAGE = "import"
 
@@ -107,6 +108,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 def safe_id(text: str) -> str:
     """A clip id safe as a file name: runs of other characters become ``_``."""
     cleaned = _UNSAFE.sub("_", text).strip("._") or "clip"
+    if len(cleaned) > MAX_NAME_CHARS:  # keep it a usable file name; the hash keeps it unique
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        cleaned = f"{cleaned[: MAX_NAME_CHARS - 9]}-{digest}"
     return cleaned
 
 

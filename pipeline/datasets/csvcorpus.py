@@ -37,6 +37,12 @@ def read_rows(
         with open(csv_path, newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
+            twice = sorted({h for h in header if h and header.count(h) > 1})
+            if twice:
+                raise DatasetError(
+                    f"{csv_path.name}: column {twice[0]!r} appears more than once in the "
+                    "header; rename one of them"
+                )
             reader.fieldnames = header
             rows = [(reader.line_num, row) for row in reader]
     except FileNotFoundError:
@@ -55,7 +61,8 @@ def read_rows(
 
 def path_id(rel: str) -> str:
     """A file-name-safe id from a relative path: ``a/b/c.wav`` -> ``a__b__c``."""
-    parts = PurePosixPath(rel).with_suffix("").parts
+    path = PurePosixPath(rel)
+    parts = (path.with_suffix("") if path.name else path).parts
     return safe_id("__".join(p for p in parts if p not in ("..", ".", "/")))
 
 
@@ -84,7 +91,7 @@ def list_csv(
         rel = (row.get(path_column) or "").strip().replace("\\", "/")
         emotion = (row.get(emotion_column) or "").strip()
         speaker = (row.get(speaker_column) or "").strip()
-        clip_id = path_id(rel) if rel else f"line{line}"
+        clip_id = path_id(rel) if rel and "\x00" not in rel else f"line{line}"
         if clip_id in ids:
             # Two paths that sanitise alike ("a b.wav", "a_b.wav"): disambiguate by content
             # of the path, which is stable.

@@ -30,21 +30,41 @@ from pipeline.datasets.base import (
     safe_id,
 )
 from pipeline.datasets.registry import REGISTRY, default_data_dir
-from pipeline.manifest import SPLITS, Clip, Failure, Manifest, relative_to_manifest
+from pipeline.manifest import (
+    SPLITS,
+    Clip,
+    Failure,
+    Manifest,
+    relative_path_problem,
+    relative_to_manifest,
+)
 from pipeline.splits import SplitError, SplitItem, assign_splits
 
 log = logging.getLogger(__name__)
 
 
-def _inside(data_dir: Path, rel: str) -> Path | None:
-    """The absolute path of ``rel`` when it stays inside ``data_dir``, else None."""
-    if not rel or Path(rel).is_absolute():
-        return None
-    root = data_dir.resolve()
-    target = (root / rel).resolve()
+def _inside(data_dir: Path, rel: str) -> Path | str:
+    """The absolute path of ``rel`` when it stays inside ``data_dir``, else a failure reason.
+
+    The lexical rule is the one a manifest is checked with when loaded
+    (:func:`~pipeline.manifest.relative_path_problem`); here the resolved target (symlinks
+    followed) must stay inside too.
+    """
+    why = relative_path_problem(rel)
+    if why in ("leaves its folder", "is absolute"):
+        return f"path escapes the data folder: {rel}"
+    if why:
+        return f"bad path: {rel!r} {why}"
+    try:
+        root = data_dir.resolve()
+        target = (root / rel).resolve()
+    except RuntimeError:  # Python 3.11 raises this for a symlink loop
+        return f"symlink loop: {rel} never reaches a file"
+    except (OSError, ValueError) as e:
+        return f"bad path: {rel!r} ({e})"
     if target != root and root in target.parents:
         return target
-    return None
+    return f"path escapes the data folder: {rel}"
 
 
 def _decode(path: Path) -> SourceAudio | str:
@@ -65,15 +85,35 @@ def decode_candidates(
     failures: list[Failure] = []
     paths: list[Path] = []
     todo: list[Candidate] = []
+    by_target: dict[Path, list[Candidate]] = {}
     for c in candidates:
         target = _inside(data_dir, c.path)
-        if target is None:
-            failures.append(
-                Failure(c.id, IMPORT_STAGE, f"path escapes the data folder: {c.path}", c.path)
-            )
+        if isinstance(target, str):
+            failures.append(Failure(c.id, IMPORT_STAGE, target, c.path))
             continue
+        by_target.setdefault(target, []).append(c)
         paths.append(target)
         todo.append(c)
+    # One file listed twice (under two spellings or links) would put the same audio in two
+    # clips, possibly in train and test with different labels: keep the first listing when
+    # the labels agree, refuse every listing when they do not.
+    dropped: set[str] = set()
+    for listed in by_target.values():
+        if len(listed) < 2:
+            continue
+        first = listed[0]
+        agree = all((c.emotion, c.speaker) == (first.emotion, first.speaker) for c in listed)
+        for c in listed if not agree else listed[1:]:
+            dropped.add(c.id)
+            why = (
+                f"duplicate: {c.path} is the same file as clip {first.id}"
+                if agree
+                else f"duplicate: {c.path} is listed {len(listed)} times with different labels"
+            )
+            failures.append(Failure(c.id, IMPORT_STAGE, why, c.path))
+    if dropped:
+        kept = [(p, c) for p, c in zip(paths, todo, strict=True) if c.id not in dropped]
+        paths, todo = [p for p, _ in kept], [c for _, c in kept]
     workers = jobs or min(4, os.cpu_count() or 1)
     if workers > 1 and len(todo) > 1:
         # soundfile and scipy release the GIL for the heavy parts; map keeps input order.
