@@ -485,14 +485,43 @@ def selectivity_command(
 
 @main.command("validate")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
-def validate_command(manifest: Path) -> None:
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Recompute every shard that fails, from the source audio and the recorded settings "
+    "(same bytes as the original).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="--repair: local worker processes (default: one per core).",
+)
+@click.option("--scheduler", default=None, metavar="ADDRESS", help="--repair: a Dask scheduler.")
+def validate_command(
+    manifest: Path, repair: bool, workers: int | None, scheduler: str | None
+) -> None:
     """Re-read every shard: checksums, offsets, lengths, finite audio, manifest invariants.
 
-    Exits with status 1 and names the shard and clip of every problem found.
+    Exits with status 1 and names the shard and clip of every problem found. With
+    --repair, damaged shards are recomputed first and the result is validated again.
     """
     from pipeline.qa import format_report, validate
 
-    report = validate(manifest)
+    if repair:
+        from pipeline.manifest import ManifestError
+        from pipeline.prep import PrepError, dask_executor
+        from pipeline.qa import repair as repair_shards
+
+        try:
+            outcome = repair_shards(manifest, lambda: dask_executor(workers, scheduler))
+        except (ManifestError, PrepError) as e:
+            raise click.ClickException(str(e)) from None
+        for line in outcome.lines():
+            click.echo(line)
+        report = outcome.report
+    else:
+        report = validate(manifest)
     click.echo(format_report(report))
     if not report.ok:
         raise click.ClickException(f"{len(report.errors)} problem(s) found in {manifest}")

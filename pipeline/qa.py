@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from pipeline.manifest import Manifest, ManifestError, ShardEntry, ViewSet
-from pipeline.shards import ShardError, ShardReader, content_checksum, shard_name
+from pipeline.manifest import Manifest, ManifestError, ManifestFile, ShardEntry, ViewSet
+from pipeline.shards import ShardError, ShardReader, content_checksum
 from pipeline.viewset import ShardAttributes, expected_key, shard_members
 
 ERROR = "error"
@@ -57,6 +58,7 @@ class ValidationReport:
     shards: int = 0
     clips: int = 0
     samples: int = 0
+    damaged: dict[str, set[int]] = field(default_factory=dict)  # view-set key -> shard indices
 
     @property
     def errors(self) -> list[Problem]:
@@ -162,9 +164,8 @@ def _check_shard(
 
     def error(message: str, item: str = where) -> None:
         problems.append(Problem(item, message))
+        report.damaged.setdefault(vs.key, set()).add(entry.index)
 
-    if entry.path != shard_name(entry.index):
-        error(f"listed as index {entry.index} but named {entry.path}")
     if not path.is_dir():
         error("listed in the manifest but missing on disk; re-run `ncore-prep perturb`")
         return
@@ -256,3 +257,109 @@ def format_report(report: ValidationReport, limit: int = 50) -> str:
         lines.append(f"... and {len(ordered) - limit} more")
     lines.append(report.summary())
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- repair
+
+
+@dataclass(frozen=True)
+class RepairOutcome:
+    """What :func:`repair` did: shards recomputed, and whether each got its old checksum back."""
+
+    recomputed: dict[str, list[int]]  # view-set key -> shard indices
+    restored: int  # shards whose recomputed contents equal the checksum listed before
+    changed: list[str]  # shards whose contents differ now (e.g. a source file changed)
+    report: ValidationReport  # validation after the repair
+
+    def lines(self) -> list[str]:
+        total = sum(len(v) for v in self.recomputed.values())
+        if not total:
+            return ["nothing to repair: every listed shard reads back as written"]
+        out = [
+            f"recomputed {total} shard(s); {self.restored} restored byte for byte "
+            "(the checksum listed before the damage)"
+        ]
+        out.extend(f"  changed: {c}" for c in self.changed)
+        return out
+
+
+def repair(
+    manifest_path: str | os.PathLike[str],
+    executor_factory: Callable[[], Any],
+    progress: bool = False,
+) -> RepairOutcome:
+    """Recompute every shard that fails validation, with the settings its view set records.
+
+    The shards are computed again from the source audio by ``ncore-prep perturb``'s own
+    stage (:func:`pipeline.prep.run_perturb`); since every draw is seeded from stable ids,
+    a repaired shard holds the same samples as the original (its checksum is compared with
+    the one listed before). Raises ManifestError when the manifest itself cannot be used or
+    a damaged view set's settings no longer match its key (nothing can be recomputed then).
+    """
+    from pipeline.perturb import EmotionParams, SpeakerParams
+    from pipeline.prep import PerturbSettings, run_perturb
+
+    path = Path(manifest_path)
+    before = validate(path)
+    manifest_problems = [p for p in before.errors if p.where == "manifest"]
+    if manifest_problems:
+        raise ManifestError(str(manifest_problems[0]))
+    if not before.damaged:
+        return RepairOutcome({}, 0, [], before)
+    listed: dict[tuple[str, int], str] = {}
+    with ManifestFile(path, "validate --repair") as file:
+        manifest = file.load()
+        view_sets = []
+        for vs in manifest.view_sets:
+            indices = before.damaged.get(vs.key)
+            if not indices:
+                view_sets.append(vs)
+                continue
+            if expected_key(manifest, vs) != vs.key:
+                raise ManifestError(
+                    f"view set {vs.kind}-n{vs.views}-{vs.key}: its settings no longer hash "
+                    "to its key, so its shards cannot be recomputed; run `ncore-prep perturb` "
+                    "to make a new view set"
+                )
+            members = shard_members(manifest, vs.shard_size)
+            drop = {cid for i in indices for cid in members[i]}
+            for s in vs.shards:
+                if s.index in indices:
+                    listed[(vs.key, s.index)] = s.checksum
+            view_sets.append(
+                replace(
+                    vs,
+                    shards=tuple(s for s in vs.shards if s.index not in indices),
+                    failures=tuple(f for f in vs.failures if f.id not in drop),
+                )
+            )
+        file.save(replace(manifest, view_sets=tuple(view_sets)))
+    for vs in manifest.view_sets:
+        if vs.key not in before.damaged:
+            continue
+        params = dict(vs.params)
+        settings = PerturbSettings(
+            kinds=(vs.kind,),
+            views=vs.views,
+            seed=vs.seed,
+            shard_size=vs.shard_size,
+            f0_method=vs.f0_method,
+            f0_floor_hz=vs.f0_floor_hz,
+            f0_ceil_hz=vs.f0_ceil_hz,
+            speaker=SpeakerParams.from_dict(params) if vs.kind == "speaker" else SpeakerParams(),
+            emotion=EmotionParams.from_dict(params) if vs.kind == "emotion" else EmotionParams(),
+        )
+        run_perturb(path, settings, executor_factory, progress=progress)
+    after_manifest = Manifest.load(path)
+    restored, changed = 0, []
+    for vs in after_manifest.view_sets:
+        for s in vs.shards:
+            old = listed.get((vs.key, s.index))
+            if old is None:
+                continue
+            if old == s.checksum:
+                restored += 1
+            else:
+                changed.append(f"{vs.kind}-n{vs.views}-{vs.key}/{s.path}")
+    recomputed = {k: sorted(v) for k, v in before.damaged.items()}
+    return RepairOutcome(recomputed, restored, changed, validate(path))

@@ -196,6 +196,18 @@ def summarize(
     }
 
 
+def markdown_cell(value: Any) -> str:
+    """``value`` as text that stays inside one Markdown table cell.
+
+    Labels and run names come from users' files: ``|`` would split the cell and a newline
+    would end the row. Backslashes and ``|`` are escaped, line breaks become ``<br>``, and
+    ``& < >`` become HTML entities so that the cell shows the text as written.
+    """
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")
+
+
 def format_mean_std(stat: dict[str, Any] | None, percent: bool = True) -> str:
     """``"61.25 ± 1.30"`` (percent, 2 decimals); ``"61.25 ± n/a"`` with one seed; ``"–"``
     when there is no value."""
@@ -257,7 +269,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     ]
     for name, row in summary["per_class"].items():
         lines.append(
-            f"| {name} | {format_mean_std(row['precision'])} | {format_mean_std(row['recall'])} "
+            f"| {markdown_cell(name)} | {format_mean_std(row['precision'])} | "
+            f"{format_mean_std(row['recall'])} "
             f"| {format_mean_std(row['f1'])} | {row['support']} |"
         )
     matrix = summary["confusion_matrix"]
@@ -266,11 +279,11 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         "## Confusion matrix (summed over seeds; rows true, columns predicted)",
         "",
-        "| true \\ predicted | " + " | ".join(names) + " |",
+        "| true \\ predicted | " + " | ".join(markdown_cell(n) for n in names) + " |",
         "|---|" + "---|" * len(names),
     ]
     for name, row in zip(names, matrix["summed_over_seeds"], strict=True):
-        lines.append(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+        lines.append(f"| {markdown_cell(name)} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -602,7 +615,8 @@ def probe_on_manifest(
         "",
         f"Balanced accuracy in %, mean ± {STD_NOTE}.",
         "",
-        f"| Model | Probe y+ ({config.task}) | Probe y- ({config.adversarial_label}) |",
+        f"| Model | Probe y+ ({markdown_cell(config.task)}) | "
+        f"Probe y- ({markdown_cell(config.adversarial_label)}) |",
         "|---|---|---|",
         f"| fine-tuned | {format_mean_std(p['finetuned_task'])} | "
         f"{format_mean_std(p['finetuned_adv'])} |",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import TrainerError
-from trainer.evaluate import STD_NOTE, format_mean_std
+from trainer.evaluate import STD_NOTE, format_mean_std, markdown_cell
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,7 @@ def report_table(
     lines = ["| " + " | ".join(titles) + " |", "|---|" + "---|" * width]
     for (dataset, task), members in groups.items():
         adv = summaries[members[0]].get("adversarial_label", "y-")
-        heading = f"**{dataset}: {task} (y- = {adv})**"
+        heading = f"**{markdown_cell(dataset)}: {markdown_cell(task)} (y- = {markdown_cell(adv)})**"
         lines.append(f"| {heading} |" + " |" * width)
         marks: dict[str, list[str]] = {}
         for column in columns:
@@ -141,8 +141,8 @@ def report_table(
                 else:
                     text = format_mean_std(stat)
                 cells.append(_mark(text, marks[column.key][row]))
-            leading = [cells_of[i] for _, cells_of in lead]
-            lines.append(f"| {names[i]} | " + " | ".join([*leading, *cells]) + " |")
+            leading = [markdown_cell(cells_of[i]) for _, cells_of in lead]
+            lines.append(f"| {markdown_cell(names[i])} | " + " | ".join([*leading, *cells]) + " |")
     lines += [
         "",
         f"Values in %, mean ± {STD_NOTE}. Within each group the best value of a column is "
