@@ -21,6 +21,8 @@ from pipeline.cli import main
 from pipeline.manifest import Clip, Manifest, ManifestError, ManifestFile, ViewSet
 from pipeline.qa import validate
 
+PREP = (sys.executable, "-m", "pipeline.cli")
+
 
 def _manifest(root: Path) -> Path:
     """A valid two-clip manifest with one (empty) view set under ``root``."""
@@ -137,8 +139,18 @@ def test_perturb_on_a_hostile_manifest_writes_nothing_outside(tmp_path):
     (victim / "shard-00000.zarr").mkdir(parents=True)
     before = sorted(p.name for p in tmp_path.iterdir())
     result = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "perturb", "--dataset", "demo", "--views", "2"]
-        + ["--manifest-dir", str(path.parent), "--cache-dir", str(project / "cache")],
+        [
+            *PREP,
+            "perturb",
+            "--dataset",
+            "demo",
+            "--views",
+            "2",
+            "--manifest-dir",
+            str(path.parent),
+            "--cache-dir",
+            str(project / "cache"),
+        ],
         capture_output=True,
         text=True,
         cwd=project,
