@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,6 +88,10 @@ class TrainConfig:
         def check(ok: bool, message: str) -> None:
             if not ok:
                 raise TrainerError(f"config: {message}")
+
+        for f in dataclasses.fields(self):
+            value = _typed(f.name, str(f.type), getattr(self, f.name))
+            object.__setattr__(self, f.name, value)
 
         check(
             self.schema_version == SCHEMA_VERSION, f"unknown schema_version {self.schema_version}"
@@ -172,18 +177,60 @@ class TrainConfig:
         return None
 
 
+def _typed(name: str, annotation: str, value: Any) -> Any:
+    """``value`` checked against the field's annotation (as written in the class above).
+
+    A config file is user input: ``lr = "fast"``, ``epochs = 1.5`` or ``epochs = true``
+    are refused with one line naming the setting, not accepted or crashed on later. An
+    integer is accepted where a float is expected (and stored as a float).
+    """
+    optional = annotation.endswith(" | None")
+    base = annotation.removesuffix(" | None")
+    if value is None and optional:
+        return None
+    if base == "bool":
+        ok = isinstance(value, bool)
+    elif base == "int":
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif base == "float":
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            raise TrainerError(f"config: {name} must be a finite number, got {value!r}")
+        value = float(value) if ok else value
+    elif base == "str":
+        ok = isinstance(value, str)
+    elif base == "tuple[int, ...]":
+        return parse_seeds(value)
+    else:  # pragma: no cover - a field type this function does not know yet
+        raise TypeError(f"config field {name}: unsupported annotation {annotation}")
+    if not ok:
+        kind = {"bool": "true or false", "int": "an integer", "float": "a number"}
+        want = kind.get(base, "a string")
+        got = f"{value!r} ({type(value).__name__})"
+        raise TrainerError(
+            f"config: {name} must be {want}{' or null' if optional else ''}, got {got}"
+        )
+    return value
+
+
 def parse_seeds(value: Any) -> tuple[int, ...]:
-    """Seeds from ``"42,100,510"``, an int, or a list of ints."""
-    if isinstance(value, int):
+    """Seeds from ``"42,100,510"``, an int, or a list of ints (booleans and fractions refused)."""
+    if isinstance(value, int) and not isinstance(value, bool):
         return (value,)
     if isinstance(value, str):
-        parts = [p.strip() for p in value.split(",") if p.strip()]
-    else:
+        parts: list[Any] = [p.strip() for p in value.split(",") if p.strip()]
+    elif isinstance(value, list | tuple):
         parts = list(value)
-    try:
-        return tuple(int(p) for p in parts)
-    except (TypeError, ValueError):
-        raise TrainerError(f"config: seeds must be integers, got {value!r}") from None
+    else:
+        raise TrainerError(f"config: seeds must be integers, got {value!r}")
+    seeds = []
+    for p in parts:
+        if isinstance(p, str) and p.lstrip("-").isdigit():
+            p = int(p)
+        if not isinstance(p, int) or isinstance(p, bool):
+            raise TrainerError(f"config: seeds must be integers, got {value!r}")
+        seeds.append(p)
+    return tuple(seeds)
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
