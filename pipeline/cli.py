@@ -291,7 +291,7 @@ def perturb_command(
     Re-running the same command resumes: only shards the manifest does not list are
     computed. Any changed setting makes a new view set beside the old ones.
     """
-    from pipeline.manifest import ManifestError
+    from pipeline.manifest import ManifestError, os_reason
     from pipeline.prep import (
         PerturbSettings,
         PrepError,
@@ -323,6 +323,8 @@ def perturb_command(
         )
     except (PrepError, ManifestError) as e:
         raise click.ClickException(str(e)) from None
+    except OSError as e:  # a full disk or a read-only cache folder while writing shards
+        raise click.ClickException(f"{e.filename or cache_dir}: {os_reason(e)}") from None
     click.echo(format_summary(summary))
     if summary.errors:
         raise click.ClickException(

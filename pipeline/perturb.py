@@ -97,8 +97,12 @@ class _ParamsMixin:
             caster = int if names[key].type in ("int", int) else float
             try:
                 values[key] = caster(value)
-            except (TypeError, ValueError) as err:
+            except (TypeError, ValueError, OverflowError) as err:
                 raise PerturbationError(f"{cls.__name__}.{key}: bad value {value!r}") from err
+            _check(
+                math.isfinite(values[key]),
+                f"{cls.__name__}.{key}: must be a finite number, got {value!r}",
+            )
         return cls(**values)
 
 
@@ -137,6 +141,20 @@ class SpeakerParams(_ParamsMixin):
             "SpeakerParams needs 0 < eq_low_shelf_hz < eq_high_shelf_hz",
         )
         _check(0 <= self.eq_num_peaking <= 64, "SpeakerParams.eq_num_peaking must be in [0, 64]")
+        # The shelves as the EQ will use them at 16 kHz (the high shelf clamped below
+        # Nyquist): a low shelf above the clamped high shelf would fail on every clip, so it
+        # is refused here, before any work.
+        try:
+            eqlib.eq_frequencies(
+                DEFAULT_SAMPLE_RATE, self.eq_low_shelf_hz, self.eq_high_shelf_hz, 0
+            )
+        except ValueError as e:
+            raise PerturbationError(f"SpeakerParams.eq_low_shelf_hz: {e}") from None
+        _check(
+            self.f0_max_hz < DEFAULT_SAMPLE_RATE / 2,
+            f"SpeakerParams.f0_max_hz must be below {DEFAULT_SAMPLE_RATE // 2} Hz (Nyquist), "
+            f"got {self.f0_max_hz}",
+        )
         _check(
             0.0 < self.eq_q_min <= self.eq_q_max,
             f"SpeakerParams needs 0 < eq_q_min <= eq_q_max, got {self.eq_q_min}, {self.eq_q_max}",

@@ -24,7 +24,6 @@ cluster given by its scheduler address.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import shutil
@@ -39,16 +38,18 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.audio import AudioError, load_audio
+from pipeline.audio import AudioError, read_source
 from pipeline.manifest import (
     DEFAULT_F0_CEIL_HZ,
     DEFAULT_F0_FLOOR_HZ,
     SAMPLE_RATE,
     Failure,
     Manifest,
+    ManifestFile,
     ShardEntry,
     ViewSet,
     relative_to_manifest,
+    view_set_folder_name,
 )
 from pipeline.memory import tune_malloc
 from pipeline.perturb import (
@@ -155,6 +156,7 @@ class ClipSource:
     path: str
     source: str
     num_samples: int
+    sha256: str = ""  # of the source file's bytes at import; "" when the manifest has none
 
 
 @dataclass(frozen=True)
@@ -222,9 +224,23 @@ def compute_shard(task: ShardTask) -> ShardResult:
     audio_samples = 0
     for clip in task.clips:
         try:
-            audio, _, _ = load_audio(clip.path)
+            src = read_source(clip.path)
         except AudioError as e:
             failures.append(Failure(clip.id, STAGE, e.reason, clip.source))
+            continue
+        audio = src.audio
+        if clip.sha256 and src.sha256 != clip.sha256:
+            # Other audio under the same name (even of the same length) must not be stored
+            # as this clip: its labels and split were decided for the old file.
+            failures.append(
+                Failure(
+                    clip.id,
+                    STAGE,
+                    "source changed: the file's SHA-256 differs from the one recorded at "
+                    "import; rebuild the manifest (`ncore-prep manifest`)",
+                    clip.source,
+                )
+            )
             continue
         if audio.shape[0] != clip.num_samples:
             failures.append(
@@ -334,7 +350,9 @@ def plan_view_sets(
         if key in existing:
             planned.append(existing[key])
             continue
-        folder = Path(cache_dir) / manifest.dataset / f"{kind}-n{settings.views}-{key}"
+        folder = (
+            Path(cache_dir) / manifest.dataset / view_set_folder_name(kind, settings.views, key)
+        )
         planned.append(
             ViewSet(
                 kind=kind,
@@ -393,28 +411,6 @@ def _record(manifest: Manifest, view_set: ViewSet, result: ShardResult) -> Manif
     return _put(manifest, replace(current, shards=tuple(shards), failures=tuple(failures)))
 
 
-@contextmanager
-def manifest_lock(manifest_path: Path) -> Iterator[None]:
-    """Hold an exclusive lock so that two runs never write the same manifest and cache.
-
-    The lock is an ``flock`` on a hidden file beside the manifest; the kernel releases it
-    when the process dies, even by SIGKILL, so a killed run never blocks the next one.
-    """
-    lock_path = manifest_path.with_name(f".{manifest_path.name}.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise PrepError(
-                f"another `ncore-prep perturb` is running on {manifest_path}; wait for it"
-            ) from None
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _remove_stale_temporaries(folder: Path) -> None:
     """Delete half-written shards (``shard-*.zarr.tmp-*``) left by a killed run."""
     for tmp in folder.glob("shard-*.zarr.tmp-*"):
@@ -451,8 +447,10 @@ def run_perturb(
 
     manifest_path = Path(manifest_path)
     start = time.perf_counter()
-    with manifest_lock(manifest_path):
-        manifest = Manifest.load(manifest_path)
+    # The lock every manifest writer takes (a symlink shares its target's); saves refuse to
+    # overwrite a change made behind it. The kernel drops it when the process dies.
+    with ManifestFile(manifest_path, "perturb") as file:
+        manifest = file.load()
         if not manifest.clips:
             raise PrepError(f"{manifest_path}: the manifest has no clips to perturb")
         view_sets = plan_view_sets(manifest, manifest_path, settings, cache_dir)
@@ -478,6 +476,7 @@ def run_perturb(
                         str(data_dir / by_id[cid].path),
                         by_id[cid].path,
                         by_id[cid].num_samples,
+                        by_id[cid].source_sha256,
                     )
                     for cid in ids
                 )
@@ -498,7 +497,7 @@ def run_perturb(
             folder.mkdir(parents=True, exist_ok=True)
             _remove_stale_temporaries(folder)
         if tasks:
-            manifest.save(manifest_path)  # records the plan (num_shards) before any work
+            file.save(manifest)  # records the plan (num_shards) before any work
 
         errors: list[str] = []
         run_failures: list[Failure] = []
@@ -528,7 +527,7 @@ def run_perturb(
                 for vs in view_sets:
                     if vs.kind in result.entries:
                         manifest = _record(manifest, vs, result)
-                manifest.save(manifest_path)
+                file.save(manifest)
                 stored = next(iter(result.entries.values())).clips
                 clips_stored += stored
                 views_written += sum(e.clips for e in result.entries.values()) * settings.views

@@ -33,14 +33,13 @@ from prep_corpus import (
 
 from pipeline.audio import load_audio
 from pipeline.cli import main
-from pipeline.manifest import Manifest
+from pipeline.manifest import Manifest, ManifestError, ManifestFile
 from pipeline.perturb import PERTURB_VERSION, SpeakerParams
 from pipeline.prep import (
     PerturbSettings,
     PrepError,
     dask_executor,
     fixed_executor,
-    manifest_lock,
     parse_params,
     run_perturb,
 )
@@ -296,8 +295,8 @@ def test_changed_parameter_makes_a_new_view_set_beside_the_old(reference, tmp_pa
 
 def test_second_run_on_a_locked_manifest_is_refused(corpus, tmp_path):
     path = copy_project(corpus, tmp_path)
-    with manifest_lock(path):
-        with pytest.raises(PrepError, match="another `ncore-prep perturb` is running"):
+    with ManifestFile(path, "perturb"):
+        with pytest.raises(ManifestError, match="in use by `ncore-prep perturb`"):
             with ThreadPoolExecutor(1) as pool:
                 run_perturb(path, SETTINGS, fixed_executor(pool), cache_dir=tmp_path / "c")
     assert not (tmp_path / "c").exists()
