@@ -48,7 +48,7 @@ def test_f0_range_is_part_of_the_key():
 def _view_set(**changes) -> ViewSet:
     base = dict(
         kind="speaker", views=2, seed=5, params={"formant_ratio_max": 1.4}, key="abc",
-        folder="f", num_shards=3, shard_size=4, code_version="1",
+        folder="../cache/demo/speaker-n2-abc", num_shards=3, shard_size=4, code_version="1",
     )  # fmt: skip
     return ViewSet(**{**base, **changes})
 

@@ -107,11 +107,30 @@ def load_backbone(name: str, seed: int = 0) -> tuple[nn.Module, InputSpec]:
     attempts = [True, False] if online else [True]
     for local_only in attempts:
         try:
-            config = AutoConfig.from_pretrained(source, local_files_only=local_only)
-            backbone = AutoModel.from_pretrained(source, config=config, local_files_only=local_only)
+            # Never run code shipped with a model (``auto_map``): explicitly False, so that
+            # transformers refuses instead of asking on a terminal.
+            config = AutoConfig.from_pretrained(
+                source, local_files_only=local_only, trust_remote_code=False
+            )
+            backbone = AutoModel.from_pretrained(
+                source, config=config, local_files_only=local_only, trust_remote_code=False
+            )
             break
         except (OSError, ValueError) as error:  # not cached / no network / not a model
+            if "trust_remote_code" in str(error):
+                raise TrainerError(
+                    f"backbone {name!r} asks to run its own Python code (auto_map in its "
+                    "config.json); ncore-train never runs code from a model folder: use a "
+                    "model that transformers supports natively"
+                ) from None
             errors.append(str(error).splitlines()[0] if str(error) else type(error).__name__)
+        except Exception as error:  # e.g. a pickled pytorch_model.bin refused by torch.load
+            first = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else ""
+            raise TrainerError(
+                f"cannot load backbone {name!r}: its files cannot be loaded safely "
+                f"({type(error).__name__}{': ' + first[:160] if first else ''}); use a folder "
+                "written by save_pretrained (safetensors weights)"
+            ) from None
     if backbone is None:
         log.debug("backbone %s: %s", name, " | ".join(errors))
         raise TrainerError(
@@ -147,7 +166,9 @@ def read_input_spec(source: str, backbone: nn.Module) -> InputSpec:
     norm = getattr(backbone.config, "feat_extract_norm", "group")
     fallback = InputSpec(do_normalize=True, return_attention_mask=norm == "layer")
     try:
-        extractor = AutoFeatureExtractor.from_pretrained(source, local_files_only=True)
+        extractor = AutoFeatureExtractor.from_pretrained(
+            source, local_files_only=True, trust_remote_code=False
+        )
     except (OSError, ValueError):
         log.warning("backbone %s has no feature extractor config; assuming %s", source, fallback)
         return fallback
