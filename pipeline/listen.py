@@ -215,7 +215,9 @@ def read_view_set(
     for index in sorted(wanted):
         entry = entries[index]
         try:
-            reader = ShardReader(folder / entry.path)
+            # verify=False: each clip's CRC-32 is checked below, so that the page marks a
+            # damaged clip instead of refusing the whole shard.
+            reader = ShardReader(folder / entry.path, manifest_path, verify=False)
             local = {cid: reader.clip_ids.index(cid) for cid in wanted[index]}
             lo, hi = min(local.values()), max(local.values()) + 1
             block = reader.read_int16(lo, hi)

@@ -52,7 +52,13 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.manifest import Manifest, ManifestError
 from pipeline.rng import make_rng
-from pipeline.shards import ShardError, ShardReader, int16_to_float, open_view_set
+from pipeline.shards import (
+    ShardDamaged,
+    ShardError,
+    ShardReader,
+    int16_to_float,
+    open_view_set,
+)
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
@@ -125,6 +131,7 @@ class ShardIndex:
 
     path: str
     clip_ids: tuple[str, ...]
+    manifest_path: str = ""  # named in the repair command of a damaged-shard error
 
 
 @dataclass(frozen=True)
@@ -420,7 +427,8 @@ class ShardStream(IterableDataset):
     # ----- reading -----------------------------------------------------------------------
     def _reader(self, shard: int) -> ShardReader:
         if shard not in self._readers:
-            self._readers[shard] = ShardReader(self.shards[shard].path)
+            index = self.shards[shard]
+            self._readers[shard] = ShardReader(index.path, index.manifest_path or None)
         return self._readers[shard]
 
     def _sample(self, clip_id: str, audio: np.ndarray) -> ClipSample:
@@ -459,6 +467,19 @@ class ShardStream(IterableDataset):
 
 
 # ----- loaders ----------------------------------------------------------------------------
+def shard_error_line(error: ShardError) -> str:
+    """The one-line message of a shard error, also when a loader worker re-raised it.
+
+    A DataLoader worker's exception comes back with the worker's traceback in its message;
+    the shard's own line is its last line, after the exception's class name.
+    """
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    last = lines[-1] if lines else type(error).__name__
+    for prefix in ("pipeline.shards.ShardDamaged: ", "pipeline.shards.ShardError: "):
+        last = last.removeprefix(prefix)
+    return last
+
+
 class StreamLoader:
     """A DataLoader over a :class:`ShardStream` that knows its epoch and position.
 
@@ -515,9 +536,12 @@ class StreamLoader:
         batches: Iterable[Batch] = self._loader
         if self.num_workers == 0 and self.prefetch > 0:
             batches = background(self._loader, self.prefetch)
-        for batch in batches:
-            self.batches_done += 1
-            yield batch
+        try:
+            for batch in batches:
+                self.batches_done += 1
+                yield batch
+        except ShardError as error:  # a damaged shard: one line naming it and the repair
+            raise TrainerError(shard_error_line(error)) from None
         self.dataset.skip_batches = 0
 
     def state_dict(self) -> dict[str, int]:
@@ -575,6 +599,8 @@ def _open_shards(
     for kind in kinds:
         try:
             view_set, readers = open_view_set(manifest, manifest_path, kind, views)
+        except ShardDamaged as e:  # never fall back to another view set past damage
+            raise TrainerError(str(e)) from None
         except (ManifestError, ShardError) as e:
             error = error or e
             continue
@@ -587,7 +613,9 @@ def _open_shards(
                     "the view set does not belong to this manifest"
                 )
         stored = min((r.num_views - 1 for r in readers), default=view_set.views)
-        return stored, [ShardIndex(str(r.path), tuple(r.clip_ids)) for r in readers]
+        return stored, [
+            ShardIndex(str(r.path), tuple(r.clip_ids), str(manifest_path)) for r in readers
+        ]
     raise TrainerError(str(error))
 
 

@@ -131,7 +131,7 @@ def iter_original_audio(
     is reported to ``on_failure(clip_id, reason)`` and skipped.
     """
     from pipeline.audio import AudioError, load_audio
-    from pipeline.shards import ShardError, ShardReader
+    from pipeline.shards import ShardDamaged, ShardError, ShardReader
 
     wanted = set(clip_ids)
     stored: set[str] = set()
@@ -141,7 +141,9 @@ def iter_original_audio(
         view_set = min(complete, key=lambda vs: (vs.views, vs.key))
         for path in view_set.shard_paths(manifest_path):
             try:
-                reader = ShardReader(path)
+                reader = ShardReader(path, manifest_path)
+            except ShardDamaged as error:  # never embed damaged audio, never silently skip it
+                raise TrainerError(str(error)) from None
             except ShardError as error:
                 log.warning("%s; decoding its clips from source instead", error)
                 continue
@@ -149,7 +151,10 @@ def iter_original_audio(
             block = 64
             for start in range(0, len(index), block):
                 chunk = index[start : start + block]
-                audios = reader.read_range(chunk[0], chunk[-1] + 1, views=[0])
+                try:
+                    audios = reader.read_range(chunk[0], chunk[-1] + 1, views=[0])
+                except ShardError as error:
+                    raise TrainerError(str(error)) from None
                 for i in chunk:
                     cid = reader.clip_ids[i]
                     stored.add(cid)
