@@ -466,6 +466,7 @@ def selectivity_command(
         format_table,
         run_selectivity,
     )
+    from pipeline.shards import ShardError
 
     workers = jobs or os.cpu_count() or 1
     settings = SelectivitySettings(max_clips=max_clips, views=views, seed=seed, keys=keys)
@@ -476,7 +477,7 @@ def selectivity_command(
             (lambda: ProcessPoolExecutor(workers)) if workers > 1 else None,
             progress=lambda line: click.echo(line, err=True),
         )
-    except (SelectivityError, ManifestError) as e:
+    except (SelectivityError, ManifestError, ShardError) as e:
         raise click.ClickException(str(e)) from None
     for view_set, result, path in results:
         click.echo(f"view set {view_set.kind} N={view_set.views} key={view_set.key}")

@@ -631,7 +631,7 @@ def _read_view_set(
 
     out: dict[str, np.ndarray] = {}
     for path in view_set.shard_paths(manifest_path):
-        reader = ShardReader(path)
+        reader = ShardReader(path, manifest_path)
         if not wanted.intersection(reader.clip_ids):
             continue
         rows = list(range(1 + views))

@@ -163,10 +163,15 @@ def write_view_set(
     ``manifest_path``. For views made outside ``ncore-prep perturb`` (tests, benchmarks, or
     a user's own perturbations); the Dask stage writes shard by shard instead.
     """
-    from pipeline.manifest import ShardEntry, ViewSet, relative_to_manifest
+    from pipeline.manifest import ShardEntry, ViewSet, relative_to_manifest, view_set_folder_name
     from pipeline.viewset import ShardAttributes
 
     folder = Path(folder)
+    if folder.name != view_set_folder_name(kind, views, key):
+        raise ShardError(
+            f"{folder}: a view set's folder must be named "
+            f"{view_set_folder_name(kind, views, key)!r} (its kind, views and key)"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     params = dict(params or {})
     attrs = ShardAttributes(kind, views, seed, key, params).to_dict()

@@ -64,6 +64,11 @@ def tone(f0: float, direction: int, rng: np.random.Generator, seconds: float = 0
     return x + 1e-3 * rng.standard_normal(n)
 
 
+def view_folder(name: str) -> str:
+    """The folder of view set ``name`` (named after its kind, views and key)."""
+    return f"{'emotion' if name == 'flatten' else 'speaker'}-n{VIEWS}-{name}"
+
+
 def write_known_corpus(folder: Path) -> Path:
     """Three view sets of known selectivity over 36 clips (speaker and emotion independent)."""
     clips, stored = [], {"scramble": [], "identity": [], "flatten": []}
@@ -92,7 +97,7 @@ def write_known_corpus(folder: Path) -> Path:
     path = folder / "known.json"
     view_sets = tuple(
         write_view_set(
-            folder / "cache" / name,
+            folder / "cache" / view_folder(name),
             stored[name],
             manifest_path=path,
             kind="emotion" if name == "flatten" else "speaker",
@@ -169,7 +174,9 @@ def test_an_emotion_perturbation_that_flattens_the_contour(known):
 @pytest.mark.slow
 def test_json_beside_the_view_set_has_the_documented_shape(known):
     path, results = known
-    data = json.loads((path.parent / "cache" / "scramble" / "selectivity.json").read_text())
+    data = json.loads(
+        (path.parent / "cache" / view_folder("scramble") / "selectivity.json").read_text()
+    )
     assert data["schema_version"] == 1 and data["view_set"] == "scramble"
     assert data["kind"] == "speaker" and data["verdicts"] == list(results["scramble"].verdicts)
     assert {"decodable_margin", "removed_max", "kept_min"} <= set(data["thresholds"])
@@ -183,15 +190,17 @@ def test_json_beside_the_view_set_has_the_documented_shape(known):
         lo, hi = row["ci95"]
         assert lo <= row["balanced_accuracy"] <= hi and row["n"] == 36
         assert row["chance"] == pytest.approx(1 / 3 if row["label"] == "speaker" else 1 / 2)
-    assert load_result(path.parent / "cache" / "scramble") == results["scramble"]
+    assert load_result(path.parent / "cache" / view_folder("scramble")) == results["scramble"]
 
 
 @pytest.mark.slow
 def test_same_command_same_bytes(known, tmp_path):
     path, _ = known
-    first = (path.parent / "cache" / "identity" / "selectivity.json").read_bytes()
+    first = (path.parent / "cache" / view_folder("identity") / "selectivity.json").read_bytes()
     run_selectivity(path, SelectivitySettings(views=VIEWS, keys=("identity",)))  # in-process
-    assert (path.parent / "cache" / "identity" / "selectivity.json").read_bytes() == first
+    assert (
+        path.parent / "cache" / view_folder("identity") / "selectivity.json"
+    ).read_bytes() == first
 
 
 def test_balanced_accuracy_ci_against_hand_computed_values():
