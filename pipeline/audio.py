@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import firwin, resample_poly
 
 SAMPLE_RATE = 16000
 
@@ -140,6 +139,8 @@ def resample_to(audio: np.ndarray, source_rate: int, target_rate: int = SAMPLE_R
         return np.asarray(audio, dtype=np.float64)
     g = gcd(source_rate, target_rate)
     up, down = target_rate // g, source_rate // g
+    from scipy.signal import resample_poly  # imported on first use (a heavy import)
+
     return resample_poly(np.asarray(audio, dtype=np.float64), up, down, window=_lowpass(up, down))
 
 
@@ -151,6 +152,8 @@ def _lowpass(up: int, down: int) -> np.ndarray:
     the output is identical to ``resample_poly(x, up, down)``.
     """
     max_rate = max(up, down)
+    from scipy.signal import firwin
+
     taps = firwin(2 * 10 * max_rate + 1, 1.0 / max_rate, window=("kaiser", 5.0))
     taps.flags.writeable = False
     return taps

@@ -216,7 +216,16 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
     "--scheduler",
     default=None,
     metavar="ADDRESS",
-    help="An existing Dask scheduler, e.g. tcp://host:8786 (default: a local cluster).",
+    help="An existing Dask scheduler, e.g. tcp://host:8786 (default: local workers).",
+)
+@click.option(
+    "--executor",
+    type=click.Choice(["auto", "processes", "dask"]),
+    default="auto",
+    show_default=True,
+    help="What runs the shards locally: a process pool (starts in about a second) or a Dask "
+    "cluster (restarts lost workers). auto: Dask with --scheduler or above 1 h of audio. "
+    "The bytes written do not depend on it.",
 )
 @click.option(
     "--cache-dir",
@@ -233,10 +242,12 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
 @click.option(
     "--f0",
     "f0_method",
-    type=click.Choice(["harvest", "dio"]),
+    type=click.Choice(["harvest", "dio", "praat"]),
     default="harvest",
     show_default=True,
-    help="F0 estimator of the WORLD analysis (dio + stonemask is faster).",
+    help="F0 estimator of the WORLD analysis: harvest, dio (DIO + StoneMask, faster) or praat "
+    "(Praat's tracker, about 5x faster than harvest; needs the optional GPL-3.0 package "
+    "praat-parselmouth, see docs/perturbations.md).",
 )
 @click.option(
     "--f0-floor",
@@ -277,6 +288,7 @@ def perturb_command(
     shard_size: int,
     workers: int | None,
     scheduler: str | None,
+    executor: str,
     cache_dir: Path,
     manifest_dir: Path,
     f0_method: str,
@@ -295,12 +307,14 @@ def perturb_command(
     from pipeline.prep import (
         PerturbSettings,
         PrepError,
-        dask_executor,
+        choose_executor,
         format_summary,
         parse_params,
         run_perturb,
     )
 
+    if scheduler and executor == "processes":
+        raise click.ClickException("--scheduler needs --executor dask (or auto)")
     try:
         settings = PerturbSettings(
             kinds=("speaker", "emotion") if kind == "both" else (kind,),
@@ -317,7 +331,7 @@ def perturb_command(
         summary = run_perturb(
             path,
             settings,
-            lambda: dask_executor(workers, scheduler),
+            lambda: choose_executor(path, executor, workers, scheduler),
             cache_dir=cache_dir,
             progress=progress,
         )

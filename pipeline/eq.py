@@ -13,7 +13,6 @@ import math
 from typing import Any
 
 import numpy as np
-from scipy import signal
 
 LOW_SHELF = "low_shelf"
 PEAKING = "peaking"
@@ -142,4 +141,6 @@ def apply_sos(sos: np.ndarray, audio: np.ndarray) -> np.ndarray:
     """Filter ``audio`` (samples,) with the cascade ``sos`` (F, 6); float64, same length."""
     if len(sos) == 0 or audio.size == 0:
         return np.asarray(audio, dtype=np.float64).copy()
-    return signal.sosfilt(sos, np.asarray(audio, dtype=np.float64))
+    from scipy.signal import sosfilt  # imported on first use (a heavy import)
+
+    return sosfilt(sos, np.asarray(audio, dtype=np.float64))

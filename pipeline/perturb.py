@@ -32,20 +32,16 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from scipy.signal import ShortTimeFFT
-from scipy.signal.windows import hann
 
 from pipeline import eq as eqlib
 from pipeline.manifest import DEFAULT_F0_CEIL_HZ, DEFAULT_F0_FLOOR_HZ
 from pipeline.rng import make_rng
 
-with warnings.catch_warnings():
-    # pyworld 0.3.5 imports the deprecated pkg_resources at import time.
-    warnings.simplefilter("ignore")
-    import pyworld
+if TYPE_CHECKING:
+    from scipy.signal import ShortTimeFFT
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +51,10 @@ PERTURB_VERSION = "1"
 
 DEFAULT_SAMPLE_RATE = 16_000
 FRAME_PERIOD_MS = 5.0
-F0_METHODS = ("harvest", "dio")
+# "praat": Praat's autocorrelation pitch tracker through the optional praat-parselmouth
+# package (GPL-3.0), its F0 handed to CheapTrick and D4C (see docs/perturbations.md).
+F0_METHODS = ("harvest", "dio", "praat")
+PRAAT_OCTAVE_COST = 0.05
 KINDS = ("speaker", "emotion")
 
 # Below this a clip is rejected: a view of less than 25 ms carries nothing a model can
@@ -251,6 +250,69 @@ class WorldAnalysis:
         return 2 * (self.sp.shape[1] - 1)
 
 
+@functools.cache
+def _world():
+    """pyworld, imported on first use: planning and no-op commands never pay for it."""
+    with warnings.catch_warnings():
+        # pyworld 0.3.5 imports the deprecated pkg_resources at import time.
+        warnings.simplefilter("ignore")
+        import pyworld
+    return pyworld
+
+
+def praat_available() -> bool:
+    """Whether the optional ``praat-parselmouth`` package (``--f0 praat``) is installed."""
+    import importlib.util
+
+    return importlib.util.find_spec("parselmouth") is not None
+
+
+def _praat_f0(
+    x: np.ndarray, sample_rate: int, times: np.ndarray, floor_hz: float, ceil_hz: float
+) -> np.ndarray:
+    """F0 (Hz, 0 = unvoiced) at WORLD's frame ``times`` (s) from Praat's pitch tracker.
+
+    Praat's "To Pitch (ac)" with a 5 ms step and an octave cost of 0.05 per octave (Praat's
+    default 0.01 let octave-down errors through on 200-1100 Hz voices); its frames are
+    centred at other instants than WORLD's, so each WORLD frame takes the linear
+    interpolation of the two Praat frames around it when both are voiced, the nearer one's
+    value when only that one is, and 0 otherwise (also outside Praat's frames). WORLD's
+    StoneMask then refines every voiced value (and unvoices frames whose refinement fails,
+    in pauses). The two settings were chosen on a development set of bench/f0_quality.py
+    clips disjoint from the ones it reports.
+    """
+    try:
+        import parselmouth
+    except ImportError:
+        raise PerturbationError(
+            "f0 method 'praat' needs the optional package praat-parselmouth (GPL-3.0): "
+            "pip install praat-parselmouth"
+        ) from None
+    sound = parselmouth.Sound(x, sampling_frequency=float(sample_rate))
+    pitch = sound.to_pitch_ac(
+        time_step=FRAME_PERIOD_MS / 1000.0,
+        pitch_floor=float(floor_hz),
+        pitch_ceiling=float(ceil_hz),
+    )
+    values = np.asarray(pitch.selected_array["frequency"], dtype=np.float64)
+    centres = np.asarray(pitch.xs(), dtype=np.float64)
+    f0 = np.zeros(times.shape[0])
+    if values.size == 0:
+        return f0
+    step = float(pitch.time_step)
+    position = (times - centres[0]) / step  # in Praat frames
+    left = np.floor(position).astype(np.intp)
+    inside = (position >= -0.5) & (position <= values.size - 0.5)
+    lo = np.clip(left, 0, values.size - 1)
+    hi = np.clip(left + 1, 0, values.size - 1)
+    weight = np.clip(position - left, 0.0, 1.0)
+    both = (values[lo] > 0) & (values[hi] > 0)
+    nearest = np.clip(np.rint(position).astype(np.intp), 0, values.size - 1)
+    f0 = np.where(both, values[lo] * (1.0 - weight) + values[hi] * weight, values[nearest])
+    f0 = np.where(inside, f0, 0.0)
+    return _world().stonemask(x, np.ascontiguousarray(f0), times, sample_rate)
+
+
 def min_num_samples(sample_rate: int) -> int:
     """The shortest clip (samples) that :func:`analyse` accepts at ``sample_rate``."""
     return math.ceil(MIN_DURATION_S * sample_rate)
@@ -304,8 +366,10 @@ def analyse(
     """WORLD analysis of one mono clip, computed once and shared by all its views.
 
     ``audio`` (samples,) floating point at ``sample_rate`` Hz; ``f0_method`` is
-    ``"harvest"`` (default, robust) or ``"dio"`` (DIO refined by StoneMask, several times
-    faster). F0 is searched in [f0_floor_hz, f0_ceil_hz]. Frames every 5 ms.
+    ``"harvest"`` (default, robust), ``"dio"`` (DIO refined by StoneMask, several times
+    faster) or ``"praat"`` (Praat's pitch tracker, :func:`_praat_f0`; needs the optional
+    GPL-3.0 package praat-parselmouth). F0 is searched in [f0_floor_hz, f0_ceil_hz].
+    Frames every 5 ms.
     Digital silence gets an all-unvoiced, zero-envelope analysis without calling WORLD.
     Raises :class:`PerturbationError` on invalid input.
     """
@@ -315,6 +379,7 @@ def analyse(
         0.0 < f0_floor_hz < f0_ceil_hz < sample_rate / 2.0,
         f"need 0 < f0_floor_hz < f0_ceil_hz < Nyquist, got {f0_floor_hz}, {f0_ceil_hz}",
     )
+    pyworld = _world()
     num_samples = x.size
     fft_size = pyworld.get_cheaptrick_fft_size(sample_rate, f0_floor_hz)
     # Pad short clips to one CheapTrick window so that every analysis window of WORLD
@@ -342,12 +407,16 @@ def analyse(
             padded, sample_rate, f0_floor=f0_floor_hz, f0_ceil=f0_ceil_hz,
             frame_period=FRAME_PERIOD_MS,
         )  # fmt: skip
-    else:
+    elif f0_method == "dio":
         f0, times = pyworld.dio(
             padded, sample_rate, f0_floor=f0_floor_hz, f0_ceil=f0_ceil_hz,
             frame_period=FRAME_PERIOD_MS,
         )  # fmt: skip
         f0 = pyworld.stonemask(padded, f0, times, sample_rate)
+    else:
+        times = np.arange(_num_frames(padded.size, sample_rate, FRAME_PERIOD_MS))
+        times = times * (FRAME_PERIOD_MS / 1000.0)
+        f0 = _praat_f0(padded, sample_rate, times, f0_floor_hz, f0_ceil_hz)
     sp = pyworld.cheaptrick(padded, f0, times, sample_rate, f0_floor=f0_floor_hz)
     ap = pyworld.d4c(padded, f0, times, sample_rate, fft_size=fft_size)
     return WorldAnalysis(f0=f0, sp=sp, ap=ap, **common)
@@ -371,7 +440,7 @@ def _check_analysis(analysis: WorldAnalysis) -> None:
 
 def _synthesize(analysis: WorldAnalysis, f0: np.ndarray, sp: np.ndarray) -> np.ndarray:
     """WORLD resynthesis at the clip's level, trimmed/padded to num_samples; float64."""
-    y = pyworld.synthesize(
+    y = _world().synthesize(
         np.ascontiguousarray(f0, dtype=np.float64),
         np.ascontiguousarray(sp, dtype=np.float64),
         np.ascontiguousarray(analysis.ap, dtype=np.float64),
@@ -562,6 +631,9 @@ class _StftPlan:
 
 @functools.lru_cache(maxsize=8)
 def _stft_plan(n_fft: int, hop_length: int) -> _StftPlan:
+    from scipy.signal import ShortTimeFFT
+    from scipy.signal.windows import hann
+
     transform = ShortTimeFFT(hann(n_fft, sym=False), hop=hop_length, fs=1.0, mfft=n_fft)
     return _StftPlan(
         n_fft=n_fft,

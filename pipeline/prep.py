@@ -59,9 +59,9 @@ from pipeline.perturb import (
     PerturbationError,
     SpeakerParams,
     perturb_clip,
+    praat_available,
 )
-from pipeline.shards import ShardClip, shard_name, write_shard
-from pipeline.viewset import ShardAttributes, shard_members, view_set_key
+from pipeline.viewset import ShardAttributes, shard_members, shard_name, view_set_key
 
 logger = logging.getLogger(__name__)
 
@@ -109,6 +109,11 @@ class PerturbSettings:
             raise PrepError(f"--seed must be >= 0, got {self.seed}")
         if self.f0_method not in F0_METHODS:
             raise PrepError(f"--f0 must be one of {', '.join(F0_METHODS)}, got {self.f0_method!r}")
+        if self.f0_method == "praat" and not praat_available():
+            raise PrepError(
+                "--f0 praat needs the optional package praat-parselmouth (GPL-3.0; see "
+                "docs/perturbations.md): pip install 'ncore[praat]'"
+            )
         if not 0.0 < self.f0_floor_hz < self.f0_ceil_hz < SAMPLE_RATE / 2:
             raise PrepError(
                 f"the F0 range must satisfy 0 < --f0-floor < --f0-ceil < {SAMPLE_RATE // 2} Hz, "
@@ -208,6 +213,10 @@ def compute_shard(task: ShardTask) -> ShardResult:
     a failure; the shard is still written (possibly with zero clips) so the view set stays
     complete. The shard folders appear only when complete (see ``write_shard``).
     """
+    # zarr and the decoders are imported here, by the workers: a run that plans and finds
+    # nothing to do never pays for them.
+    from pipeline.shards import ShardClip, write_shard
+
     tune_malloc()
     start = time.perf_counter()
     kinds: dict[str, tuple[int, SpeakerParams | EmotionParams]] = {
@@ -651,3 +660,101 @@ def dask_executor(
             )
     finally:
         cluster.close()
+
+
+# What compute_shard imports, loaded once by the fork server of process_executor.
+_WORKER_MODULES = ["pipeline.prep", "pipeline.shards", "pipeline.audio", "scipy.signal"]
+
+
+def _exit_when_gone(pid: int) -> None:
+    """Block until process ``pid`` has ended, then end this process at once."""
+    try:
+        if hasattr(os, "pidfd_open"):  # Linux: readable when the process terminates
+            import select
+
+            fd = os.pidfd_open(pid)
+            select.select([fd], [], [])
+        else:
+            while True:
+                os.kill(pid, 0)
+                time.sleep(1.0)
+    except (ProcessLookupError, OSError):
+        pass
+    os._exit(1)
+
+
+def _worker_init(parent: int) -> None:
+    """Set up a pool worker: end with ``ncore-prep``, import pyworld (warning silenced).
+
+    Pool workers are children of the fork server, which itself stays alive as long as they
+    do, so neither notices when ``ncore-prep`` is killed (SIGKILL included): a watchdog
+    thread ends the worker then, instead of leaving it idle forever or finishing a shard
+    behind the back of the run that resumes.
+    """
+    import threading
+
+    threading.Thread(target=_exit_when_gone, args=(parent,), daemon=True).start()
+    from pipeline.perturb import _world
+
+    _world()
+
+
+@contextmanager
+def process_executor(workers: int | None = None) -> Iterator[tuple[Executor, str]]:
+    """A pool of ``workers`` local processes (default: one per core) and its description.
+
+    The workers are forked from a fork server that imported numpy, scipy, pyworld and
+    zarr once, so a small run pays for those imports once instead of once per worker and
+    starts in about a second (a local Dask cluster: several seconds and several CPU
+    seconds). Tasks are the same :func:`compute_shard` calls as on Dask, so the bytes are
+    the same. A worker that dies (killed, out of memory) breaks the pool: its shard and the
+    ones still queued are reported as errors and recomputed by the next run.
+    """
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    n_workers = workers or os.cpu_count() or 1
+    if n_workers < 1:
+        raise PrepError(f"--workers must be >= 1, got {n_workers}")
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if context.get_start_method() == "forkserver":
+        context.set_forkserver_preload(_WORKER_MODULES)
+    with ProcessPoolExecutor(
+        n_workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
+    ) as pool:
+        yield pool, f"a local pool of {n_workers} worker process(es)"
+
+
+# Above this much audio in the manifest the local default is a Dask cluster: its start-up
+# (seconds) is then negligible, and its nannies restart a lost worker and retry its task
+# where a process pool would stop every queued shard.
+DASK_ABOVE_AUDIO_S = 3600.0
+EXECUTORS = ("auto", "processes", "dask")
+
+
+def choose_executor(
+    manifest_path: str | os.PathLike[str],
+    executor: str = "auto",
+    workers: int | None = None,
+    scheduler: str | None = None,
+) -> AbstractContextManager[tuple[Executor, str]]:
+    """The executor ``ncore-prep perturb`` runs on (entered only when there is work).
+
+    ``dask`` with ``scheduler`` connects to that cluster; ``dask`` alone starts a local
+    cluster; ``processes`` a local process pool (:func:`process_executor`); ``auto`` picks
+    Dask when a scheduler is given or the manifest holds more than an hour of audio
+    (:data:`DASK_ABOVE_AUDIO_S`), a process pool otherwise. Whatever runs the tasks, the
+    bytes written are the same.
+    """
+    if executor not in EXECUTORS:
+        raise PrepError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if scheduler and executor == "processes":
+        raise PrepError("--scheduler needs --executor dask (or auto)")
+    if executor == "auto":
+        audio_s = sum(c.num_samples for c in Manifest.load(manifest_path).clips) / SAMPLE_RATE
+        dask = bool(scheduler) or audio_s > DASK_ABOVE_AUDIO_S
+        executor = "dask" if dask else "processes"
+    if executor == "dask":
+        return dask_executor(workers, scheduler)
+    return process_executor(workers)

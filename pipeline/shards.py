@@ -30,6 +30,8 @@ import numpy as np
 import zarr
 import zarr.codecs
 
+from pipeline.viewset import shard_name
+
 if TYPE_CHECKING:
     from pipeline.manifest import ViewSet
 
@@ -52,10 +54,6 @@ REPAIR_PLACEHOLDER = "MANIFEST"
 def repair_command(manifest_path: str | os.PathLike[str] | None = None) -> str:
     """The command that recomputes damaged shards of a manifest, for error messages."""
     return f"ncore-prep validate --repair {manifest_path or REPAIR_PLACEHOLDER}"
-
-
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.zarr"
 
 
 def to_int16(audio: np.ndarray) -> np.ndarray:

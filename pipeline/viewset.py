@@ -8,7 +8,8 @@ else:
 - :func:`view_set_key`: the hash of everything that determines a view set's bytes, and
   :func:`expected_key`, the key a recorded view set's settings hash to;
 - :func:`shard_members`: which clips go into which shard (the manifest's clips in order,
-  ``shard_size`` at a time), decided before any work is submitted;
+  ``shard_size`` at a time), decided before any work is submitted, and :func:`shard_name`,
+  the folder each shard is stored in;
 - :class:`ShardAttributes`: the frozen record of view-set settings every shard carries as
   Zarr attributes (beside its per-clip ``drawn`` and ``clip_crc32``), built by
   :meth:`ShardAttributes.for_shard` for the writer and compared by
@@ -38,8 +39,14 @@ __all__ = [
     "ShardAttributes",
     "expected_key",
     "shard_members",
+    "shard_name",
     "view_set_key",
 ]
+
+
+def shard_name(index: int) -> str:
+    """The folder name of shard ``index`` inside its view set's folder."""
+    return f"shard-{index:05d}.zarr"
 
 
 def _f0_range(f0_floor_hz: float, f0_ceil_hz: float) -> dict[str, float]:

@@ -38,6 +38,7 @@ from pipeline.perturb import PERTURB_VERSION, SpeakerParams
 from pipeline.prep import (
     PerturbSettings,
     PrepError,
+    choose_executor,
     dask_executor,
     fixed_executor,
     parse_params,
@@ -222,6 +223,38 @@ def test_one_worker_gives_the_same_bytes_and_full_speed_malloc(corpus, reference
 
 
 @pytest.mark.slow
+def test_process_pool_gives_the_same_bytes_as_dask(corpus, reference, tmp_path):
+    # The reference ran on a Dask cluster; the local default for small corpora is a pool.
+    path = copy_project(corpus, tmp_path)
+    with choose_executor(path, "auto", workers=2) as (executor, description):
+        assert "local pool of 2 worker" in description
+        summary = run_perturb(
+            path, SETTINGS, fixed_executor(executor), cache_dir=tmp_path / "cache", progress=False
+        )
+    assert summary.shards_run == 7 and not summary.errors
+    assert tree_digest(tmp_path / "cache") == tree_digest(reference / "cache")
+    assert view_sets_of(path) == view_sets_of(_manifest(reference))
+
+
+def test_executor_choice_follows_the_corpus_size(corpus, tmp_path, monkeypatch):
+    import pipeline.prep as prep
+
+    path = copy_project(corpus, tmp_path)
+    chosen = []
+    monkeypatch.setattr(prep, "dask_executor", lambda *a: chosen.append("dask"))
+    monkeypatch.setattr(prep, "process_executor", lambda *a: chosen.append("processes"))
+    seconds = sum(c.num_samples for c in Manifest.load(path).clips) / 16000
+    choose_executor(path, "auto")
+    monkeypatch.setattr(prep, "DASK_ABOVE_AUDIO_S", seconds / 2)
+    choose_executor(path, "auto")
+    choose_executor(path, "auto", scheduler="tcp://somewhere:8786")
+    choose_executor(path, "processes")
+    assert chosen == ["processes", "dask", "dask", "processes"]
+    with pytest.raises(PrepError, match="--scheduler needs --executor dask"):
+        choose_executor(path, "processes", scheduler="tcp://somewhere:8786")
+
+
+@pytest.mark.slow
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(corpus, reference, tmp_path):
     path = copy_project(corpus, tmp_path)
     cmd = [sys.executable, "-m", "pipeline.cli", "perturb", *CLI_ARGS, "--workers", "2"]
@@ -243,6 +276,11 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(corpus, reference, tmp
         output = proc.communicate()[0].decode(errors="replace")
     assert proc.returncode == -signal.SIGKILL, output
     assert 1 <= listed < 7, "the run must be killed part-way"
+    # Its workers must not outlive it (they would finish shards behind the resumed run).
+    deadline = time.monotonic() + 60
+    while _processes_in(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_in(tmp_path), "processes of the killed run are still running"
     listed = _listed_shards(path)  # the kill may land after a later save
     assert listed < 7, "killed too late to test resume"
 
@@ -254,6 +292,18 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(corpus, reference, tmp
     assert view_sets_of(path) == view_sets_of(_manifest(reference))
     again = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert again.returncode == 0 and "nothing to do" in again.stdout
+
+
+def _processes_in(folder: Path) -> list[int]:
+    """Live processes whose working folder is ``folder`` (Linux /proc; [] elsewhere)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if os.readlink(entry / "cwd") == str(folder):
+                found.append(int(entry.name))
+        except OSError:  # gone, a zombie, or not ours
+            continue
+    return found
 
 
 def _listed_shards(manifest_path: Path) -> int:
