@@ -33,7 +33,8 @@ VIEW_KINDS = ("speaker", "emotion")
 # (see docs/perturbations.md).
 DEFAULT_F0_FLOOR_HZ = 71.0
 DEFAULT_F0_CEIL_HZ = 800.0
-F0_METHODS = ("harvest", "dio")
+# F0 engines of the WORLD analysis (pipeline/perturb.py); "praat" needs an optional package.
+F0_METHODS = ("harvest", "dio", "praat")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -304,7 +305,7 @@ class ShardEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardEntry:
-        from pipeline.shards import shard_name
+        from pipeline.viewset import shard_name  # the view-set layout (no zarr import)
 
         where = _where(d, "shard", "path")
         entry = cls(
@@ -388,7 +389,9 @@ class ViewSet:
                 raise ManifestError(f"{where}: parameter {name!r} must be a number or a string")
         f0_method = _as_str(d.get("f0_method", "harvest"), "f0_method", where)
         if f0_method not in F0_METHODS:
-            raise ManifestError(f"{where}: f0_method {f0_method!r} is not one of harvest, dio")
+            raise ManifestError(
+                f"{where}: f0_method {f0_method!r} is not one of {', '.join(F0_METHODS)}"
+            )
         vs = cls(
             kind=kind,
             views=_as_int(_require(d, "views", where), "views", where, 1),

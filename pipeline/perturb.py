@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline import eq as eqlib
-from pipeline.manifest import DEFAULT_F0_CEIL_HZ, DEFAULT_F0_FLOOR_HZ
+from pipeline.manifest import DEFAULT_F0_CEIL_HZ, DEFAULT_F0_FLOOR_HZ, F0_METHODS
 from pipeline.rng import make_rng
 
 if TYPE_CHECKING:
@@ -51,9 +51,9 @@ PERTURB_VERSION = "1"
 
 DEFAULT_SAMPLE_RATE = 16_000
 FRAME_PERIOD_MS = 5.0
-# "praat": Praat's autocorrelation pitch tracker through the optional praat-parselmouth
-# package (GPL-3.0), its F0 handed to CheapTrick and D4C (see docs/perturbations.md).
-F0_METHODS = ("harvest", "dio", "praat")
+# "praat" (in F0_METHODS): Praat's autocorrelation pitch tracker through the optional
+# praat-parselmouth package (GPL-3.0), its F0 handed to CheapTrick and D4C
+# (see docs/perturbations.md).
 PRAAT_OCTAVE_COST = 0.05
 KINDS = ("speaker", "emotion")
 

@@ -79,3 +79,30 @@ def test_praat_engine_without_the_package_is_one_clear_error(monkeypatch):
     monkeypatch.setattr(prep, "praat_available", lambda: False)
     with pytest.raises(prep.PrepError, match=r"praat-parselmouth \(GPL-3\.0"):
         prep.PerturbSettings(f0_method="praat")
+
+
+@needs_praat
+def test_perturb_command_with_the_praat_engine(tmp_path):
+    import os
+
+    from click.testing import CliRunner
+    from prep_corpus import NAME, make_corpus
+
+    from pipeline.cli import main
+    from pipeline.manifest import Manifest
+    from pipeline.qa import validate
+    from pipeline.shards import ShardReader
+
+    path = make_corpus(tmp_path)
+    args = ["perturb", "--dataset", NAME, "--kind", "emotion", "--views", "1", "--f0", "praat"]
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(main, [*args, "--no-progress"], catch_exceptions=False)
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.output
+    (vs,) = Manifest.load(path).view_sets
+    assert vs.f0_method == "praat" and vs.complete
+    assert ShardReader(vs.shard_paths(path)[0]).attrs["f0_method"] == "praat"
+    assert validate(path).ok

@@ -207,6 +207,25 @@ def test_rerun_after_success_does_nothing(reference):
 
 
 @pytest.mark.slow
+def test_a_run_with_nothing_to_do_imports_no_heavy_module(reference):
+    # What makes a no-op cheap (README: its CPU cost): the parent plans from the manifest
+    # alone; zarr, scipy.signal and pyworld are imported by the workers only.
+    code = (
+        "import sys\n"
+        "from pipeline.cli import main\n"
+        f"main({['perturb', *CLI_ARGS]!r}, standalone_mode=False)\n"
+        "print(sorted(m for m in ('zarr', 'scipy.signal', 'pyworld') if m in sys.modules))\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=reference, env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert "nothing to do" in done.stdout
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+@pytest.mark.slow
 def test_one_worker_gives_the_same_bytes_and_full_speed_malloc(corpus, reference, tmp_path):
     path = copy_project(corpus, tmp_path)
     with dask_executor(workers=1) as (executor, description):
