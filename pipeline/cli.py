@@ -410,8 +410,10 @@ def inspect_command(
         raise click.ClickException(f"--clip {clip_id[:80]!r}: a clip id {name_problem(clip_id)}")
     try:
         if html_dir is not None:
-            if clip_id is not None:
-                raise InspectError("use --clip (one clip's files) or --html (a page), not both")
+            if clip_id is not None or out is not None:
+                raise InspectError(
+                    "--clip and --out export one clip; --html writes a page: not both"
+                )
             from pipeline.listen import ListenOptions, build_page
 
             ids = tuple(i.strip() for i in (listen.pop("ids") or "").split(",") if i.strip())

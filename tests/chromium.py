@@ -8,7 +8,7 @@ download. The browser is Debian's ``chromium`` package (``make browser`` install
 Used by ``tests/test_listen_browser.py`` and, from the command line, to take the README's
 screenshot of a listening page::
 
-    python tests/chromium.py listen/synthetic/index.html docs/img/listen.png
+    python tests/chromium.py listen/synthetic/index.html docs/img/listen.png --colors 128
 """
 
 from __future__ import annotations
@@ -179,6 +179,22 @@ class Chromium:
                 raise BrowserError(f"{url} did not finish loading within {self.timeout_s:.0f} s")
             time.sleep(0.05)
 
+    def wait_for_media(self, timeout_ms: int = 30000) -> None:
+        """Wait until every image and the metadata of every audio/video element have loaded
+        (or failed), at most ``timeout_ms``."""
+        self.evaluate(
+            """new Promise(resolve => {
+              const pending = () => [...document.querySelectorAll('audio,video')]
+                .some(m => m.readyState < 1 && !m.error) ||
+                [...document.images].some(i => !i.complete);
+              const start = Date.now();
+              (function poll() {
+                if (!pending() || Date.now() - start > TIMEOUT_MS) resolve(true);
+                else setTimeout(poll, 50);
+              })();
+            })""".replace("TIMEOUT_MS", str(int(timeout_ms)))
+        )
+
     def screenshot(self, full_page: bool = False) -> bytes:
         """PNG bytes of the viewport (or of the whole page)."""
         params: dict[str, Any] = {"format": "png"}
@@ -224,7 +240,9 @@ class Chromium:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python tests/chromium.py PAGE.html OUT.png [--width W] [--height H] [--full]``."""
+    """``python tests/chromium.py PAGE.html OUT.png [--width W] [--height H] [--full]
+    [--colors K]``: the page once its media have loaded; ``--colors`` makes a palette PNG
+    of K colours (much smaller, for a README)."""
     import argparse
 
     parser = argparse.ArgumentParser(
@@ -235,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width", type=int, default=1400)
     parser.add_argument("--height", type=int, default=900)
     parser.add_argument("--full", action="store_true", help="the whole page, not the viewport")
+    parser.add_argument("--colors", type=int, default=0, help="palette PNG of this many colours")
     args = parser.parse_args(argv)
     executable = find_chromium()
     if executable is None:
@@ -242,7 +261,17 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     with Chromium(executable, args.width, args.height) as browser:
         browser.open(args.page.resolve().as_uri())
+        browser.wait_for_media()
         png = browser.screenshot(full_page=args.full)
+    if args.colors:
+        import io
+
+        from PIL import Image
+
+        image = Image.open(io.BytesIO(png)).convert("RGB").quantize(args.colors)
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG", optimize=True)
+        png = buffer.getvalue()
     args.png.parent.mkdir(parents=True, exist_ok=True)
     args.png.write_bytes(png)
     print(f"{args.png}: {len(png)} bytes")

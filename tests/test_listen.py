@@ -29,6 +29,7 @@ from pipeline.listen import (
     SPEC_FMIN_HZ,
     ListenOptions,
     build_page,
+    draw_thumbnail,
     png_bytes,
     sample_clips,
     spectrogram_rgb,
@@ -228,6 +229,7 @@ def test_cli_writes_the_page_and_refuses_mistakes_in_one_line(manifest_path, tmp
         (["--ids", GONE_ID.replace("002", "999")], "is not in the manifest"),
         (["--per-label", "0"], "--per-label must be >= 1"),
         (["--clip", SHORT_ID], "not both"),
+        (["--out", "elsewhere"], "not both"),
     ):
         bad = runner.invoke(
             main, ["inspect", str(manifest_path), "--html", str(tmp_path / "x"), *args]
@@ -265,6 +267,22 @@ def test_f0_track_is_drawn_on_the_first_harmonic():
     assert abs(np.median(rows) - log_row(220.0, rgb.shape[0])) <= 1.0
     width = rgb.shape[1]
     assert cols.min() >= 0.2 * width - 1 and len(set(cols)) >= 0.75 * width
+
+
+@pytest.mark.parametrize("f0_hz", [110.0, 440.0])
+def test_thumbnail_reports_the_pitch_and_level_of_a_stored_row(f0_hz):
+    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
+    x = sum(0.2 / k * np.sin(2 * np.pi * f0_hz * k * t) for k in range(1, 6))
+    samples = np.round(x * 32768).astype(np.int16)
+    thumb = draw_thumbnail(samples)
+    assert thumb.f0_median_hz == pytest.approx(f0_hz, rel=0.02)
+    rms = np.sqrt(np.mean(np.square(samples / 32768.0)))
+    assert thumb.rms_dbfs == pytest.approx(20 * np.log10(rms), abs=0.01)
+    image = np.asarray(Image.open(io.BytesIO(thumb.png)).convert("RGB"))
+    line_rows = np.nonzero(np.all(image == np.array(F0_RGB, np.uint8), axis=2))[0]
+    assert abs(np.median(line_rows) - log_row(f0_hz, image.shape[0])) <= 1.0
+    silent = draw_thumbnail(np.zeros(8000, np.int16))
+    assert silent.f0_median_hz is None and silent.rms_dbfs is None
 
 
 def test_png_encoder_round_trips_through_pillow():
