@@ -222,6 +222,15 @@ def read_view_set(
             # verify=False: each clip's CRC-32 is checked below, so that the page marks a
             # damaged clip instead of refusing the whole shard.
             reader = ShardReader(folder / entry.path, manifest_path, verify=False)
+            missing = [cid for cid in wanted[index] if cid not in reader.clip_ids]
+            if missing:
+                raise ShardError(
+                    f"clip {missing[0]} is not in it although the manifest places it there"
+                )
+            if reader.num_views != 1 + vs.views:
+                raise ShardError(
+                    f"{reader.num_views} rows per clip, the manifest says {1 + vs.views}"
+                )
             local = {cid: reader.clip_ids.index(cid) for cid in wanted[index]}
             lo, hi = min(local.values()), max(local.values()) + 1
             block = reader.read_int16(lo, hi)
