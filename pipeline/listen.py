@@ -4,7 +4,7 @@ The folder it writes opens from ``file://`` with no network: ``index.html`` (inl
 a few lines of script, no CDN, no web font), ``audio/`` and ``img/``. For each chosen view
 set the page has a header (kind, N, seed, key, parameters, clips in = stored + failed,
 bytes per second of audio, the failures with their reasons, and the selectivity table when
-``<view-set folder>/selectivity.json`` exists), then a grid: one row per sampled clip
+``ncore-prep selectivity`` has measured it), then a grid: one row per sampled clip
 (label, speaker, duration, split) and one cell per row of the shard (the original, then
 views 1..N), each with an audio player, a spectrogram thumbnail with the F0 track and the
 parameters drawn for that view.
@@ -54,7 +54,6 @@ from pipeline.manifest import SAMPLE_RATE, Clip, Manifest, ViewSet
 from pipeline.rng import make_rng
 
 AUDIO_FORMATS = ("wav", "flac")
-SELECTIVITY_FILE = "selectivity.json"  # written next to a view set's shards (its schema: v1)
 GENERATOR = "ncore-prep inspect --html"  # marks a folder as an earlier page that may be replaced
 THUMB_WIDTH = 200  # px; every cell of a row spans the clip's whole duration (N = 5: 1440 px)
 THUMB_HEIGHT = 80  # px
@@ -246,23 +245,6 @@ def read_view_set(
                 continue
             out[cid] = ClipViews(rows=rows, drawn=reader.drawn(i))
     return out, len(wanted)
-
-
-def read_selectivity(folder: Path) -> tuple[dict[str, Any] | None, str | None]:
-    """``<folder>/selectivity.json`` as a dict, or (None, why it cannot be shown)."""
-    path = folder / SELECTIVITY_FILE
-    if not path.is_file():
-        return None, None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        return None, f"{SELECTIVITY_FILE} unreadable: {e}"
-    if not isinstance(data, dict) or data.get("schema_version") != 1:
-        version = data.get("schema_version") if isinstance(data, dict) else None
-        return None, f"{SELECTIVITY_FILE}: schema_version {version!r} not supported (expected 1)"
-    if not isinstance(data.get("rows"), list):
-        return None, f"{SELECTIVITY_FILE}: no 'rows' list"
-    return data, None
 
 
 # ---------------------------------------------------------------- drawing the thumbnails
@@ -488,7 +470,7 @@ table.meta th{text-align:left;padding:1px 10px 1px 0;color:#555;font-weight:600;
 table.meta td{padding:1px 0}
 table.sel{border-collapse:collapse;margin:6px 0}
 table.sel th,table.sel td{border:1px solid #ccd;padding:2px 6px;text-align:right}
-table.sel td:first-child,table.sel td:nth-child(2),table.sel td:nth-child(3){text-align:left}
+table.sel td:first-child,table.sel td:nth-child(2){text-align:left}
 .note{color:#a33}
 nav.labels a{margin-right:10px}
 table.grid{border-collapse:collapse;margin-top:8px}
@@ -533,35 +515,54 @@ def _meta_rows(pairs: Sequence[tuple[str, str]]) -> str:
     return "".join(f"<tr><th>{_esc(k)}</th><td>{v}</td></tr>" for k, v in pairs)
 
 
-def _selectivity_html(data: dict[str, Any] | None, note: str | None) -> str:
-    if note:
-        return f'<p class="note">{_esc(note)}</p>'
-    if data is None:
-        return ""
+def _selectivity_html(folder: Path) -> str:
+    """The view set's selectivity (``ncore-prep selectivity``), laid out as ``inspect``'s
+    table: per label and feature set, chance, balanced accuracy [95 % interval] in each
+    condition, the retained shares and n; then the verdicts. Or why there is none."""
+    from pipeline.selectivity import CONDITIONS, PERTURBATION_NAME, SelectivityError, load_result
 
-    def num(v: Any) -> str:
-        return f"{float(v):.3f}" if isinstance(v, (int, float)) else _esc(v)
-
-    rows = []
-    for r in data["rows"]:
-        r = r if isinstance(r, dict) else {}
-        ci = r.get("ci95")
-        ci_text = f"{num(ci[0])}\u2013{num(ci[1])}" if isinstance(ci, list) and len(ci) == 2 else ""
-        rows.append(
-            "<tr>"
-            + "".join(f"<td>{_esc(r.get(k, ''))}</td>" for k in ("label", "features", "condition"))
-            + f"<td>{num(r.get('balanced_accuracy', ''))}</td><td>{ci_text}</td>"
-            + f"<td>{num(r.get('chance', ''))}</td><td>{_esc(r.get('n', ''))}</td></tr>"
+    try:
+        result = load_result(folder)
+    except SelectivityError as e:
+        return f'<p class="note">selectivity: {_esc(e)}</p>'
+    if result is None:
+        return "<p>selectivity: not measured (<code>ncore-prep selectivity MANIFEST</code>)</p>"
+    groups: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in result.rows:
+        groups.setdefault((r.label, r.features), {})[r.condition] = r
+    body = []
+    for (label, features), by_condition in groups.items():
+        first = next(iter(by_condition.values()))
+        cells = []
+        for c in CONDITIONS:
+            r = by_condition.get(c)
+            cells.append(
+                f'<td data-k="{_esc(c)}">{100 * r.balanced_accuracy:.1f} '
+                f"[{100 * r.ci95[0]:.1f}\u2013{100 * r.ci95[1]:.1f}]</td>"
+                if r is not None
+                else "<td></td>"
+            )
+        retained = "/".join(
+            f"{by_condition[c].retained:.2f}"
+            if c in by_condition and by_condition[c].retained is not None
+            else "\u2013"
+            for c in CONDITIONS[1:]
         )
-    verdicts = data.get("verdicts") or []
+        body.append(
+            f"<tr><td>{_esc(label)}</td><td>{_esc(features)}</td>"
+            f"<td>{100 * first.chance:.1f}</td>{''.join(cells)}"
+            f"<td>{retained}</td><td>{first.n}</td></tr>"
+        )
+    head = "".join(f"<th>{_esc(c)}</th>" for c in CONDITIONS)
+    verdicts = "".join(f"<li>{_esc(v)}</li>" for v in result.verdicts)
+    name = PERTURBATION_NAME.get(result.kind, result.kind)
     return (
-        '<div class="selectivity"><b>Selectivity</b> (probes on the stored views, '
-        f"{_esc(SELECTIVITY_FILE)})"
-        '<table class="sel"><thead><tr><th>label</th><th>features</th><th>condition</th>'
-        "<th>balanced accuracy</th><th>95% CI</th><th>chance</th><th>n</th></tr></thead><tbody>"
-        + "".join(rows)
-        + "</tbody></table>"
-        + ("<ul>" + "".join(f"<li>{_esc(v)}</li>" for v in verdicts) + "</ul>" if verdicts else "")
+        f'<div class="selectivity"><b>Selectivity of {_esc(name)}</b> ({result.clips} clips, '
+        f"{result.views_used} view(s) each; balanced accuracy % [95 % interval]; retained = "
+        "share of (originals \u2212 floor) left in views/transfer)"
+        '<table class="sel"><thead><tr><th>label</th><th>features</th><th>chance</th>'
+        f"{head}<th>retained</th><th>n</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
+        + (f"<ul>{verdicts}</ul>" if verdicts else "")
         + "</div>"
     )
 
@@ -615,10 +616,7 @@ def _view_set_header(m: Manifest, vs: ViewSet, manifest_path: Path) -> str:
             f'<details class="failures" open><summary>{len(vs.failures)} failed clip(s)'
             f"</summary><ul>{items}</ul></details>"
         )
-    data, note = read_selectivity(folder)
-    return (
-        f'<table class="meta">{_meta_rows(meta)}</table>' + failures + _selectivity_html(data, note)
-    )
+    return f'<table class="meta">{_meta_rows(meta)}</table>' + failures + _selectivity_html(folder)
 
 
 def _clip_header(c: Clip) -> str:

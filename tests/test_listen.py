@@ -24,7 +24,6 @@ from pipeline.cli import main
 from pipeline.inspection import InspectError, views_figure
 from pipeline.listen import (
     F0_RGB,
-    SELECTIVITY_FILE,
     SPEC_FMAX_HZ,
     SPEC_FMIN_HZ,
     ListenOptions,
@@ -35,6 +34,7 @@ from pipeline.listen import (
     spectrogram_rgb,
 )
 from pipeline.manifest import SAMPLE_RATE, Manifest
+from pipeline.selectivity import Row, Selectivity, result_path
 from pipeline.shards import ShardReader
 
 VIEWS = 2
@@ -163,38 +163,37 @@ def test_only_the_shards_holding_the_chosen_clips_are_read(manifest_path, tmp_pa
         build_page(copy, tmp_path / "p2", ListenOptions(clip_ids=(m.clips[5].id,), workers=1))
 
 
-def test_selectivity_table_is_shown_when_the_file_exists(manifest_path, tmp_path):
+def test_selectivity_table_is_shown_when_it_has_been_measured(manifest_path, tmp_path):
     root = tmp_path / "copy"
     shutil.copytree(manifest_path.parents[1], root)
     copy = root / manifest_path.relative_to(manifest_path.parents[1])
     m = Manifest.load(copy)
     speaker, emotion = m.view_sets
-    table = {
-        "schema_version": 1,
-        "view_set": speaker.key,
-        "kind": "speaker",
-        "rows": [
-            {
-                "label": "speaker",
-                "features": "envelope",
-                "condition": "views",
-                "balanced_accuracy": 0.28125,
-                "ci95": [0.2, 0.35],
-                "chance": 0.5,
-                "n": 22,
-            }
-        ],
-        "verdicts": ["p_s removes the speaker cue (xyzzy)"],
-    }
-    (speaker.folder_path(copy) / SELECTIVITY_FILE).write_text(json.dumps(table))
-    (emotion.folder_path(copy) / SELECTIVITY_FILE).write_text('{"schema_version": 7}')
+    rows = tuple(
+        Row("speaker", "envelope", condition, accuracy, interval, 0.5, 22, kept)
+        for condition, accuracy, interval, kept in (
+            ("originals", 0.9, (0.82, 0.96), None),
+            ("views", 0.3, (0.22, 0.37), 0.0),
+            ("transfer", 0.6, (0.52, 0.67), 0.25),
+        )
+    )
+    result = Selectivity(
+        speaker.key, "speaker", rows, ("p_s removes the speaker cue (xyzzy)",), True, None, 11, 2, 0
+    )
+    result_path(speaker.folder_path(copy)).write_text(json.dumps(result.to_dict()))
+    result_path(emotion.folder_path(copy)).write_text('{"schema_version": 7}')
     build_page(copy, tmp_path / "page", ListenOptions(workers=1))
     text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
     head_speaker, head_emotion = text.split('<section class="vs"')[1:]
-    assert "0.281" in head_speaker and "0.200\u20130.350" in head_speaker
-    assert "p_s removes the speaker cue (xyzzy)" in head_speaker
-    assert "<td>envelope</td>" in head_speaker and "<td>22</td>" in head_speaker
-    assert "schema_version 7 not supported" in head_emotion and "xyzzy" not in head_emotion
+    row = re.search(r"<tr><td>speaker</td><td>envelope</td>(.*?)</tr>", head_speaker).group(1)
+    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    dash = "\u2013"
+    assert cells == [
+        "50.0", f"90.0 [82.0{dash}96.0]", f"30.0 [22.0{dash}37.0]", f"60.0 [52.0{dash}67.0]",
+        "0.00/0.25", "22",
+    ]  # fmt: skip
+    assert "p_s removes the speaker cue (xyzzy)" in head_speaker and "11 clips" in head_speaker
+    assert "schema_version 7 is not supported" in head_emotion and "xyzzy" not in head_emotion
 
 
 def test_out_folder_holding_something_else_is_refused_and_kept(manifest_path, page, tmp_path):
