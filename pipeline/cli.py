@@ -529,11 +529,13 @@ def validate_command(
 
     if repair:
         from pipeline.manifest import ManifestError
-        from pipeline.prep import PrepError, dask_executor
+        from pipeline.prep import PrepError, choose_executor
         from pipeline.qa import repair as repair_shards
 
         try:
-            outcome = repair_shards(manifest, lambda: dask_executor(workers, scheduler))
+            outcome = repair_shards(
+                manifest, lambda: choose_executor(manifest, "auto", workers, scheduler)
+            )
         except (ManifestError, PrepError) as e:
             raise click.ClickException(str(e)) from None
         for line in outcome.lines():
