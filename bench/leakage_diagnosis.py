@@ -41,12 +41,14 @@ import logging
 import time
 import warnings
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
+import torch
 
 # Run as a script, bench/ is on sys.path: share the study's settings with it.
 from leakage_synthetic import base_config, parse_variant
+
+from pipeline.atomic import write_json, write_text
 
 VIEWS = 2
 # The scale-free variant of eq. 1 (not in the paper); it was a patch of this script and is
@@ -66,7 +68,7 @@ def independent_views(leakage: Path, out: Path) -> Path:
         data["data_dir"] = str((source.parent / data["data_dir"]).resolve())
         data["view_sets"] = []
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        write_json(target, data)
     from concurrent.futures import ProcessPoolExecutor
 
     settings = PerturbSettings(kinds=("speaker",), views=VIEWS, f0_method="dio", shard_size=64)
@@ -161,10 +163,13 @@ def main() -> None:
     from pipeline.rng import stable_seed
     from trainer.checkpoint import latest_checkpoint, load_checkpoint
     from trainer.config import parse_seeds
-    from trainer.embed import ClipAudio, embed_audio, load_finished_model
-    from trainer.evaluate import load_run_config
-    from trainer.loop import build_model, train
+    from trainer.data import audio_batches
+    from trainer.evaluate import evaluate_run
+    from trainer.inference import infer
+    from trainer.loop import train
+    from trainer.plan import build_model, load_selected_model
     from trainer.probes import linear_probe
+    from trainer.rundir import RunDir, read_epoch_rows
 
     started = time.perf_counter()
     entangled = args.leakage / "manifests" / "synthetic-entangled.json"
@@ -211,48 +216,44 @@ def main() -> None:
     run_dirs = {}
     for name, changes in rows:
         reused = args.leakage / "runs" / name
-        if all((reused / f"seed-{s}" / "test_metrics.json").exists() for s in seeds):
+        if all(RunDir(reused).seed(s).evaluation.is_file() for s in seeds):
             run_dirs[name] = reused  # the same config, already trained by leakage_synthetic.py
             continue
         run_dirs[name] = args.out / "runs" / name
         t0 = time.perf_counter()
         train(base.replace(**changes, out=str(run_dirs[name]), resume=True))
+        evaluate_run(run_dirs[name], figures=False)
         logging.info("%s trained in %.0f s", name, time.perf_counter() - t0)
 
     # -- 3. probes on original and perturbed views -----------------------------------------
     def embed_views(model, views: int = 1 + VIEWS) -> list[np.ndarray]:
-        return [
-            embed_audio(
-                model,
-                [ClipAudio(c, a[v]) for c, a in zip(ids, audio, strict=True)],
-                16,
-                args.max_seconds,
-            )[0]
-            for v in range(views)
-        ]
+        def batches(v: int):
+            clips = ((c, a[v], 0, 0) for c, a in zip(ids, audio, strict=True))
+            return audio_batches(clips, batch_size=16, max_seconds=args.max_seconds)
+
+        cpu = torch.device("cpu")
+        return [infer(model, batches(v), cpu).in_order(ids).embeddings for v in range(views)]
 
     results: dict[str, dict[str, object]] = {}
     for name, run in [("un-fine-tuned backbone", run_dirs[rows[0][0]]), *run_dirs.items()]:
-        config, _ = load_run_config(run)
+        config = RunDir(run).read_record().config
         per_seed = []
         for seed in seeds:
-            seed_dir = run / f"seed-{seed}"
-            model, info = load_finished_model(seed_dir)
+            seed_dir = RunDir(run).seed(seed)
+            model, info = load_selected_model(seed_dir)
             record = {"seed": seed}
             if name == "un-fine-tuned backbone":
-                names = SimpleNamespace(task_names=info["task_names"], adv_names=info["adv_names"])
-                model = build_model(config, names, seed).eval()
+                classes = len(info.task_names), len(info.adv_names)
+                model = build_model(config, *classes, seed).eval()
             else:
-                test = json.loads((seed_dir / "test_metrics.json").read_text(encoding="utf-8"))
+                test = seed_dir.read_evaluation()
                 record["test_acc"] = test["metrics"]["accuracy"]
                 record["best_epoch"] = test["best_epoch"]
-                rows_ = [
-                    json.loads(x) for x in (seed_dir / "metrics.jsonl").read_text().splitlines()
-                ]
+                rows_ = read_epoch_rows(seed_dir.metrics)
                 record["adv_head_test"] = test["metrics"].get("adv_head_accuracy")
-                record["grl_alpha_last"] = rows_[-1].get("grl_alpha")
-                record["train_consistency_last"] = rows_[-1]["train_consistency"]
-                record["train_consistency_first"] = rows_[0]["train_consistency"]
+                record["grl_alpha_last"] = rows_[-1].grl_alpha
+                record["train_consistency_last"] = rows_[-1].train_consistency
+                record["train_consistency_first"] = rows_[0].train_consistency
             xs = embed_views(model)
             record.update(view_probes(xs, y, stable_seed(seed, "probe") % (2**32)))
             # How far apart the views of a clip are, relative to how far apart clips are.
@@ -265,7 +266,7 @@ def main() -> None:
             record["clip_variance"] = float(xs[0].var(axis=0).sum())
             if name != "un-fine-tuned backbone":
                 # The last epoch too: a collapsed run (val accuracy at chance) selects epoch 1.
-                load_checkpoint(latest_checkpoint(seed_dir / "checkpoint"), model)
+                load_checkpoint(latest_checkpoint(seed_dir.checkpoints), model)
                 x_last = embed_views(model, views=1)[0]
                 for label, labels in y.items():
                     probe = linear_probe(x_last, labels, FOLDS, stable_seed(seed, "probe") % 2**32)
@@ -287,9 +288,9 @@ def main() -> None:
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "diagnosis-seeds-" + "-".join(map(str, seeds))
-    (args.out / f"{stem}.json").write_text(json.dumps(results, indent=1) + "\n")
+    write_json(args.out / f"{stem}.json", results)
     table = markdown(results)
-    (args.out / f"{stem}.md").write_text(table, encoding="utf-8")
+    write_text(args.out / f"{stem}.md", table)
     print(table)
     logging.info("total %.0f s", time.perf_counter() - started)
 

@@ -11,58 +11,48 @@ manifest (the independent synthetic corpus) with (a) the selected model (``best/
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 
 def main() -> None:
+    import torch
+
     from pipeline.manifest import Manifest
     from pipeline.rng import stable_seed
     from trainer.checkpoint import latest_checkpoint, load_checkpoint
-    from trainer.embed import embed_audio, iter_original_audio, load_finished_model, seed_dirs
-    from trainer.evaluate import format_mean_std, load_run_config, mean_std
+    from trainer.inference import infer
+    from trainer.plan import load_selected_model, manifest_batches
     from trainer.probes import linear_probe
+    from trainer.rundir import RunDir
+    from trainer.summary import format_mean_std, mean_std
 
-    manifest_path, runs = Path(sys.argv[1]), [Path(p) for p in sys.argv[2:]]
+    manifest_path, runs = Path(sys.argv[1]), [RunDir(p) for p in sys.argv[2:]]
     manifest = Manifest.load(manifest_path)
     failures: dict[str, str] = {}
-    audio = list(
-        iter_original_audio(
-            manifest, manifest_path, [c.id for c in manifest.clips], failures.__setitem__
-        )
-    )
-    by_id = manifest.clip_by_id()
     lines = [
         "| Run | Model | Epoch | Probe emotion | Probe speaker (leakage) |",
         "|---|---|---|---|---|",
     ]
     for run in runs:
-        config, _ = load_run_config(run)
-        y = {
-            label: np.array(
-                [manifest.label_index(label)[getattr(by_id[a.clip_id], label)] for a in audio]
-            )
-            for label in ("emotion", "speaker")
-        }
+        config = run.read_record().config
+
+        def batches(config=config):
+            return manifest_batches(config, manifest, manifest_path, failures.__setitem__, 16)
+
         scores = {which: {"emotion": [], "speaker": [], "epoch": []} for which in ("best", "last")}
-        for seed_dir in seed_dirs(run):
-            seed = int(seed_dir.name.split("-")[1])
-            probe_seed = stable_seed(seed, "probe") % (2**32)
-            model, _ = load_finished_model(seed_dir)
-            last = latest_checkpoint(seed_dir / "checkpoint")
+        for seed_dir in run.seeds_with_model():
+            probe_seed = stable_seed(seed_dir.seed, "probe") % (2**32)
+            model, record = load_selected_model(seed_dir)
+            last = latest_checkpoint(seed_dir.checkpoints)
             for which in ("best", "last"):
+                epoch = record.epoch
                 if which == "last":
-                    state = load_checkpoint(last, model)
-                    epoch = state["epoch"]
-                else:
-                    epoch = json.loads((seed_dir / "best" / "model.json").read_text())["epoch"]
-                model.eval()
-                x, _ = embed_audio(model, audio, 16, config.max_seconds)
+                    epoch = load_checkpoint(last, model)["epoch"]
+                done = infer(model, batches(), torch.device("cpu"))
+                y = {config.task: done.y_task, config.adversarial_label: done.y_adv}
                 for label in ("emotion", "speaker"):
-                    result = linear_probe(x, y[label], seed=probe_seed)
+                    result = linear_probe(done.embeddings, y[label], seed=probe_seed)
                     scores[which][label].append(result.balanced_accuracy)
                 scores[which]["epoch"].append(epoch)
         for which in ("best", "last"):

@@ -23,6 +23,8 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
+from pipeline.atomic import write_text
+
 
 def parse_variant(text: str) -> tuple[str, dict[str, object]]:
     """``name:key=value,key=value`` (values as JSON, bare words as strings)."""
@@ -71,9 +73,10 @@ def main() -> None:
 
     from pipeline.datasets import build_manifest, save_manifest_keeping_views
     from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
-    from trainer.evaluate import format_mean_std, probe_on_manifest
+    from trainer.evaluate import probe_on_manifest
     from trainer.experiments import train_and_evaluate
     from trainer.report import report_table
+    from trainer.summary import format_mean_std
 
     started = time.perf_counter()
     manifest_path = args.out / "manifests" / "synthetic-entangled.json"
@@ -105,11 +108,12 @@ def main() -> None:
     summaries = []
     for name, changes in rows:
         t0 = time.perf_counter()
-        summaries.append(train_and_evaluate(base.replace(**changes), args.out / "runs" / name))
+        run = str(args.out / "runs" / name)
+        summaries.append(train_and_evaluate(base.replace(**changes, out=run, resume=True))[1])
         logging.info("%s done in %.0f s", name, time.perf_counter() - t0)
     table = report_table(summaries, [name for name, _ in rows])
     suffix = "-variants" if args.skip_main else ""
-    (args.out / f"report{suffix}.md").write_text(table, encoding="utf-8")
+    write_text(args.out / f"report{suffix}.md", table)
     print(table)
 
     # Leakage where it can be seen: the same speakers and emotions, but independent of each
@@ -142,7 +146,7 @@ def main() -> None:
             f"{100 * result['chance']['adv']:.2f} |"
         )
     probe_table = "\n".join(lines) + "\n"
-    (args.out / f"probe-independent{suffix}.md").write_text(probe_table, encoding="utf-8")
+    write_text(args.out / f"probe-independent{suffix}.md", probe_table)
     print(probe_table)
     logging.info("total %.0f s", time.perf_counter() - started)
 

@@ -16,21 +16,17 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-from signals import SAMPLE_RATE, voiced_clip
-
 from pipeline import eq as eqlib
 from pipeline import perturb
 from pipeline.perturb import pyworld
 from pipeline.rng import make_rng
+from pipeline.testing.signals import SAMPLE_RATE, voiced_clip
 
 
 def cpu_name() -> str:

@@ -34,7 +34,6 @@ it: the report records the CPU, the core count and the load average before and a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -44,6 +43,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+from pipeline.atomic import write_json
+from pipeline.manifest import SAMPLE_RATE
 
 
 def machine() -> dict[str, object]:
@@ -109,7 +111,7 @@ def _world_time(paths: list[str], views: int, tune: bool) -> dict:
         "tuned": tuned,
         "per_clip_s": statistics.median(times),
         "analysis_s": statistics.median(analysis),
-        "audio_s": sum(len(a) for a in clips) / 16000,
+        "audio_s": sum(len(a) for a in clips) / SAMPLE_RATE,
         "total_s": sum(times),
     }
 
@@ -393,7 +395,7 @@ def bench_corpus(name: str, source: Path, root: Path, args: argparse.Namespace) 
     if reference:
         out["ratio"] = {c["f0"]: round(c["cpu_s"] / reference["total"], 3) for c in commands[:-1]}
     partial = root.parent / f"ncore-bench-prep-{name}.json"  # kept if a later step fails
-    partial.write_text(json.dumps(out, indent=1) + "\n")
+    write_json(partial, out)
     return out
 
 
@@ -456,7 +458,8 @@ def main() -> None:
                 print(row)
     report["machine_after"] = machine()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    write_json(args.out, report)
+
     m = report["machine_before"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, load {m['load_average']} before, "
           f"{report['machine_after']['load_average']} after; wrote {args.out}")  # fmt: skip

@@ -39,15 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+from pipeline.manifest import SAMPLE_RATE as SR
+from pipeline.manifest import Manifest
+from pipeline.rng import make_rng
+from pipeline.testing.toy import ToyClip, write_toy_corpus
 
-from pipeline.manifest import Clip, Manifest  # noqa: E402
-from pipeline.rng import make_rng  # noqa: E402
-from pipeline.shards import ShardClip, write_view_set  # noqa: E402
-
-SR = 16000
 EMOTIONS = ("calm", "joy", "anger", "fear")
 SPEAKERS = ("s0", "s1", "s2", "s3", "s4", "s5")
 
@@ -61,7 +57,7 @@ def write_bench_cache(
     Audio is a harmonic tone with vibrato plus noise (so that zstd compresses it about as
     much as speech, not like silence); views are gain/brightness variations of it.
     """
-    records, stored = [], []
+    toys = []
     for c in range(clips):
         rng = make_rng(seed, "bench-clip", c)
         n = int(rng.integers(SR, 3 * SR + 1))
@@ -73,42 +69,26 @@ def write_bench_cache(
         for _ in range(views):
             gain, bright = rng.uniform(0.5, 1.0), rng.uniform(0.0, 0.5)
             rows.append(gain * (rows[0] + bright * np.gradient(rows[0])))
-        cid = f"b{c:05d}"
-        stored.append(ShardClip(cid, np.clip(np.stack(rows), -1, 1), [{}] * views))
-        records.append(
-            Clip(
-                id=cid,
-                path=f"{cid}.wav",
-                emotion=EMOTIONS[c % len(EMOTIONS)],
-                speaker=SPEAKERS[c % len(SPEAKERS)],
-                split="train",
-                num_samples=n,
-                source_sample_rate=SR,
-                source_channels=1,
+        toys.append(
+            ToyClip(
+                f"b{c:05d}",
+                EMOTIONS[c % len(EMOTIONS)],
+                SPEAKERS[c % len(SPEAKERS)],
+                "train",
+                np.clip(np.stack(rows), -1, 1),
             )
         )
-    path = folder / "manifest.json"
-    view_set = write_view_set(
-        folder / "cache" / f"speaker-n{views}-bench",
-        stored,
-        manifest_path=path,
-        kind="speaker",
-        views=views,
-        seed=seed,
-        key="bench",
-        shard_size=shard_size,
-        code_version="bench",
-    )
-    manifest = Manifest(
+    return write_toy_corpus(
+        folder,
+        toys,
+        emotions=EMOTIONS,
+        speakers=SPEAKERS,
         dataset="bench",
-        source="bench",
+        key="bench",
+        seed=seed,
+        shard_size=shard_size,
         data_dir="audio",
-        labels={"emotion": EMOTIONS, "speaker": SPEAKERS},
-        clips=tuple(records),
-        view_sets=(view_set,),
     )
-    manifest.save(path)
-    return path
 
 
 def model_consumer(seed: int = 0) -> Callable[[object], None]:
@@ -336,7 +316,7 @@ def measure_view_cost(
     from torch.utils.flop_counter import FlopCounterMode
 
     from pipeline.memory import tune_malloc
-    from trainer.loop import autocast
+    from trainer.inference import autocast
     from trainer.losses import ncore_loss
 
     tune_malloc()  # as trainer.loop.train does

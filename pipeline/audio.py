@@ -23,10 +23,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-SAMPLE_RATE = 16000
+from pipeline.atomic import write_bytes
+from pipeline.errors import PipelineError
+from pipeline.manifest import SAMPLE_RATE
 
 
-class AudioError(ValueError):
+class AudioError(PipelineError):
     """A clip that cannot be used. ``reason`` is ``"<category>: <detail>"``."""
 
     def __init__(self, reason: str) -> None:
@@ -171,9 +173,7 @@ def write_wav(
     temporary name and renamed, so a reader never sees a half-written WAV. The bytes depend
     only on the samples, rate and subtype (no timestamps), so regeneration is bit-exact.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
     data = np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0)
-    sf.write(tmp, data, sample_rate, subtype=subtype, format="WAV")
-    os.replace(tmp, path)
+    buffer = io.BytesIO()
+    sf.write(buffer, data, sample_rate, subtype=subtype, format="WAV")
+    write_bytes(path, buffer.getvalue())

@@ -14,11 +14,35 @@ from pathlib import Path
 from typing import Any
 
 import click
+from click.core import ParameterSource
 
 # Names are listed here (not imported from pipeline.datasets) so that --help needs no
-# numpy / scipy / soundfile import.
+# numpy / scipy / soundfile import; a test checks them against the registry.
 DATASETS = ("synthetic", "vivae", "recanvo", "recanvo-balanced", "csv")
 PROTOCOLS = ("default", "paper", "speaker-held-out")
+RECANVO = ("recanvo", "recanvo-balanced")
+
+
+class CorpusOption(click.Option):
+    """An option of ``ncore-prep manifest`` that only some corpora take (``datasets``);
+    its help starts with their names."""
+
+    def __init__(self, *args: Any, datasets: tuple[str, ...], **kwargs: Any) -> None:
+        kwargs["help"] = f"{'/'.join(datasets)}: {kwargs.get('help', '')}"
+        super().__init__(*args, **kwargs)
+        self.datasets = datasets
+
+
+def check_corpus_options(ctx: click.Context, dataset: str) -> None:
+    """One line and exit 1, before any work, for a corpus option given with a corpus that
+    does not take it, e.g. ``--csv`` with ``--dataset vivae``."""
+    for param in ctx.command.params:
+        if not isinstance(param, CorpusOption) or dataset in param.datasets:
+            continue
+        if ctx.get_parameter_source(param.name) == ParameterSource.COMMANDLINE:
+            raise click.ClickException(
+                f"{param.opts[0]} applies to --dataset {' or '.join(param.datasets)}, not {dataset}"
+            )
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -72,37 +96,121 @@ def main() -> None:
 @click.option(
     "--csv",
     "csv_file",
+    cls=CorpusOption,
+    datasets=("csv",),
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
-    help="csv: label file (default DIR/labels.csv).",
-)
-@click.option("--path-column", default=None, help="csv: column of paths [path].")
-@click.option("--emotion-column", default=None, help="csv: column of emotions [emotion].")
-@click.option("--speaker-column", default=None, help="csv: column of speakers [speaker].")
-@click.option("--subset", default=None, help="vivae: full_set (default) or core_set.")
-@click.option(
-    "--keep", default=None, help="recanvo: labels to keep, comma-separated, or 'all' [paper's 7]."
-)
-@click.option("--merge", default=None, help="recanvo: FROM=TO,... [laugh=laughter].")
-@click.option("--min-count", type=int, default=None, help="recanvo: drop labels with fewer clips.")
-@click.option(
-    "--per-class", type=int, default=None, help="recanvo-balanced: clips per label [100]."
+    help="label file (default DIR/labels.csv).",
 )
 @click.option(
-    "--balance-seed", type=int, default=None, help="recanvo-balanced: seed of the draw [0]."
+    "--path-column",
+    cls=CorpusOption,
+    datasets=("csv",),
+    default=None,
+    help="column of paths [path].",
 )
-@click.option("--clips", type=int, default=None, help="synthetic: number of clips [240].")
-@click.option("--speakers", type=int, default=None, help="synthetic: speakers [6].")
-@click.option("--emotions", type=int, default=None, help="synthetic: emotions, 2-6 [4].")
+@click.option(
+    "--emotion-column",
+    cls=CorpusOption,
+    datasets=("csv",),
+    default=None,
+    help="column of emotions [emotion].",
+)
+@click.option(
+    "--speaker-column",
+    cls=CorpusOption,
+    datasets=("csv",),
+    default=None,
+    help="column of speakers [speaker].",
+)
+@click.option(
+    "--subset",
+    cls=CorpusOption,
+    datasets=("vivae",),
+    default=None,
+    help="full_set (default) or core_set.",
+)
+@click.option(
+    "--keep",
+    cls=CorpusOption,
+    datasets=RECANVO,
+    default=None,
+    help="labels to keep, comma-separated, or 'all' [paper's 7].",
+)
+@click.option(
+    "--merge",
+    cls=CorpusOption,
+    datasets=RECANVO,
+    default=None,
+    help="FROM=TO,... [laugh=laughter].",
+)
+@click.option(
+    "--min-count",
+    cls=CorpusOption,
+    datasets=RECANVO,
+    type=int,
+    default=None,
+    help="drop labels with fewer clips.",
+)
+@click.option(
+    "--per-class",
+    cls=CorpusOption,
+    datasets=("recanvo-balanced",),
+    type=int,
+    default=None,
+    help="clips per label [100].",
+)
+@click.option(
+    "--balance-seed",
+    cls=CorpusOption,
+    datasets=("recanvo-balanced",),
+    type=int,
+    default=None,
+    help="seed of the draw [0].",
+)
+@click.option(
+    "--clips",
+    cls=CorpusOption,
+    datasets=("synthetic",),
+    type=int,
+    default=None,
+    help="number of clips [240].",
+)
+@click.option(
+    "--speakers",
+    cls=CorpusOption,
+    datasets=("synthetic",),
+    type=int,
+    default=None,
+    help="speakers [6].",
+)
+@click.option(
+    "--emotions",
+    cls=CorpusOption,
+    datasets=("synthetic",),
+    type=int,
+    default=None,
+    help="emotions, 2-6 [4].",
+)
 @click.option(
     "--entanglement",
+    cls=CorpusOption,
+    datasets=("synthetic",),
     type=click.FloatRange(0.0, 1.0),
     default=None,
-    help="synthetic: speaker/emotion entanglement, 0 independent .. 1 one speaker per emotion "
-    "[0.5].",
+    help="speaker/emotion entanglement, 0 independent .. 1 one speaker per emotion [0.5].",
 )
-@click.option("--synthetic-seed", type=int, default=None, help="synthetic: generator seed [0].")
+@click.option(
+    "--synthetic-seed",
+    cls=CorpusOption,
+    datasets=("synthetic",),
+    type=int,
+    default=None,
+    help="generator seed [0].",
+)
+@click.pass_context
 def manifest_command(
+    ctx: click.Context,
     dataset: str,
     data_dir: Path | None,
     name: str | None,
@@ -117,8 +225,10 @@ def manifest_command(
     **options: object,
 ) -> None:
     """Import a corpus and write manifests/<name>.json (clips, labels, splits, failures)."""
-    from pipeline.datasets import DatasetError, build_manifest, save_manifest_keeping_views
-    from pipeline.manifest import ManifestError, os_reason
+    check_corpus_options(ctx, dataset)
+    from pipeline.datasets import build_manifest, save_manifest_keeping_views
+    from pipeline.errors import PipelineError
+    from pipeline.manifest import os_reason
 
     options["csv"] = csv_file
     name = name or dataset
@@ -139,7 +249,7 @@ def manifest_command(
             **options,
         )
         note = save_manifest_keeping_views(manifest, path)
-    except (DatasetError, ManifestError) as e:
+    except PipelineError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"{e.filename or path}: {os_reason(e)}") from None
@@ -162,14 +272,15 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
         raise click.ClickException(
             f"no manifest {path}; run `ncore-prep manifest --name {dataset} ...` first"
         )
-    from pipeline.datasets import DatasetError, build_manifest, save_manifest_keeping_views
+    from pipeline.datasets import build_manifest, save_manifest_keeping_views
+    from pipeline.errors import PipelineError
 
     if progress:
         click.echo(f"no manifest {path}: importing {dataset} first (ncore-prep manifest)", err=True)
     try:
         manifest, summary = build_manifest(dataset, data_dir, dataset, manifest_path=path)
         save_manifest_keeping_views(manifest, path)
-    except DatasetError as e:
+    except PipelineError as e:
         raise click.ClickException(str(e)) from None
     for line in summary.lines():
         click.echo(line)
@@ -303,10 +414,10 @@ def perturb_command(
     Re-running the same command resumes: only shards the manifest does not list are
     computed. Any changed setting makes a new view set beside the old ones.
     """
-    from pipeline.manifest import ManifestError, os_reason
+    from pipeline.errors import PipelineError
+    from pipeline.manifest import os_reason
     from pipeline.prep import (
         PerturbSettings,
-        PrepError,
         choose_executor,
         format_summary,
         parse_params,
@@ -335,7 +446,7 @@ def perturb_command(
             cache_dir=cache_dir,
             progress=progress,
         )
-    except (PrepError, ManifestError) as e:
+    except PipelineError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk or a read-only cache folder while writing shards
         raise click.ClickException(f"{e.filename or cache_dir}: {os_reason(e)}") from None
@@ -403,8 +514,9 @@ def inspect_command(
 ) -> None:
     """Summarise a manifest and its view sets, export the views of one clip (--clip), or
     write a listening page of sampled clips across view sets (--html DIR)."""
+    from pipeline.errors import PipelineError
     from pipeline.inspection import InspectError, describe, export_clip
-    from pipeline.manifest import ManifestError, name_problem, os_reason
+    from pipeline.manifest import name_problem, os_reason
 
     if clip_id is not None and name_problem(clip_id):
         raise click.ClickException(f"--clip {clip_id[:80]!r}: a clip id {name_problem(clip_id)}")
@@ -429,7 +541,7 @@ def inspect_command(
             click.echo(describe(manifest))
             return
         export = export_clip(manifest, clip_id, out or Path("inspect") / clip_id)
-    except (InspectError, ManifestError) as e:
+    except PipelineError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk, a read-only or missing --out folder
         raise click.ClickException(f"{e.filename or out}: {os_reason(e)}") from None
@@ -475,14 +587,12 @@ def selectivity_command(
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    from pipeline.manifest import ManifestError
+    from pipeline.errors import PipelineError
     from pipeline.selectivity import (
-        SelectivityError,
         SelectivitySettings,
         format_table,
         run_selectivity,
     )
-    from pipeline.shards import ShardError
 
     workers = jobs or os.cpu_count() or 1
     settings = SelectivitySettings(max_clips=max_clips, views=views, seed=seed, keys=keys)
@@ -493,7 +603,7 @@ def selectivity_command(
             (lambda: ProcessPoolExecutor(workers)) if workers > 1 else None,
             progress=lambda line: click.echo(line, err=True),
         )
-    except (SelectivityError, ManifestError, ShardError) as e:
+    except PipelineError as e:
         raise click.ClickException(str(e)) from None
     for view_set, result, path in results:
         click.echo(f"view set {view_set.kind} N={view_set.views} key={view_set.key}")

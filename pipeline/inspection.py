@@ -13,6 +13,7 @@ folder can never shadow the standard library's ``inspect``, which dataclasses im
 
 from __future__ import annotations
 
+import io
 import os
 import statistics
 import warnings
@@ -23,13 +24,15 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import write_bytes
+from pipeline.errors import PipelineError
 from pipeline.manifest import SAMPLE_RATE, SPLITS, Manifest, ViewSet
 
 F0_FLOOR_HZ = 60.0
 F0_CEIL_HZ = 1000.0
 
 
-class InspectError(ValueError):
+class InspectError(PipelineError):
     """A request that cannot be answered (unknown clip, unreadable shard); says why."""
 
 
@@ -313,8 +316,10 @@ def plot_views(rows: list[tuple[str, np.ndarray]], png: Path, title: str = "") -
     import matplotlib.pyplot as plt
 
     fig = views_figure(rows, title)
-    fig.savefig(png, dpi=PNG_DPI)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=PNG_DPI)
     plt.close(fig)
+    write_bytes(png, buffer.getvalue())
 
 
 def views_figure(rows: list[tuple[str, np.ndarray]], title: str = ""):  # -> matplotlib Figure

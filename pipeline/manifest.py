@@ -18,15 +18,18 @@ import json
 import os
 import posixpath
 import re
-import tempfile
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from pipeline.atomic import json_text, write_bytes, write_json
+from pipeline.errors import PipelineError
+
 SCHEMA_VERSION = 1
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # Hz: every clip and view of the toolkit (the one definition)
 SPLITS = ("train", "val", "test")
+LABELS = ("emotion", "speaker")
 VIEW_KINDS = ("speaker", "emotion")
 # The F0 search range of the WORLD analysis when none is given (WORLD's own defaults, Hz).
 # A view set records the range it was made with; screams and cries need a higher ceiling
@@ -38,7 +41,15 @@ F0_METHODS = ("harvest", "dio", "praat")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-class ManifestError(ValueError):
+def other_label(label: str) -> str:
+    """The other of the two labels (emotion <-> speaker): the discarded label y- of a task,
+    and the perturbation kind that the paper pairs with it."""
+    if label not in LABELS:
+        raise ValueError(f"label must be one of {LABELS}, got {label!r}")
+    return LABELS[1 - LABELS.index(label)]
+
+
+class ManifestError(PipelineError):
     """A manifest that cannot be used: unknown version, missing field or broken invariant."""
 
 
@@ -629,13 +640,13 @@ class Manifest:
             raise ManifestError(f"{path}: {e}") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write atomically: a temporary file in the same folder, then ``os.replace``.
+        """Write atomically (``pipeline.atomic``: temporary file, fsync, rename).
 
         A symlinked manifest stays a link: the file it points to is replaced. Callers that
         may race with another command use :class:`ManifestFile`, which also locks.
         """
         self.check()
-        write_json_atomic(manifest_target(Path(path)), self.to_dict())
+        write_json(manifest_target(Path(path)), self.to_dict())
 
 
 def _read_manifest_bytes(path: Path) -> bytes:
@@ -758,9 +769,9 @@ class ManifestFile:
                     f"{self.path} was changed by another program during `ncore-prep "
                     f"{self.command}`; nothing was overwritten: re-run the command"
                 )
-        data = _json_bytes(manifest.to_dict())
+        data = json_text(manifest.to_dict()).encode("utf-8")
         try:
-            write_bytes_atomic(self.target, data)
+            write_bytes(self.target, data)
         except OSError as e:
             raise ManifestError(
                 f"{self.path}: cannot write the manifest ({os_reason(e)})"
@@ -775,51 +786,6 @@ def os_reason(e: OSError) -> str:
     if e.errno == errno.EROFS:
         return "read-only file system"
     return e.strerror or str(e)
-
-
-def _json_bytes(data: Any) -> bytes:
-    return (json.dumps(data, indent=1, ensure_ascii=False) + "\n").encode("utf-8")
-
-
-def current_umask() -> int:
-    """The process's umask, read without changing it (Linux), else set-and-restore."""
-    try:
-        with open("/proc/self/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except (OSError, ValueError):
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write ``data`` so that readers see either the old file or the new one.
-
-    The new file gets the permissions a plain ``open()`` would give it (0666 minus the
-    umask), not ``mkstemp``'s private 0600, so colleagues sharing a project folder can read
-    it. The temporary file is removed on any failure (a full disk included).
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            os.fchmod(f.fileno(), 0o666 & ~current_umask())
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Write ``data`` as JSON atomically (see :func:`write_bytes_atomic`)."""
-    write_bytes_atomic(path, _json_bytes(data))
 
 
 def relative_to_manifest(

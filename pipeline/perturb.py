@@ -1,6 +1,6 @@
 """Speaker (p_s) and emotion (p_e) perturbations from one WORLD analysis per clip.
 
-Section 3.3 of the paper as DESIGN.md section 3 makes it precise. A clip is analysed
+Section 3.3 of the paper as docs/design.md section 3 makes it precise. A clip is analysed
 ONCE with WORLD (:func:`analyse`); any number of views of both kinds are then drawn from
 that analysis:
 
@@ -37,7 +37,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline import eq as eqlib
-from pipeline.manifest import DEFAULT_F0_CEIL_HZ, DEFAULT_F0_FLOOR_HZ, F0_METHODS
+from pipeline.errors import PipelineError
+from pipeline.manifest import DEFAULT_F0_CEIL_HZ, DEFAULT_F0_FLOOR_HZ, F0_METHODS, SAMPLE_RATE
 from pipeline.rng import make_rng
 
 if TYPE_CHECKING:
@@ -49,7 +50,7 @@ logger = logging.getLogger(__name__)
 # part of the view-set key, so a bump makes a new view set instead of mixing versions.
 PERTURB_VERSION = "1"
 
-DEFAULT_SAMPLE_RATE = 16_000
+DEFAULT_SAMPLE_RATE = SAMPLE_RATE  # the one definition: pipeline/manifest.py
 FRAME_PERIOD_MS = 5.0
 # "praat" (in F0_METHODS): Praat's autocorrelation pitch tracker through the optional
 # praat-parselmouth package (GPL-3.0), its F0 handed to CheapTrick and D4C
@@ -66,7 +67,7 @@ MIN_DURATION_S = 0.025
 SILENCE_PEAK = 2.0**-20
 
 
-class PerturbationError(ValueError):
+class PerturbationError(PipelineError):
     """A clip or a parameter that the perturbations cannot handle; the message says why."""
 
 

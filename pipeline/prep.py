@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.audio import AudioError, read_source
+from pipeline.errors import PipelineError
 from pipeline.manifest import (
     DEFAULT_F0_CEIL_HZ,
     DEFAULT_F0_FLOOR_HZ,
@@ -70,7 +71,7 @@ STAGE = "perturb"
 DEFAULT_SHARD_SIZE = 64  # small enough that even a few hundred clips keep every core busy
 
 
-class PrepError(RuntimeError):
+class PrepError(PipelineError, RuntimeError):
     """The stage cannot run or could not finish; the message says what to do."""
 
 

@@ -28,7 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.manifest import Manifest, ManifestError, ManifestFile, ShardEntry, ViewSet
+from pipeline.manifest import (
+    SAMPLE_RATE,
+    Manifest,
+    ManifestError,
+    ManifestFile,
+    ShardEntry,
+    ViewSet,
+)
 from pipeline.shards import ShardError, ShardReader, content_checksum
 from pipeline.viewset import ShardAttributes, expected_key, shard_members
 
@@ -78,7 +85,7 @@ class ValidationReport:
         return (
             f"{self.manifest_path}: {state}, {len(self.warnings)} warning(s); read "
             f"{self.view_sets} view set(s), {self.shards} shard(s), {self.clips} stored clip(s), "
-            f"{self.samples / 16000:.1f} s of stored audio (each clip with its views)"
+            f"{self.samples / SAMPLE_RATE:.1f} s of stored audio (each clip with its views)"
         )
 
 

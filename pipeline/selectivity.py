@@ -50,7 +50,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.manifest import SAMPLE_RATE, Manifest, ViewSet, write_json_atomic
+from pipeline.atomic import write_json
+from pipeline.errors import PipelineError
+from pipeline.manifest import SAMPLE_RATE, Manifest, ViewSet, other_label
 from pipeline.rng import make_rng, stable_seed
 
 log = logging.getLogger(__name__)
@@ -82,7 +84,7 @@ ALL_FEATURES = "all"
 OTHER_LABEL = "other label"
 
 
-class SelectivityError(ValueError):
+class SelectivityError(PipelineError):
     """A request that cannot be measured (no view set, no clips); the message says why."""
 
 
@@ -588,7 +590,7 @@ def verdicts(kind: str, rows: Sequence[Row]) -> tuple[list[str], bool | None, bo
     for label in (target, kept):
         reference = table.get((label, OTHER_LABEL, "originals"))
         if reference and reference.balanced_accuracy - reference.chance >= margin:
-            other = "emotion" if label == "speaker" else "speaker"
+            other = other_label(label)
             lines.append(
                 f"caution: the {other} label alone predicts the {label} at "
                 f"{_pct(reference.balanced_accuracy)} (chance {_pct(reference.chance)}): the two "
@@ -724,7 +726,7 @@ def measure_view_set(
         features[name] = (x_orig, x_views)
     rows: list[Row] = []
     for label in LABELS:
-        other = "emotion" if label == "speaker" else "speaker"
+        other = other_label(label)
         rows.extend(
             _label_rows(label, labels[label], labels[other], features, (seed, view_set.key))
         )
@@ -797,7 +799,7 @@ def run_selectivity(
             features_of[c] = [cache[c], *rows]
         result = measure_view_set(manifest, vs, features_of, views, settings.seed)
         out = result_path(vs.folder_path(path))
-        write_json_atomic(out, result.to_dict())
+        write_json(out, result.to_dict())
         results.append((vs, result, out))
     return results
 

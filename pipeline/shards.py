@@ -30,6 +30,7 @@ import numpy as np
 import zarr
 import zarr.codecs
 
+from pipeline.errors import PipelineError
 from pipeline.viewset import shard_name
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ CHUNK_SAMPLES = 32768  # 2 s at 16 kHz: one clip rarely spans more than two chun
 INT16_SCALE = 32768.0
 
 
-class ShardError(ValueError):
+class ShardError(PipelineError):
     """A shard that cannot be read or does not match what the manifest says."""
 
 

@@ -1,6 +1,6 @@
 """Seeded train / val / test splits, stratified on the task's label.
 
-Three protocols (DESIGN.md section 2):
+Three protocols (docs/design.md section 2):
 
 - ``default``: stratified 80/20 train/test; a stratified validation part (10 % of all clips
   by default) is carved out of train for early stopping, so model selection never looks at
@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipeline.errors import PipelineError
 from pipeline.rng import make_rng
 
 PROTOCOLS = ("default", "paper", "speaker-held-out")
@@ -42,7 +43,7 @@ DEFAULT_TEST_FRACTION = 0.2
 DEFAULT_VAL_FRACTION = 0.1
 
 
-class SplitError(ValueError):
+class SplitError(PipelineError):
     """A split that cannot be made (e.g. one speaker only for speaker-held-out)."""
 
 

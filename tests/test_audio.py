@@ -7,9 +7,9 @@ import hashlib
 import numpy as np
 import pytest
 import soundfile as sf
-from corpus_trees import nan_wav_bytes, tone, wav_bytes
 
 from pipeline.audio import SAMPLE_RATE, AudioError, load_audio, read_source, write_wav
+from pipeline.testing.corpus_trees import nan_wav_bytes, tone, wav_bytes
 
 
 def _peak_hz(x: np.ndarray, sample_rate: int) -> float:

@@ -67,14 +67,17 @@ def test_inference_gives_a_clip_the_same_embedding_alone_and_in_any_batch(preset
 
 
 def test_embed_and_evaluation_passes_do_not_depend_on_the_batch_size() -> None:
-    """``embed`` (and, through the same model call, evaluation) with batches of 1 and of 6
-    mixed-length clips give the same embeddings on the mask-less backbone."""
-    from trainer.embed import ClipAudio, embed_audio
+    """The one forward pass of evaluation, probes and ``embed`` (``trainer.inference``) with
+    batches of 1 and of 6 mixed-length clips gives the same embeddings on the mask-less
+    backbone."""
+    from trainer.data import audio_batches
+    from trainer.inference import infer
 
     model = model_for("tiny-group")
-    items = [ClipAudio(f"c{i}", c.numpy()) for i, c in enumerate(clips(seed=2))]
-    one, pred_one = embed_audio(model, items, batch_size=1)
-    six, pred_six = embed_audio(model, items, batch_size=6)
-    assert (pred_one == pred_six).all()
-    for a, b in zip(one, six, strict=True):
+    items = [(f"c{i}", c.numpy(), 0, 0) for i, c in enumerate(clips(seed=2))]
+    cpu = torch.device("cpu")
+    one = infer(model, audio_batches(items, batch_size=1), cpu)
+    six = infer(model, audio_batches(items, batch_size=6), cpu)
+    assert one.clip_ids == six.clip_ids and (one.task_pred == six.task_pred).all()
+    for a, b in zip(one.embeddings, six.embeddings, strict=True):
         assert relative(torch.from_numpy(b), torch.from_numpy(a)) < 1e-5

@@ -71,7 +71,9 @@ def test_name_protocol_and_rerun_keeps_view_sets(tmp_path):
     [
         (["--dataset", "recanvo"], "ReCANVo not found at data/ReCANVo/"),
         (["--dataset", "vivae", "--data-dir", "nowhere"], "check --data-dir"),
-        (["--dataset", "synthetic", "--keep", "x"], "option --keep does not apply"),
+        (["--dataset", "synthetic", "--keep", "x"], "--keep applies to --dataset recanvo"),
+        (["--dataset", "vivae", "--csv", "x.csv"], "--csv applies to --dataset csv, not vivae"),
+        (["--dataset", "csv", "--clips", "3"], "--clips applies to --dataset synthetic"),
         (["--dataset", "synthetic", "--name", "a/b"], "--name 'a/b'"),
     ],
 )
@@ -80,6 +82,26 @@ def test_user_mistakes_are_one_line(tmp_path, args, message):
     assert result.exit_code == 1
     assert message in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+
+
+def test_an_option_of_another_corpus_is_refused_before_any_work(tmp_path):
+    # The synthetic corpus is generated when absent: a wrong option must stop that too.
+    result = _run(["--dataset", "synthetic", *SMALL, "--subset", "core_set"], tmp_path)
+    assert result.exit_code == 1 and "--subset applies to --dataset vivae" in result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_corpus_options_of_the_command_match_the_registry():
+    from pipeline.cli import DATASETS, CorpusOption, manifest_command
+    from pipeline.datasets import REGISTRY
+
+    assert set(DATASETS) == set(REGISTRY)
+    takes = {name: set() for name in DATASETS}
+    for param in manifest_command.params:
+        if isinstance(param, CorpusOption):
+            for dataset in param.datasets:
+                takes[dataset].add("csv" if param.name == "csv_file" else param.name)
+    assert takes == {name: set(spec.options) for name, spec in REGISTRY.items()}
 
 
 def test_real_process_stderr_for_wrong_column(tmp_path):

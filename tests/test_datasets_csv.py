@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from corpus_trees import nan_wav_bytes, tone, wav_bytes
 
 from pipeline.datasets import DatasetError, build_manifest
+from pipeline.testing.corpus_trees import nan_wav_bytes, tone, wav_bytes
 
 
 def _corpus(root):

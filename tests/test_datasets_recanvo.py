@@ -6,12 +6,17 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from corpus_trees import RECANVO_PARTICIPANTS, RECANVO_TABLE, make_recanvo, recanvo_rows
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.datasets import build_manifest
 from pipeline.datasets.recanvo import water_fill
+from pipeline.testing.corpus_trees import (
+    RECANVO_PARTICIPANTS,
+    RECANVO_TABLE,
+    make_recanvo,
+    recanvo_rows,
+)
 
 # Paper, appendix A.2 (participants P01 P02 P03 P05 P06 P08 P11 P16).
 TABLE6 = {

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from corpus_trees import make_vivae
 
 from pipeline.datasets import DatasetError, build_manifest
+from pipeline.testing.corpus_trees import make_vivae
 
 NAMES = [
     "S01_achievement_low_01.wav",

@@ -10,9 +10,9 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from eval_corpus import TRAIN_OPTIONS, prepared_corpus
-from test_eval_plots import assert_real_png
 
+from pipeline.testing.eval_corpus import TRAIN_OPTIONS, prepared_corpus
+from pipeline.testing.figures import assert_real_png
 from trainer.cli import main
 
 pytestmark = pytest.mark.slow
@@ -20,29 +20,67 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """(manifest path, run folder) of one finished tiny run, trained through the CLI."""
+    """(manifest path, run folder, forward passes) of one finished tiny run, trained
+    through the CLI; each pass is (calling module, the clip ids it scored)."""
+    import trainer.evaluate
+    import trainer.inference
+    import trainer.loop
+    from pipeline.manifest import Manifest
+
     manifest = prepared_corpus(tmp_path_factory.getbasetemp())
     run = tmp_path_factory.mktemp("eval") / "run"
-    result = CliRunner().invoke(
-        main, ["--manifest", str(manifest), *TRAIN_OPTIONS, "--out", str(run)]
-    )
+    passes = []
+
+    def counting(module):
+        def infer(model, batches, device, *args, **kwargs):
+            done = trainer.inference.infer(model, batches, device, *args, **kwargs)
+            passes.append((module, frozenset(done.clip_ids)))
+            return done
+
+        return infer
+
+    load = Manifest.load.__func__
+
+    def counting_load(cls, path):
+        passes.append(("manifest", str(path)))
+        return load(cls, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        for module in (trainer.loop, trainer.evaluate):
+            patch.setattr(module, "infer", counting(module.__name__))
+        patch.setattr(Manifest, "load", classmethod(counting_load))
+        result = CliRunner().invoke(
+            main, ["--manifest", str(manifest), *TRAIN_OPTIONS, "--out", str(run)]
+        )
     assert result.exit_code == 0, result.output
-    return manifest, run
+    return manifest, run, passes
 
 
-def test_training_ends_with_a_summary_that_matches_the_trainer(trained):
-    _, run = trained
+def test_training_ends_with_a_summary_of_one_test_pass(trained):
+    from pipeline.manifest import Manifest
+
+    manifest_path, run, passes = trained
+    manifest = Manifest.load(manifest_path)
+    test_ids = frozenset(c.id for c in manifest.clips_in("test"))
+    val_ids = frozenset(c.id for c in manifest.clips_in("val"))
+    # The loop scores validation only; the evaluation scores the test split once with the
+    # selected model and once with the model training started from (for the probes).
+    assert [ids for module, ids in passes if module == "trainer.loop"] == [val_ids]
+    assert [ids for module, ids in passes if module == "trainer.evaluate"] == [test_ids] * 2
+    # One command, one reading of the manifest (the plan is handed to the evaluation).
+    assert [path for what, path in passes if what == "manifest"] == [str(manifest_path)]
+
     summary = json.loads((run / "summary.json").read_text())
     assert summary["seeds"] == [1] and "ddof=1" in summary["std"]
     assert summary["task"] == "emotion" and summary["adversarial_label"] == "speaker"
-    # The evaluation's own pass over the test split agrees with the trainer's test pass.
-    trainer_test = json.loads((run / "seed-1" / "test_metrics.json").read_text())
-    for key in ("accuracy", "macro_f1", "uar"):
-        assert summary["metrics"][key]["mean"] == pytest.approx(trainer_test["metrics"][key])
-        assert summary["metrics"][key]["std"] is None  # one seed: no std invented
-    matrix = np.asarray(summary["confusion_matrix"]["summed_over_seeds"])
     evaluation = json.loads((run / "seed-1" / "evaluation.json").read_text())
-    assert matrix.sum() == evaluation["test_clips"] > 0
+    for key in ("accuracy", "macro_f1", "uar"):
+        assert summary["metrics"][key]["mean"] == evaluation["metrics"][key]
+        assert summary["metrics"][key]["std"] is None  # one seed: no std invented
+    model = json.loads((run / "seed-1" / "best" / "model.json").read_text())
+    assert evaluation["best_epoch"] == model["epoch"] == 1
+    matrix = np.asarray(summary["confusion_matrix"]["summed_over_seeds"])
+    assert matrix.sum() == evaluation["test_clips"] == len(test_ids)
     assert np.trace(matrix) / matrix.sum() == pytest.approx(summary["metrics"]["accuracy"]["mean"])
     for key in ("probe_task", "probe_adv", "backbone_probe_task", "backbone_probe_adv"):
         assert 0.0 <= summary["metrics"][key]["mean"] <= 1.0
@@ -54,7 +92,7 @@ def test_training_ends_with_a_summary_that_matches_the_trainer(trained):
 
 
 def test_figures_are_real_images(trained):
-    _, run = trained
+    _, run, _ = trained
     figures = run / "figures"
     names = sorted(p.name for p in figures.glob("*.png"))
     assert names == [
@@ -70,7 +108,7 @@ def test_figures_are_real_images(trained):
 
 
 def test_report_command_prints_one_row_per_run(trained, tmp_path):
-    _, run = trained
+    _, run, _ = trained
     out = tmp_path / "table.md"
     result = CliRunner().invoke(main, ["report", str(run), "--out", str(out)])
     assert result.exit_code == 0, result.output
@@ -86,7 +124,7 @@ def test_report_command_prints_one_row_per_run(trained, tmp_path):
 def test_embed_reads_shards_or_source_audio_alike(trained, tmp_path):
     from pipeline.manifest import Manifest
 
-    manifest_path, run = trained
+    manifest_path, run, _ = trained
     runner = CliRunner()
     with_views = tmp_path / "with_views.npz"
     result = runner.invoke(
@@ -140,8 +178,78 @@ def test_embed_reads_shards_or_source_audio_alike(trained, tmp_path):
     )
 
 
+def test_evaluate_and_embed_give_identical_embeddings_for_the_same_clips(trained, tmp_path):
+    manifest_path, run, _ = trained
+    out = tmp_path / "test.npz"
+    result = CliRunner().invoke(
+        main,
+        [
+            *("embed", "--run", str(run), "--manifest", str(manifest_path), "--split", "test"),
+            *("--out", str(out), "--batch-size", "16"),  # the run's batch size
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    embedded = np.load(out)
+    evaluated = np.load(run / "seed-1" / "test_embeddings.npz")
+    assert sorted(embedded["clip_ids"]) == sorted(evaluated["clip_ids"])
+    index = {cid: i for i, cid in enumerate(embedded["clip_ids"])}
+    rows = [index[cid] for cid in evaluated["clip_ids"]]
+    # One forward path, the same batches: the same bits, not merely close values.
+    assert np.array_equal(embedded["embeddings"][rows], evaluated["embeddings"])
+    evaluation = json.loads((run / "seed-1" / "evaluation.json").read_text())
+    names = evaluation["labels"]["task"]
+    predicted = [names.index(p) for p in embedded["task_pred"][rows]]
+    truth = [names.index(e) for e in embedded["emotion"][rows]]
+    assert np.mean(np.equal(predicted, truth)) == evaluation["metrics"]["accuracy"]
+
+
+def test_a_run_folder_of_the_layout_before_versioning_is_read(trained, tmp_path):
+    import shutil
+
+    _, run, _ = trained
+    old = tmp_path / "old-run"
+    shutil.copytree(run, old)
+    seed = old / "seed-1"
+    # The layout before schema_version: unversioned records, test_metrics.json as the
+    # finished-seed mark, no training.json.
+    model = json.loads((seed / "best" / "model.json").read_text())
+    del model["schema_version"]
+    (seed / "best" / "model.json").write_text(json.dumps(model))
+    rows = [json.loads(x) for x in (seed / "metrics.jsonl").read_text().splitlines()]
+    (seed / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({k: v for k, v in r.items() if k != "schema_version"}) + "\n" for r in rows
+        )
+    )
+    record = json.loads((seed / "training.json").read_text())
+    (seed / "training.json").unlink()
+    evaluation = json.loads((seed / "evaluation.json").read_text())
+    legacy = {k: v for k, v in evaluation.items() if k not in ("schema_version", "probes")}
+    (seed / "test_metrics.json").write_text(json.dumps({**legacy, "probes": {}}))
+    (seed / "evaluation.json").unlink()
+
+    result = CliRunner().invoke(main, ["evaluate", str(old), "--no-figures"])
+    assert result.exit_code == 0, result.output
+    again = json.loads((seed / "evaluation.json").read_text())
+    assert again["metrics"] == evaluation["metrics"] and again["probes"] == evaluation["probes"]
+    assert again["best_epoch"] == record["best_epoch"]
+    resumed = CliRunner().invoke(
+        main,
+        ["--manifest", str(trained[0]), *TRAIN_OPTIONS, "--out", str(old), "--resume"],
+    )
+    assert resumed.exit_code == 0, resumed.output  # the legacy mark: the seed is finished
+    assert not (seed / "training.json").exists()
+
+    # A version this toolkit does not know is refused in one line naming the file.
+    (seed / "best" / "model.json").write_text(json.dumps({**model, "schema_version": 7}))
+    refused = CliRunner().invoke(main, ["evaluate", str(old), "--no-figures", "--force"])
+    assert refused.exit_code == 1
+    assert len(refused.output.strip().splitlines()) == 1
+    assert "model.json: schema_version 7 is not supported" in refused.output
+
+
 def test_user_mistakes_are_one_line(trained, tmp_path):
-    manifest_path, run = trained
+    manifest_path, run, _ = trained
     runner = CliRunner()
     bad_out = runner.invoke(
         main,

@@ -2,49 +2,41 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 
+from pipeline.testing.figures import assert_real_png
 from trainer.plots import (
     plot_accuracy_curves,
     plot_accuracy_vs_views,
     plot_loss_curves,
     plot_tsne,
-    read_metrics,
     tsne_2d,
 )
-
-
-def assert_real_png(path, min_bytes=4000):
-    from matplotlib.image import imread
-
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(data) > min_bytes
-    pixels = imread(path)[..., :3]
-    # A blank figure is one colour; a drawn one has many distinct values.
-    assert pixels.std() > 0.05
-    assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 20
+from trainer.rundir import EpochRow, read_epoch_rows, write_epoch_rows
 
 
 def test_curves_from_metrics_jsonl(tmp_path):
     rows = [
-        {
-            "epoch": e,
-            "train_ce": 2.0 / e,
-            "train_consistency": 0.1 * e,
-            "train_adv": 1.5 + 0.01 * e,
-            "train_acc_task": 0.2 + 0.05 * e,
-            "train_acc_adv": 0.5 - 0.03 * e,
-            "val_acc_task": 0.2 + 0.04 * e,
-            "val_acc_adv": 0.4 - 0.02 * e,
-        }
+        EpochRow(
+            epoch=e,
+            step=10 * e,
+            lr=1e-3,
+            train_ce=2.0 / e,
+            train_consistency=0.1 * e,
+            train_adv=1.5 + 0.01 * e,
+            train_acc_task=0.2 + 0.05 * e,
+            train_acc_adv=0.5 - 0.03 * e,
+            grl_alpha=1.0,
+            val_acc_task=0.2 + 0.04 * e,
+            val_acc_adv=0.4 - 0.02 * e,
+            train_clips=100,
+            seconds=1.0,
+        )
         for e in range(1, 9)
     ]
     path = tmp_path / "metrics.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    assert read_metrics(path) == rows
+    write_epoch_rows(path, rows)
+    assert read_epoch_rows(path) == rows
     assert_real_png(plot_loss_curves(rows, tmp_path / "loss.png", "loss"))
     assert_real_png(plot_accuracy_curves(rows, tmp_path / "acc.png", "acc"))
     # Same data, same bytes (no timestamp in the file).

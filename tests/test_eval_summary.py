@@ -7,15 +7,15 @@ import json
 import numpy as np
 import pytest
 
-from trainer.evaluate import (
+from pipeline.atomic import write_json
+from trainer.probes import label_probes, linear_probe
+from trainer.summary import (
     format_mean_std,
     mean_std,
     seed_record,
     summarize,
     summary_markdown,
-    write_json,
 )
-from trainer.probes import label_probes, linear_probe
 
 
 # ----- probes ---------------------------------------------------------------------------------

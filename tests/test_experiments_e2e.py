@@ -8,9 +8,9 @@ import re
 
 import pytest
 from click.testing import CliRunner
-from eval_corpus import TRAIN_OPTIONS, prepared_corpus
-from test_eval_plots import assert_real_png
 
+from pipeline.testing.eval_corpus import TRAIN_OPTIONS, prepared_corpus
+from pipeline.testing.figures import assert_real_png
 from trainer.cli import main
 
 pytestmark = pytest.mark.slow

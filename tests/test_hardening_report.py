@@ -10,8 +10,8 @@ import re
 
 from test_report_table import fake_summary
 
-from trainer.evaluate import markdown_cell, seed_record, summarize, summary_markdown
 from trainer.report import report_table
+from trainer.summary import markdown_cell, seed_record, summarize, summary_markdown
 
 LABELS = ["a|b", "line\nbreak", "back\\slash|", "<b>plain</b>"]
 UNESCAPED_PIPE = re.compile(r"(?<!\\)(?:\\\\)*\|")

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from prep_corpus import GONE_ID, NAME, SHORT_ID, make_corpus
 
 from pipeline.cli import main
 from pipeline.inspection import InspectError, describe, export_clip
 from pipeline.manifest import SPLITS, Manifest
 from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
 from pipeline.shards import ShardReader
+from pipeline.testing.prep_corpus import GONE_ID, NAME, SHORT_ID, make_corpus
 
 VIEWS = 2
 

@@ -16,9 +16,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 from click.testing import CliRunner
-from listen_corpus import PageCells, make_cache
 from PIL import Image
-from prep_corpus import GONE_ID, SHORT_ID, tree_digest
 
 from pipeline.cli import main
 from pipeline.inspection import InspectError, views_figure
@@ -36,6 +34,8 @@ from pipeline.listen import (
 from pipeline.manifest import SAMPLE_RATE, Manifest
 from pipeline.selectivity import Row, Selectivity, result_path
 from pipeline.shards import ShardReader
+from pipeline.testing.listen_corpus import PageCells, make_cache
+from pipeline.testing.prep_corpus import GONE_ID, SHORT_ID, tree_digest
 
 VIEWS = 2
 SHARD_SIZE = 5

@@ -23,12 +23,12 @@ import re
 import numpy as np
 import pytest
 from chromium import BrowserError, Chromium, find_chromium
-from listen_corpus import make_cache
 from PIL import Image
 
 from pipeline.listen import ListenOptions, build_page
 from pipeline.manifest import SAMPLE_RATE, Manifest
 from pipeline.shards import ShardReader
+from pipeline.testing.listen_corpus import make_cache
 
 pytestmark = pytest.mark.slow
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from signals import voiced_clip, white_noise
 
 from pipeline.perturb import (
     PERTURB_VERSION,
@@ -29,6 +28,7 @@ from pipeline.perturb import (
     speaker_view,
 )
 from pipeline.rng import make_rng
+from pipeline.testing.signals import voiced_clip, white_noise
 
 REPO = Path(__file__).resolve().parents[1]
 BOTH = {"speaker": (3, None), "emotion": (3, None)}
@@ -97,9 +97,8 @@ def test_seed_and_clip_id_change_the_views(clip, views):
 
 _DIGEST_SCRIPT = textwrap.dedent(
     """
-    import hashlib, json, sys
-    sys.path.insert(0, "tests")
-    from signals import voiced_clip
+    import hashlib, json
+    from pipeline.testing.signals import voiced_clip
     from pipeline.perturb import perturb_clip
     out = perturb_clip(voiced_clip(0.5, 150.0, 200.0), "clip-a", 42,
                        {"speaker": (5, None), "emotion": (5, None)})

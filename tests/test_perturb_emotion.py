@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pytest
-from signals import voiced_clip, white_noise
 
 from pipeline.perturb import (
     EmotionParams,
@@ -22,6 +21,7 @@ from pipeline.perturb import (
     stft,
 )
 from pipeline.rng import make_rng
+from pipeline.testing.signals import voiced_clip, white_noise
 
 PARAMS = EmotionParams()
 NO_PERMUTATION = EmotionParams(num_permuted_bands=0)

@@ -14,8 +14,6 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from prep_corpus import NAME, make_corpus
-from signals import SAMPLE_RATE, fade, glottal_source, resonate
 
 from pipeline.cli import main
 from pipeline.manifest import Manifest
@@ -30,6 +28,8 @@ from pipeline.perturb import (
 from pipeline.qa import validate
 from pipeline.rng import make_rng
 from pipeline.shards import ShardReader
+from pipeline.testing.prep_corpus import NAME, make_corpus
+from pipeline.testing.signals import SAMPLE_RATE, fade, glottal_source, resonate
 from pipeline.viewset import view_set_key
 
 SCREAM_F0_HZ = 1200.0

@@ -7,7 +7,6 @@ import json
 import numpy as np
 import pytest
 from scipy import signal
-from signals import SAMPLE_RATE, voiced_clip, white_noise
 
 from pipeline import eq as eqlib
 from pipeline.perturb import (
@@ -18,6 +17,7 @@ from pipeline.perturb import (
     speaker_view,
 )
 from pipeline.rng import make_rng
+from pipeline.testing.signals import SAMPLE_RATE, voiced_clip, white_noise
 
 SOURCE_MEDIAN_F0 = 210.0  # voiced_clip glides linearly from 180 to 240 Hz
 NO_EQ = SpeakerParams(eq_gain_db=0.0)

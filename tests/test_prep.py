@@ -21,15 +21,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from prep_corpus import (
-    GONE_ID,
-    NAME,
-    SHORT_ID,
-    copy_project,
-    make_corpus,
-    tree_digest,
-    view_sets_of,
-)
 
 from pipeline.audio import load_audio
 from pipeline.cli import main
@@ -45,6 +36,15 @@ from pipeline.prep import (
     run_perturb,
 )
 from pipeline.shards import INT16_SCALE, ShardReader
+from pipeline.testing.prep_corpus import (
+    GONE_ID,
+    NAME,
+    SHORT_ID,
+    copy_project,
+    make_corpus,
+    tree_digest,
+    view_sets_of,
+)
 from pipeline.viewset import view_set_key
 
 VIEWS = 2

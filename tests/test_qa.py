@@ -13,13 +13,13 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from prep_corpus import NAME, make_corpus
 
 from pipeline.cli import main
 from pipeline.manifest import Manifest
 from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
 from pipeline.qa import validate
 from pipeline.shards import ShardReader
+from pipeline.testing.prep_corpus import NAME, make_corpus
 
 SETTINGS = PerturbSettings(kinds=("speaker",), views=2, shard_size=4, seed=5)
 

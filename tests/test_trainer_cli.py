@@ -8,10 +8,11 @@ import math
 import pytest
 import torch
 from click.testing import CliRunner
-from trainer_corpus import write_trainer_corpus
 
 from pipeline.manifest import Manifest
+from pipeline.testing.toy import write_trainer_corpus
 from trainer.cli import main
+from trainer.rundir import RunDir
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +106,7 @@ def test_config_file_then_resume_under_another_config_is_refused(corpus, tmp_pat
 
     # The finished seed's checkpoint was written with lambda_reg 0.02: resuming without the
     # config file (lambda_reg back at its default) must refuse.
-    (tmp_path / "run" / "seed-1" / "test_metrics.json").unlink()
+    RunDir(tmp_path / "run").seed(1).record_path.unlink()
     line = one_line_error(run(*base(corpus, tmp_path, "--resume")))
     assert "another config" in line and "lambda_reg" in line
 
@@ -126,7 +127,7 @@ def test_dann_grl_schedule_is_logged_per_epoch_and_pinned_on_resume(corpus, tmp_
         assert row["grl_alpha"] == pytest.approx(sum(epoch_steps) / per_epoch, rel=1e-9)
     assert 0 < rows[0]["grl_alpha"] < rows[1]["grl_alpha"] < 0.5
 
-    (seed_dir / "test_metrics.json").unlink()
+    RunDir(tmp_path / "run").seed(1).record_path.unlink()
     line = one_line_error(run(*base(corpus, tmp_path, "--resume", "--grl-alpha", "0.5")))
     assert "another config" in line and "grl_schedule" in line
 
@@ -162,4 +163,6 @@ def test_early_stopping_selects_the_best_epoch_and_stops_after_patience(corpus, 
     assert [r["epoch"] for r in rows] == [1, 2, 3]
     assert len({r["val_acc_task"] for r in rows}) == 1
     assert json.loads((seed_dir / "best" / "model.json").read_text())["epoch"] == 1
-    assert json.loads((seed_dir / "test_metrics.json").read_text())["best_epoch"] == 1
+    assert RunDir(tmp_path / "run").seed(1).seed_record().best_epoch == 1
+    assert RunDir(tmp_path / "run").seed(1).seed_record().last_epoch == 3
+    assert json.loads((seed_dir / "evaluation.json").read_text())["best_epoch"] == 1

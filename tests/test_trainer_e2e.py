@@ -13,7 +13,9 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from trainer_corpus import write_trainer_corpus
+
+from pipeline.testing.toy import write_trainer_corpus
+from trainer.rundir import RunDir
 
 pytestmark = pytest.mark.slow
 
@@ -74,9 +76,10 @@ def assert_same_run(a: Path, b: Path) -> None:
         assert torch.equal(wa[name], wb[name]), name
     assert [r["epoch"] for r in metric_rows(b)] == [1, 2, 3, 4]
     assert metric_rows(b) == metric_rows(a)
-    test_a = json.loads((a / "seed-42" / "test_metrics.json").read_text())
-    test_b = json.loads((b / "seed-42" / "test_metrics.json").read_text())
+    test_a = json.loads((a / "seed-42" / "evaluation.json").read_text())
+    test_b = json.loads((b / "seed-42" / "evaluation.json").read_text())
     assert test_a == test_b
+    assert RunDir(a).seed(42).seed_record() == RunDir(b).seed(42).seed_record()
 
 
 def kill_when(proc: subprocess.Popen, ready) -> None:
@@ -109,7 +112,7 @@ def test_kill_and_resume_gives_the_same_final_weights(corpus, straight, tmp_path
     kill_when(proc, first.exists)
     # The kill landed after epoch 1 and before the run could finish.
     assert first.exists()
-    assert not (resumed / "seed-42" / "test_metrics.json").exists()
+    assert not RunDir(resumed).seed(42).finished
     assert not (resumed / "seed-42" / "checkpoint" / "epoch-0004").exists()
 
     again = subprocess.run(
@@ -159,7 +162,7 @@ def test_finished_run_writes_test_metrics_and_a_loadable_backbone(corpus, tmp_pa
     done = subprocess.run(cmd, env=env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "test accuracy" in done.stdout
-    record = json.loads((out / "seed-42" / "test_metrics.json").read_text())
+    record = json.loads((out / "seed-42" / "evaluation.json").read_text())
     test_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "test")
     assert record["test_clips"] == test_clips
     assert 0.0 <= record["metrics"]["uar"] <= 1.0
@@ -212,9 +215,9 @@ def test_two_process_ddp_gloo_run_completes_an_epoch(corpus, tmp_path) -> None:
     train_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "train")
     # Both ranks' clips are counted (each rank gets train_clips // 2 of them).
     assert rows[0]["train_clips"] == 2 * (train_clips // 2)
-    record = json.loads((out / "seed-42" / "test_metrics.json").read_text())
+    record = json.loads((out / "seed-42" / "evaluation.json").read_text())
     test_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "test")
-    assert record["test_clips"] == test_clips  # predictions gathered from both ranks
+    assert record["test_clips"] == test_clips  # every test clip evaluated
 
 
 def test_ddp_kill_inside_an_epoch_and_resume_matches_an_uninterrupted_ddp_run(

@@ -8,7 +8,6 @@ import math
 import pytest
 import torch
 
-from trainer.loop import grl_alpha_at
 from trainer.losses import batch_variance_consistency, consistency_loss, ncore_loss
 from trainer.model import (
     InputSpec,
@@ -19,6 +18,7 @@ from trainer.model import (
     load_backbone,
     normalise_waveforms,
 )
+from trainer.schedules import grl_alpha_at
 
 SR = 16000
 
@@ -276,7 +276,7 @@ def test_views_of_one_clip_differ_only_in_their_own_embedding(tiny_model: NCoreM
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_bf16_autocast_step_keeps_float32_weights_and_finite_gradients() -> None:
-    from trainer.loop import autocast
+    from trainer.inference import autocast
 
     device = torch.device("cuda")
     backbone, spec = load_backbone("tiny", seed=3)

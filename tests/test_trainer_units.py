@@ -11,8 +11,8 @@ import torch
 from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from trainer.config import TrainConfig, read_config_file, resolve_config
 from trainer.errors import TrainerError
-from trainer.loop import grl_alpha_at, linear_warmup_decay
 from trainer.model import NCoreModel, load_backbone
+from trainer.schedules import grl_alpha_at, linear_warmup_decay
 
 # ----- config ------------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""Checkpoints that resume exactly and load without pickled code.
+"""Weight files of a run: the checkpoints, which resume exactly and load without pickled
+code, and the selected model (``best/``).
 
 A checkpoint is a folder ``epoch-0003/`` (written after epoch 3) or
 ``epoch-0004-batch-000120/`` (written during epoch 4, after its first 120 batches, with
@@ -12,8 +13,9 @@ A checkpoint is a folder ``epoch-0003/`` (written after epoch 3) or
   position (the epoch to run next and, inside an epoch, the batches of it already done)
   and the full config.
 
-It is written into a temporary folder and renamed when complete, so a run killed while
-saving leaves the previous checkpoint intact and never a half-written one.
+Both are written into a temporary folder and renamed when complete
+(``pipeline.atomic.replace_folder``), so a run killed while saving leaves the previous one
+intact and never a half-written one. Folder and file names come from ``trainer/rundir.py``.
 """
 
 from __future__ import annotations
@@ -22,15 +24,16 @@ import json
 import math
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from pipeline.atomic import replace_folder, write_text
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
+from trainer.rundir import BACKBONE_DIR, HEADS_FILE, WEIGHTS_FILE, ModelRecord, SeedDir
 
 CHECKPOINT_SCHEMA_VERSION = 1
 PREFIX = "epoch-"
@@ -72,11 +75,10 @@ def save_checkpoint(
     from safetensors.torch import save_model
 
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     final = folder / checkpoint_name(epoch, batch)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=folder))
-    try:
-        save_model(model, str(tmp / "model.safetensors"))
+    # A re-run of the same epoch after a resume replaces the folder.
+    with replace_folder(final) as tmp:
+        save_model(model, str(tmp / WEIGHTS_FILE))
         blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         if rng is not None:
             blob["rng"] = rng
@@ -87,13 +89,7 @@ def save_checkpoint(
             **state,
             "config": config.to_dict(),
         }
-        (tmp / "state.json").write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        if final.exists():  # a re-run of the same epoch after a resume: replace it
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        write_text(tmp / "state.json", json.dumps(record, indent=1) + "\n")  # NaN kept
     for old in list_checkpoints(folder)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -167,7 +163,7 @@ def load_checkpoint(
     state = read_state(path)
     if config is not None:
         check_same_config(path, state, config)
-    load_model(model, str(path / "model.safetensors"), strict=True)
+    load_model(model, str(path / WEIGHTS_FILE), strict=True)
     if optimizer is not None or scheduler is not None:
         blob = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
         if optimizer is not None:
@@ -179,8 +175,35 @@ def load_checkpoint(
     return state
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> None:
-    """Load safetensors weights written with ``safetensors.torch.save_model`` (strict)."""
-    from safetensors.torch import load_model
+def save_selected(model: nn.Module, seed_dir: SeedDir, record: ModelRecord) -> None:
+    """Write the selected model as ``best/``: ``backbone/`` (save_pretrained, loadable with
+    transformers), ``heads.safetensors``, ``model.safetensors`` (the whole model) and its
+    record ``model.json``, atomically."""
+    from safetensors.torch import save_file, save_model
 
-    load_model(model, str(path), strict=True)
+    from trainer.model import save_backbone
+
+    with replace_folder(seed_dir.best) as tmp:
+        save_backbone(model.backbone, model.spec, tmp / BACKBONE_DIR)
+        heads = {
+            name: tensor.detach().cpu().contiguous()
+            for name, tensor in model.state_dict().items()
+            if not name.startswith("backbone.")
+        }
+        save_file(heads, str(tmp / HEADS_FILE))
+        save_model(model, str(tmp / WEIGHTS_FILE))
+        seed_dir.write_model_record(tmp, record)
+
+
+def load_selected_heads(model: nn.Module, seed_dir: SeedDir) -> None:
+    """Load ``best/heads.safetensors`` into ``model`` (whose backbone is already loaded)."""
+    from safetensors.torch import load_file
+
+    heads = load_file(str(seed_dir.best / HEADS_FILE))
+    missing, unexpected = model.load_state_dict(heads, strict=False)
+    missing = [k for k in missing if not k.startswith("backbone.")]
+    if missing or unexpected:
+        raise TrainerError(
+            f"{seed_dir.best}: {HEADS_FILE} does not match the model "
+            f"(missing {missing[:3]}, unexpected {list(unexpected)[:3]})"
+        )

@@ -1,23 +1,56 @@
 """``ncore-train``: fine-tune an audio foundation model with the N-CORE objective.
 
-``ncore-train --manifest manifests/x.json [options]`` trains; the group also hosts
-subcommands (``ncore-train report ...``) added by the evaluation part. The command parses
-options and calls :func:`trainer.loop.train`; every user mistake is one line on stderr.
+``ncore-train --manifest manifests/x.json [options]`` trains every seed
+(:func:`trainer.loop.train`) then evaluates the run (:func:`trainer.evaluate.evaluate_run`).
+The group also hosts the evaluation and experiment subcommands of ``trainer/eval_cli.py``;
+an experiment takes the training options given to the group, which the group resolves
+into a :class:`TrainingOptions` handed down as the click context object. Every user
+mistake is one line on stderr and exit code 1.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
+from dataclasses import dataclass
+from typing import Any
 
 import click
 from click.core import ParameterSource
 
 from trainer.config import TrainConfig, parse_seeds, read_config_file, resolve_config
 from trainer.errors import TrainerError
+from trainer.eval_cli import (
+    ablation_command,
+    baselines_command,
+    cross_check_command,
+    embed_command,
+    evaluate_command,
+    report_command,
+    setup_logging,
+    views_command,
+)
 
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The training options typed on the command line (not click's defaults) and the
+    ``--config`` file: what an experiment subcommand starts from."""
+
+    given: dict[str, Any]
+    config_file: str | None = None
+
+    def config(self, command: str) -> TrainConfig:
+        """The resolved config (defaults <- file <- options); a usage error without a
+        manifest."""
+        file_settings = read_config_file(self.config_file) if self.config_file else None
+        if not self.given.get("manifest") and not (file_settings or {}).get("manifest"):
+            raise click.UsageError(
+                "give the training options before the experiment: "
+                f"ncore-train --manifest PATH [options] {command} ..."
+            )
+        return resolve_config(file_settings, self.given)
 
 
 def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
@@ -182,11 +215,7 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
 @click.pass_context
 def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) -> None:
     """Fine-tune a backbone with N-view consistency and gradient reversal (N-CORE)."""
-    if ctx.invoked_subcommand is not None:
-        return
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", force=True
-    )
+    setup_logging(verbose)
     # Only what was typed overrides the config file; click's defaults do not.
     given = {
         name: value
@@ -194,49 +223,37 @@ def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) 
         if ctx.get_parameter_source(name)
         in (ParameterSource.COMMANDLINE, ParameterSource.ENVIRONMENT)
     }
-    try:
-        file_settings = read_config_file(config_file) if config_file else None
-        if not given.get("manifest") and not (file_settings or {}).get("manifest"):
-            raise click.UsageError("pass --manifest PATH (or a subcommand)")
-        config = resolve_config(file_settings, given)
-        from trainer.loop import train
-
-        records = train(config)
-    except TrainerError as error:
-        raise click.ClickException(str(error)) from None
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun, rank 0 reports
+    ctx.obj = TrainingOptions(given, config_file)
+    if ctx.invoked_subcommand is not None:
         return
-    for record in records:
-        m = record["metrics"]
-        click.echo(
-            f"seed {record['seed']}: test accuracy {m['accuracy']:.4f} "
-            f"macro F1 {m['macro_f1']:.4f} UAR {m['uar']:.4f}"
-        )
-    _summarise_run(config)
-
-
-def _summarise_run(config: TrainConfig) -> None:
-    """After training: summary.json / summary.md with the leakage probes (rank 0 only)."""
-    import os
-
-    if int(os.environ.get("RANK", "0")) != 0:
-        return
-    from trainer.evaluate import evaluate_run
-    from trainer.loop import plan_run
+    from trainer.experiments import train_and_evaluate
 
     try:
-        out = plan_run(config).out
-        evaluate_run(out, device=config.device)
+        done = train_and_evaluate(ctx.obj.config(""))
+    except click.UsageError:
+        raise click.UsageError("pass --manifest PATH (or a subcommand)") from None
     except TrainerError as error:
         raise click.ClickException(str(error)) from None
-    click.echo(f"summary: {out / 'summary.md'}")
+    if done is None:  # not rank 0 under torchrun
+        return
+    run, summary = done
+    metrics = summary["metrics"]
+    for i, seed in enumerate(summary["seeds"]):
+        accuracy, f1, uar = (metrics[k]["values"][i] for k in ("accuracy", "macro_f1", "uar"))
+        click.echo(f"seed {seed}: test accuracy {accuracy:.4f} macro F1 {f1:.4f} UAR {uar:.4f}")
+    click.echo(f"summary: {run.summary_md}")
 
 
-# The evaluation and experiment subcommands (report, embed, evaluate, ablation, views,
-# cross-check, baselines) live in trainer/eval_cli.py.
-from trainer.eval_cli import register as _register_eval_commands  # noqa: E402
-
-_register_eval_commands(main)
+for _command in (
+    evaluate_command,
+    report_command,
+    embed_command,
+    ablation_command,
+    views_command,
+    cross_check_command,
+    baselines_command,
+):
+    main.add_command(_command)
 
 
 if __name__ == "__main__":

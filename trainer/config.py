@@ -17,11 +17,12 @@ from typing import Any
 
 import tomllib
 
+from pipeline.manifest import LABELS, VIEW_KINDS, other_label
 from trainer.errors import TrainerError
 
 SCHEMA_VERSION = 1
-TASKS = ("emotion", "speaker")
-PERTURBATIONS = ("speaker", "emotion")
+TASKS = LABELS
+PERTURBATIONS = VIEW_KINDS
 GRL_OBJECTIVES = ("dann", "paper")
 GRL_SCHEDULES = ("constant", "dann")
 CONSISTENCY_NORMS = ("none", "batch-variance")  # as trainer.losses.CONSISTENCY_NORMS
@@ -31,11 +32,6 @@ CONSISTENCY_NORMS = ("none", "batch-variance")  # as trainer.losses.CONSISTENCY_
 RESUME_NEUTRAL_FIELDS = frozenset(
     {"out", "resume", "seeds", "device", "num_workers", "checkpoint_every"}
 )
-
-
-def other_label(task: str) -> str:
-    """The adversarial label for ``task``: emotion <-> speaker."""
-    return "speaker" if task == "emotion" else "emotion"
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,7 @@ import math
 import os
 import queue
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.manifest import Manifest, ManifestError
+from pipeline.manifest import SAMPLE_RATE, Manifest, ManifestError, other_label
 from pipeline.rng import make_rng
 from pipeline.shards import (
     ShardDamaged,
@@ -63,7 +63,6 @@ from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
 
-SAMPLE_RATE = 16000
 DEFAULT_SHUFFLE_BUFFER = 256  # clips; ~200 MB at 6 views x 2 s float32, per worker
 # Clips in the buffer before it emits; None: a full buffer (the order all results so far
 # were measured with). 32 makes the first batch of an epoch wait for one read, not four.
@@ -583,7 +582,7 @@ def label_indices(manifest: Manifest, task: str) -> dict[str, tuple[int, int]]:
     """(y_task, y_adv) of every clip: task ``"emotion"`` keeps emotion and discards speaker."""
     if task not in ("emotion", "speaker"):
         raise TrainerError(f"task must be 'emotion' or 'speaker', got {task!r}")
-    other = "speaker" if task == "emotion" else "emotion"
+    other = other_label(task)
     keep, drop = manifest.label_index(task), manifest.label_index(other)
     return {c.id: (keep[getattr(c, task)], drop[getattr(c, other)]) for c in manifest.clips}
 
@@ -646,7 +645,7 @@ def make_train_loader(
     ``max_seconds``: random crop length in seconds, the same window for all views of a clip.
     ``rank`` / ``world_size``: this process's share under DDP.
     """
-    kind = kind or ("speaker" if task == "emotion" else "emotion")
+    kind = kind or other_label(task)
     if views is not None and views < 0:
         raise TrainerError(f"views must be >= 0, got {views}")
     stored, shards = _open_shards(manifest, manifest_path, [kind], views)
@@ -704,11 +703,38 @@ def make_eval_loader(
     """
     if split not in ("train", "val", "test"):
         raise TrainerError(f"split must be train, val or test, got {split!r}")
-    first = kind or ("speaker" if task == "emotion" else "emotion")
-    kinds = [first, "emotion" if first == "speaker" else "speaker"]
+    first = kind or other_label(task)
+    kinds = [first, other_label(first)]
     _, shards = _open_shards(manifest, manifest_path, kinds, None)
     ids = {c.id for c in manifest.clips_in(split)}
     labels = {cid: y for cid, y in label_indices(manifest, task).items() if cid in ids}
+    return _view0_loader(
+        shards,
+        labels,
+        batch_size,
+        max_seconds,
+        rank,
+        world_size,
+        read_block,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        prefetch=prefetch,
+    )
+
+
+def _view0_loader(
+    shards: Sequence[ShardIndex],
+    labels: dict[str, tuple[int, int]],
+    batch_size: int,
+    max_seconds: float | None,
+    rank: int = 0,
+    world_size: int = 1,
+    read_block: int = DEFAULT_READ_BLOCK,
+    **loader: Any,
+) -> StreamLoader:
+    """View 0 of the clips in ``labels``, in stored order, centre windows: the batches of
+    every evaluation pass (:func:`make_eval_loader`, :func:`original_batches`). ``loader``:
+    :class:`StreamLoader` options."""
     stream = ShardStream(
         shards,
         labels,
@@ -721,7 +747,103 @@ def make_eval_loader(
         read_block=read_block,
         equalise=False,
     )
-    return StreamLoader(stream, num_workers=num_workers, pin_memory=pin_memory, prefetch=prefetch)
+    return StreamLoader(stream, **loader)
+
+
+def original_batches(
+    manifest: Manifest,
+    manifest_path: str | os.PathLike[str],
+    clip_ids: Sequence[str],
+    *,
+    task: str = "emotion",
+    kind: str | None = None,
+    batch_size: int = 16,
+    max_seconds: float | None = None,
+    on_failure: Callable[[str, str], None],
+) -> Iterator[Batch]:
+    """Batches of view 0 of ``clip_ids`` from any manifest, for embedding and probing.
+
+    Clips stored in a complete view set are read from its shards exactly as
+    :func:`make_eval_loader` reads them (the view set of ``kind`` first, stored order, the
+    centre window of ``max_seconds``), so the clips of one split come in the same batches as
+    the evaluation's; the others (a manifest never perturbed, clips that failed
+    perturbation, an unreadable shard) are decoded from their source files with
+    :func:`pipeline.audio.load_audio` and batched after them in ``clip_ids`` order. A clip
+    that cannot be read goes to ``on_failure(clip_id, reason)`` and is skipped.
+    """
+    from pipeline.audio import AudioError, load_audio
+
+    wanted = set(clip_ids)
+    all_labels = label_indices(manifest, task)
+    stored: set[str] = set()
+    shards = _readable_shards(manifest, manifest_path, kind or other_label(task))
+    if shards:
+        labels = {cid: all_labels[cid] for s in shards for cid in s.clip_ids if cid in wanted}
+        stored = set(labels)
+        if stored:
+            yield from _view0_loader(shards, labels, batch_size, max_seconds)
+
+    def decoded() -> Iterator[tuple[str, np.ndarray, int, int]]:
+        data_dir = manifest.data_path(manifest_path)
+        by_id = manifest.clip_by_id()
+        for cid in clip_ids:
+            if cid in stored:
+                continue
+            try:
+                audio, _, _ = load_audio(data_dir / by_id[cid].path)
+            except AudioError as error:
+                on_failure(cid, error.reason)
+                continue
+            yield (cid, audio, *all_labels[cid])
+
+    yield from audio_batches(decoded(), batch_size=batch_size, max_seconds=max_seconds)
+
+
+def audio_batches(
+    clips: Iterable[tuple[str, np.ndarray, int, int]],
+    *,
+    batch_size: int = 16,
+    max_seconds: float | None = None,
+) -> Iterator[Batch]:
+    """Batches of clips already in memory, in the order given: each ``(clip_id, audio,
+    y_task, y_adv)`` with ``audio`` float (T,) at 16 kHz in [-1, 1]; clips longer than
+    ``max_seconds`` keep their centre window, as in :func:`make_eval_loader`."""
+    crop = _crop_samples(max_seconds)
+    pending: list[ClipSample] = []
+    for clip_id, audio, y_task, y_adv in clips:
+        start = crop_window(len(audio), crop, None)
+        window = audio[start : len(audio) if crop is None else start + crop]
+        pending.append(ClipSample(clip_id, np.asarray(window, np.float32)[None, :], y_task, y_adv))
+        if len(pending) == batch_size:
+            yield collate_clips(pending)
+            pending = []
+    if pending:
+        yield collate_clips(pending)
+
+
+def _readable_shards(
+    manifest: Manifest, manifest_path: str | os.PathLike[str], kind: str
+) -> list[ShardIndex]:
+    """The shards of the complete view set :func:`make_eval_loader` reads (the largest of
+    ``kind`` when there is one, else of the other kind; view 0 is the same original audio
+    in all). A shard that cannot be opened is left out (logged; its clips are decoded from
+    source); a damaged one is refused in one line: damaged audio is never embedded, and
+    never skipped in silence."""
+    complete = [vs for vs in manifest.view_sets if vs.complete]
+    if not complete:
+        return []
+    view_set = max(complete, key=lambda vs: (vs.kind == kind, vs.views, vs.key))
+    shards = []
+    for path in view_set.shard_paths(manifest_path):
+        try:
+            reader = ShardReader(path, manifest_path)
+        except ShardDamaged as error:
+            raise TrainerError(str(error)) from None
+        except ShardError as error:
+            log.warning("%s; decoding its clips from source instead", error)
+            continue
+        shards.append(ShardIndex(str(reader.path), tuple(reader.clip_ids), str(manifest_path)))
+    return shards
 
 
 def _crop_samples(max_seconds: float | None) -> int | None:

@@ -18,7 +18,6 @@ experiment writes ``<out>/<experiment>/<experiment>.md`` (and ``.json``) plus it
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -26,8 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_json, write_text
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
+from trainer.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +63,17 @@ class ExperimentResult:
         }
 
 
-def train_and_evaluate(
-    config: TrainConfig, folder: Path, device: str | None = None
-) -> dict[str, Any]:
-    """Train ``config`` into ``folder`` (resuming what is there) and evaluate it."""
+def train_and_evaluate(config: TrainConfig) -> tuple[RunDir, dict[str, Any]] | None:
+    """Train ``config`` (every seed), then evaluate the run: its folder and summary. Under
+    ``torchrun`` only rank 0 evaluates (the others return None once their training is
+    done)."""
     from trainer.evaluate import evaluate_run
     from trainer.loop import train
 
-    config = config.replace(out=str(folder), resume=True)
-    log.info("experiment run %s", folder)
-    train(config)
-    return evaluate_run(folder, device=device or config.device)
+    plan, _ = train(config)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return None
+    return plan.run, evaluate_run(plan.out, device=config.device, plan=plan)
 
 
 def run_rows(
@@ -88,22 +89,17 @@ def run_rows(
     runs, summaries = [], []
     for row in rows:
         run = folder / row.name
-        summaries.append(train_and_evaluate(base.replace(**row.changes), run))
+        log.info("experiment run %s", run)
+        config = base.replace(**row.changes, out=str(run), resume=True)
+        summaries.append(train_and_evaluate(config)[1])
         runs.append(run)
     lead = [(title, [row.cells.get(title, "") for row in rows]) for title in lead_titles]
     text = report_table(summaries, [row.name for row in rows], lead=lead)
     table = folder / f"{folder.name}.md"
-    table.write_text(f"# {folder.name}\n\n{text}", encoding="utf-8")
-    (folder / f"{folder.name}.json").write_text(
-        json.dumps(
-            {
-                "rows": [{"name": r.name, "changes": r.changes} for r in rows],
-                "base": base.to_dict(),
-            },
-            indent=1,
-        )
-        + "\n",
-        encoding="utf-8",
+    write_text(table, f"# {folder.name}\n\n{text}")
+    write_json(
+        folder / f"{folder.name}.json",
+        {"rows": [{"name": r.name, "changes": r.changes} for r in rows], "base": base.to_dict()},
     )
     return ExperimentResult(folder, table, runs, summaries)
 

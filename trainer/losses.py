@@ -1,4 +1,4 @@
-"""The N-CORE objective (paper eqs. 1-4, DESIGN.md section 5).
+"""The N-CORE objective (paper eqs. 1-4, docs/design.md section 5).
 
 ``L = l_CE * L_CE + l_REG * L_REG + s * l_GRL * L_GRL`` with ``s = +1`` for the standard
 domain-adversarial objective (``dann``, the default: the reversal is done by the GRL alone,

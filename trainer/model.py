@@ -1,6 +1,6 @@
 """The N-CORE model: an audio foundation model, two MLP heads and a gradient reversal layer.
 
-Paper sections 3.2 and 3.5, DESIGN.md section 5. The backbone is any Hugging Face audio
+Paper sections 3.2 and 3.5, docs/design.md section 5. The backbone is any Hugging Face audio
 encoder with a ``last_hidden_state`` (HuBERT, Wav2Vec2, WavLM, ...). All ``1 + N`` views of
 a batch go through it as ONE batch of ``B * (1 + N)`` waveforms. The embedding of a clip
 is the mean of the last hidden state over its valid frames only.
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from pipeline.manifest import SAMPLE_RATE
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,6 @@ log = logging.getLogger(__name__)
 TINY = "tiny"
 TINY_GROUP = "tiny-group"  # the tiny model with a group-norm feature encoder and no mask
 TINY_PRESETS = (TINY, TINY_GROUP)
-SAMPLE_RATE = 16000
 
 
 @dataclass(frozen=True)

@@ -1,23 +1,28 @@
 """Figures as PNG files (matplotlib, Agg backend: no display needed).
 
+- :func:`write_figures`: a run's figures under ``figures/`` (curves and t-SNE of one seed);
 - :func:`plot_loss_curves` / :func:`plot_accuracy_curves`: the paper's Figures 4 and 5 from
-  a seed's ``metrics.jsonl`` (one row per epoch);
+  a seed's ``metrics.jsonl`` rows (``trainer.rundir.EpochRow``, one per epoch);
 - :func:`plot_tsne`: Figures 6 to 9, t-SNE of test embeddings coloured by one label;
 - :func:`plot_accuracy_vs_views`: Figure 3, test accuracy against the number of views N.
 
-Every function returns the path it wrote. Figures are built on explicit ``Figure`` objects
-(not pyplot's global state), so they are safe to call repeatedly from library code.
+Every function returns the path it wrote (atomically, ``pipeline/atomic.py``). Figures are
+built on explicit ``Figure`` objects (not pyplot's global state), so they are safe to call
+repeatedly from library code.
 """
 
 from __future__ import annotations
 
-import json
+import io
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from pipeline.atomic import write_bytes
+from trainer.rundir import EpochRow, RunDir, SeedDir, read_epoch_rows
 
 DPI = 110
 
@@ -34,39 +39,27 @@ def _figure(width: float = 6.4, height: float = 4.2, rows: int = 1, cols: int = 
 
 
 def _save(figure: Any, path: str | os.PathLike[str]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
+    buffer = io.BytesIO()
     # Fixed metadata (no software/date stamp) so the same data gives the same bytes.
-    figure.savefig(tmp, format="png", metadata={"Software": None})
-    os.replace(tmp, path)
-    return path
+    figure.savefig(buffer, format="png", metadata={"Software": None})
+    return write_bytes(path, buffer.getvalue())
 
 
-def read_metrics(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Rows of a ``metrics.jsonl`` file (one JSON object per line), in file order."""
-    rows = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            rows.append(json.loads(line))
-    return rows
-
-
-def _series(rows: Sequence[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
-    """(epochs, values) of ``key`` over the rows that have a finite value for it."""
+def _series(rows: Sequence[EpochRow], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of field ``key`` over the rows that have a finite value for it."""
     epochs, values = [], []
-    for i, row in enumerate(rows):
-        value = row.get(key)
+    for row in rows:
+        value = getattr(row, key)
         if value is None or not np.isfinite(float(value)):
             continue
-        epochs.append(float(row.get("epoch", i + 1)))
+        epochs.append(float(row.epoch))
         values.append(float(value))
     return epochs, values
 
 
 def plot_loss_curves(
-    rows: Sequence[dict[str, Any]], out: str | os.PathLike[str], title: str = ""
+    rows: Sequence[EpochRow], out: str | os.PathLike[str], title: str = ""
 ) -> Path:
     """Figure 4: training CE, consistency and adversarial loss per epoch (unweighted terms),
     one panel each because their scales differ by orders of magnitude."""
@@ -89,7 +82,7 @@ def plot_loss_curves(
 
 
 def plot_accuracy_curves(
-    rows: Sequence[dict[str, Any]], out: str | os.PathLike[str], title: str = ""
+    rows: Sequence[EpochRow], out: str | os.PathLike[str], title: str = ""
 ) -> Path:
     """Figure 5: accuracy of the task head (y+) and of the adversarial head (y-) per epoch,
     on training and validation data. The adversarial head falling to chance shows that the
@@ -180,3 +173,31 @@ def plot_accuracy_vs_views(
     if title:
         ax.set_title(title, fontsize=10)
     return _save(figure, out)
+
+
+def write_figures(run: RunDir, seed_dir: SeedDir, summary: dict[str, Any]) -> list[Path]:
+    """Figures 4-9 for one seed of ``run``: loss and accuracy curves, and t-SNE of the test
+    embeddings coloured by each label, for the un-fine-tuned backbone and the fine-tuned
+    model. Written under ``run/figures/``."""
+    folder = run.figures
+    written = []
+    rows = read_epoch_rows(seed_dir.metrics)
+    if rows:
+        name = f"{run.name} (seed {seed_dir.seed})"
+        written.append(plot_loss_curves(rows, folder / "loss_curves.png", name))
+        written.append(plot_accuracy_curves(rows, folder / "accuracy_curves.png", name))
+    data = np.load(seed_dir.embeddings)
+    if len(data["clip_ids"]) >= 4:
+        labels = {"task": data["y_task"], "adv": data["y_adv"]}
+        names = {"task": summary["labels"]["task"], "adv": summary["labels"]["adv"]}
+        label_name = {
+            "task": summary.get("task", "y+"),
+            "adv": summary.get("adversarial_label", "y-"),
+        }
+        for model_name, key in (("backbone", "backbone_embeddings"), ("finetuned", "embeddings")):
+            points = tsne_2d(data[key], seed=seed_dir.seed)
+            for which in ("task", "adv"):
+                title = f"{model_name}: test embeddings coloured by {label_name[which]}"
+                out = folder / f"tsne_{model_name}_{label_name[which]}.png"
+                written.append(plot_tsne(points, labels[which], names[which], out, title))
+    return written

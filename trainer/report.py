@@ -10,15 +10,15 @@ never marked: they describe the starting point or the training game, not the res
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.atomic import write_text
 from trainer.errors import TrainerError
-from trainer.evaluate import STD_NOTE, format_mean_std, markdown_cell
+from trainer.summary import STD_NOTE, format_mean_std, markdown_cell
 
 
 @dataclass(frozen=True)
@@ -41,20 +41,6 @@ COLUMNS = (
     Column("chance_adv", "Chance y-", None),
     Column("adv_head_accuracy", "Adv. head acc.", None),
 )
-
-
-def load_summary(run: str | os.PathLike[str]) -> dict[str, Any]:
-    """``summary.json`` of run folder ``run`` (one-line error when there is none)."""
-    path = Path(run) / "summary.json"
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise TrainerError(
-            f"{run}: no summary.json (run `ncore-train report` on a finished run, or "
-            "evaluate it first)"
-        ) from None
-    except (OSError, json.JSONDecodeError) as error:
-        raise TrainerError(f"{path}: unreadable summary ({error})") from None
 
 
 def cell_stat(summary: dict[str, Any], key: str) -> dict[str, Any] | None:
@@ -166,6 +152,5 @@ def report_runs(
     names = [Path(run).name for run in runs]
     text = report_table(summaries, names)
     if out is not None:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text, encoding="utf-8")
+        write_text(out, text)
     return text

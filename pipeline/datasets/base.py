@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import PipelineError
 from pipeline.manifest import MAX_NAME_CHARS, SPLITS, Failure
 
 IMPORT_STAGE = "import"
 
 
-class DatasetError(ValueError):
+class DatasetError(PipelineError):
     """A user mistake about a corpus: wrong folder, missing column, inapplicable option."""
 
 

@@ -21,6 +21,7 @@ generator seed and the clip id, so the same settings give the same bytes.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import asdict, dataclass, replace
@@ -29,8 +30,10 @@ from pathlib import Path
 import numpy as np
 from scipy.signal import sosfilt
 
-from pipeline.audio import SAMPLE_RATE, write_wav
+from pipeline.atomic import write_text
+from pipeline.audio import write_wav
 from pipeline.datasets.base import DatasetError, DatasetSpec, Listing
+from pipeline.manifest import SAMPLE_RATE
 from pipeline.rng import make_rng
 
 GENERATOR_VERSION = 1
@@ -243,15 +246,12 @@ def generate(out_dir: str | os.PathLike[str], config: SyntheticConfig | None = N
         rel = f"wav/{clip_id}.wav"
         write_wav(out / rel, audio)
         rows.append((rel, emotion, speaker))
-    (out / "synthetic.json").write_text(json.dumps(config.to_dict(), indent=1) + "\n")
-    labels = out / "labels.csv"
-    tmp = out / ".labels.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f, lineterminator="\n")
-        writer.writerow(("path", "emotion", "speaker"))
-        writer.writerows(rows)
-    os.replace(tmp, labels)
-    return labels
+    write_text(out / "synthetic.json", json.dumps(config.to_dict(), indent=1) + "\n")
+    table = io.StringIO()
+    writer = csv.writer(table, lineterminator="\n")
+    writer.writerow(("path", "emotion", "speaker"))
+    writer.writerows(rows)
+    return write_text(out / "labels.csv", table.getvalue())
 
 
 def stored_config(data_dir: str | os.PathLike[str]) -> dict[str, object] | None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import signal
 
-SAMPLE_RATE = 16_000
+from pipeline.manifest import SAMPLE_RATE
+
 # (centre Hz, bandwidth Hz): an /a/-like vowel whose strongest envelope peak is F1.
 DEFAULT_FORMANTS = ((700.0, 90.0), (1200.0, 110.0), (2600.0, 160.0))
 

@@ -12,8 +12,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from pipeline.manifest import SAMPLE_RATE
+
 RECANVO_PARTICIPANTS = ("P01", "P02", "P03", "P05", "P06", "P08", "P11", "P16")
-# DESIGN.md section 2: clips per label per participant in the ReCANVo release.
+# docs/design.md section 2: clips per label per participant in the ReCANVo release.
 RECANVO_TABLE = {
     "affectionate": (0, 126, 0, 0, 3, 0, 0, 0),
     "bathroom": (20, 0, 0, 0, 0, 0, 0, 0),
@@ -58,7 +60,7 @@ def wav_bytes(audio: np.ndarray, sample_rate: int, subtype: str = "PCM_16") -> b
 def nan_wav_bytes() -> bytes:
     x = np.full(800, 0.1, dtype=np.float32)
     x[10] = np.nan
-    return wav_bytes(x, 16000, subtype="FLOAT")
+    return wav_bytes(x, SAMPLE_RATE, subtype="FLOAT")
 
 
 def make_vivae(root: Path, names: list[str], sample_rate: int = 44100) -> Path:

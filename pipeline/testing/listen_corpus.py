@@ -1,6 +1,6 @@
 """Tiny real caches for the listening-page tests, and a reader of what a page shows.
 
-The corpus is ``prep_corpus``'s (12 synthetic clips of 0.25-0.4 s and two broken on
+The corpus is ``pipeline.testing.prep_corpus``'s (12 synthetic clips of 0.25-0.4 s and two broken on
 purpose), perturbed for real (WORLD, Zarr shards) with the settings given.
 """
 
@@ -10,9 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
-from prep_corpus import make_corpus
-
 from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+from pipeline.testing.prep_corpus import make_corpus
 
 
 def make_cache(root: Path, kinds: tuple[str, ...], views: int, shard_size: int = 5) -> Path:

@@ -1,0 +1,143 @@
+"""The package layout: no import cycle, the pure modules stay free of torch, the run folder's
+file names are spelt in one module, and test helpers come from the package."""
+
+from __future__ import annotations
+
+import ast
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("pipeline", "trainer")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Project module -> project modules it imports (anywhere in its body, lazy imports
+    included: a cycle through a function-level import is still a cycle)."""
+    paths = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    modules = {module_name(p): p for p in paths}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                # ``from package import submodule`` depends on the submodule; ``from module
+                # import name`` on the module.
+                names = [
+                    f"{node.module}.{a.name}"
+                    if f"{node.module}.{a.name}" in modules
+                    else node.module
+                    for a in node.names
+                ]
+            else:
+                continue
+            targets |= {n for n in names if n in modules and n != name}
+        graph[name] = targets
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for target in sorted(graph[node]):
+            if state.get(target) == 1:
+                return [*stack[stack.index(target) :], target]
+            if target not in state and (cycle := visit(target)):
+                return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state and (cycle := visit(node)):
+            return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_a_planted_cycle() -> None:
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set(), "c": {"a", "b"}}) is None
+
+
+def test_no_import_cycle_between_project_modules() -> None:
+    graph = import_graph()
+    assert "trainer.loop" in graph and "trainer.evaluate" in graph
+    assert find_cycle(graph) is None
+
+
+def test_the_loop_does_not_evaluate() -> None:
+    graph = import_graph()
+    assert not graph["trainer.loop"] & {
+        "trainer.evaluate",
+        "trainer.summary",
+        "trainer.probes",
+        "trainer.plots",
+        "trainer.report",
+    }
+
+
+def test_statistics_reports_and_run_records_import_without_torch() -> None:
+    code = (
+        "import sys\n"
+        "import trainer.summary, trainer.report, trainer.rundir, trainer.probes\n"
+        "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_run_folder_file_names_are_spelt_only_in_rundir() -> None:
+    names = (
+        "metrics.jsonl",
+        "test_metrics.json",
+        "evaluation.json",
+        "training.json",
+        "model.json",
+        "config.json",
+        "summary.json",
+        "test_embeddings.npz",
+        "heads.safetensors",
+    )
+    pattern = re.compile("|".join(re.escape(f'"{n}"') for n in names) + r'|f"seed-\{')
+    spelt = []
+    for folder in ("pipeline", "trainer", "bench"):
+        for path in (ROOT / folder).rglob("*.py"):
+            if path.name == "rundir.py":
+                continue
+            for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+                if pattern.search(line):
+                    spelt.append(f"{path.relative_to(ROOT)}:{number}")
+    assert spelt == []
+
+
+def test_tests_and_bench_import_helpers_from_the_package_without_path_edits() -> None:
+    edit = re.compile(r"sys\.path\.(insert|append)\(")
+    edits = [
+        str(path.relative_to(ROOT))
+        for folder in ("tests", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        if path != Path(__file__).resolve() and edit.search(path.read_text(encoding="utf-8"))
+    ]
+    assert edits == []

@@ -1,0 +1,497 @@
+"""The run folder: the contract between training and evaluation.
+
+This module is the only one that spells the folder's file names, and its records are
+frozen dataclasses with ``to_dict`` / ``from_dict``, a ``schema_version`` and field checks,
+refused loudly when unknown (as the manifest is, ``pipeline/manifest.py``)::
+
+    runs/<name>/
+      config.json                   RunRecord: the TrainConfig + resolved views, view-set key
+      seed-<s>/
+        metrics.jsonl               one EpochRow per line (read_epoch_rows)
+        checkpoint/epoch-XXXX[-batch-YYYYYY]/   trainer/checkpoint.py
+        best/                       the selected epoch: backbone/, heads.safetensors,
+                                    model.safetensors, model.json (ModelRecord)
+        training.json               SeedRecord: written when the seed's training is done
+        evaluation.json             the evaluation's test record (trainer/evaluate.py)
+        test_embeddings.npz         view-0 test embeddings (fine-tuned and initial)
+      summary.json / summary.md     over seeds (trainer/summary.py)
+      figures/*.png                 trainer/plots.py
+      probe-<manifest>.json / .md   ``ncore-train evaluate --probe-manifest``
+
+Records written before they were versioned (no ``schema_version``: the layout up to the
+run folders of this change, which marked a finished seed with ``test_metrics.json``) are
+read as version 0 when their fields are those of version 1; any other version is refused.
+No torch import here: reports and summaries read run folders without it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from pipeline.atomic import write_json, write_text
+from trainer.config import TrainConfig
+from trainer.errors import TrainerError
+
+RUN_SCHEMA_VERSION = 1
+LEGACY_VERSION = 0  # records written before schema_version existed
+
+CONFIG_FILE = "config.json"
+SUMMARY_JSON = "summary.json"
+SUMMARY_MD = "summary.md"
+FIGURES_DIR = "figures"
+SEED_PREFIX = "seed-"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoint"
+BEST_DIR = "best"
+MODEL_RECORD_FILE = "model.json"
+BACKBONE_DIR = "backbone"
+HEADS_FILE = "heads.safetensors"
+WEIGHTS_FILE = "model.safetensors"
+SEED_RECORD_FILE = "training.json"
+EVALUATION_FILE = "evaluation.json"
+EMBEDDINGS_FILE = "test_embeddings.npz"
+LEGACY_TEST_METRICS_FILE = "test_metrics.json"  # the finished-seed mark before version 1
+
+
+# ----- field parsing (one-line errors naming the file and field) ------------------------------
+def _version(data: dict[str, Any], where: str) -> int:
+    version = data.get("schema_version", LEGACY_VERSION)
+    if version not in (LEGACY_VERSION, RUN_SCHEMA_VERSION):
+        raise TrainerError(
+            f"{where}: schema_version {version!r} is not supported (this toolkit reads "
+            f"version {RUN_SCHEMA_VERSION} and unversioned records of the layout before it)"
+        )
+    return RUN_SCHEMA_VERSION
+
+
+def _check_keys(data: Any, cls: type, where: str, optional: frozenset[str]) -> None:
+    if not isinstance(data, dict):
+        raise TrainerError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise TrainerError(f"{where}: unknown field {unknown[0]!r}")
+    missing = sorted(names - set(data) - optional - {"schema_version"})
+    if missing:
+        raise TrainerError(f"{where}: missing field {missing[0]!r}")
+
+
+def _int(value: Any, name: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TrainerError(f"{where}: field {name!r} must be an integer, got {value!r}")
+    return value
+
+
+def _float(value: Any, name: str, where: str, optional: bool = False) -> float | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TrainerError(f"{where}: field {name!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _names(value: Any, name: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
+        raise TrainerError(f"{where}: field {name!r} must be a list of strings")
+    return tuple(value)
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise TrainerError(f"{path}: no such file") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TrainerError(f"{path}: unreadable ({error})") from None
+
+
+# ----- records -------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ModelRecord:
+    """``best/model.json``: what the selected model is and how to rebuild it.
+
+    ``epoch`` (1-based) was selected by ``val_acc_task`` (fraction) on the validation split;
+    ``task_names`` / ``adv_names`` are the label vocabularies (head sizes, in index order).
+    """
+
+    epoch: int
+    val_acc_task: float
+    seed: int
+    task: str
+    task_names: tuple[str, ...]
+    adv_names: tuple[str, ...]
+    dropout: float = 0.1
+    grl_alpha: float = 1.0
+    adversary: bool = True
+    schema_version: int = RUN_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "epoch": self.epoch,
+            "val_acc_task": self.val_acc_task,
+            "seed": self.seed,
+            "task": self.task,
+            "task_names": list(self.task_names),
+            "adv_names": list(self.adv_names),
+            "dropout": self.dropout,
+            "grl_alpha": self.grl_alpha,
+            "adversary": self.adversary,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = MODEL_RECORD_FILE) -> ModelRecord:
+        _check_keys(data, cls, where, frozenset({"dropout", "grl_alpha", "adversary"}))
+        adversary = data.get("adversary", True)
+        if not isinstance(adversary, bool):
+            raise TrainerError(f"{where}: field 'adversary' must be true or false")
+        task = data["task"]
+        if task not in ("emotion", "speaker"):
+            raise TrainerError(f"{where}: field 'task' must be emotion or speaker, got {task!r}")
+        return cls(
+            schema_version=_version(data, where),
+            epoch=_int(data["epoch"], "epoch", where),
+            val_acc_task=_float(data["val_acc_task"], "val_acc_task", where),
+            seed=_int(data["seed"], "seed", where),
+            task=task,
+            task_names=_names(data["task_names"], "task_names", where),
+            adv_names=_names(data["adv_names"], "adv_names", where),
+            dropout=_float(data.get("dropout", 0.1), "dropout", where),
+            grl_alpha=_float(data.get("grl_alpha", 1.0), "grl_alpha", where),
+            adversary=adversary,
+        )
+
+
+@dataclass(frozen=True)
+class SeedRecord:
+    """``seed-<s>/training.json``: the seed's training is over (its presence says so).
+
+    ``best_epoch`` and ``val_acc_task`` name the selected model; ``last_epoch`` is the last
+    epoch run (below the configured count after early stopping) and ``steps`` the optimizer
+    steps taken (both None when read from the legacy ``test_metrics.json``).
+    """
+
+    seed: int
+    best_epoch: int
+    val_acc_task: float
+    last_epoch: int | None = None
+    steps: int | None = None
+    schema_version: int = RUN_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "seed": self.seed,
+            "best_epoch": self.best_epoch,
+            "val_acc_task": self.val_acc_task,
+            "last_epoch": self.last_epoch,
+            "steps": self.steps,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = SEED_RECORD_FILE) -> SeedRecord:
+        _check_keys(data, cls, where, frozenset({"last_epoch", "steps"}))
+        optional_int = {
+            k: None if data.get(k) is None else _int(data[k], k, where)
+            for k in ("last_epoch", "steps")
+        }
+        return cls(
+            schema_version=_version(data, where),
+            seed=_int(data["seed"], "seed", where),
+            best_epoch=_int(data["best_epoch"], "best_epoch", where),
+            val_acc_task=_float(data["val_acc_task"], "val_acc_task", where),
+            **optional_int,
+        )
+
+
+@dataclass(frozen=True)
+class EpochRow:
+    """One line of ``metrics.jsonl``: the epoch's unweighted mean losses per clip, training
+    accuracies of both heads, validation accuracies, the mean GRL strength over its
+    batches, the learning rate after it, clips seen (all ranks) and wall seconds. Adversarial
+    fields are None without an adversary."""
+
+    epoch: int
+    step: int
+    lr: float
+    train_ce: float
+    train_consistency: float
+    train_adv: float
+    train_acc_task: float
+    train_acc_adv: float | None
+    grl_alpha: float | None
+    val_acc_task: float
+    val_acc_adv: float | None
+    train_clips: int
+    seconds: float
+    schema_version: int = RUN_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "schema_version"}
+        data["schema_version"] = self.schema_version  # last: the metric columns come first
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = METRICS_FILE) -> EpochRow:
+        _check_keys(data, cls, where, frozenset())
+        optional = {"train_acc_adv", "grl_alpha", "val_acc_adv"}
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name == "schema_version":
+                continue
+            if f.name in ("epoch", "step", "train_clips"):
+                values[f.name] = _int(data[f.name], f.name, where)
+            else:
+                values[f.name] = _float(data[f.name], f.name, where, f.name in optional)
+        return cls(schema_version=_version(data, where), **values)
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """``config.json``: every setting of the run (a TrainConfig's fields, flat) plus what
+    the manifest resolved: ``resolved_views`` (N) and ``view_set`` (its key)."""
+
+    config: TrainConfig
+    resolved_views: int | None
+    view_set: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        extra = {"resolved_views": self.resolved_views, "view_set": self.view_set}
+        return {**self.config.to_dict(), **extra}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = CONFIG_FILE) -> RunRecord:
+        if not isinstance(data, dict):
+            raise TrainerError(f"{where}: expected a JSON object")
+        data = dict(data)
+        views, key = data.pop("resolved_views", None), data.pop("view_set", None)
+        try:
+            config = TrainConfig.from_dict(data)
+        except TrainerError as error:
+            raise TrainerError(f"{where}: {error}") from None
+        return cls(config, views, key)
+
+
+# ----- paths ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeedDir:
+    """``<run>/seed-<s>/`` and the names inside it."""
+
+    path: Path
+    seed: int
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def best(self) -> Path:
+        return self.path / BEST_DIR
+
+    @property
+    def backbone(self) -> Path:
+        """``best/backbone/``: the selected backbone in ``save_pretrained`` form."""
+        return self.best / BACKBONE_DIR
+
+    @property
+    def model_record_path(self) -> Path:
+        return self.best / MODEL_RECORD_FILE
+
+    @property
+    def record_path(self) -> Path:
+        return self.path / SEED_RECORD_FILE
+
+    @property
+    def evaluation(self) -> Path:
+        return self.path / EVALUATION_FILE
+
+    @property
+    def embeddings(self) -> Path:
+        return self.path / EMBEDDINGS_FILE
+
+    @property
+    def legacy_test_metrics(self) -> Path:
+        return self.path / LEGACY_TEST_METRICS_FILE
+
+    @property
+    def has_model(self) -> bool:
+        """Whether ``best/`` holds a selected model (its record is written with it)."""
+        return self.model_record_path.is_file()
+
+    @property
+    def finished(self) -> bool:
+        """Whether the seed's training is over (its seed record, or the legacy mark)."""
+        return self.record_path.is_file() or self.legacy_test_metrics.is_file()
+
+    def model_record(self) -> ModelRecord:
+        return ModelRecord.from_dict(
+            _read_json(self.model_record_path), str(self.model_record_path)
+        )
+
+    def write_model_record(self, folder: Path, record: ModelRecord) -> None:
+        """``record`` as ``folder/model.json`` (``folder``: ``best/`` being built)."""
+        write_json(Path(folder) / MODEL_RECORD_FILE, record.to_dict())
+
+    def seed_record(self) -> SeedRecord:
+        """The seed record; for a legacy folder, the fields of ``test_metrics.json``."""
+        if self.record_path.is_file():
+            return SeedRecord.from_dict(_read_json(self.record_path), str(self.record_path))
+        data = _read_json(self.legacy_test_metrics)
+        where = str(self.legacy_test_metrics)
+        if not isinstance(data, dict) or "best_epoch" not in data:
+            raise TrainerError(f"{where}: no best_epoch: not a finished seed's record")
+        return SeedRecord.from_dict(
+            {k: data.get(k) for k in ("seed", "best_epoch", "val_acc_task")}, where
+        )
+
+    def write_seed_record(self, record: SeedRecord) -> None:
+        write_json(self.record_path, record.to_dict())
+
+    def read_evaluation(self) -> dict[str, Any]:
+        """``evaluation.json`` (a dict from trainer/summary.py's ``seed_record``)."""
+        data = _read_json(self.evaluation)
+        if not isinstance(data, dict):
+            raise TrainerError(f"{self.evaluation}: expected a JSON object")
+        _version(data, str(self.evaluation))
+        return data
+
+    def write_evaluation(self, record: dict[str, Any]) -> None:
+        write_json(self.evaluation, {"schema_version": RUN_SCHEMA_VERSION, **record})
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """``runs/<name>/``: its config, seeds and summary files."""
+
+    path: Path
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "path", Path(path))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def summary_json(self) -> Path:
+        return self.path / SUMMARY_JSON
+
+    @property
+    def summary_md(self) -> Path:
+        return self.path / SUMMARY_MD
+
+    @property
+    def figures(self) -> Path:
+        return self.path / FIGURES_DIR
+
+    def probe_files(self, manifest_path: str | os.PathLike[str]) -> tuple[Path, Path]:
+        """(JSON, Markdown) of ``evaluate --probe-manifest`` on that manifest."""
+        stem = Path(manifest_path).stem
+        return self.path / f"probe-{stem}.json", self.path / f"probe-{stem}.md"
+
+    def seed(self, seed: int) -> SeedDir:
+        return SeedDir(self.path / f"{SEED_PREFIX}{seed}", seed)
+
+    def seeds_with_model(self) -> list[SeedDir]:
+        """Seed folders whose ``best/`` holds a model, in seed order."""
+        found = []
+        for p in self.path.glob(f"{SEED_PREFIX}*"):
+            try:
+                seed = int(p.name[len(SEED_PREFIX) :])
+            except ValueError:
+                continue
+            if SeedDir(p, seed).has_model:
+                found.append(SeedDir(p, seed))
+        return sorted(found, key=lambda s: s.seed)
+
+    def read_record(self) -> RunRecord:
+        if not self.config_path.is_file():
+            raise TrainerError(f"{self.path}: not a run folder (no {CONFIG_FILE})")
+        return RunRecord.from_dict(_read_json(self.config_path), str(self.config_path))
+
+    def write_record(self, record: RunRecord) -> None:
+        write_json(self.config_path, record.to_dict())
+
+    def read_summary(self) -> dict[str, Any]:
+        if not self.summary_json.is_file():
+            raise TrainerError(
+                f"{self.path}: no {SUMMARY_JSON} (evaluate the run first: ncore-train evaluate RUN)"
+            )
+        return _read_json(self.summary_json)
+
+
+def seed_dir_of(path: str | os.PathLike[str], seed: int | None = None) -> SeedDir:
+    """The seed folder to use for ``path``: ``path`` itself when it is one, else its
+    ``seed`` (or its first seed with a model). One-line error when there is none."""
+    path = Path(path)
+    if (path / BEST_DIR / MODEL_RECORD_FILE).is_file() and path.name.startswith(SEED_PREFIX):
+        try:
+            return SeedDir(path, int(path.name[len(SEED_PREFIX) :]))
+        except ValueError:
+            pass
+    if not path.is_dir():
+        raise TrainerError(f"--run {path}: no such run folder")
+    run = RunDir(path)
+    if seed is not None:
+        chosen = run.seed(seed)
+        if not chosen.has_model:
+            raise TrainerError(
+                f"{chosen.path}: no finished model ({BEST_DIR}/{MODEL_RECORD_FILE}) for seed {seed}"
+            )
+        return chosen
+    found = run.seeds_with_model()
+    if not found:
+        raise TrainerError(
+            f"{path}: no {SEED_PREFIX}*/{BEST_DIR}/ model; train it first "
+            "(ncore-train --manifest ...)"
+        )
+    return found[0]
+
+
+# ----- metrics.jsonl -------------------------------------------------------------------------
+def read_epoch_rows(path: str | os.PathLike[str]) -> list[EpochRow]:
+    """The rows of a ``metrics.jsonl`` in file order ([] when there is none yet)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TrainerError(f"{where}: not a JSON row ({error.msg})") from None
+        rows.append(EpochRow.from_dict(data, where))
+    return rows
+
+
+def write_epoch_rows(path: str | os.PathLike[str], rows: list[EpochRow]) -> None:
+    """Rewrite ``metrics.jsonl`` with ``rows`` atomically (on resume: drop the rows past the
+    checkpoint, so a resumed run's file matches an uninterrupted one)."""
+    write_text(path, "".join(_row_line(r) for r in rows))
+
+
+def append_epoch_row(path: str | os.PathLike[str], row: EpochRow) -> None:
+    """Append one row (flushed and synced: the checkpoint written next relies on it)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(_row_line(row))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _row_line(row: EpochRow) -> str:
+    return json.dumps(row.to_dict()) + "\n"

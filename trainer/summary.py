@@ -1,0 +1,310 @@
+"""Statistics and Markdown of an evaluation: no torch, no files (testable alone).
+
+- :func:`seed_record`: one seed's test record (``evaluation.json``) from labels and
+  predictions: accuracy, macro F1, UAR, the per-class report, the confusion matrix (rows =
+  true class, columns = predicted class), the adversarial head's accuracy and the probes;
+- :func:`summarize`: records over seeds as mean and **sample standard deviation
+  (ddof=1)**; with a single seed the standard deviation is undefined and written as null
+  / "n/a";
+- :func:`summary_markdown`, :func:`probe_markdown`, :func:`format_mean_std`: the Markdown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+SUMMARY_SCHEMA_VERSION = 1
+STD_NOTE = "sample standard deviation over seeds (ddof=1); null with a single seed"
+
+# Headline metrics of a summary, in table order: (key, column title).
+TASK_METRICS = (("accuracy", "Acc"), ("macro_f1", "F1"), ("uar", "UAR"))
+PROBE_METRICS = (
+    ("probe_task", "Probe y+"),
+    ("probe_adv", "Probe y- (leakage)"),
+    ("backbone_probe_task", "Backbone probe y+"),
+    ("backbone_probe_adv", "Backbone probe y-"),
+)
+ADV_HEAD_METRIC = ("adv_head_accuracy", "Adv. head acc. (not a leakage measure)")
+
+
+def mean_std(values: Sequence[float]) -> dict[str, Any]:
+    """``{"mean", "std", "n", "values"}`` of finite ``values``; ``std`` is the sample
+    standard deviation (ddof=1), None with fewer than two values; ``mean`` None when empty."""
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not finite:
+        return {
+            "mean": None,
+            "std": None,
+            "n": 0,
+            "values": [None if v is None else float(v) for v in values],
+        }
+    array = np.asarray(finite, dtype=np.float64)
+    return {
+        "mean": float(array.mean()),
+        "std": float(array.std(ddof=1)) if len(array) > 1 else None,
+        "n": len(array),
+        "values": [None if v is None else float(v) for v in values],
+    }
+
+
+def per_class_report(
+    y_true: Sequence[int], y_pred: Sequence[int], names: Sequence[str]
+) -> dict[str, dict[str, float]]:
+    """Precision, recall, F1 (fractions) and support (clips) of every class in ``names``."""
+    from sklearn.metrics import precision_recall_fscore_support
+
+    labels = list(range(len(names)))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        np.asarray(y_true), np.asarray(y_pred), labels=labels, zero_division=0
+    )
+    return {
+        name: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, name in enumerate(names)
+    }
+
+
+def confusion(y_true: Sequence[int], y_pred: Sequence[int], classes: int) -> list[list[int]]:
+    """Confusion matrix (classes, classes) as nested lists: rows true, columns predicted."""
+    from sklearn.metrics import confusion_matrix
+
+    matrix = confusion_matrix(np.asarray(y_true), np.asarray(y_pred), labels=list(range(classes)))
+    return matrix.astype(int).tolist()
+
+
+def seed_record(
+    seed: int,
+    task_names: Sequence[str],
+    adv_names: Sequence[str],
+    y_task: Sequence[int],
+    y_adv: Sequence[int],
+    task_pred: Sequence[int],
+    adv_pred: Sequence[int] | None,
+    probes: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """One seed's evaluation (what ``evaluation.json`` holds) from labels and predictions.
+
+    ``probes`` maps ``"finetuned"`` / ``"backbone"`` to ``{"task": ProbeResult dict,
+    "adv": ProbeResult dict}``.
+    """
+    from trainer.metrics import classification_metrics
+
+    metrics = classification_metrics(y_task, task_pred)
+    adv_acc = None
+    if adv_pred is not None and len(y_adv):
+        adv_acc = float(np.mean(np.asarray(adv_pred) == np.asarray(y_adv)))
+    metrics["adv_head_accuracy"] = adv_acc
+    return {
+        "seed": int(seed),
+        "test_clips": len(y_task),
+        "labels": {"task": list(task_names), "adv": list(adv_names)},
+        "metrics": metrics,
+        "per_class": per_class_report(y_task, task_pred, task_names),
+        "confusion_matrix": confusion(y_task, task_pred, len(task_names)),
+        "probes": probes,
+    }
+
+
+def summarize(
+    records: Sequence[dict[str, Any]], run_info: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Aggregate per-seed records (:func:`seed_record`) into the run summary.
+
+    Headline metrics and probe balanced accuracies become ``{"mean", "std", "n", "values"}``
+    (std = sample std, ddof=1); the per-class report is averaged the same way; confusion
+    matrices are summed over seeds (each seed tests the same split size, so the sum counts
+    every test decision made) and also kept per seed.
+    """
+    if not records:
+        raise ValueError("no seed to summarise")
+    records = sorted(records, key=lambda r: r["seed"])
+    task_names = records[0]["labels"]["task"]
+    adv_names = records[0]["labels"]["adv"]
+
+    def probe_value(record: dict[str, Any], model: str, label: str) -> float | None:
+        probe = record.get("probes", {}).get(model, {}).get(label)
+        return None if probe is None else probe["balanced_accuracy"]
+
+    metrics: dict[str, Any] = {}
+    for key, _ in (*TASK_METRICS, ADV_HEAD_METRIC):
+        metrics[key] = mean_std([r["metrics"].get(key) for r in records])
+    for key, model, label in (
+        ("probe_task", "finetuned", "task"),
+        ("probe_adv", "finetuned", "adv"),
+        ("backbone_probe_task", "backbone", "task"),
+        ("backbone_probe_adv", "backbone", "adv"),
+        ("labels_only_probe_adv", "labels_only", "adv"),
+    ):
+        metrics[key] = mean_std([probe_value(r, model, label) for r in records])
+
+    def chance(label: str, names: Sequence[str]) -> float:
+        for record in records:
+            probe = record.get("probes", {}).get("finetuned", {}).get(label)
+            if probe is not None and probe.get("chance") is not None:
+                return float(probe["chance"])
+        return 1.0 / len(names) if names else float("nan")
+
+    per_class = {
+        name: {
+            field: mean_std([r["per_class"][name][field] for r in records])
+            for field in ("precision", "recall", "f1")
+        }
+        | {"support": int(sum(r["per_class"][name]["support"] for r in records))}
+        for name in task_names
+    }
+    matrices = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in records]
+    return {
+        "schema_version": SUMMARY_SCHEMA_VERSION,
+        **(run_info or {}),
+        "seeds": [r["seed"] for r in records],
+        "std": STD_NOTE,
+        "labels": {"task": list(task_names), "adv": list(adv_names)},
+        "metrics": metrics,
+        "chance": {"task": chance("task", task_names), "adv": chance("adv", adv_names)},
+        "per_class": per_class,
+        "confusion_matrix": {
+            "labels": list(task_names),
+            "rows": "true class",
+            "columns": "predicted class",
+            "summed_over_seeds": np.sum(matrices, axis=0).astype(int).tolist(),
+            "per_seed": {str(r["seed"]): r["confusion_matrix"] for r in records},
+        },
+    }
+
+
+def markdown_cell(value: Any) -> str:
+    """``value`` as text that stays inside one Markdown table cell.
+
+    Labels and run names come from users' files: ``|`` would split the cell and a newline
+    would end the row. Backslashes and ``|`` are escaped, line breaks become ``<br>``, and
+    ``& < >`` become HTML entities so that the cell shows the text as written.
+    """
+    text = str(value).replace("\\", "\\\\").replace("|", "\\|")
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text.replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")
+
+
+def format_mean_std(stat: dict[str, Any] | None, percent: bool = True) -> str:
+    """``"61.25 ± 1.30"`` (percent, 2 decimals); ``"61.25 ± n/a"`` with one seed; ``"–"``
+    when there is no value."""
+    if not stat or stat.get("mean") is None:
+        return "–"
+    scale = 100.0 if percent else 1.0
+    mean = f"{stat['mean'] * scale:.2f}"
+    std = "n/a" if stat.get("std") is None else f"{stat['std'] * scale:.2f}"
+    return f"{mean} ± {std}"
+
+
+def summary_markdown(summary: dict[str, Any]) -> str:
+    """The summary as Markdown: headline metrics, leakage probes, per-class report and the
+    summed confusion matrix. Percentages; ± is the sample standard deviation (ddof=1)."""
+    seeds = ", ".join(str(s) for s in summary["seeds"])
+    task = summary.get("task", "y+")
+    adv = summary.get("adversarial_label", "y-")
+    metrics = summary["metrics"]
+    lines = [
+        f"# Run {summary.get('run', '')}".rstrip(),
+        "",
+        f"Task y+ = {task}, discarded label y- = {adv}; seeds {seeds}. "
+        f"Values in %, mean ± {STD_NOTE}.",
+        "",
+        "## Test set (task head)",
+        "",
+        "| Acc | F1 (macro) | UAR |",
+        "|---|---|---|",
+        "| " + " | ".join(format_mean_std(metrics[k]) for k, _ in TASK_METRICS) + " |",
+        "",
+        "## Leakage: linear probes on frozen test embeddings (view 0)",
+        "",
+        "Balanced accuracy of a logistic-regression probe (stratified cross-validation). "
+        f"Chance: y+ {100 * summary['chance']['task']:.2f}, "
+        f"y- {100 * summary['chance']['adv']:.2f}. "
+        "Lower y- probe accuracy = less of the discarded label left in the embedding. "
+        "When y+ and y- are correlated, the y+ label alone already predicts y- to some "
+        "degree (row 'y+ label alone'): that, not chance, is the level an embedding that "
+        "knows only y+ would reach.",
+        "",
+        "| Model | Probe y+ | Probe y- (leakage) |",
+        "|---|---|---|",
+        f"| fine-tuned | {format_mean_std(metrics['probe_task'])} | "
+        f"{format_mean_std(metrics['probe_adv'])} |",
+        f"| un-fine-tuned backbone | {format_mean_std(metrics['backbone_probe_task'])} | "
+        f"{format_mean_std(metrics['backbone_probe_adv'])} |",
+        f"| y+ label alone (no audio) | – | "
+        f"{format_mean_std(metrics.get('labels_only_probe_adv'))} |",
+        f"| chance | {100 * summary['chance']['task']:.2f} | "
+        f"{100 * summary['chance']['adv']:.2f} |",
+        "",
+        f"Adversarial head accuracy on y- (the head the encoder was trained to defeat; "
+        f"not a measure of disentanglement): {format_mean_std(metrics['adv_head_accuracy'])}.",
+        "",
+        "## Per-class report (task head)",
+        "",
+        "| Class | Precision | Recall | F1 | Support (all seeds) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, row in summary["per_class"].items():
+        lines.append(
+            f"| {markdown_cell(name)} | {format_mean_std(row['precision'])} | "
+            f"{format_mean_std(row['recall'])} "
+            f"| {format_mean_std(row['f1'])} | {row['support']} |"
+        )
+    matrix = summary["confusion_matrix"]
+    names = matrix["labels"]
+    lines += [
+        "",
+        "## Confusion matrix (summed over seeds; rows true, columns predicted)",
+        "",
+        "| true \\ predicted | " + " | ".join(markdown_cell(n) for n in names) + " |",
+        "|---|" + "---|" * len(names),
+    ]
+    for name, row in zip(names, matrix["summed_over_seeds"], strict=True):
+        lines.append(f"| {markdown_cell(name)} | " + " | ".join(str(v) for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def probe_summary(per_seed: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
+    """Probes on another corpus over seeds: each ``per_seed`` record holds ``seed`` and
+    ``ProbeResult`` dicts under ``finetuned_task``, ``finetuned_adv``, ``backbone_task``,
+    ``backbone_adv`` and ``labels_only_adv``; their balanced accuracies become mean and
+    sample std (ddof=1)."""
+    keys = [k for k in per_seed[0] if k != "seed"]
+    return {
+        **run_info,
+        "std": STD_NOTE,
+        "probes": {k: mean_std([r[k]["balanced_accuracy"] for r in per_seed]) for k in keys},
+        "chance": {
+            "task": per_seed[0]["finetuned_task"]["chance"],
+            "adv": per_seed[0]["finetuned_adv"]["chance"],
+        },
+        "per_seed": list(per_seed),
+    }
+
+
+def probe_markdown(result: dict[str, Any], corpus: str) -> str:
+    """:func:`probe_summary`'s result as a Markdown table (balanced accuracy in %)."""
+    p = result["probes"]
+    lines = [
+        f"# Probes of run {result['run']} on {corpus} ({result['clips']} clips)",
+        "",
+        f"Balanced accuracy in %, mean ± {STD_NOTE}.",
+        "",
+        f"| Model | Probe y+ ({markdown_cell(result['task'])}) | "
+        f"Probe y- ({markdown_cell(result['adversarial_label'])}) |",
+        "|---|---|---|",
+        f"| fine-tuned | {format_mean_std(p['finetuned_task'])} | "
+        f"{format_mean_std(p['finetuned_adv'])} |",
+        f"| un-fine-tuned backbone | {format_mean_std(p['backbone_task'])} | "
+        f"{format_mean_std(p['backbone_adv'])} |",
+        f"| y+ label alone | – | {format_mean_std(p['labels_only_adv'])} |",
+        f"| chance | {100 * result['chance']['task']:.2f} | {100 * result['chance']['adv']:.2f} |",
+    ]
+    return "\n".join(lines) + "\n"
