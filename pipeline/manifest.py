@@ -295,6 +295,13 @@ class Failure:
         )
 
 
+def shard_name(index: int) -> str:
+    """The folder name of shard ``index`` inside its view set's folder (``shard-00007.zarr``;
+    part of the view-set contract, ``pipeline/viewset.py``, defined here because a
+    manifest's shard entries are checked against it)."""
+    return f"shard-{index:05d}.zarr"
+
+
 @dataclass(frozen=True)
 class ShardEntry:
     """A complete shard of a view set: its folder name, clip count, samples and checksum."""
@@ -316,8 +323,6 @@ class ShardEntry:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ShardEntry:
-        from pipeline.viewset import shard_name  # the view-set layout (no zarr import)
-
         where = _where(d, "shard", "path")
         entry = cls(
             index=_as_int(_require(d, "index", where), "index", where),

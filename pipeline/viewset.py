@@ -33,6 +33,7 @@ from pipeline.manifest import (
     SAMPLE_RATE,
     Manifest,
     ViewSet,
+    shard_name,
 )
 
 __all__ = [
@@ -42,11 +43,6 @@ __all__ = [
     "shard_name",
     "view_set_key",
 ]
-
-
-def shard_name(index: int) -> str:
-    """The folder name of shard ``index`` inside its view set's folder."""
-    return f"shard-{index:05d}.zarr"
 
 
 def _f0_range(f0_floor_hz: float, f0_ceil_hz: float) -> dict[str, float]:

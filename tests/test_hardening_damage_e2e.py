@@ -15,11 +15,11 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
-from eval_corpus import TRAIN_OPTIONS, prepared_corpus
-from prep_corpus import tree_digest
 
 from pipeline.cli import main as prep_main
 from pipeline.manifest import Manifest
+from pipeline.testing.eval_corpus import TRAIN_OPTIONS, prepared_corpus
+from pipeline.testing.prep_corpus import tree_digest
 from pipeline.viewset import shard_members
 from trainer.cli import main as train_main
 

@@ -14,11 +14,11 @@ import sys
 import numpy as np
 import pytest
 import soundfile as sf
-from corpus_trees import tone, wav_bytes
 
 from pipeline.audio import AudioError, read_source
 from pipeline.datasets import DatasetError, build_manifest
 from pipeline.manifest import Manifest
+from pipeline.testing.corpus_trees import tone, wav_bytes
 
 PREP = (sys.executable, "-m", "pipeline.cli")
 
@@ -93,7 +93,7 @@ def test_nul_dot_and_looping_paths_are_one_failure_each(tmp_path):
 
 
 def test_a_symlink_loop_found_by_listing_the_folder_is_one_failure(tmp_path):
-    from corpus_trees import make_vivae
+    from pipeline.testing.corpus_trees import make_vivae
 
     root = make_vivae(tmp_path / "VIVAE", ["S01_anger_low_01.wav", "S02_fear_peak_02.wav"])
     loop = root / "full_set" / "S03_pain_strong_03.wav"

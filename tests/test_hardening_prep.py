@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 import soundfile as sf
-from prep_corpus import GONE_ID, NAME, SHORT_ID, make_corpus
 
 from pipeline.manifest import Manifest
 from pipeline.prep import PerturbSettings, PrepError, fixed_executor, parse_params, run_perturb
+from pipeline.testing.prep_corpus import GONE_ID, NAME, SHORT_ID, make_corpus
 
 SETTINGS = PerturbSettings(kinds=("speaker",), views=1, shard_size=4, seed=5)
 

@@ -19,13 +19,13 @@ import numpy as np
 import pytest
 import zarr
 from click.testing import CliRunner
-from prep_corpus import NAME, make_corpus, tree_digest
 
 from pipeline.cli import main
 from pipeline.manifest import Manifest
 from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
 from pipeline.qa import repair, validate
 from pipeline.shards import ShardDamaged, ShardReader, open_view_set
+from pipeline.testing.prep_corpus import NAME, make_corpus, tree_digest
 
 SETTINGS = PerturbSettings(kinds=("speaker",), views=2, shard_size=4, seed=5)
 
