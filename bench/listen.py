@@ -16,12 +16,11 @@ import argparse
 import csv
 import json
 import shutil
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Run as a script, bench/ is on sys.path: share the machine description with bench/prep.py.
 from prep import machine
 
 LABELS = 7

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from signals import voiced_clip
+from pipeline.testing.signals import voiced_clip
 
 import pipeline.prep as prep
 from pipeline.perturb import (
@@ -86,7 +86,7 @@ def test_perturb_command_with_the_praat_engine(tmp_path):
     import os
 
     from click.testing import CliRunner
-    from prep_corpus import NAME, make_corpus
+    from pipeline.testing.prep_corpus import NAME, make_corpus
 
     from pipeline.cli import main
     from pipeline.manifest import Manifest
