@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pipeline.testing.signals import voiced_clip
 
 import pipeline.prep as prep
 from pipeline.perturb import (
@@ -22,6 +21,7 @@ from pipeline.perturb import (
     speaker_view,
 )
 from pipeline.rng import make_rng
+from pipeline.testing.signals import voiced_clip
 
 needs_praat = pytest.mark.skipif(
     not praat_available(), reason="praat-parselmouth (optional, GPL-3.0) is not installed"
@@ -86,12 +86,12 @@ def test_perturb_command_with_the_praat_engine(tmp_path):
     import os
 
     from click.testing import CliRunner
-    from pipeline.testing.prep_corpus import NAME, make_corpus
 
     from pipeline.cli import main
     from pipeline.manifest import Manifest
     from pipeline.qa import validate
     from pipeline.shards import ShardReader
+    from pipeline.testing.prep_corpus import NAME, make_corpus
 
     path = make_corpus(tmp_path)
     args = ["perturb", "--dataset", NAME, "--kind", "emotion", "--views", "1", "--f0", "praat"]
