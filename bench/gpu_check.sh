@@ -21,14 +21,37 @@ python3 -c "import torch, transformers, zarr; print('torch', torch.__version__, 
 transformers.__version__, 'zarr', zarr.__version__)" | tee -a "$out/gpu.txt"
 
 echo "== 1. CUDA tests"
-timeout 180 python3 -m pytest -q -p no:cacheprovider tests/test_trainer_model.py \
-  tests/test_trainer_cli.py 2>&1 | tail -15 | tee "$out/tests.txt"
+timeout 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda.py \
+  tests/test_batch_invariance.py tests/test_trainer_model.py tests/test_trainer_cli.py 2>&1 \
+  | grep -v "^[.s]*$" | tail -15 | tee "$out/tests.txt"
 
 echo "== 2. cost of N views, hubert-base shapes, bf16"
 timeout 180 python3 bench/train.py views --backbone hubert-base --device cuda --steps 10 \
   2>&1 | tee "$out/views.txt"
 timeout 120 python3 bench/train.py views --backbone hubert-base --device cuda --steps 10 \
   --batch-size 32 --views 5 2>&1 | tail -1 | tee -a "$out/views.txt"
+
+echo "== 2b. batch dependence of hubert-base shapes (group-norm encoder, no mask), bf16"
+timeout 120 python3 - <<'EOF' 2>&1 | tee "$out/batch.txt"
+import torch
+from transformers import HubertConfig, HubertModel
+from trainer.model import InputSpec, NCoreModel
+torch.manual_seed(0)
+spec = InputSpec(do_normalize=True, return_attention_mask=False)
+model = NCoreModel(HubertModel(HubertConfig()), spec, 4, 6).cuda().eval()
+g = torch.Generator().manual_seed(1)
+short, long = 0.1 * torch.randn(16000, generator=g), 0.1 * torch.randn(48000, generator=g)
+alone = short[None, None].cuda(), torch.tensor([16000]).cuda()
+both = torch.zeros(2, 1, 48000)
+both[0, 0, :16000], both[1, 0] = short, long
+both = both.cuda(), torch.tensor([16000, 48000]).cuda()
+rel = lambda a, b: float((a.double() - b.double()).norm() / b.double().norm())
+with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
+    plain = rel(model(*both).embeddings[0, 0], model(*alone).embeddings[0, 0])
+    infer = rel(model.infer(*both).embeddings[0, 0], model.infer(*alone).embeddings[0, 0])
+print(f"1 s clip batched with a 3 s clip vs alone, relative L2 of its embedding: "
+      f"plain padded forward {plain:.3f}, NCoreModel.infer {infer:.2e}")
+EOF
 
 echo "== 3. short bf16 training run, random hubert-base, demo cache"
 python3 - <<'EOF'
