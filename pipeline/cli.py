@@ -208,6 +208,16 @@ def main() -> None:
     default=None,
     help="generator seed [0].",
 )
+@click.option(
+    "--preset",
+    cls=CorpusOption,
+    datasets=("synthetic",),
+    type=click.Choice(["premise", "hard-case"]),
+    default=None,
+    help="where the factors live. premise: speaker only in cues the speaker perturbation "
+    "randomises, emotion only in cues it keeps; hard-case: emotion also on F0 level, "
+    "formants, tilt and level [premise].",
+)
 @click.pass_context
 def manifest_command(
     ctx: click.Context,
