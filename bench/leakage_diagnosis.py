@@ -25,8 +25,10 @@ Steps, each skipped when its output is already there:
    alone, and with a probe fitted on originals and tested on the perturbed views of the
    held-out clips. If the speaker perturbation removed the speaker cue, the last two would
    fall to chance.
-4. The same probes on model-free acoustic features (median log F0, and the WORLD spectral
-   envelope in 24 bands), to see what the perturbation does to the signal itself.
+4. What the perturbation does to the signal itself: ``ncore-prep selectivity`` (its
+   library call, :func:`pipeline.selectivity.run_selectivity`) on the independent corpus's
+   speaker views: acoustic probes of both labels on originals, views and transfer, with
+   the cues p_s targets and those it is meant to keep, and its verdict.
 
 Writes ``OUT/diagnosis-seeds-<seeds>.md`` and ``.json``. The numbers in docs/evaluation.md
 come from ``--seeds 42`` (all runs) and ``--seeds 42,100,510 --only
@@ -128,23 +130,6 @@ def view_probes(xs: list[np.ndarray], y: dict[str, np.ndarray], seed: int) -> di
         )
         result[f"{label}_transfer"] = transfer_probe(xs[0], xs[1:], labels, seed)
     return result
-
-
-def acoustic_features(audio: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(median log2 F0 of voiced frames, and its spread) and the mean log WORLD envelope
-    of voiced frames at 24 log-spaced frequencies from 100 Hz to 7 kHz. ``audio`` (T,) 16 kHz."""
-    from pipeline.perturb import analyse
-
-    analysis = analyse(audio, 16000, f0_method="dio")  # validates before calling pyworld
-    voiced = analysis.f0 > 0
-    if not voiced.any():
-        return np.zeros(2), np.zeros(24)
-    log_f0 = np.log2(analysis.f0[voiced])
-    envelope = np.log(analysis.sp[voiced] + 1e-12).mean(axis=0)
-    freqs = np.linspace(0, 8000, envelope.size)
-    bands = np.interp(np.geomspace(100, 7000, 24), freqs, envelope)
-    spread = np.percentile(log_f0, 90) - np.percentile(log_f0, 10)
-    return np.array([np.median(log_f0), spread]), bands
 
 
 def main() -> None:
@@ -276,15 +261,13 @@ def main() -> None:
             logging.info("%s seed %d: %s", name, seed, record)
         results[name] = {"run": str(run), "per_seed": per_seed}
 
-    # -- 4. model-free acoustic features ---------------------------------------------------
-    feats = [[acoustic_features(a[v]) for a in audio] for v in range(1 + VIEWS)]
-    acoustic = {}
-    for which, columns in (("log F0 (median, range)", 0), ("envelope (24 bands)", 1)):
-        xs = [np.stack([f[columns] for f in view]) for view in feats]
-        acoustic[which] = view_probes(xs, y, stable_seed(42, "probe") % (2**32))
-    xs = [np.stack([np.concatenate(f) for f in view]) for view in feats]
-    acoustic["F0 + envelope"] = view_probes(xs, y, stable_seed(42, "probe") % (2**32))
-    results["acoustic"] = acoustic
+    # -- 4. the signal itself: ncore-prep selectivity on the same views ----------------------
+    from pipeline.selectivity import SelectivitySettings, run_selectivity
+
+    ((_, selectivity, _),) = run_selectivity(
+        views_manifest, SelectivitySettings(max_clips=len(ids), views=VIEWS)
+    )
+    results["selectivity"] = selectivity.to_dict()
 
     args.out.mkdir(parents=True, exist_ok=True)
     stem = "diagnosis-seeds-" + "-".join(map(str, seeds))
@@ -306,7 +289,7 @@ def _cell(values: list[float | None], percent: bool = True) -> str:
 
 
 def markdown(results: dict[str, dict[str, object]]) -> str:
-    """The tables of diagnosis.md: models, then acoustic features."""
+    """The tables of diagnosis.md: models, then the selectivity of the speaker views."""
     lines = [
         "Independent corpus (240 clips, speaker and emotion independent), probes in % "
         "balanced accuracy (mean ± sample std over seeds when more than one); chance "
@@ -325,7 +308,7 @@ def markdown(results: dict[str, dict[str, object]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, entry in results.items():
-        if name == "acoustic":
+        if name == "selectivity":
             continue
         seeds = entry["per_seed"]
 
@@ -343,18 +326,13 @@ def markdown(results: dict[str, dict[str, object]]) -> str:
             f"{col('embedding_rms', percent=False)} | {col('speaker_last')} / "
             f"{col('emotion_last')} |"
         )
-    lines += [
-        "",
-        "| Acoustic features | Speaker orig | Speaker pert | Speaker orig->pert | "
-        "Emotion orig | Emotion pert | Emotion orig->pert |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, r in results["acoustic"].items():
-        lines.append(
-            f"| {name} | {100 * r['speaker_orig']:.2f} | {100 * r['speaker_pert']:.2f} | "
-            f"{100 * r['speaker_transfer']:.2f} | {100 * r['emotion_orig']:.2f} | "
-            f"{100 * r['emotion_pert']:.2f} | {100 * r['emotion_transfer']:.2f} |"
-        )
+    if "selectivity" in results:
+        from pipeline.selectivity import Selectivity, markdown_table
+
+        selectivity = Selectivity.from_dict(results["selectivity"])
+        lines += ["", "Signal level (`ncore-prep selectivity` on the same speaker views):", ""]
+        lines.append(markdown_table(selectivity))
+        lines += [f"- {v}" for v in selectivity.verdicts]
     return "\n".join(lines) + "\n"
 
 

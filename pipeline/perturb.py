@@ -165,15 +165,18 @@ class SpeakerParams(_ParamsMixin):
 
 @dataclass(frozen=True)
 class EmotionParams(_ParamsMixin):
-    """Parameters of the emotion perturbation p_e (defaults: the paper).
+    """Parameters of the emotion perturbation p_e.
 
     ``num_bands`` is the paper's n_spec, ``num_permuted_bands`` its eta1 and
-    ``target_rms`` its eta2. Bands are ``(n_fft // 2) // num_bands`` bins wide, starting
+    ``target_rms`` its eta2. eta1 = 20 and eta2 = 0.05 are the paper's (appendix A.1); the
+    paper gives no band count (and its reference code no band permutation), so
+    ``num_bands`` = 40 (187.5 Hz bands at the defaults) is this toolkit's choice, kept
+    after the layout sweep of ``bench/selectivity.py`` (README, "Selectivity"). Bands are ``(n_fft // 2) // num_bands`` bins wide, starting
     above the DC bin; the few bins left over at the top (7.5 to 8 kHz at the defaults)
     stay in place.
     """
 
-    num_bands: int = 40  # n_spec
+    num_bands: int = 40  # n_spec: not given by the paper, this toolkit's choice
     num_permuted_bands: int = 20  # eta1 (0 disables the permutation; 1 is impossible)
     target_rms: float = 0.05  # eta2, linear full-scale units
     n_fft: int = 1024  # STFT size in samples (Hann window of the same length)

@@ -317,8 +317,18 @@ def test_paper_defaults():
     assert (s.formant_ratio_max, s.pitch_ratio_max, s.pitch_range_ratio_max) == (1.4, 2.0, 1.5)
     assert (s.eq_low_shelf_hz, s.eq_high_shelf_hz, s.eq_num_peaking) == (60.0, 10_000.0, 8)
     assert (s.eq_q_min, s.eq_q_max, s.eq_gain_db) == (2.0, 5.0, 12.0)
-    assert (e.num_bands, e.num_permuted_bands, e.target_rms) == (40, 20, 0.05)
+    # eta1 and eta2 of appendix A.1. n_spec is not a paper value (the paper gives no band
+    # count): see test_band_count_is_the_toolkits_choice.
+    assert (e.num_permuted_bands, e.target_rms) == (20, 0.05)
     assert isinstance(PERTURB_VERSION, str) and PERTURB_VERSION
+
+
+def test_band_count_is_the_toolkits_choice():
+    """40 bands of 187.5 Hz: the toolkit's default (README, "Selectivity", band-layout sweep),
+    not the paper's; any count from 1 to n_fft / 2 is accepted."""
+    e = EmotionParams()
+    assert e.num_bands == 40 and e.bins_per_band * 16000 / e.n_fft == 187.5
+    assert EmotionParams(num_bands=10, num_permuted_bands=5).bins_per_band == 51
 
 
 @pytest.mark.parametrize(
