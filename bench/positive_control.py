@@ -93,7 +93,19 @@ def train_run(train: Path, run: Path, options: list[str], args) -> None:
         "--device", "cpu", "--out", str(run), "--resume", *options,
     ]  # fmt: skip
     print("$", shlex.join(command), flush=True)
-    subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    subprocess.run(command, check=True, env=child_env(args.threads))
+
+
+def child_env(threads: int) -> dict[str, str]:
+    """The environment of the ncore-train subprocesses: this checkout, ``threads`` torch
+    threads (a run is reproducible only at a fixed thread count; 1 also avoids
+    oversubscribing a shared machine)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+    }
 
 
 def embed(run: Path, seed: int, probe: Path) -> dict[str, np.ndarray]:
@@ -103,7 +115,7 @@ def embed(run: Path, seed: int, probe: Path) -> dict[str, np.ndarray]:
             str(BIN / "ncore-train"), "embed", "--run", str(run), "--seed", str(seed),
             "--manifest", str(probe), "--out", str(target), "--device", "cpu",
         ]  # fmt: skip
-        subprocess.run(command, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+        subprocess.run(command, check=True, env=child_env(1))
     with np.load(target, allow_pickle=False) as data:
         return {k: data[k] for k in ("clip_ids", "emotion", "speaker", "split", "embeddings")}
 
@@ -140,6 +152,7 @@ def main() -> None:
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--seeds", default="42,100,510")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument(
         "--variant",
         action="append",
@@ -183,7 +196,8 @@ def main() -> None:
         f"{args.entanglement}; probe corpus: premise, {args.probe_clips} clips, entanglement 0, "
         f"another generator seed, probes fitted on its train split and scored on its test "
         f"split (balanced accuracy, bootstrap 95 % interval over test clips, per seed; mean "
-        f"over seeds). Seeds {args.seeds}, {args.epochs} epochs, tiny backbone, lr 1e-3.",
+        f"over seeds). Seeds {args.seeds}, {args.epochs} epochs, tiny backbone, lr 1e-3, "
+        f"{args.threads} torch thread(s).",
         "",
         "| Run | Acc | F1 | UAR | Speaker probe (independent) per seed [95 % CI] | Speaker "
         "probe, mean | Emotion probe (independent), mean | Speaker probe minus baseline "
