@@ -118,7 +118,8 @@ FEATURE_SETS: tuple[FeatureSet, ...] = (
     ),
     FeatureSet(
         "level",
-        "RMS level, peak level and the 95th percentile of 10 ms frame levels (dBFS)",
+        "RMS level of the clip (dBFS); peak and frame-level percentiles are left out: after "
+        "RMS normalisation they measure the crest factor, i.e. the temporal structure",
         ("emotion",),
     ),
     FeatureSet(
@@ -204,9 +205,7 @@ def clip_features(audio: np.ndarray, sample_rate: int = SAMPLE_RATE) -> dict[str
     frame = sample_rate // 100
     levels = _frame_levels_db(x, frame)
     active = levels > levels.max() - 30.0
-    rms_db = 10.0 * np.log10(np.mean(x**2) + 1e-12)
-    peak_db = 20.0 * np.log10(np.max(np.abs(x)) + 1e-12)
-    out["level"] = np.array([rms_db, peak_db, np.percentile(levels, 95)])
+    out["level"] = np.array([10.0 * np.log10(np.mean(x**2) + 1e-12)])
 
     # F0 level and range.
     if voiced.sum() >= 2:
