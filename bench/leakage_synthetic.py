@@ -62,6 +62,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("/tmp/ncore-leakage"))
     parser.add_argument("--clips", type=int, default=240)
     parser.add_argument("--entanglement", type=float, default=0.9)
+    parser.add_argument(
+        "--preset",
+        default="hard-case",
+        choices=("hard-case", "premise"),
+        help="Synthetic preset (this study was designed on the hard case; the premise "
+        "preset's study is bench/positive_control.py).",
+    )
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--max-seconds", type=float, default=1.0)
@@ -89,6 +96,7 @@ def main() -> None:
             manifest_path=manifest_path,
             clips=args.clips,
             entanglement=args.entanglement,
+            preset=args.preset,
         )
         save_manifest_keeping_views(manifest, manifest_path)
         print("\n".join(summary.lines()))
@@ -128,6 +136,7 @@ def main() -> None:
             manifest_path=independent,
             clips=args.clips,
             entanglement=0.0,
+            preset=args.preset,
             synthetic_seed=1,
         )
         save_manifest_keeping_views(manifest, independent)
