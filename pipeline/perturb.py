@@ -171,9 +171,9 @@ class EmotionParams(_ParamsMixin):
     ``target_rms`` its eta2. eta1 = 20 and eta2 = 0.05 are the paper's (appendix A.1); the
     paper gives no band count (and its reference code no band permutation), so
     ``num_bands`` = 40 (187.5 Hz bands at the defaults) is this toolkit's choice, kept
-    after the layout sweep of ``bench/selectivity.py`` (README, "Selectivity"). Bands are ``(n_fft // 2) // num_bands`` bins wide, starting
-    above the DC bin; the few bins left over at the top (7.5 to 8 kHz at the defaults)
-    stay in place.
+    after the layout sweep of ``bench/selectivity.py`` (README, "Selectivity"). Bands
+    are ``(n_fft // 2) // num_bands`` bins wide, starting above the DC bin; the few bins
+    left over at the top (7.5 to 8 kHz at the defaults) stay in place.
     """
 
     num_bands: int = 40  # n_spec: not given by the paper, this toolkit's choice
