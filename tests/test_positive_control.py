@@ -96,9 +96,7 @@ def test_ncore_lowers_speaker_leakage_on_the_premise_preset(tmp_path):
     base_acc, base_spk, _ = _train_and_probe(
         tmp_path, train, probe, "baseline", ["--views", "0", "--no-adversary", "--lambda-reg", "0"]
     )
-    ncore_acc, ncore_spk, _ = _train_and_probe(
-        tmp_path, train, probe, "ncore", ["--views", "2"]
-    )
+    ncore_acc, ncore_spk, _ = _train_and_probe(tmp_path, train, probe, "ncore", ["--views", "2"])
     # The baseline must have something to remove: its embedding decodes the speaker of
     # unseen clips well above chance (1/4).
     assert base_spk.balanced_accuracy > base_spk.chance + 0.15, base_spk
