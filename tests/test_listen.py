@@ -101,6 +101,21 @@ def test_failed_clips_show_their_reason_and_the_header_its_counts(manifest_path,
     assert re.search(rf"data-clip=\"{SHORT_ID}\".*?failed: clip too short", text, re.S)
 
 
+def test_page_refers_to_nothing_outside_its_folder(page):
+    out, _ = page
+    text = (out / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'(?:src|href)="([^"]*)"', text)
+    assert len(links) > 10
+    ids = set(re.findall(r' id="([^"]+)"', text))
+    for link in links:
+        if link.startswith("#"):
+            assert link[1:] in ids, link
+        else:
+            assert ":" not in link and not link.startswith("/"), link  # no URL, no absolute path
+            assert (out / link).resolve().is_relative_to(out.resolve()) and (out / link).is_file()
+    assert "url(" not in text and "@import" not in text and "http" not in text
+
+
 def test_bytes_per_second_of_audio_as_measured_on_disk(manifest_path, page):
     out, _ = page
     text = (out / "index.html").read_text(encoding="utf-8")
