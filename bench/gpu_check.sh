@@ -3,13 +3,13 @@
 #
 #   bench/gpu_check.sh [OUT_DIR]
 #
-# Expects a python3 with torch (CUDA) and transformers, the project's other dependencies
-# importable (PYTHONPATH), and the demo's manifest and cache (`make demo`, or
-# `ncore-prep manifest --dataset synthetic && ncore-prep perturb --dataset synthetic
-# --views 5`) in manifests/ and cache/. Runs, each with its own time limit:
+# Expects a python3 with torch (CUDA) and transformers and the project's other dependencies
+# importable (PYTHONPATH). Makes the demo's manifest and views first unless
+# manifests/synthetic.json exists. Then runs, each with its own time limit:
 #   1. the CUDA tests (bf16 autocast step; the no-GPU error test skips itself on CUDA);
 #   2. bench/train.py views: optimizer-step cost of N = 0, 1, 5 views of hubert-base
-#      shapes (random weights, bf16 autocast), audio seconds per second and MFU;
+#      shapes (random weights, bf16 autocast), audio seconds per second and MFU; then
+#      how far padding moves a clip's embedding there (plain forward vs NCoreModel.infer);
 #   3. a short ncore-train run (bf16, 2 epochs) of a randomly initialised hubert-base
 #      folder on the demo's cache, streaming the shards as a user's run does.
 set -u
@@ -19,6 +19,15 @@ export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 python3 -c "import torch, transformers, zarr; print('torch', torch.__version__, 'transformers', \
 transformers.__version__, 'zarr', zarr.__version__)" | tee -a "$out/gpu.txt"
+
+if [ ! -f manifests/synthetic.json ]; then
+  echo "== 0. the demo's corpus and views (ncore-prep on this machine's cores)"
+  start=$(date +%s.%N)
+  timeout 240 python3 -m pipeline.cli manifest --dataset synthetic --preset premise 2>&1 | tail -3
+  timeout 300 python3 -m pipeline.cli perturb --dataset synthetic --views 5 2>&1 | tail -3
+  echo "prep wall $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s ($(nproc) cores)" \
+    | tee "$out/prep.txt"
+fi
 
 echo "== 1. CUDA tests"
 timeout 240 python3 -m pytest -q -s -p no:cacheprovider tests/test_cuda.py \
