@@ -128,7 +128,7 @@ def main() -> None:
 
             word = {True: "yes", False: "no", None: "cannot tell"}
             lines.append(
-                f"| {layout} | {8000 / bands:.0f} | {trio('speaker', 'envelope')} | "
+                f"| {layout} | {(512 // bands) * 15.625:g} | {trio('speaker', 'envelope')} | "
                 f"{trio('speaker', 'all')} | {trio('emotion', 'all')} | "
                 f"{word[result.removes]} | {word[result.keeps]} |"
             )
