@@ -14,6 +14,7 @@ folder could not read).
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import math
@@ -106,19 +107,26 @@ def write_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
 def replace_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it to ``folder`` when the block ends.
 
-    ``with replace_folder(final) as tmp: ...write into tmp...``. On success an existing
-    ``folder`` is removed and ``tmp`` renamed to it; on any exception ``tmp`` is deleted and
-    ``folder`` is left as it was. The temporary folder gets mode 0777 minus the umask.
+        ``with replace_folder(final) as tmp: ...write into tmp...``. On success an existing
+        ``folder`` is removed and ``tmp`` renamed to it; on any exception ``tmp`` is deleted and
+        ``folder`` is left as it was. The folder and everything in it get the modes ``mkdir()``
+    and ``open()`` would give them (0777 / 0666 minus the umask), whatever wrote them.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        mask = _umask()
+        os.chmod(tmp, 0o777 & ~mask)
         yield tmp
         for child in tmp.rglob("*"):
-            if child.is_file():
+            # Some writers ignore the umask (safetensors creates its files 0600): every
+            # entry gets the mode open() / mkdir() would have given it.
+            if child.is_file() and not child.is_symlink():
+                os.chmod(child, 0o666 & ~mask)
                 _fsync_file(child)
+            elif child.is_dir() and not child.is_symlink():
+                os.chmod(child, 0o777 & ~mask)
         if folder.exists():
             shutil.rmtree(folder)
         os.replace(tmp, folder)
@@ -142,3 +150,21 @@ def _umask() -> int:
     mask = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, but brief)
     os.umask(mask)
     return mask
+
+
+def os_reason(error: OSError) -> str:
+    """A short reason for a failed write or read: "the disk is full", "read-only file
+    system", or the system's own words ("Permission denied", "File too large", ...)."""
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return "the disk is full"
+    if error.errno == errno.EROFS:
+        return "read-only file system"
+    return error.strerror or str(error)
+
+
+def os_error_line(error: OSError, fallback: object = "") -> str:
+    """One line for an OSError that a command cannot recover from: the path, then why."""
+    where = error.filename if error.filename is not None else fallback
+    if where:
+        return f"{where}: {os_reason(error)}"
+    return f"a file could not be written or read ({os_reason(error)})"

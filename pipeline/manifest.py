@@ -11,8 +11,6 @@ root, so that a project folder can be moved as a whole.
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import hashlib
 import json
 import os
@@ -23,7 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from pipeline.atomic import json_text, write_bytes, write_json
+from pipeline.atomic import json_text, os_reason, write_bytes, write_json
 from pipeline.errors import PipelineError
 
 SCHEMA_VERSION = 1
@@ -695,43 +693,33 @@ class ManifestFile:
     def __init__(self, path: str | os.PathLike[str], command: str) -> None:
         self.path = Path(path)
         self.command = command
-        self._handle: Any = None
+        self._lock: Any = None
         self._digest: str | None = None  # sha256 of the bytes last read or written; "" absent
 
     def __enter__(self) -> ManifestFile:
+        from pipeline.locks import LockHeld, exclusive_lock
+
         self.target = manifest_target(self.path)
-        lock_path = self.target.with_name(f".{self.target.name}.lock")
+        lock = exclusive_lock(
+            self.target.with_name(f".{self.target.name}.lock"), f"`ncore-prep {self.command}`"
+        )
         try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(lock_path, "a+")
+            lock.__enter__()
+        except LockHeld as e:
+            raise ManifestError(
+                f"{self.path} is in use by {e.holder}; wait for it to finish, then re-run"
+            ) from None
         except OSError as e:
             raise ManifestError(
-                f"{lock_path}: cannot create the lock file ({os_reason(e)})"
+                f"{self.path}: cannot create its lock file ({os_reason(e)})"
             ) from None
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another ncore-prep command"
-            handle.close()
-            raise ManifestError(
-                f"{self.path} is in use by {holder}; wait for it to finish, then re-run"
-            ) from None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"`ncore-prep {self.command}` (pid {os.getpid()})\n")
-            handle.flush()
-        except OSError:
-            pass  # the lock holds; only the description of the holder is missing
-        self._handle = handle
+        self._lock = lock
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._handle is not None:
-            fcntl.flock(self._handle, fcntl.LOCK_UN)
-            self._handle.close()
-            self._handle = None
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
 
     def exists(self) -> bool:
         return self.target.exists()
@@ -759,7 +747,7 @@ class ManifestFile:
 
     def save(self, manifest: Manifest) -> None:
         """Replace the file atomically, unless it changed since this process last saw it."""
-        if self._handle is None:
+        if self._lock is None:
             raise RuntimeError("ManifestFile.save outside its `with` block")
         manifest.check()
         if self._digest is not None:
@@ -782,15 +770,6 @@ class ManifestFile:
                 f"{self.path}: cannot write the manifest ({os_reason(e)})"
             ) from None
         self._digest = hashlib.sha256(data).hexdigest()
-
-
-def os_reason(e: OSError) -> str:
-    """A short reason for an OSError: 'No space left on device', 'Read-only file system'..."""
-    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return "the disk is full"
-    if e.errno == errno.EROFS:
-        return "read-only file system"
-    return e.strerror or str(e)
 
 
 def relative_to_manifest(

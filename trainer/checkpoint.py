@@ -20,10 +20,14 @@ intact and never a half-written one. Folder and file names come from ``trainer/r
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,28 @@ def _progress(path: Path) -> tuple[int, float] | None:
     return int(parts[0]), (int(parts[1]) if len(parts) == 2 else math.inf)
 
 
+@contextmanager
+def weight_files_written(folder: Path) -> Iterator[None]:
+    """Turn the write failures of safetensors and ``torch.save`` into ``OSError``.
+
+    Both report a full disk (or a file-size limit) with their own exception types and a
+    message that holds the system's reason; the command line reports an ``OSError`` in one
+    line, the others would be a traceback.
+    """
+    try:
+        yield
+    except OSError:
+        raise
+    except Exception as error:
+        text = str(error)
+        if type(error).__name__ != "SafetensorError" and "write" not in text.lower():
+            raise
+        found = re.search(r"os error (\d+)", text)
+        code = int(found.group(1)) if found else errno.EIO
+        reason = os.strerror(code) if found else "writing failed (is the disk full?)"
+        raise OSError(code, reason, str(folder)) from None
+
+
 def save_checkpoint(
     folder: str | os.PathLike[str],
     epoch: int,
@@ -77,7 +103,7 @@ def save_checkpoint(
     folder = Path(folder)
     final = folder / checkpoint_name(epoch, batch)
     # A re-run of the same epoch after a resume replaces the folder.
-    with replace_folder(final) as tmp:
+    with weight_files_written(final), replace_folder(final) as tmp:
         save_model(model, str(tmp / WEIGHTS_FILE))
         blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         if rng is not None:
@@ -122,13 +148,23 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise TrainerError(f"checkpoint {path}: unreadable state.json ({error})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise TrainerError(damaged_checkpoint(path, error)) from None
+    if not isinstance(state, dict):
+        raise TrainerError(damaged_checkpoint(path, ValueError("state.json is not an object")))
     if state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
         raise TrainerError(
             f"checkpoint {path}: schema_version {state.get('schema_version')!r} is not "
             f"supported (this toolkit reads version {CHECKPOINT_SCHEMA_VERSION})"
         )
+    types = {"seed": int, "step": int, "best_epoch": int, "bad_epochs": int}
+    types |= {"best_acc": (int, float), "loader": dict, "config": dict}
+    for name, kind in types.items():
+        if not isinstance(state.get(name), kind) or isinstance(state.get(name), bool):
+            problem = ValueError(f"state.json field {name!r} is missing or of the wrong type")
+            raise TrainerError(damaged_checkpoint(path, problem))
+    if not isinstance(state["loader"].get("next_epoch"), int):
+        raise TrainerError(damaged_checkpoint(path, ValueError("state.json loader is garbled")))
     return state
 
 
@@ -163,16 +199,29 @@ def load_checkpoint(
     state = read_state(path)
     if config is not None:
         check_same_config(path, state, config)
-    load_model(model, str(path / WEIGHTS_FILE), strict=True)
-    if optimizer is not None or scheduler is not None:
-        blob = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
-        if optimizer is not None:
-            optimizer.load_state_dict(blob["optimizer"])
-        if scheduler is not None:
-            scheduler.load_state_dict(blob["scheduler"])
-        if "rng" in blob:
-            state["rng"] = blob["rng"]
+    try:
+        load_model(model, str(path / WEIGHTS_FILE), strict=True)
+        if optimizer is not None or scheduler is not None:
+            blob = torch.load(path / "optim.pt", map_location="cpu", weights_only=True)
+            if optimizer is not None:
+                optimizer.load_state_dict(blob["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(blob["scheduler"])
+            if "rng" in blob:
+                state["rng"] = blob["rng"]
+    except Exception as error:  # truncated or garbled files raise many types
+        raise TrainerError(damaged_checkpoint(path, error)) from None
     return state
+
+
+def damaged_checkpoint(path: Path, error: BaseException) -> str:
+    """The one-line message for a checkpoint whose files cannot be read back."""
+    text = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+    return (
+        f"checkpoint {path} is damaged ({type(error).__name__}{': ' + text if text else ''}); "
+        "delete that folder and re-run with --resume (the seed restarts from the previous "
+        "checkpoint, or from the beginning if there is none)"
+    )
 
 
 def save_selected(model: nn.Module, seed_dir: SeedDir, record: ModelRecord) -> None:
@@ -183,7 +232,7 @@ def save_selected(model: nn.Module, seed_dir: SeedDir, record: ModelRecord) -> N
 
     from trainer.model import save_backbone
 
-    with replace_folder(seed_dir.best) as tmp:
+    with weight_files_written(seed_dir.best), replace_folder(seed_dir.best) as tmp:
         save_backbone(model.backbone, model.spec, tmp / BACKBONE_DIR)
         heads = {
             name: tensor.detach().cpu().contiguous()

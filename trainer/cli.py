@@ -17,6 +17,7 @@ from typing import Any
 import click
 from click.core import ParameterSource
 
+from pipeline.atomic import os_error_line
 from trainer.config import TrainConfig, parse_seeds, read_config_file, resolve_config
 from trainer.errors import TrainerError
 from trainer.eval_cli import (
@@ -234,6 +235,8 @@ def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) 
         raise click.UsageError("pass --manifest PATH (or a subcommand)") from None
     except TrainerError as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:  # a full disk or a read-only run folder: one line
+        raise click.ClickException(os_error_line(error)) from None
     if done is None:  # not rank 0 under torchrun
         return
     run, summary = done

@@ -20,12 +20,15 @@ from typing import Any
 
 import click
 
+from pipeline.atomic import os_error_line
 from trainer.errors import TrainerError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
 
 
 def _fail(error: Exception) -> click.ClickException:
+    if isinstance(error, OSError):  # a full disk, a read-only folder: one line, not a traceback
+        return click.ClickException(os_error_line(error))
     return click.ClickException(str(error))
 
 
@@ -43,7 +46,7 @@ def base_config(ctx: click.Context):
         raise click.UsageError("run the experiments through ncore-train")
     try:
         return ctx.obj.config(ctx.info_name or "<experiment>")
-    except TrainerError as error:
+    except (TrainerError, OSError) as error:
         raise _fail(error) from None
 
 
@@ -72,7 +75,7 @@ def run_experiment(ctx: click.Context, run: Callable, *args: Any) -> None:
     """``run(config, *args)`` with the group's training config; print its table."""
     try:
         _print_result(run(base_config(ctx), *args))
-    except TrainerError as error:
+    except (TrainerError, OSError) as error:
         raise _fail(error) from None
 
 
@@ -118,7 +121,7 @@ def evaluate_command(runs, device, folds, force, no_figures, probe_manifest, ver
                 probe_on_manifest(run, probe_manifest, device, folds)
                 markdown = RunDir(run).probe_files(probe_manifest)[1]
                 click.echo(markdown.read_text(encoding="utf-8"))
-    except TrainerError as error:
+    except (TrainerError, OSError) as error:
         raise _fail(error) from None
 
 
@@ -138,7 +141,7 @@ def report_command(runs, out, verbose) -> None:
 
     try:
         click.echo(report_runs(runs, out), nl=False)
-    except TrainerError as error:
+    except (TrainerError, OSError) as error:
         raise _fail(error) from None
 
 
@@ -183,7 +186,7 @@ def embed_command(
 
     try:
         info = embed_manifest(run, manifest_path, out, seed, split, batch_size, max_seconds, device)
-    except TrainerError as error:
+    except (TrainerError, OSError) as error:
         raise _fail(error) from None
     click.echo(
         f"{info['clips']} clips embedded ({info['dim']} dims), "

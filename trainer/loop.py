@@ -146,6 +146,12 @@ def train_seed(
         )
         if state["seed"] != seed:
             raise TrainerError(f"checkpoint {latest} belongs to seed {state['seed']}, not {seed}")
+        if state.get("splits", plan.splits) != plan.splits:
+            raise TrainerError(
+                f"checkpoint {latest} was written under other splits or labels of the "
+                "manifest's clips; resuming would train and test on other clips: pass another "
+                "--out"
+            )
         start_epoch = state["loader"]["next_epoch"]
         step, best_acc = state["step"], state["best_acc"]
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
@@ -197,6 +203,7 @@ def train_seed(
                 "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs,
                 "loader": loader_state,
+                "splits": plan.splits,
                 **extra,
             },
             config=config.replace(seeds=(seed,)),
@@ -369,8 +376,20 @@ def train(config: TrainConfig) -> tuple[RunPlan, list[SeedRecord]]:
     ddp = setup_distributed(torch.device(requested).type)
     device = resolve_device(requested, ddp)
     plan = plan_run(config)
+    with plan.run.lock(held=ddp.main):
+        records = _train_locked(config, plan, device, ddp)
+    teardown_distributed(ddp)
+    return plan, records
+
+
+def _train_locked(
+    config: TrainConfig, plan: RunPlan, device: torch.device, ddp: Distributed
+) -> list[SeedRecord]:
+    """The seeds of ``train``, with the run folder held by this job."""
     if ddp.main:
-        plan.run.write_record(RunRecord(config, plan.views, plan.view_set.key))
+        record = RunRecord(config, plan.views, plan.view_set.key, plan.splits)
+        plan.run.check_record(record)  # another run's folder is refused, not mixed into
+        plan.run.write_record(record)
         log.info(
             "training %s on %s (%s views of %s, %d train clips) -> %s",
             config.task,
@@ -380,6 +399,4 @@ def train(config: TrainConfig) -> tuple[RunPlan, list[SeedRecord]]:
             plan.train_clips,
             plan.out,
         )
-    records = [train_seed(config, plan, seed, device, ddp) for seed in config.seeds]
-    teardown_distributed(ddp)
-    return plan, records
+    return [train_seed(config, plan, seed, device, ddp) for seed in config.seeds]

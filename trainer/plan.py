@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -45,6 +46,7 @@ class RunPlan:
     train_clips: int
     val_split: str
     run: RunDir
+    splits: str = ""  # digest of every clip's split and labels (splits_digest)
 
     @property
     def out(self) -> Path:
@@ -65,6 +67,24 @@ def plan_run(config: TrainConfig) -> RunPlan:
         raise TrainerError(f"{manifest_path}: no clip in the train split")
     if not manifest.clips_in("test"):
         raise TrainerError(f"{manifest_path}: no clip in the test split")
+    # What the view set actually stores: clips that failed perturbation are neither trained
+    # nor tested. Checked here, before any training, not when the test finds nothing.
+    failed = {f.id for f in view_set.failures}
+    where = f"{manifest_path}: view set {view_set.kind}-n{view_set.views}-{view_set.key}"
+    classes = {getattr(c, config.task) for c in manifest.clips_in("train") if c.id not in failed}
+    if len(classes) < 2:
+        raise TrainerError(
+            f"{where} stores training clips of {len(classes)} {config.task} class(es) "
+            f"({', '.join(sorted(classes)) or 'none'}); a classifier needs at least two"
+        )
+    for split in ("test", "val"):
+        listed = [c.id for c in manifest.clips_in(split)]
+        if listed and all(cid in failed for cid in listed):
+            raise TrainerError(
+                f"{where}: every {split} clip ({len(listed)}) failed perturbation, so there is "
+                f"nothing to {'test' if split == 'test' else 'select epochs'} on; see the "
+                "failures with `ncore-prep inspect`"
+            )
     # The paper protocol has no validation split: it selects the epoch on test
     # (docs/evaluation.md, "Protocols").
     val_split = "val" if manifest.clips_in("val") else "test"
@@ -84,7 +104,21 @@ def plan_run(config: TrainConfig) -> RunPlan:
         train_clips=train_clips,
         val_split=val_split,
         run=RunDir(out),
+        splits=splits_digest(manifest),
     )
+
+
+def splits_digest(manifest: Manifest) -> str:
+    """A SHA-256 of every clip's id, split and labels, in id order.
+
+    A run records it (``config.json``, every checkpoint) so that resuming refuses a manifest
+    whose splits or labels changed under the same view set: the run would otherwise go on
+    training and testing on other clips.
+    """
+    h = hashlib.sha256()
+    for c in sorted(manifest.clips, key=lambda c: c.id):
+        h.update("\x1f".join((c.id, c.split, c.emotion, c.speaker)).encode("utf-8") + b"\x1e")
+    return "sha256:" + h.hexdigest()
 
 
 def build_model(config: TrainConfig, task_classes: int, adv_classes: int, seed: int) -> NCoreModel:

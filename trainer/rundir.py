@@ -28,11 +28,14 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import write_json, write_text
+from pipeline.locks import LockHeld, exclusive_lock
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
 
@@ -40,6 +43,7 @@ RUN_SCHEMA_VERSION = 1
 LEGACY_VERSION = 0  # records written before schema_version existed
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"  # held by the ncore-train writing the folder (RunDir.lock)
 SUMMARY_JSON = "summary.json"
 SUMMARY_MD = "summary.md"
 FIGURES_DIR = "figures"
@@ -258,9 +262,12 @@ class RunRecord:
     config: TrainConfig
     resolved_views: int | None
     view_set: str | None
+    splits: str | None = None  # trainer.plan.splits_digest; None in runs written before it
 
     def to_dict(self) -> dict[str, Any]:
         extra = {"resolved_views": self.resolved_views, "view_set": self.view_set}
+        if self.splits is not None:
+            extra["splits"] = self.splits
         return {**self.config.to_dict(), **extra}
 
     @classmethod
@@ -269,11 +276,14 @@ class RunRecord:
             raise TrainerError(f"{where}: expected a JSON object")
         data = dict(data)
         views, key = data.pop("resolved_views", None), data.pop("view_set", None)
+        splits = data.pop("splits", None)
+        if splits is not None and not isinstance(splits, str):
+            raise TrainerError(f"{where}: field 'splits' must be a string, got {splits!r}")
         try:
             config = TrainConfig.from_dict(data)
         except TrainerError as error:
             raise TrainerError(f"{where}: {error}") from None
-        return cls(config, views, key)
+        return cls(config, views, key, splits)
 
 
 # ----- paths ---------------------------------------------------------------------------------
@@ -423,6 +433,65 @@ class RunDir:
 
     def write_record(self, record: RunRecord) -> None:
         write_json(self.config_path, record.to_dict())
+
+    @contextmanager
+    def lock(self, held: bool = True) -> Iterator[None]:
+        """Hold the run folder for one ``ncore-train`` (``.lock`` inside it) while training.
+
+        A second training into the same folder is refused at once, in one line naming the
+        process that holds it. ``held=False`` (DDP ranks other than 0) does nothing: rank 0
+        holds the folder for the whole job. The kernel releases the lock if the process dies.
+        """
+        if not held:
+            yield
+            return
+        try:
+            with exclusive_lock(self.path / LOCK_FILE, "`ncore-train`"):
+                yield
+        except LockHeld as error:
+            raise TrainerError(
+                f"{self.path} is in use by {error.holder}; wait for it to finish or pass "
+                "another --out"
+            ) from None
+
+    def check_record(self, record: RunRecord) -> None:
+        """Refuse (one line) to train into a folder that holds another run.
+
+        The folder may hold this same run (a resume, or a restart of one that stopped before
+        its first checkpoint): the config (apart from the resume-neutral fields: out, resume,
+        seeds, device, num_workers, checkpoint_every), the resolved views, the view set and
+        the splits must all be those recorded.
+        """
+        if not self.config_path.exists():
+            return
+        try:
+            old = self.read_record()
+        except TrainerError as error:
+            raise TrainerError(
+                f"{error}; this folder holds something else: pass another --out"
+            ) from None
+        difference = record.config.first_difference(old.config)
+        if difference is None and (old.resolved_views, old.view_set) != (
+            record.resolved_views,
+            record.view_set,
+        ):
+            difference = (
+                "view set",
+                f"{old.view_set} (N={old.resolved_views})",
+                f"{record.view_set} (N={record.resolved_views})",
+            )
+        if difference is not None:
+            name, theirs, mine = difference
+            raise TrainerError(
+                f"{self.path} holds a run with {name}={theirs!r} ({mine!r} now): resume it "
+                "with the same settings or pass another --out"
+            )
+        if old.splits is not None and record.splits is not None and old.splits != record.splits:
+            raise TrainerError(
+                f"{self.path}: the manifest's splits or labels changed since this run started "
+                f"(same view set {record.view_set}); continuing would train and test on other "
+                "clips: pass another --out"
+            )
 
     def read_summary(self) -> dict[str, Any]:
         if not self.summary_json.is_file():
