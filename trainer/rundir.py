@@ -5,7 +5,9 @@ frozen dataclasses with ``to_dict`` / ``from_dict``, a ``schema_version`` and fi
 refused loudly when unknown (as the manifest is, ``pipeline/manifest.py``)::
 
     runs/<name>/
-      config.json                   RunRecord: the TrainConfig + resolved views, view-set key
+      .lock                         held by the ncore-train writing the folder (RunDir.lock)
+      config.json                   RunRecord: the TrainConfig + resolved views, view-set key,
+                                    the splits' digest (trainer.plan.splits_digest)
       seed-<s>/
         metrics.jsonl               one EpochRow per line (read_epoch_rows)
         checkpoint/epoch-XXXX[-batch-YYYYYY]/   trainer/checkpoint.py
