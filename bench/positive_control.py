@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.rundir import RunDir
+
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
@@ -84,7 +86,7 @@ def corpora(
 
 
 def train_run(train: Path, run: Path, options: list[str], args) -> None:
-    if (run / "summary.json").exists():
+    if RunDir(run).summary_json.exists():
         return
     command = [
         str(BIN / "ncore-train"), "--manifest", str(train), "--backbone", "tiny",
@@ -254,9 +256,10 @@ def main() -> None:
 
 
 def seed_metrics(run: Path, seed: int) -> dict[str, float]:
-    """One seed's emotion-task test metrics, from whichever record the run folder has."""
-    for name in ("evaluation.json", "test_metrics.json"):
-        path = run / f"seed-{seed}" / name
+    """One seed's emotion-task test metrics, from whichever record the run folder has (the
+    evaluation's, or the legacy layout's test record)."""
+    seed_dir = RunDir(run).seed(seed)
+    for path in (seed_dir.evaluation, seed_dir.legacy_test_metrics):
         if path.exists():
             return json.loads(path.read_text(encoding="utf-8"))["metrics"]
     raise SystemExit(f"{run}: no test metrics for seed {seed}")
