@@ -164,7 +164,27 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
     type=click.IntRange(min=1),
     default=_DEFAULTS["patience"],
     show_default=True,
-    help="Epochs without a better validation accuracy before stopping.",
+    help="Epochs without a better validation score (--select-metric) before stopping.",
+)
+@click.option(
+    "--select-metric",
+    type=click.Choice(["accuracy", "uar"]),
+    default=_DEFAULTS["select_metric"],
+    show_default=True,
+    help="Validation metric that selects the epoch (uar for imbalanced corpora).",
+)
+@click.option(
+    "--protocol",
+    type=click.Choice(["default", "paper", "speaker-held-out"]),
+    default=None,
+    help="Split protocol; each seed draws its own split under it, stratified on the task's "
+    "label. paper selects the epoch on test (recorded). [default: the manifest's]",
+)
+@click.option(
+    "--fixed-split",
+    is_flag=True,
+    default=False,
+    help="Keep the manifest's stored split for every seed instead of one split per seed.",
 )
 @click.option(
     "--seeds",

@@ -26,12 +26,17 @@ PERTURBATIONS = VIEW_KINDS
 GRL_OBJECTIVES = ("dann", "paper")
 GRL_SCHEDULES = ("constant", "dann")
 CONSISTENCY_NORMS = ("none", "batch-variance")  # as trainer.losses.CONSISTENCY_NORMS
+PROTOCOLS = ("default", "paper", "speaker-held-out")  # as pipeline.splits.PROTOCOLS
+SELECT_METRICS = ("accuracy", "uar")  # as trainer.metrics.SELECT_METRICS
 
 # Fields that do not change what a run computes: a checkpoint written under other values
 # of these may still be resumed. Everything else must match exactly.
+# ``protocol`` and ``fixed_split`` only choose the split, and a resumed seed compares the
+# split it would draw with its recorded ``split.json`` instead (trainer/loop.py).
 RESUME_NEUTRAL_FIELDS = frozenset(
-    {"out", "resume", "seeds", "device", "num_workers", "checkpoint_every"}
-)
+    {"out", "resume", "seeds", "device", "num_workers", "checkpoint_every", "protocol",
+     "fixed_split"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,10 @@ class TrainConfig:
     paper); ``dann`` ramps it from 0 to ``grl_alpha`` over training (Ganin & Lempitsky).
     ``consistency_norm``: ``none`` is eq. 1 (the paper); ``batch-variance`` (not in the
     paper) divides it by the batch's embedding variance, making it scale-free.
+    ``protocol``: the split protocol (None: the manifest's); every seed draws its own split
+    under it, stratified on the task's label, unless ``fixed_split`` keeps the manifest's
+    stored split for all seeds (``pipeline/splits.py``). ``select_metric``: the validation
+    metric that selects the epoch (``accuracy`` or ``uar``).
     """
 
     manifest: str
@@ -59,6 +68,9 @@ class TrainConfig:
     grl_schedule: str = "constant"
     grl_objective: str = "dann"
     consistency_norm: str = "none"
+    protocol: str | None = None
+    fixed_split: bool = False
+    select_metric: str = "accuracy"
     adversary: bool = True
     dropout: float = 0.1
     lr: float = 1e-5
@@ -109,6 +121,14 @@ class TrainConfig:
             self.consistency_norm in CONSISTENCY_NORMS,
             f"consistency_norm must be one of {CONSISTENCY_NORMS}, got {self.consistency_norm!r}",
         )
+        check(
+            self.protocol is None or self.protocol in PROTOCOLS,
+            f"protocol must be one of {PROTOCOLS}, got {self.protocol!r}",
+        )
+        check(
+            self.select_metric in SELECT_METRICS,
+            f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}",
+        )
         check(self.views is None or self.views >= 0, f"views must be >= 0, got {self.views}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
@@ -150,7 +170,9 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
         """Inverse of :meth:`to_dict`; unknown keys are an error naming the key. Keys that
         are absent take their default, so configs written before a field existed still load
-        (and mean what they meant: every new field defaults to the old behaviour)."""
+        (and mean what they meant: every new field defaults to the old behaviour, except
+        ``fixed_split``: runs from before per-seed splits record no split per seed, and the
+        evaluation and ``--resume`` then use the manifest's split, as they were trained)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - names)
         if unknown:

@@ -2,15 +2,21 @@
 
 For every seed of ``runs/<name>/`` the selected model (``seed-<s>/best/``) and the model
 training started from embed the clips ONCE each (view 0, through the one forward path
-``trainer/inference.py``); :func:`probe_seed` is the helper both passes below share:
+``trainer/inference.py``), on the seed's own split (``seed-<s>/split.json``; the manifest's
+split for run folders from before it was recorded); :func:`probe_seed` is the helper both
+passes below share: probes fitted on the training split's embeddings and scored on the
+test split, with bootstrap intervals, and the within-test cross-validated probes as a
+secondary figure (docs/evaluation.md):
 
 - :func:`evaluate_run` (the test split): the task head's metrics and the adversarial head's
   accuracy (``trainer/summary.py``), linear probes of y+ and y- on both models' embeddings
   and of y- from the y+ label alone (``trainer/probes.py``); per seed
-  ``evaluation.json`` and ``test_embeddings.npz``, then ``summary.json`` / ``summary.md``
-  and the figures (``trainer/plots.py``);
+  ``evaluation.json`` (with every test clip's predictions, for intervals and paired
+  comparisons) and ``test_embeddings.npz``, then ``summary.json`` / ``summary.md`` and the
+  figures (``trainer/plots.py``);
 - :func:`probe_on_manifest` (another corpus, e.g. one where the two labels vary
-  independently): the same probes on all its clips, ``probe-<manifest>.json`` / ``.md``.
+  independently): the same probes, fitted on its train split and scored on its test
+  split, ``probe-<manifest>.json`` / ``.md``.
 
 The run folder is read and written through ``trainer/rundir.py``.
 """
@@ -33,6 +39,7 @@ from trainer.config import TrainConfig
 from trainer.distributed import resolve_device
 from trainer.errors import TrainerError
 from trainer.inference import Inference, infer
+from trainer.model import TINY_PRESETS
 from trainer.plan import (
     RunPlan,
     build_model,
@@ -40,8 +47,16 @@ from trainer.plan import (
     load_selected_model,
     manifest_batches,
     plan_run,
+    seed_plan,
+    stored_split,
 )
-from trainer.probes import DEFAULT_FOLDS, label_only_probe, label_probes
+from trainer.probes import (
+    DEFAULT_FOLDS,
+    held_out_label_only_probe,
+    held_out_probe,
+    label_only_probe,
+    label_probes,
+)
 from trainer.rundir import ModelRecord, RunDir, RunRecord, SeedDir
 from trainer.summary import probe_markdown, probe_summary, seed_record, summarize, summary_markdown
 
@@ -61,49 +76,75 @@ class SeedPass:
 def embed_seed(
     config: TrainConfig,
     seed_dir: SeedDir,
-    batches: Callable[[], Iterable],
+    passes: dict[str, Callable[[], Iterable]],
     device: torch.device,
-    initial_cache: dict[str, Inference],
-) -> SeedPass:
-    """Run the seed's selected model and its starting model over ``batches()`` (called
-    once per model). The starting model of a pretrained backbone is the same for every
-    seed, so its pass is cached in ``initial_cache``; the tiny backbone is drawn per seed."""
+    initial_cache: dict[Any, Inference],
+) -> dict[str, SeedPass]:
+    """Run the seed's selected model and its starting model over each pass's batches
+    (``passes``: name -> a function returning the batches, called once per model). The
+    starting model of a pretrained backbone is the same for every seed, so its passes are
+    cached in ``initial_cache`` by clip set; the tiny backbones are drawn per seed."""
     model, record = load_selected_model(seed_dir, device)
-    finetuned = infer(model, batches(), device)
+    finetuned = {name: infer(model, batches(), device) for name, batches in passes.items()}
     del model
-    key = config.backbone if config.backbone != "tiny" else f"tiny/{seed_dir.seed}"
-    if key not in initial_cache:
-        start = build_model(config, len(record.task_names), len(record.adv_names), seed_dir.seed)
-        initial_cache[key] = infer(start.to(device), batches(), device)
-        del start
-    initial = initial_cache[key]
-    if initial.clip_ids != finetuned.clip_ids:
-        raise RuntimeError("the fine-tuned and the initial passes saw different clips")
-    return SeedPass(finetuned, initial, record)
+    backbone = config.backbone
+    start_key = f"{backbone}/{seed_dir.seed}" if backbone in TINY_PRESETS else backbone
+    start = None
+    done = {}
+    for name, batches in passes.items():
+        key = (start_key, finetuned[name].clip_ids)
+        if key not in initial_cache:
+            if start is None:
+                start = build_model(
+                    config, len(record.task_names), len(record.adv_names), seed_dir.seed
+                ).to(device)
+            initial_cache[key] = infer(start, batches(), device)
+        initial = initial_cache[key]
+        if initial.clip_ids != finetuned[name].clip_ids:
+            raise RuntimeError("the fine-tuned and the initial passes saw different clips")
+        done[name] = SeedPass(finetuned[name], initial, record)
+    return done
 
 
-def probe_seed(done: SeedPass, folds: int) -> dict[str, dict[str, Any]]:
-    """Probes of both labels on both models' embeddings, and of y- from the y+ label
-    alone: ``{"finetuned": {"task", "adv"}, "backbone": {...}, "labels_only": {"adv"}}``
-    (ProbeResult dicts), with folds drawn from the seed."""
-    y_task, y_adv = done.finetuned.y_task, done.finetuned.y_adv
-    probe_seed_value = stable_seed(done.record.seed, "probe") % (2**32)
-    probes = {
-        name: {
+def probe_seed(
+    train: SeedPass, test: SeedPass, folds: int
+) -> tuple[dict[str, dict[str, Any]], dict[str, np.ndarray]]:
+    """Probes of both labels on both models' embeddings, and of y- from the y+ label alone,
+    fitted on ``train`` and scored on ``test`` with bootstrap intervals (HeldOutProbe
+    dicts): ``{"finetuned": {"task", "adv"}, "backbone": {...}, "labels_only": {"adv"}}``;
+    the same inside ``test`` by cross-validation under ``<name>_cv`` (ProbeResult dicts).
+    Also returns each held-out probe's prediction for every test clip (``finetuned_adv``
+    ...; -1 where the class never occurs in training). Folds and resamples are drawn from
+    the seed."""
+    value = stable_seed(test.record.seed, "probe") % (2**32)
+    probes: dict[str, dict[str, Any]] = {}
+    predictions: dict[str, np.ndarray] = {}
+    for name, fit, scored in (
+        ("finetuned", train.finetuned, test.finetuned),
+        ("backbone", train.initial, test.initial),
+    ):
+        probes[name] = {}
+        for label in ("task", "adv"):
+            y_fit, y_scored = getattr(fit, f"y_{label}"), getattr(scored, f"y_{label}")
+            result = held_out_probe(fit.embeddings, y_fit, scored.embeddings, y_scored, value)
+            probes[name][label] = result.to_dict()
+            predictions[f"{name}_{label}"] = result.predictions
+        probes[f"{name}_cv"] = {
             label: result.to_dict()
             for label, result in label_probes(
-                embeddings, y_task, y_adv, folds=folds, seed=probe_seed_value
+                scored.embeddings, scored.y_task, scored.y_adv, folds=folds, seed=value
             ).items()
         }
-        for name, embeddings in (
-            ("finetuned", done.finetuned.embeddings),
-            ("backbone", done.initial.embeddings),
-        )
+    fit, scored = train.finetuned, test.finetuned
+    labels_only = held_out_label_only_probe(
+        fit.y_task, fit.y_adv, scored.y_task, scored.y_adv, seed=value
+    )
+    probes["labels_only"] = {"adv": labels_only.to_dict()}
+    predictions["labels_only_adv"] = labels_only.predictions
+    probes["labels_only_cv"] = {
+        "adv": label_only_probe(scored.y_task, scored.y_adv, folds, value).to_dict()
     }
-    probes["labels_only"] = {
-        "adv": label_only_probe(y_task, y_adv, folds, probe_seed_value).to_dict()
-    }
-    return probes
+    return probes, predictions
 
 
 # ----- the test split ------------------------------------------------------------------------
@@ -131,15 +172,23 @@ def evaluate_seed(
     config: TrainConfig,
     seed_dir: SeedDir,
     device: torch.device,
-    initial_cache: dict[str, Inference],
+    initial_cache: dict[Any, Inference],
     folds: int = DEFAULT_FOLDS,
 ) -> dict[str, Any]:
-    """The test pass of one seed: writes ``evaluation.json`` and ``test_embeddings.npz``
-    in ``seed_dir`` and returns the record."""
+    """The test pass of one seed, on its recorded split (train split embedded too, for the
+    probes): writes ``evaluation.json`` and ``test_embeddings.npz`` in ``seed_dir`` and
+    returns the record."""
+    split = seed_dir.read_split() or stored_split(plan.manifest, seed_dir.seed)
+    plan = seed_plan(plan, split)
     done = embed_seed(
-        config, seed_dir, lambda: eval_loader(config, plan, "test"), device, initial_cache
+        config,
+        seed_dir,
+        {name: (lambda name=name: eval_loader(config, plan, name)) for name in ("train", "test")},
+        device,
+        initial_cache,
     )
-    test = done.finetuned
+    train, test = done["train"], done["test"].finetuned
+    probes, probe_predictions = probe_seed(train, done["test"], folds)
     record = seed_record(
         seed_dir.seed,
         plan.task_names,
@@ -148,10 +197,23 @@ def evaluate_seed(
         test.y_adv,
         test.task_pred,
         test.adv_pred,
-        probe_seed(done, folds),
+        probes,
     )
-    record["best_epoch"] = done.record.epoch
-    record["val_acc_task"] = done.record.val_acc_task
+    model = done["test"].record
+    record["best_epoch"] = model.epoch
+    record["val_acc_task"] = model.val_acc_task
+    record["selection"] = {
+        "split": model.selection_split or split.selection_split,
+        "metric": model.select_metric,
+    }
+    record["split"] = split.describe()
+    record["clips"] = {
+        "ids": list(test.clip_ids),
+        "y_task": test.y_task.tolist(),
+        "y_adv": test.y_adv.tolist(),
+        "task_pred": test.task_pred.tolist(),
+        "probe_pred": {k: v.tolist() for k, v in probe_predictions.items()},
+    }
     seed_dir.write_evaluation(record)
     write_npz(
         seed_dir.embeddings,
@@ -159,7 +221,7 @@ def evaluate_seed(
         y_task=test.y_task,
         y_adv=test.y_adv,
         embeddings=test.embeddings,
-        backbone_embeddings=done.initial.embeddings,
+        backbone_embeddings=done["test"].initial.embeddings,
     )
     return record
 
@@ -186,7 +248,7 @@ def evaluate_run(
     if not seeds:
         raise TrainerError(f"{run.path}: no finished seed (seed-*/best/); train it first")
     torch_device = resolve_device(device)
-    cache: dict[str, Inference] = {}
+    cache: dict[Any, Inference] = {}
     records = []
     for seed_dir in seeds:
         fresh = (
@@ -197,7 +259,7 @@ def evaluate_run(
             records.append(seed_dir.read_evaluation())
             continue
         if plan is None:
-            plan = plan_run(config.replace(out=str(run.path)))
+            plan = plan_run(config.replace(out=str(run.path)), draw_splits=False)
         records.append(evaluate_seed(plan, config, seed_dir, torch_device, cache, folds))
     # The dataset name without reading the manifest again when every seed was reused
     # (and when the manifest has moved since training).
@@ -235,14 +297,16 @@ def probe_on_manifest(
     folds: int = DEFAULT_FOLDS,
     batch_size: int = 16,
 ) -> dict[str, Any]:
-    """Leakage measured on another corpus: every clip of ``manifest_path`` (view 0, from
-    shards or source audio) through each seed's fine-tuned model and its starting model,
-    and both labels probed there.
+    """Leakage measured on another corpus: the clips of ``manifest_path``'s train and test
+    splits (view 0, from shards or source audio) through each seed's fine-tuned model and
+    its starting model; both labels probed there, fitted on its train split and scored on
+    its test split (and cross-validated inside its test split, the secondary figure).
 
     On a test split where y+ and y- are strongly correlated, a y- probe cannot tell "knows
     y-" from "knows y+"; on a corpus where the two are independent (e.g. the synthetic
     generator with ``entanglement 0``) it can. Writes ``run/probe-<manifest stem>.json`` and
-    ``.md``; returns the dict (mean and sample std over seeds, ddof=1).
+    ``.md``; returns the dict (mean and sample std over seeds, ddof=1, and bootstrap 95 %
+    intervals over its test clips).
     """
     from pipeline.manifest import Manifest, ManifestError
 
@@ -258,16 +322,38 @@ def probe_on_manifest(
     torch_device = resolve_device(device or "cpu")
     failures: dict[str, str] = {}
 
-    def batches() -> Iterable:
-        return manifest_batches(config, manifest, manifest_path, failures.__setitem__, batch_size)
+    train_ids = [c.id for c in manifest.clips if c.split == "train"]
+    test_ids = [c.id for c in manifest.clips if c.split == "test"]
+    if not train_ids or not test_ids:
+        raise TrainerError(
+            f"--probe-manifest {manifest_path}: the probes are fitted on its train split and "
+            f"scored on its test split; it has {len(train_ids)} train and {len(test_ids)} "
+            "test clips (re-import it with ncore-prep manifest to split it)"
+        )
+
+    def batches(ids: list[str]) -> Iterable:
+        return manifest_batches(
+            config, manifest, manifest_path, failures.__setitem__, batch_size, ids
+        )
 
     per_seed = []
-    cache: dict[str, Inference] = {}
-    clips = 0
+    cache: dict[Any, Inference] = {}
+    clips: dict[str, int] = {}
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
     for seed_dir in seeds:
-        done = embed_seed(config, seed_dir, batches, torch_device, cache)
-        clips = len(done.finetuned)
-        probes = probe_seed(done, folds)
+        done = embed_seed(
+            config,
+            seed_dir,
+            {"train": lambda: batches(train_ids), "test": lambda: batches(test_ids)},
+            torch_device,
+            cache,
+        )
+        clips = {name: len(p.finetuned) for name, p in done.items()}
+        probes, predictions = probe_seed(done["train"], done["test"], folds)
+        test = done["test"].finetuned
+        for key, pred in predictions.items():
+            truth = test.y_task if key.endswith("_task") else test.y_adv
+            groups.setdefault(key, []).append((truth, pred))
         per_seed.append(
             {"seed": seed_dir.seed}
             | {f"{model}_{label}": v for model, by in probes.items() for label, v in by.items()}
@@ -277,11 +363,13 @@ def probe_on_manifest(
         {
             "run": run_dir.name,
             "manifest": str(manifest_path),
-            "clips": clips,
+            "clips": clips.get("test", 0),
+            "train_clips": clips.get("train", 0),
             "failed": dict(sorted(failures.items())),
             "task": config.task,
             "adversarial_label": config.adversarial_label,
         },
+        groups,
     )
     json_path, md_path = run_dir.probe_files(manifest_path)
     write_json(json_path, result)

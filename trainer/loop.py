@@ -45,7 +45,8 @@ from trainer.distributed import (
 from trainer.errors import TrainerError
 from trainer.inference import autocast, infer
 from trainer.losses import ncore_loss
-from trainer.plan import RunPlan, build_model, eval_loader, plan_run, train_loader
+from trainer.metrics import uar
+from trainer.plan import RunPlan, build_model, eval_loader, plan_run, seed_plan, train_loader
 from trainer.rundir import (
     EpochRow,
     ModelRecord,
@@ -112,8 +113,10 @@ def optimizer_step(optimizer, scheduler, params, clip_norm: float) -> int:
 def train_seed(
     config: TrainConfig, plan: RunPlan, seed: int, device: torch.device, ddp: Distributed
 ) -> SeedRecord:
-    """Train one seed into ``seed-<s>/``; returns its seed record."""
+    """Train one seed into ``seed-<s>/`` on its split (``plan.seed_splits[seed]``, recorded as
+    ``split.json`` before the first step); returns its seed record."""
     seed_dir = plan.run.seed(seed)
+    plan = seed_plan(plan, plan.seed_splits[seed])
 
     # -- resume or refuse to overwrite ---------------------------------------------------
     latest = latest_checkpoint(seed_dir.checkpoints)
@@ -124,6 +127,21 @@ def train_seed(
     if config.resume and seed_dir.finished:
         log.info("seed %d already finished (%s); skipping", seed, seed_dir.path)
         return seed_dir.seed_record()
+    if latest is not None:  # resuming: the split must be the one the run started on
+        recorded = seed_dir.read_split()
+        if recorded is None and not config.fixed_split:
+            raise TrainerError(
+                f"{seed_dir.path} was started before splits were drawn per seed (on the "
+                "manifest's split): resume it with --fixed-split"
+            )
+        if recorded is not None and recorded != plan.split:
+            raise TrainerError(
+                f"{seed_dir.split_path}: the seed's recorded split differs from the one drawn "
+                "now (manifest, --protocol or --fixed-split changed): use another --out"
+            )
+    if ddp.main:
+        seed_dir.path.mkdir(parents=True, exist_ok=True)
+        seed_dir.write_split(plan.split)
 
     # -- model, optimizer, schedule --------------------------------------------------------
     model = build_model(config, len(plan.task_names), len(plan.adv_names), seed).to(device)
@@ -138,7 +156,10 @@ def train_seed(
         optimizer, lambda step: linear_warmup_decay(step, total_steps, warmup_steps)
     )
 
+    # best_acc: the best selection score so far (validation --select-metric), the name the
+    # checkpoints have always used; best_val_acc: the validation accuracy of that epoch.
     start_epoch, step, best_acc, best_epoch, bad_epochs = 1, 0, -1.0, 0, 0
+    best_val_acc = -1.0
     partial: dict[str, Any] | None = None
     if config.resume and latest is not None:
         state = load_checkpoint(
@@ -154,6 +175,7 @@ def train_seed(
             )
         start_epoch = state["loader"]["next_epoch"]
         step, best_acc = state["step"], state["best_acc"]
+        best_val_acc = state.get("best_val_acc", best_acc)
         best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
         if "partial_epoch" in state:
             partial = state  # a checkpoint inside epoch start_epoch
@@ -200,6 +222,7 @@ def train_seed(
                 "seed": seed,
                 "step": step,
                 "best_acc": best_acc,
+                "best_val_acc": best_val_acc,
                 "best_epoch": best_epoch,
                 "bad_epochs": bad_epochs,
                 "loader": loader_state,
@@ -290,6 +313,8 @@ def train_seed(
 
         val = infer(raw_model, val_loader, device, ddp)
         val_acc = val.task_accuracy or 0.0
+        val_uar = uar(val.y_task, val.task_pred) if len(val) else 0.0
+        score = val_uar if config.select_metric == "uar" else val_acc
         row = EpochRow(
             epoch=epoch,
             step=step,
@@ -305,10 +330,11 @@ def train_seed(
             val_acc_adv=val.adv_accuracy,
             train_clips=int(sums.clips),
             seconds=round(time.perf_counter() - started, 3),
+            val_uar_task=val_uar,
         )
-        improved = val_acc > best_acc
+        improved = score > best_acc
         if improved:
-            best_acc, best_epoch, bad_epochs = val_acc, epoch, 0
+            best_acc, best_val_acc, best_epoch, bad_epochs = score, val_acc, epoch, 0
         else:
             bad_epochs += 1
         last_epoch = epoch
@@ -329,6 +355,8 @@ def train_seed(
                         dropout=config.dropout,
                         grl_alpha=config.grl_alpha,
                         adversary=config.adversary,
+                        select_metric=config.select_metric,
+                        selection_split=plan.val_split,
                     ),
                 )
             checkpoint({**loader.state_dict(), "next_epoch": epoch + 1})
@@ -336,11 +364,22 @@ def train_seed(
 
     # -- done: the seed record marks the selected model final -------------------------------
     record = SeedRecord(
-        seed=seed, best_epoch=best_epoch, val_acc_task=best_acc, last_epoch=last_epoch, steps=step
+        seed=seed,
+        best_epoch=best_epoch,
+        val_acc_task=best_val_acc,
+        last_epoch=last_epoch,
+        steps=step,
     )
     if ddp.main:
         seed_dir.write_seed_record(record)
-        log.info("seed %d done: epoch %d selected (val acc %.4f)", seed, best_epoch, best_acc)
+        log.info(
+            "seed %d done: epoch %d selected on %s by %s %.4f",
+            seed,
+            best_epoch,
+            plan.val_split,
+            config.select_metric,
+            best_acc,
+        )
     barrier(ddp)
     return record
 
@@ -351,7 +390,7 @@ def log_epoch(seed: int, epochs: int, row: EpochRow, improved: bool) -> None:
 
     log.info(
         "seed %d epoch %d/%d | ce %.4f reg %.4f adv %.4f | train acc %.3f/%s | "
-        "val acc %.3f/%s%s | lr %.2e | %.1f s",
+        "val acc %.3f/%s uar %s%s | lr %.2e | %.1f s",
         seed,
         row.epoch,
         epochs,
@@ -362,6 +401,7 @@ def log_epoch(seed: int, epochs: int, row: EpochRow, improved: bool) -> None:
         fmt(row.train_acc_adv),
         row.val_acc_task,
         fmt(row.val_acc_adv),
+        fmt(row.val_uar_task),
         " *" if improved else "",
         row.lr,
         row.seconds,
@@ -390,13 +430,20 @@ def _train_locked(
         record = RunRecord(config, plan.views, plan.view_set.key, plan.splits)
         plan.run.check_record(record)  # another run's folder is refused, not mixed into
         plan.run.write_record(record)
+        split = plan.seed_splits[config.seeds[0]]
         log.info(
-            "training %s on %s (%s views of %s, %d train clips) -> %s",
+            "training %s on %s (%s views of %s, %d train clips; %s split%s, protocol %s, "
+            "epoch selected on %s by %s) -> %s",
             config.task,
             device,
             plan.views,
             config.view_kind,
             plan.train_clips,
+            split.mode,
+            f" stratified on {split.stratify}" if split.mode == "per-seed" else "",
+            split.protocol,
+            plan.val_split,
+            config.select_metric,
             plan.out,
         )
     return [train_seed(config, plan, seed, device, ddp) for seed in config.seeds]

@@ -1,7 +1,9 @@
 """What a run is made of: its plan (from the manifest), its model and its loaders.
 
 - :func:`plan_run` reads the manifest ONCE per command and checks that it has what the
-  config asks for (one-line :class:`~trainer.errors.TrainerError` otherwise);
+  config asks for (one-line :class:`~trainer.errors.TrainerError` otherwise), and draws
+  every seed's split (``pipeline/splits.py``: one split per seed by default);
+  :func:`seed_plan` is the plan of one seed, whose manifest carries that seed's split;
 - :func:`build_model` builds the starting model from label counts and a seed;
   :func:`load_selected_model` rebuilds a run's selected model from ``best/``;
 - :func:`train_loader` / :func:`eval_loader` build the ``trainer/data.py`` loaders the
@@ -12,8 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ from torch import nn
 
 from pipeline.manifest import Manifest, ManifestError, ViewSet
 from pipeline.rng import stable_seed
+from pipeline.splits import SeedSplit, SplitError, seed_split
 from trainer.config import TrainConfig
 from trainer.distributed import SINGLE, Distributed
 from trainer.errors import TrainerError
@@ -35,7 +38,10 @@ CUDA_PREFETCH = 2  # training batches read ahead by a thread on CUDA (no loader 
 
 @dataclass(frozen=True)
 class RunPlan:
-    """What the manifest says about this run: view set, label vocabularies, sizes."""
+    """What the manifest says about this run: view set, label vocabularies, sizes, and the
+    split of every seed (``splits``). A seed's plan (:func:`seed_plan`) has ``split`` set,
+    its manifest's clips carry that split, and ``val_split`` is the split that selects the
+    epoch (``val``; ``test`` under the paper protocol only)."""
 
     manifest: Manifest
     manifest_path: Path
@@ -47,14 +53,27 @@ class RunPlan:
     val_split: str
     run: RunDir
     splits: str = ""  # digest of every clip's split and labels (splits_digest)
+    seed_splits: dict[int, SeedSplit] = field(default_factory=dict)
+    split: SeedSplit | None = None
 
     @property
     def out(self) -> Path:
         return self.run.path
 
 
-def plan_run(config: TrainConfig) -> RunPlan:
-    """Read the manifest and check that it has what the config asks for (one-line errors)."""
+def draw_split(config: TrainConfig, manifest: Manifest, manifest_path: Path, seed: int):
+    """Seed ``seed``'s split under the config's protocol (one-line error naming the fix)."""
+    mode = "fixed" if config.fixed_split else "per-seed"
+    try:
+        return seed_split(manifest.clips, manifest.split, seed, config.task, mode, config.protocol)
+    except SplitError as error:
+        raise TrainerError(f"{manifest_path}: {error}") from None
+
+
+def plan_run(config: TrainConfig, draw_splits: bool = True) -> RunPlan:
+    """Read the manifest, check that it has what the config asks for and draw every seed's
+    split (one-line errors, before any training). ``draw_splits=False`` (evaluation: the
+    seeds' splits are read from their records) describes the manifest's stored split."""
     manifest_path = Path(config.manifest)
     try:
         manifest = Manifest.load(manifest_path)
@@ -62,36 +81,17 @@ def plan_run(config: TrainConfig) -> RunPlan:
     except ManifestError as error:
         raise TrainerError(str(error)) from None
     views = view_set.views if config.views is None else config.views
-    train_clips = len(manifest.clips_in("train"))
-    if train_clips == 0:
-        raise TrainerError(f"{manifest_path}: no clip in the train split")
-    if not manifest.clips_in("test"):
-        raise TrainerError(f"{manifest_path}: no clip in the test split")
-    # What the view set actually stores: clips that failed perturbation are neither trained
-    # nor tested. Checked here, before any training, not when the test finds nothing.
-    failed = {f.id for f in view_set.failures}
-    where = f"{manifest_path}: view set {view_set.kind}-n{view_set.views}-{view_set.key}"
-    classes = {getattr(c, config.task) for c in manifest.clips_in("train") if c.id not in failed}
-    if len(classes) < 2:
-        raise TrainerError(
-            f"{where} stores training clips of {len(classes)} {config.task} class(es) "
-            f"({', '.join(sorted(classes)) or 'none'}); a classifier needs at least two"
-        )
-    for split in ("test", "val"):
-        listed = [c.id for c in manifest.clips_in(split)]
-        if listed and all(cid in failed for cid in listed):
-            raise TrainerError(
-                f"{where}: every {split} clip ({len(listed)}) failed perturbation, so there is "
-                f"nothing to {'test' if split == 'test' else 'select epochs'} on; see the "
-                "failures with `ncore-prep inspect`"
-            )
-    # The paper protocol has no validation split: it selects the epoch on test
-    # (docs/evaluation.md, "Protocols").
-    val_split = "val" if manifest.clips_in("val") else "test"
-    if val_split == "test":
-        log.warning(
-            "%s has no validation split: selecting epochs on test (paper protocol)", manifest_path
-        )
+    if draw_splits:
+        seed_splits = {
+            seed: draw_split(config, manifest, manifest_path, seed) for seed in config.seeds
+        }
+        first = seed_splits[config.seeds[0]]
+    else:
+        seed_splits, first = {}, stored_split(manifest, config.seeds[0])
+    for split in seed_splits.values() or [first]:
+        check_stored_clips(config, manifest, manifest_path, view_set, split)
+    if draw_splits and first.selection_split == "test":
+        log.info("protocol paper: the epoch is selected on the test split (recorded)")
     name = f"{manifest.dataset}-{config.task}-{config.view_kind}-n{views}"
     out = Path(config.out) if config.out else Path("runs") / name
     return RunPlan(
@@ -101,10 +101,84 @@ def plan_run(config: TrainConfig) -> RunPlan:
         views=views,
         task_names=tuple(manifest.labels[config.task]),
         adv_names=tuple(manifest.labels[config.adversarial_label]),
-        train_clips=train_clips,
-        val_split=val_split,
+        train_clips=len(first.train),
+        val_split=first.selection_split,
         run=RunDir(out),
         splits=splits_digest(manifest),
+        seed_splits=seed_splits,
+    )
+
+
+def check_stored_clips(
+    config: TrainConfig,
+    manifest: Manifest,
+    manifest_path: Path,
+    view_set: ViewSet,
+    split: SeedSplit,
+) -> None:
+    """What the view set actually stores of ``split``: clips that failed perturbation are
+    neither trained nor tested. Checked before any training, not when the test finds
+    nothing (one-line errors)."""
+    failed = {f.id for f in view_set.failures}
+    where = f"{manifest_path}: view set {view_set.kind}-n{view_set.views}-{view_set.key}"
+    by_id = manifest.clip_by_id()
+    classes = {getattr(by_id[cid], config.task) for cid in split.train if cid not in failed}
+    if len(classes) < 2:
+        raise TrainerError(
+            f"{where} stores training clips of {len(classes)} {config.task} class(es) "
+            f"({', '.join(sorted(classes)) or 'none'}) for seed {split.seed}; a classifier "
+            "needs at least two"
+        )
+    for name in ("test", "val"):
+        listed = getattr(split, name)
+        if listed and all(cid in failed for cid in listed):
+            raise TrainerError(
+                f"{where}: every {name} clip ({len(listed)}) of seed {split.seed} failed "
+                f"perturbation, so there is nothing to "
+                f"{'test' if name == 'test' else 'select epochs'} on; see the failures with "
+                "`ncore-prep inspect`"
+            )
+
+
+def stored_split(manifest: Manifest, seed: int) -> SeedSplit:
+    """The manifest's stored split as seed ``seed``'s: what a run folder from before
+    per-seed splits (no ``split.json``) was trained and selected on."""
+    by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for clip in manifest.clips:
+        by_split[clip.split].append(clip.id)
+    recorded = manifest.split
+    return SeedSplit(
+        seed=seed,
+        mode="fixed",
+        protocol=str(recorded.get("protocol", "default")),
+        split_seed=recorded.get("seed"),
+        stratify=str(recorded.get("stratify", "emotion")),
+        test_fraction=recorded.get("test_fraction"),
+        val_fraction=recorded.get("val_fraction"),
+        test_speakers=tuple(recorded.get("test_speakers", ())),
+        train=tuple(sorted(by_split["train"])),
+        val=tuple(sorted(by_split["val"])),
+        test=tuple(sorted(by_split["test"])),
+    )
+
+
+def seed_plan(plan: RunPlan, split: SeedSplit) -> RunPlan:
+    """The plan of one seed: its manifest's clips carry ``split`` (the loaders read a
+    clip's split from there); the view sets, and so the cache, are untouched."""
+    assignment = split.assignment()
+    missing = sorted(set(assignment) - {c.id for c in plan.manifest.clips})
+    if missing:
+        raise TrainerError(
+            f"{plan.manifest_path}: clip {missing[0]!r} of seed {split.seed}'s split is not in "
+            "the manifest (the manifest changed since the run was trained)"
+        )
+    clips = tuple(replace(c, split=assignment.get(c.id, c.split)) for c in plan.manifest.clips)
+    return replace(
+        plan,
+        manifest=replace(plan.manifest, clips=clips),
+        train_clips=len(split.train),
+        val_split=split.selection_split,
+        split=split,
     )
 
 
@@ -232,15 +306,17 @@ def manifest_batches(
     manifest_path: str | Path,
     on_failure: Callable[[str, str], None],
     batch_size: int | None = None,
+    clip_ids: Sequence[str] | None = None,
 ):
-    """Batches of view 0 of every clip of any ``manifest`` (``trainer.data.original_batches``)
-    labelled and cropped as the run ``config`` evaluates: a new iterator per call."""
+    """Batches of view 0 of every clip of any ``manifest`` (or of ``clip_ids``;
+    ``trainer.data.original_batches``) labelled and cropped as the run ``config`` evaluates:
+    a new iterator per call."""
     from trainer.data import original_batches
 
     return original_batches(
         manifest,
         manifest_path,
-        [c.id for c in manifest.clips],
+        [c.id for c in manifest.clips] if clip_ids is None else list(clip_ids),
         task=config.task,
         kind=config.view_kind,
         batch_size=batch_size or config.batch_size,

@@ -9,6 +9,8 @@ refused loudly when unknown (as the manifest is, ``pipeline/manifest.py``)::
       config.json                   RunRecord: the TrainConfig + resolved views, view-set key,
                                     the splits' digest (trainer.plan.splits_digest)
       seed-<s>/
+        split.json                  the seed's split: clip ids of train/val/test and how
+                                    they were drawn (pipeline.splits.SeedSplit)
         metrics.jsonl               one EpochRow per line (read_epoch_rows)
         checkpoint/epoch-XXXX[-batch-YYYYYY]/   trainer/checkpoint.py
         best/                       the selected epoch: backbone/, heads.safetensors,
@@ -58,6 +60,7 @@ BACKBONE_DIR = "backbone"
 HEADS_FILE = "heads.safetensors"
 WEIGHTS_FILE = "model.safetensors"
 SEED_RECORD_FILE = "training.json"
+SPLIT_FILE = "split.json"
 EVALUATION_FILE = "evaluation.json"
 EMBEDDINGS_FILE = "test_embeddings.npz"
 LEGACY_TEST_METRICS_FILE = "test_metrics.json"  # the finished-seed mark before version 1
@@ -120,8 +123,11 @@ def _read_json(path: Path) -> Any:
 class ModelRecord:
     """``best/model.json``: what the selected model is and how to rebuild it.
 
-    ``epoch`` (1-based) was selected by ``val_acc_task`` (fraction) on the validation split;
-    ``task_names`` / ``adv_names`` are the label vocabularies (head sizes, in index order).
+    ``epoch`` (1-based) was selected by the ``select_metric`` (``accuracy`` or ``uar``) of
+    the task head on ``selection_split`` (``val``; ``test`` under the paper protocol only;
+    None in records written before it was recorded); ``val_acc_task`` is the accuracy there
+    (fraction). ``task_names`` / ``adv_names`` are the label vocabularies (head sizes, in
+    index order).
     """
 
     epoch: int
@@ -133,6 +139,8 @@ class ModelRecord:
     dropout: float = 0.1
     grl_alpha: float = 1.0
     adversary: bool = True
+    select_metric: str = "accuracy"
+    selection_split: str | None = None
     schema_version: int = RUN_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -147,11 +155,20 @@ class ModelRecord:
             "dropout": self.dropout,
             "grl_alpha": self.grl_alpha,
             "adversary": self.adversary,
+            "select_metric": self.select_metric,
+            "selection_split": self.selection_split,
         }
 
     @classmethod
     def from_dict(cls, data: Any, where: str = MODEL_RECORD_FILE) -> ModelRecord:
-        _check_keys(data, cls, where, frozenset({"dropout", "grl_alpha", "adversary"}))
+        optional = {"dropout", "grl_alpha", "adversary", "select_metric", "selection_split"}
+        _check_keys(data, cls, where, frozenset(optional))
+        select_metric = data.get("select_metric", "accuracy")
+        if select_metric not in ("accuracy", "uar"):
+            raise TrainerError(f"{where}: field 'select_metric' must be accuracy or uar")
+        selection_split = data.get("selection_split")
+        if selection_split not in (None, "val", "test"):
+            raise TrainerError(f"{where}: field 'selection_split' must be val or test")
         adversary = data.get("adversary", True)
         if not isinstance(adversary, bool):
             raise TrainerError(f"{where}: field 'adversary' must be true or false")
@@ -169,6 +186,8 @@ class ModelRecord:
             dropout=_float(data.get("dropout", 0.1), "dropout", where),
             grl_alpha=_float(data.get("grl_alpha", 1.0), "grl_alpha", where),
             adversary=adversary,
+            select_metric=select_metric,
+            selection_split=selection_split,
         )
 
 
@@ -219,7 +238,8 @@ class EpochRow:
     """One line of ``metrics.jsonl``: the epoch's unweighted mean losses per clip, training
     accuracies of both heads, validation accuracies, the mean GRL strength over its
     batches, the learning rate after it, clips seen (all ranks) and wall seconds. Adversarial
-    fields are None without an adversary."""
+    fields are None without an adversary; ``val_uar_task`` (the task head's validation UAR)
+    is None in rows written before it was recorded."""
 
     epoch: int
     step: int
@@ -234,6 +254,7 @@ class EpochRow:
     val_acc_adv: float | None
     train_clips: int
     seconds: float
+    val_uar_task: float | None = None
     schema_version: int = RUN_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -243,8 +264,8 @@ class EpochRow:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = METRICS_FILE) -> EpochRow:
-        _check_keys(data, cls, where, frozenset())
-        optional = {"train_acc_adv", "grl_alpha", "val_acc_adv"}
+        _check_keys(data, cls, where, frozenset({"val_uar_task"}))
+        optional = {"train_acc_adv", "grl_alpha", "val_acc_adv", "val_uar_task"}
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name == "schema_version":
@@ -252,7 +273,8 @@ class EpochRow:
             if f.name in ("epoch", "step", "train_clips"):
                 values[f.name] = _int(data[f.name], f.name, where)
             else:
-                values[f.name] = _float(data[f.name], f.name, where, f.name in optional)
+                value = data.get(f.name)
+                values[f.name] = _float(value, f.name, where, f.name in optional)
         return cls(schema_version=_version(data, where), **values)
 
 
@@ -324,6 +346,32 @@ class SeedDir:
     @property
     def evaluation(self) -> Path:
         return self.path / EVALUATION_FILE
+
+    @property
+    def split_path(self) -> Path:
+        return self.path / SPLIT_FILE
+
+    def read_split(self) -> Any:
+        """The seed's :class:`~pipeline.splits.SeedSplit` (``split.json``); None for a run
+        folder from before splits were recorded per seed (it used the manifest's split)."""
+        from pipeline.splits import SeedSplit, SplitError
+
+        if not self.split_path.is_file():
+            return None
+        data = _read_json(self.split_path)
+        where = str(self.split_path)
+        _version(data if isinstance(data, dict) else {}, where)
+        try:
+            split = SeedSplit.from_dict({k: v for k, v in data.items() if k != "schema_version"})
+        except SplitError as error:
+            raise TrainerError(f"{where}: {error}") from None
+        if split.seed != self.seed:
+            raise TrainerError(f"{where}: records seed {split.seed}, not {self.seed}")
+        return split
+
+    def write_split(self, split: Any) -> None:
+        """``split.json``: the clip ids of each split and how they were drawn."""
+        write_json(self.split_path, {"schema_version": RUN_SCHEMA_VERSION, **split.to_dict()})
 
     @property
     def embeddings(self) -> Path:

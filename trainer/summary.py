@@ -5,17 +5,22 @@
   true class, columns = predicted class), the adversarial head's accuracy and the probes;
 - :func:`summarize`: records over seeds as mean and **sample standard deviation
   (ddof=1)**; with a single seed the standard deviation is undefined and written as null
-  / "n/a";
+  / "n/a". Beside it, ``ci95``: a bootstrap 95 % interval of the mean over seeds, each
+  seed's test clips resampled (``trainer.probes.bootstrap_interval``): how much the figure
+  would move with another test sample, training held fixed. The summary also says which
+  split selected the epoch, by which metric, and how the splits were drawn;
 - :func:`summary_markdown`, :func:`probe_markdown`, :func:`format_mean_std`: the Markdown.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from pipeline.rng import stable_seed
 
 SUMMARY_SCHEMA_VERSION = 1
 STD_NOTE = "sample standard deviation over seeds (ddof=1); null with a single seed"
@@ -29,6 +34,19 @@ PROBE_METRICS = (
     ("backbone_probe_adv", "Backbone probe y-"),
 )
 ADV_HEAD_METRIC = ("adv_head_accuracy", "Adv. head acc. (not a leakage measure)")
+# Summary key, probe record (evaluation.json "probes") and label of every held-out probe
+# (fitted on train, scored on test); the within-test cross-validated ones add "_cv".
+PROBES = (
+    ("probe_task", "finetuned", "task"),
+    ("probe_adv", "finetuned", "adv"),
+    ("backbone_probe_task", "backbone", "task"),
+    ("backbone_probe_adv", "backbone", "adv"),
+    ("labels_only_probe_adv", "labels_only", "adv"),
+)
+CI_NOTE = (
+    "ci95: bootstrap 95 % percentile interval of the mean over seeds, each seed's test clips "
+    "resampled with replacement (1000 resamples); training is held fixed"
+)
 
 
 def mean_std(values: Sequence[float]) -> dict[str, Any]:
@@ -129,21 +147,24 @@ def summarize(
     task_names = records[0]["labels"]["task"]
     adv_names = records[0]["labels"]["adv"]
 
+    from trainer.metrics import accuracy, macro_f1, uar
+
     def probe_value(record: dict[str, Any], model: str, label: str) -> float | None:
         probe = record.get("probes", {}).get(model, {}).get(label)
         return None if probe is None else probe["balanced_accuracy"]
 
     metrics: dict[str, Any] = {}
+    task_metric = {"accuracy": accuracy, "macro_f1": macro_f1, "uar": uar}
     for key, _ in (*TASK_METRICS, ADV_HEAD_METRIC):
         metrics[key] = mean_std([r["metrics"].get(key) for r in records])
-    for key, model, label in (
-        ("probe_task", "finetuned", "task"),
-        ("probe_adv", "finetuned", "adv"),
-        ("backbone_probe_task", "backbone", "task"),
-        ("backbone_probe_adv", "backbone", "adv"),
-        ("labels_only_probe_adv", "labels_only", "adv"),
-    ):
+        if key in task_metric:
+            groups = clip_groups(records, "y_task", None)
+            metrics[key]["ci95"] = pooled_interval(groups, task_metric[key], key)
+    for key, model, label in PROBES:
         metrics[key] = mean_std([probe_value(r, model, label) for r in records])
+        groups = clip_groups(records, f"y_{label}", f"{model}_{label}")
+        metrics[key]["ci95"] = pooled_interval(groups, uar, key)
+        metrics[f"{key}_cv"] = mean_std([probe_value(r, f"{model}_cv", label) for r in records])
 
     def chance(label: str, names: Sequence[str]) -> float:
         for record in records:
@@ -166,6 +187,9 @@ def summarize(
         **(run_info or {}),
         "seeds": [r["seed"] for r in records],
         "std": STD_NOTE,
+        "ci95": CI_NOTE,
+        "selection": selection_of(records),
+        "splits": splits_of(records),
         "labels": {"task": list(task_names), "adv": list(adv_names)},
         "metrics": metrics,
         "chance": {"task": chance("task", task_names), "adv": chance("adv", adv_names)},
@@ -192,6 +216,109 @@ def markdown_cell(value: Any) -> str:
     return text.replace("\r\n", "<br>").replace("\n", "<br>").replace("\r", "<br>")
 
 
+def clip_groups(
+    records: Sequence[dict[str, Any]], truth: str, prediction: str | None
+) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Per seed ``(truth, prediction)`` over its test clips from ``record["clips"]``
+    (``prediction``: a probe key of ``probe_pred``, None for the task head); clips a probe
+    could not score (-1) are left out. None when a record lacks them (older evaluations)."""
+    groups = []
+    for record in records:
+        clips = record.get("clips")
+        if not clips:
+            return None
+        y = np.asarray(clips[truth], dtype=np.int64)
+        if prediction is None:
+            pred = np.asarray(clips["task_pred"], dtype=np.int64)
+        else:
+            if prediction not in clips.get("probe_pred", {}):
+                return None
+            pred = np.asarray(clips["probe_pred"][prediction], dtype=np.int64)
+        scored = pred >= 0
+        groups.append((y[scored], pred[scored]))
+    return groups
+
+
+def pooled_interval(
+    groups: list[tuple[np.ndarray, np.ndarray]] | None,
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    name: str,
+) -> list[float] | None:
+    """``[low, high]`` of the mean of ``metric`` over seeds, test clips resampled per seed
+    (generator seeded from ``name``); None without clips."""
+    from trainer.probes import bootstrap_interval
+
+    if not groups or any(len(g[0]) == 0 for g in groups):
+        return None
+    _, low, high = bootstrap_interval(groups, metric, seed=stable_seed("summary-ci", name))
+    return None if not (math.isfinite(low) and math.isfinite(high)) else [low, high]
+
+
+def selection_of(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Which split selected each seed's epoch, by which metric; ``split`` is the common
+    value (``mixed`` when seeds differ, None when no record says: older evaluations)."""
+    per_seed = {
+        str(r["seed"]): r.get("selection", {"split": None, "metric": None}) for r in records
+    }
+
+    def common(field: str) -> str | None:
+        values = {s.get(field) for s in per_seed.values()}
+        return values.pop() if len(values) == 1 else "mixed"
+
+    return {"split": common("split"), "metric": common("metric"), "per_seed": per_seed}
+
+
+def splits_of(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """How each seed's split was drawn (``pipeline.splits.SeedSplit.describe``)."""
+    per_seed = {str(r["seed"]): r.get("split") for r in records}
+    first = next((v for v in per_seed.values() if v), None) or {}
+    return {
+        "mode": first.get("mode"),
+        "protocol": first.get("protocol"),
+        "stratify": first.get("stratify"),
+        "per_seed": per_seed,
+    }
+
+
+def format_interval(stat: dict[str, Any] | None) -> str:
+    """``"[58.10, 64.02]"`` (percent) from a stat's ``ci95``; ``"–"`` without one."""
+    interval = (stat or {}).get("ci95")
+    if not interval:
+        return "–"
+    return f"[{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]"
+
+
+def selection_sentence(summary: dict[str, Any]) -> str:
+    """How the epoch was selected and the splits drawn, in one sentence for a reader."""
+    selection = summary.get("selection") or {}
+    splits = summary.get("splits") or {}
+    split, metric = selection.get("split"), selection.get("metric") or "accuracy"
+    if split == "val":
+        chosen = f"Epoch selected on the validation split by {metric}."
+    elif split == "test":
+        chosen = (
+            f"**Epoch selected on the test split by {metric} (paper protocol): the test "
+            "figures are optimistic.**"
+        )
+    elif split == "mixed":
+        chosen = "**Seeds selected their epoch on different splits (see summary.json).**"
+    else:
+        chosen = "Selection split not recorded (evaluated before it was)."
+    if splits.get("mode") == "per-seed":
+        drawn = (
+            f"Each seed drew its own split (protocol {splits.get('protocol')}, stratified "
+            f"on {splits.get('stratify')})."
+        )
+    elif splits.get("mode") == "fixed":
+        drawn = (
+            f"Every seed used the manifest's split (protocol {splits.get('protocol')}, "
+            f"stratified on {splits.get('stratify')})."
+        )
+    else:
+        drawn = "Every seed used the manifest's split (run from before splits were recorded)."
+    return f"{chosen} {drawn}"
+
+
 def format_mean_std(stat: dict[str, Any] | None, percent: bool = True) -> str:
     """``"61.25 ± 1.30"`` (percent, 2 decimals); ``"61.25 ± n/a"`` with one seed; ``"–"``
     when there is no value."""
@@ -214,17 +341,25 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"# Run {summary.get('run', '')}".rstrip(),
         "",
         f"Task y+ = {task}, discarded label y- = {adv}; seeds {seeds}. "
-        f"Values in %, mean ± {STD_NOTE}.",
+        f"Values in %, mean ± {STD_NOTE}; [low, high]: bootstrap 95 % interval of the mean "
+        "over test clips (each seed's resampled; training held fixed).",
+        "",
+        selection_sentence(summary),
         "",
         "## Test set (task head)",
         "",
-        "| Acc | F1 (macro) | UAR |",
-        "|---|---|---|",
-        "| " + " | ".join(format_mean_std(metrics[k]) for k, _ in TASK_METRICS) + " |",
+        "| | Acc | F1 (macro) | UAR |",
+        "|---|---|---|---|",
+        "| mean ± std | " + " | ".join(format_mean_std(metrics[k]) for k, _ in TASK_METRICS) + " |",
+        "| 95 % interval | "
+        + " | ".join(format_interval(metrics[k]) for k, _ in TASK_METRICS)
+        + " |",
         "",
-        "## Leakage: linear probes on frozen test embeddings (view 0)",
+        "## Leakage: linear probes on frozen embeddings (view 0)",
         "",
-        "Balanced accuracy of a logistic-regression probe (stratified cross-validation). "
+        "Balanced accuracy (mean recall over the test classes) of a logistic-regression probe "
+        "fitted on the training split's embeddings and scored on the test split; the last two "
+        "columns cross-validate a probe inside the test split instead (secondary, noisier). "
         f"Chance: y+ {100 * summary['chance']['task']:.2f}, "
         f"y- {100 * summary['chance']['adv']:.2f}. "
         "Lower y- probe accuracy = less of the discarded label left in the embedding. "
@@ -232,16 +367,23 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "degree (row 'y+ label alone'): that, not chance, is the level an embedding that "
         "knows only y+ would reach.",
         "",
-        "| Model | Probe y+ | Probe y- (leakage) |",
-        "|---|---|---|",
-        f"| fine-tuned | {format_mean_std(metrics['probe_task'])} | "
-        f"{format_mean_std(metrics['probe_adv'])} |",
-        f"| un-fine-tuned backbone | {format_mean_std(metrics['backbone_probe_task'])} | "
-        f"{format_mean_std(metrics['backbone_probe_adv'])} |",
-        f"| y+ label alone (no audio) | – | "
-        f"{format_mean_std(metrics.get('labels_only_probe_adv'))} |",
-        f"| chance | {100 * summary['chance']['task']:.2f} | "
-        f"{100 * summary['chance']['adv']:.2f} |",
+        "| Model | Probe y+ | 95 % interval | Probe y- (leakage) | 95 % interval "
+        "| CV in test y+ | CV in test y- |",
+        "|---|---|---|---|---|---|---|",
+        *(
+            f"| {title} | {format_mean_std(metrics.get(k_task))} | "
+            f"{format_interval(metrics.get(k_task))} | {format_mean_std(metrics.get(k_adv))} | "
+            f"{format_interval(metrics.get(k_adv))} | "
+            f"{format_mean_std(metrics.get(f'{k_task}_cv'))} | "
+            f"{format_mean_std(metrics.get(f'{k_adv}_cv'))} |"
+            for title, k_task, k_adv in (
+                ("fine-tuned", "probe_task", "probe_adv"),
+                ("un-fine-tuned backbone", "backbone_probe_task", "backbone_probe_adv"),
+                ("y+ label alone (no audio)", "-", "labels_only_probe_adv"),
+            )
+        ),
+        f"| chance | {100 * summary['chance']['task']:.2f} | | "
+        f"{100 * summary['chance']['adv']:.2f} | | | |",
         "",
         f"Adversarial head accuracy on y- (the head the encoder was trained to defeat; "
         f"not a measure of disentanglement): {format_mean_std(metrics['adv_head_accuracy'])}.",
@@ -271,16 +413,29 @@ def summary_markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def probe_summary(per_seed: Sequence[dict[str, Any]], run_info: dict[str, Any]) -> dict[str, Any]:
+def probe_summary(
+    per_seed: Sequence[dict[str, Any]],
+    run_info: dict[str, Any],
+    groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] | None = None,
+) -> dict[str, Any]:
     """Probes on another corpus over seeds: each ``per_seed`` record holds ``seed`` and
-    ``ProbeResult`` dicts under ``finetuned_task``, ``finetuned_adv``, ``backbone_task``,
-    ``backbone_adv`` and ``labels_only_adv``; their balanced accuracies become mean and
-    sample std (ddof=1)."""
+    probe dicts under ``finetuned_task``, ``finetuned_adv``, ``backbone_task``,
+    ``backbone_adv`` and ``labels_only_adv`` (held out: fitted on its train split, scored
+    on its test split) and the same with ``_cv_`` (inside its test split); their balanced
+    accuracies become mean and sample std (ddof=1). ``groups``: per held-out key, per seed
+    ``(truth, prediction)`` on the test clips, for the bootstrap ``ci95``."""
+    from trainer.metrics import uar
+
     keys = [k for k in per_seed[0] if k != "seed"]
+    probes = {k: mean_std([r[k]["balanced_accuracy"] for r in per_seed]) for k in keys}
+    for key, stat in probes.items():
+        scored = [(y[p >= 0], p[p >= 0]) for y, p in (groups or {}).get(key, [])]
+        stat["ci95"] = pooled_interval(scored or None, uar, key)
     return {
         **run_info,
         "std": STD_NOTE,
-        "probes": {k: mean_std([r[k]["balanced_accuracy"] for r in per_seed]) for k in keys},
+        "ci95": CI_NOTE,
+        "probes": probes,
         "chance": {
             "task": per_seed[0]["finetuned_task"]["chance"],
             "adv": per_seed[0]["finetuned_adv"]["chance"],
@@ -292,19 +447,28 @@ def probe_summary(per_seed: Sequence[dict[str, Any]], run_info: dict[str, Any]) 
 def probe_markdown(result: dict[str, Any], corpus: str) -> str:
     """:func:`probe_summary`'s result as a Markdown table (balanced accuracy in %)."""
     p = result["probes"]
+
+    def cells(key: str) -> str:
+        return (
+            f"{format_mean_std(p.get(key))} | {format_interval(p.get(key))} | "
+            f"{format_mean_std(p.get(key.replace('_task', '_cv_task').replace('_adv', '_cv_adv')))}"
+        )
+
     lines = [
-        f"# Probes of run {result['run']} on {corpus} ({result['clips']} clips)",
+        f"# Probes of run {result['run']} on {corpus} ({result.get('train_clips', '?')} train, "
+        f"{result['clips']} test clips)",
         "",
-        f"Balanced accuracy in %, mean ± {STD_NOTE}.",
+        f"Balanced accuracy in %, mean ± {STD_NOTE}. Probes fitted on the corpus's train split "
+        "and scored on its test split; [low, high]: bootstrap 95 % interval over its test "
+        "clips; 'CV' columns: cross-validation inside its test split (secondary).",
         "",
-        f"| Model | Probe y+ ({markdown_cell(result['task'])}) | "
-        f"Probe y- ({markdown_cell(result['adversarial_label'])}) |",
-        "|---|---|---|",
-        f"| fine-tuned | {format_mean_std(p['finetuned_task'])} | "
-        f"{format_mean_std(p['finetuned_adv'])} |",
-        f"| un-fine-tuned backbone | {format_mean_std(p['backbone_task'])} | "
-        f"{format_mean_std(p['backbone_adv'])} |",
-        f"| y+ label alone | – | {format_mean_std(p['labels_only_adv'])} |",
-        f"| chance | {100 * result['chance']['task']:.2f} | {100 * result['chance']['adv']:.2f} |",
+        f"| Model | Probe y+ ({markdown_cell(result['task'])}) | 95 % interval | CV y+ "
+        f"| Probe y- ({markdown_cell(result['adversarial_label'])}) | 95 % interval | CV y- |",
+        "|---|---|---|---|---|---|---|",
+        f"| fine-tuned | {cells('finetuned_task')} | {cells('finetuned_adv')} |",
+        f"| un-fine-tuned backbone | {cells('backbone_task')} | {cells('backbone_adv')} |",
+        f"| y+ label alone | – | | | {cells('labels_only_adv')} |",
+        f"| chance | {100 * result['chance']['task']:.2f} | | | "
+        f"{100 * result['chance']['adv']:.2f} | | |",
     ]
     return "\n".join(lines) + "\n"
