@@ -133,14 +133,21 @@ def evaluate_command(runs, device, folds, force, no_figures, probe_manifest, ver
     default=None,
     help="Also write the table to this Markdown file.",
 )
+@click.option(
+    "--baseline",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Run to compare every other run with: paired differences over shared seeds and "
+    "test clips, with bootstrap 95 % intervals.",
+)
 @click.option("-v", "--verbose", is_flag=True)
-def report_command(runs, out, verbose) -> None:
+def report_command(runs, out, baseline, verbose) -> None:
     """One Markdown table across RUNS (Tables 1/2 layout; best per column in bold)."""
     setup_logging(verbose)
     from trainer.report import report_runs
 
     try:
-        click.echo(report_runs(runs, out), nl=False)
+        click.echo(report_runs(runs, out, baseline), nl=False)
     except (TrainerError, OSError) as error:
         raise _fail(error) from None
 

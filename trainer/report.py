@@ -6,6 +6,13 @@ best value of each column within a group is **bold** (the second best underlined
 the paper). "Best" is the highest value, except for the y- probe (leakage), where the lowest
 is best. Reference columns (backbone probes, chance, the adversarial head's accuracy) are
 never marked: they describe the starting point or the training game, not the result.
+
+A run whose epochs were selected on the test split (``--protocol paper``) is marked ``†``
+and named under the table: its test figures are optimistic and do not compare with rows
+selected on validation. With a baseline run (``report --baseline RUN``) a second table gives
+each run's paired difference from it in task accuracy, y+ probe and y- probe (leakage),
+over the seeds whose test clips the two runs share, with a paired bootstrap 95 % interval
+(:func:`trainer.probes.paired_difference`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.atomic import write_text
+from pipeline.rng import stable_seed
 from trainer.errors import TrainerError
 from trainer.summary import STD_NOTE, format_mean_std, markdown_cell
 
@@ -82,6 +90,11 @@ def _mark(text: str, mark: str) -> str:
     return text
 
 
+def selected_on_test(summary: dict[str, Any]) -> bool:
+    """Whether any seed of the run selected its epoch on the test split."""
+    return (summary.get("selection") or {}).get("split") in ("test", "mixed")
+
+
 def report_table(
     summaries: Sequence[dict[str, Any]],
     names: Sequence[str] | None = None,
@@ -128,29 +141,148 @@ def report_table(
                     text = format_mean_std(stat)
                 cells.append(_mark(text, marks[column.key][row]))
             leading = [markdown_cell(cells_of[i]) for _, cells_of in lead]
-            lines.append(f"| {markdown_cell(names[i])} | " + " | ".join([*leading, *cells]) + " |")
+            name = markdown_cell(names[i]) + (" †" if selected_on_test(summaries[i]) else "")
+            lines.append(f"| {name} | " + " | ".join([*leading, *cells]) + " |")
+    metrics = {s.get("selection", {}).get("metric") for s in summaries} - {None}
     lines += [
         "",
         f"Values in %, mean ± {STD_NOTE}. Within each group the best value of a column is "
         "**bold** and the second best underlined (highest is best, except the y- probe, "
         "where lowest is best: less of the discarded label left). Probes: balanced accuracy "
-        "of a logistic-regression probe with stratified cross-validation on frozen test "
-        "embeddings (view 0). The adversarial head's accuracy is that of the head the "
-        "encoder was trained to defeat, not a measure of disentanglement.",
+        "of a logistic-regression probe fitted on the training split's frozen embeddings "
+        "(view 0) and scored on the test split. The adversarial head's accuracy is that of "
+        "the head the encoder was trained to defeat, not a measure of disentanglement. "
+        "Epochs selected by validation "
+        + (" / ".join(sorted(metrics)) if metrics else "accuracy")
+        + ".",
+    ]
+    if any(selected_on_test(s) for s in summaries):
+        lines += [
+            "",
+            "† epoch selected on the test split (`--protocol paper`, as the paper did): "
+            "optimistic; not comparable with rows selected on validation.",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# ----- paired differences from a baseline run -------------------------------------------------
+PAIRED = (
+    ("accuracy", "Δ Acc", "y_task", None),
+    ("probe_task", "Δ Probe y+", "y_task", "finetuned_task"),
+    ("probe_adv", "Δ Probe y- (leakage)", "y_adv", "finetuned_adv"),
+)
+
+
+def paired_differences(
+    run: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]]
+) -> dict[str, Any]:
+    """Differences run - baseline over the seeds both evaluated on the same test clips.
+
+    ``run`` / ``baseline``: per-seed evaluation records (``evaluation.json`` with their
+    ``clips``). Returns ``{"seeds": [...], "skipped": {seed: why}, key: {"difference",
+    "ci_low", "ci_high", "seeds"}}`` for task accuracy, y+ probe and y- probe (balanced
+    accuracy), with a paired bootstrap over the shared test clips.
+    """
+    from trainer.metrics import accuracy, uar
+    from trainer.probes import paired_difference
+
+    by_seed = {r["seed"]: r for r in baseline}
+    shared, skipped = [], {}
+    for record in sorted(run, key=lambda r: r["seed"]):
+        other = by_seed.get(record["seed"])
+        if other is None:
+            skipped[record["seed"]] = "baseline has no such seed"
+        elif not record.get("clips") or not other.get("clips"):
+            skipped[record["seed"]] = "evaluated before per-clip predictions were recorded"
+        elif record["clips"]["ids"] != other["clips"]["ids"]:
+            skipped[record["seed"]] = "another test split"
+        else:
+            shared.append((record, other))
+    result: dict[str, Any] = {"seeds": [r["seed"] for r, _ in shared], "skipped": skipped}
+    for key, _, truth, probe in PAIRED:
+        groups = []
+        for record, other in shared:
+            y = record["clips"][truth]
+            if probe is None:
+                a, b = record["clips"]["task_pred"], other["clips"]["task_pred"]
+            else:
+                a, b = record["clips"]["probe_pred"][probe], other["clips"]["probe_pred"][probe]
+            groups.append((y, a, b))
+        metric = accuracy if probe is None else uar
+        result[key] = paired_difference(groups, metric=metric, seed=stable_seed("paired", key))
+    return result
+
+
+def baseline_table(rows: Sequence[tuple[str, dict[str, Any]]], baseline: str) -> str:
+    """Markdown of :func:`paired_differences` results, one row per run: ``"+1.25
+    [-0.40, 2.90]"`` in percentage points."""
+
+    def cell(diff: dict[str, Any]) -> str:
+        if diff["seeds"] == 0 or diff["difference"] != diff["difference"]:
+            return "–"
+        return (
+            f"{100 * diff['difference']:+.2f} "
+            f"[{100 * diff['ci_low']:+.2f}, {100 * diff['ci_high']:+.2f}]"
+        )
+
+    lines = [
+        f"## Paired differences from {baseline}",
+        "",
+        "| Run | Seeds | " + " | ".join(title for _, title, _, _ in PAIRED) + " |",
+        "|---|---|" + "---|" * len(PAIRED),
+    ]
+    for name, result in rows:
+        seeds = ", ".join(str(s) for s in result["seeds"]) or "none shared"
+        lines.append(
+            f"| {markdown_cell(name)} | {seeds} | "
+            + " | ".join(cell(result[k]) for k, *_ in PAIRED)
+            + " |"
+        )
+    lines += [
+        "",
+        "Run minus baseline, in percentage points, averaged over the seeds the two runs "
+        "evaluated on the same test clips; [low, high]: paired bootstrap 95 % interval, the "
+        "same test clips resampled for both runs (it covers test-set sampling, not training "
+        "variation). A negative Δ on the y- probe means less leakage than the baseline.",
     ]
     return "\n".join(lines) + "\n"
 
 
 def report_runs(
-    runs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None = None
+    runs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str] | None = None,
+    baseline: str | os.PathLike[str] | None = None,
 ) -> str:
-    """The table for run folders ``runs`` (each evaluated first if it has no summary yet);
-    written to ``out`` when given. Returns the Markdown."""
+    """The table for run folders ``runs`` (each evaluated first if it has no summary yet),
+    and with ``baseline`` the paired differences of every other run from it; written to
+    ``out`` when given. Returns the Markdown."""
     from trainer.evaluate import ensure_summary
+    from trainer.rundir import RunDir
 
+    if baseline is not None and str(baseline) not in {str(r) for r in runs}:
+        runs = [*runs, baseline]
     summaries = [ensure_summary(run) for run in runs]
     names = [Path(run).name for run in runs]
     text = report_table(summaries, names)
+    if baseline is not None:
+
+        def records(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
+            return [d.read_evaluation() for d in RunDir(run).seeds_with_model()]
+
+        base = records(baseline)
+        rows = [
+            (Path(run).name, paired_differences(records(run), base))
+            for run in runs
+            if str(run) != str(baseline)
+        ]
+        unpaired = [name for name, result in rows if not result["seeds"]]
+        if unpaired:
+            raise TrainerError(
+                f"report --baseline {baseline}: run {unpaired[0]} shares no seed evaluated on "
+                "the same test clips (train both with the same --seeds, split settings and "
+                "manifest)"
+            )
+        text += "\n" + baseline_table(rows, Path(baseline).name)
     if out is not None:
         write_text(out, text)
     return text
