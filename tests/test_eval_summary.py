@@ -171,3 +171,38 @@ def test_label_only_probe_is_the_reference_for_correlated_labels():
     independent = np.random.default_rng(1).integers(0, 4, size=300)
     free = label_only_probe(y_task, independent, seed=0)
     assert free.chance == pytest.approx(0.25) and free.balanced_accuracy < 0.35
+
+
+def test_summary_intervals_and_selection_are_stated():
+    """ci95 of the mean over seeds from the per-clip predictions, the selection split and
+    metric in summary.json and summary.md (paper protocol flagged as optimistic)."""
+    rng = np.random.default_rng(11)
+    names, adv_names = ["a", "b"], ["s0", "s1", "s2"]
+    records = []
+    for seed in (1, 2, 3):
+        y = rng.integers(0, 2, 300)
+        pred = np.where(rng.random(300) < 0.8, y, 1 - y)
+        y_adv = rng.integers(0, 3, 300)
+        record = seed_record(seed, names, adv_names, y, y_adv, pred, None, probes={})
+        record["selection"] = {"split": "test", "metric": "uar"}
+        record["split"] = {"mode": "per-seed", "protocol": "paper", "stratify": "emotion"}
+        record["clips"] = {
+            "ids": [f"c{i}" for i in range(300)],
+            "y_task": y.tolist(),
+            "y_adv": y_adv.tolist(),
+            "task_pred": pred.tolist(),
+            "probe_pred": {},
+        }
+        records.append(record)
+    summary = summarize(records, {"run": "r"})
+    acc = summary["metrics"]["accuracy"]
+    low, high = acc["ci95"]
+    assert low < acc["mean"] < high
+    # 900 clips at p ~ 0.8: the interval of the mean is about 2 * 1.96 * sqrt(.16 / 900) wide.
+    assert high - low == pytest.approx(2 * 1.96 * np.sqrt(0.16 / 900), rel=0.25)
+    assert summary["metrics"]["probe_adv"]["ci95"] is None  # no probe predictions recorded
+    assert summary["selection"]["split"] == "test" and summary["selection"]["metric"] == "uar"
+    text = summary_markdown(summary)
+    assert "Epoch selected on the test split by uar (paper protocol)" in text
+    assert f"[{100 * low:.2f}, {100 * high:.2f}]" in text
+    assert "Each seed drew its own split (protocol paper, stratified on emotion)" in text

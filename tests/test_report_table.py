@@ -98,3 +98,81 @@ def test_rank_marks_ties_and_missing_values():
 def test_empty_report_is_a_user_error():
     with pytest.raises(TrainerError):
         report_table([])
+
+
+# ----- selection on test and paired differences -----------------------------------------------
+def test_rows_selected_on_test_are_marked_and_explained():
+    honest = fake_summary("honest", [0.60, 0.62, 0.61], [0.70, 0.72, 0.71])
+    honest["selection"] = {"split": "val", "metric": "uar"}
+    paper = fake_summary("paper", [0.66, 0.67, 0.65], [0.40, 0.45, 0.42])
+    paper["selection"] = {"split": "test", "metric": "uar"}
+    table = report_table([honest, paper])
+    names = [r.split("|")[1].strip() for r in rows_of(table)[1:]]
+    assert names == ["honest", "paper †"]
+    assert "† epoch selected on the test split" in table
+    assert "Epochs selected by validation uar" in table
+    assert "†" not in report_table([honest])
+
+
+def evaluation_record(seed, ids, y_task, y_adv, task_pred, probe_adv, probe_task=None):
+    return {
+        "seed": seed,
+        "clips": {
+            "ids": list(ids),
+            "y_task": list(y_task),
+            "y_adv": list(y_adv),
+            "task_pred": list(task_pred),
+            "probe_pred": {
+                "finetuned_task": list(probe_task if probe_task is not None else y_task),
+                "finetuned_adv": list(probe_adv),
+            },
+        },
+    }
+
+
+def test_paired_differences_over_shared_seeds_and_test_clips():
+    from trainer.report import paired_differences
+
+    rng = np.random.default_rng(4)
+    n = 200
+    ids = [f"c{i}" for i in range(n)]
+    y_task, y_adv = rng.integers(0, 4, n), rng.integers(0, 6, n)
+    # The baseline's y- probe is right on 60 % of the clips; the run's on 30 % of them
+    # (balanced accuracy follows, as classes are near balanced): leakage down by ~0.3.
+    right_base, right_run = rng.random(n) < 0.6, rng.random(n) < 0.3
+    base_probe = np.where(right_base, y_adv, (y_adv + 1) % 6)
+    run_probe = np.where(right_run, y_adv, (y_adv + 1) % 6)
+    base = [evaluation_record(s, ids, y_task, y_adv, y_task, base_probe) for s in (1, 2)]
+    run = [evaluation_record(s, ids, y_task, y_adv, y_task, run_probe) for s in (1, 2)]
+    run.append(evaluation_record(3, ids, y_task, y_adv, y_task, run_probe))  # not in baseline
+    other_split = evaluation_record(2, ids[::-1], y_task, y_adv, y_task, run_probe)
+    result = paired_differences([*run[:1], other_split, run[2]], base)
+    assert result["seeds"] == [1]
+    assert result["skipped"] == {2: "another test split", 3: "baseline has no such seed"}
+    result = paired_differences(run, base)
+    assert result["seeds"] == [1, 2]
+    from trainer.metrics import uar
+
+    expected = uar(y_adv, run_probe) - uar(y_adv, base_probe)
+    leak = result["probe_adv"]
+    assert leak["difference"] == pytest.approx(expected)
+    assert expected < -0.2  # the planted effect, in the right direction
+    assert leak["ci_low"] < expected < leak["ci_high"] < 0  # an interval that excludes 0
+    assert result["accuracy"]["difference"] == 0.0  # same task predictions: no difference
+
+
+def test_baseline_report_refuses_runs_without_a_shared_split(tmp_path):
+    import json
+
+    from trainer.report import report_runs
+
+    for name, ids in (("a", ["x", "y"]), ("b", ["y", "z"])):
+        seed_dir = tmp_path / name / "seed-1"
+        (seed_dir / "best").mkdir(parents=True)
+        (seed_dir / "best" / "model.json").write_text("{}")
+        record = evaluation_record(1, ids, [0, 1], [0, 1], [0, 1], [0, 1])
+        (seed_dir / "evaluation.json").write_text(json.dumps(record))
+        summary = fake_summary(name, [0.5, 0.6, 0.7], [0.3, 0.3, 0.4])
+        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+    with pytest.raises(TrainerError, match="shares no seed evaluated on the same test clips"):
+        report_runs([tmp_path / "a"], baseline=tmp_path / "b")
