@@ -1,5 +1,6 @@
 """Backbone-only baseline vs N-CORE on the synthetic corpus with strong speaker/emotion
-entanglement: emotion-task accuracy, F1, UAR and speaker-probe leakage over 3 seeds.
+entanglement: emotion-task accuracy, F1, UAR and speaker-probe leakage over 3 seeds, each
+seed with its own split (the evaluation protocol of docs/evaluation.md).
 
 Usage (a long CPU run; the numbers go to docs/readme-eval.md)::
 
@@ -7,9 +8,12 @@ Usage (a long CPU run; the numbers go to docs/readme-eval.md)::
 
 Steps: generate + import the synthetic corpus (entanglement 0.9), compute speaker-perturbed
 views with WORLD (library call of ``ncore-prep perturb``), train both runs with the tiny
-backbone, evaluate them (probes on frozen test embeddings), write ``report.md``; then probe
-every run on a second synthetic corpus where speaker and emotion are independent
-(``probe-independent.md``), where leakage can be told apart from label correlation.
+backbone, evaluate them (probes fitted on the train split's frozen embeddings, scored on
+the test split, bootstrap intervals), write ``report.md`` with the paired differences of
+every run from the backbone-only baseline; then probe every run on a second synthetic
+corpus where speaker and emotion are independent (``probe-independent.md``, fitted on its
+train split and scored on its test split), where leakage can be told apart from label
+correlation. ``--views 2,5`` trains one N-CORE row per N from one stored view set.
 Extra rows can be added with ``--variant name:key=value,key=value`` (e.g. a larger
 ``lambda_grl``) to find out why leakage does or does not move.
 """
@@ -69,7 +73,7 @@ def main() -> None:
         help="Synthetic preset (this study was designed on the hard case; the premise "
         "preset's study is bench/positive_control.py).",
     )
-    parser.add_argument("--views", type=int, default=2)
+    parser.add_argument("--views", default="2,5", help="N of the N-CORE rows (comma list)")
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--max-seconds", type=float, default=1.0)
     parser.add_argument("--seeds", default="42,100,510")
@@ -82,8 +86,8 @@ def main() -> None:
     from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
     from trainer.evaluate import probe_on_manifest
     from trainer.experiments import train_and_evaluate
-    from trainer.report import report_table
-    from trainer.summary import format_mean_std
+    from trainer.report import report_runs
+    from trainer.summary import format_interval, format_mean_std
 
     started = time.perf_counter()
     manifest_path = args.out / "manifests" / "synthetic-entangled.json"
@@ -100,7 +104,8 @@ def main() -> None:
         )
         save_manifest_keeping_views(manifest, manifest_path)
         print("\n".join(summary.lines()))
-    settings = PerturbSettings(kinds=("speaker",), views=args.views, f0_method="dio", shard_size=64)
+    views = [int(v) for v in args.views.split(",") if v]
+    settings = PerturbSettings(kinds=("speaker",), views=max(views), f0_method="dio", shard_size=64)
     with ProcessPoolExecutor(2) as pool:
         run_perturb(
             manifest_path, settings, fixed_executor(pool), args.out / "cache", progress=False
@@ -110,16 +115,17 @@ def main() -> None:
     base = base_config(manifest_path, args.epochs, args.max_seconds, args.seeds)
     main_rows = [
         ("backbone-only", {"adversary": False, "views": 0, "lambda_reg": 0.0}),
-        (f"ncore-n{args.views}", {"views": args.views}),
+        *((f"ncore-n{n}", {"views": n}) for n in views),
     ]
     rows = [*([] if args.skip_main else main_rows), *(parse_variant(v) for v in args.variant)]
-    summaries = []
     for name, changes in rows:
         t0 = time.perf_counter()
         run = str(args.out / "runs" / name)
-        summaries.append(train_and_evaluate(base.replace(**changes, out=run, resume=True))[1])
+        train_and_evaluate(base.replace(**changes, out=run, resume=True))
         logging.info("%s done in %.0f s", name, time.perf_counter() - t0)
-    table = report_table(summaries, [name for name, _ in rows])
+    runs = [args.out / "runs" / name for name, _ in rows]
+    baseline = None if args.skip_main else args.out / "runs" / "backbone-only"
+    table = report_runs(runs, baseline=baseline)
     suffix = "-variants" if args.skip_main else ""
     write_text(args.out / f"report{suffix}.md", table)
     print(table)
@@ -141,18 +147,20 @@ def main() -> None:
         )
         save_manifest_keeping_views(manifest, independent)
     lines = [
-        "| Run | Probe emotion | Probe speaker (leakage) | Backbone probe emotion | "
-        "Backbone probe speaker | Chance emotion / speaker |",
-        "|---|---|---|---|---|---|",
+        "| Run | Probe emotion | Probe speaker (leakage) | 95 % interval | "
+        "Backbone probe emotion | Backbone probe speaker | Speaker, CV in test | "
+        "Chance emotion / speaker |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, _ in rows:
         result = probe_on_manifest(args.out / "runs" / name, independent)
         p = result["probes"]
         lines.append(
             f"| {name} | {format_mean_std(p['finetuned_task'])} | "
-            f"{format_mean_std(p['finetuned_adv'])} | {format_mean_std(p['backbone_task'])} | "
-            f"{format_mean_std(p['backbone_adv'])} | {100 * result['chance']['task']:.2f} / "
-            f"{100 * result['chance']['adv']:.2f} |"
+            f"{format_mean_std(p['finetuned_adv'])} | {format_interval(p['finetuned_adv'])} | "
+            f"{format_mean_std(p['backbone_task'])} | {format_mean_std(p['backbone_adv'])} | "
+            f"{format_mean_std(p['finetuned_cv_adv'])} | "
+            f"{100 * result['chance']['task']:.2f} / {100 * result['chance']['adv']:.2f} |"
         )
     probe_table = "\n".join(lines) + "\n"
     write_text(args.out / f"probe-independent{suffix}.md", probe_table)

@@ -57,16 +57,18 @@ def trained(tmp_path_factory):
 
 
 def test_training_ends_with_a_summary_of_one_test_pass(trained):
-    from pipeline.manifest import Manifest
-
     manifest_path, run, passes = trained
-    manifest = Manifest.load(manifest_path)
-    test_ids = frozenset(c.id for c in manifest.clips_in("test"))
-    val_ids = frozenset(c.id for c in manifest.clips_in("val"))
+    split = json.loads((run / "seed-1" / "split.json").read_text())  # the seed's own split
+    test_ids, val_ids, train_ids = (frozenset(split[s]) for s in ("test", "val", "train"))
+    assert split["mode"] == "per-seed" and split["seed"] == 1
     # The loop scores validation only; the evaluation scores the test split once with the
-    # selected model and once with the model training started from (for the probes).
+    # selected model and once with the model training started from, and embeds the train
+    # split once with each (the probes are fitted there).
     assert [ids for module, ids in passes if module == "trainer.loop"] == [val_ids]
-    assert [ids for module, ids in passes if module == "trainer.evaluate"] == [test_ids] * 2
+    assert [ids for module, ids in passes if module == "trainer.evaluate"] == [
+        train_ids,
+        test_ids,
+    ] * 2
     # One command, one reading of the manifest (the plan is handed to the evaluation).
     assert [path for what, path in passes if what == "manifest"] == [str(manifest_path)]
 
