@@ -74,6 +74,9 @@ def main() -> None:
         "preset's study is bench/positive_control.py).",
     )
     parser.add_argument("--views", default="2,5", help="N of the N-CORE rows (comma list)")
+    parser.add_argument(
+        "--stored-views", type=int, default=None, help="N of the view set [default: max N]"
+    )
     parser.add_argument("--epochs", type=int, default=12)
     parser.add_argument("--max-seconds", type=float, default=1.0)
     parser.add_argument("--seeds", default="42,100,510")

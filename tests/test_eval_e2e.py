@@ -166,13 +166,19 @@ def test_embed_reads_shards_or_source_audio_alike(trained, tmp_path):
     # 16-bit WAVs at 16 kHz and int16 shards hold the same samples.
     np.testing.assert_allclose(fresh["embeddings"], data["embeddings"][1:], atol=1e-4)
 
-    # Probes on another manifest (here the bare one): the missing clip is skipped.
+    # Probes on another manifest (here the bare one), fitted on its train split and scored
+    # on its test split: the missing clip is skipped.
+    missing = dataclasses.replace(clips[0], split="test")
+    bare = dataclasses.replace(bare, clips=(missing, *clips[1:]))
+    bare.save(bare_path)
     result = runner.invoke(
         main, ["evaluate", str(run), "--no-figures", "--probe-manifest", str(bare_path)]
     )
     assert result.exit_code == 0, result.output
     probes = json.loads((run / "probe-bare.json").read_text())
-    assert probes["clips"] == len(clips) - 1 and list(probes["failed"]) == [clips[0].id]
+    counts = {s: sum(c.split == s for c in bare.clips) for s in ("train", "test")}
+    assert probes["train_clips"] == counts["train"] and probes["clips"] == counts["test"] - 1
+    assert list(probes["failed"]) == [clips[0].id]
     for key in ("finetuned_task", "finetuned_adv", "backbone_task", "backbone_adv"):
         assert 0.0 <= probes["probes"][key]["mean"] <= 1.0
     assert probes["chance"]["adv"] == pytest.approx(

@@ -6,7 +6,8 @@ a view set's shards when the manifest has one; otherwise the source file, decode
 :func:`pipeline.audio.load_audio`, so it works on new recordings imported with
 ``ncore-prep manifest`` and never perturbed) and writes one ``.npz`` with
 
-- ``clip_ids`` (n,) str; ``emotion``, ``speaker``, ``split`` (n,) str: the manifest's labels;
+- ``clip_ids`` (n,) str; ``emotion``, ``speaker``, ``split`` (n,) str: the manifest's labels
+  (``split``: on the run's own manifest, the seed's split from ``split.json``);
 - ``embeddings`` float32 (n, D): masked mean of the backbone's last hidden state (view 0);
 - ``task_pred`` (n,) str: the task head's predicted class for each clip;
 - ``failed_ids``, ``failed_reasons`` (m,) str: clips whose audio could not be read;
@@ -20,6 +21,7 @@ get the same embeddings; rows are written in manifest order. Clips longer than
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from pathlib import Path
@@ -66,6 +68,17 @@ def embed_manifest(
         manifest = Manifest.load(manifest_path)
     except (ManifestError, OSError) as error:
         raise TrainerError(f"--manifest {manifest_path}: {error}") from None
+    # On the run's own manifest, a clip's split is the one the seed trained and was tested
+    # on (its split.json), not the split stored in the manifest.
+    recorded = seed_dir.read_split()
+    if recorded is not None and config is not None and _same_file(manifest_path, config.manifest):
+        seed_splits = recorded.assignment()
+        manifest = dataclasses.replace(
+            manifest,
+            clips=tuple(
+                dataclasses.replace(c, split=seed_splits.get(c.id, c.split)) for c in manifest.clips
+            ),
+        )
     clips = [c for c in manifest.clips if split is None or c.split == split]
     if not clips:
         raise TrainerError(
@@ -115,3 +128,10 @@ def embed_manifest(
         "failed": len(failures),
         "dim": done.embeddings.shape[1],
     }
+
+
+def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except OSError:
+        return False

@@ -173,7 +173,7 @@ def report_command(runs, out, baseline, verbose) -> None:
     "--split",
     type=click.Choice(["train", "val", "test"]),
     default=None,
-    help="Only the clips of this split [all].",
+    help="Only the clips of this split (on the run's own manifest: the seed's split) [all].",
 )
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 @click.option(
