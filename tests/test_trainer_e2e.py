@@ -163,8 +163,9 @@ def test_finished_run_writes_test_metrics_and_a_loadable_backbone(corpus, tmp_pa
     assert done.returncode == 0, done.stderr
     assert "test accuracy" in done.stdout
     record = json.loads((out / "seed-42" / "evaluation.json").read_text())
-    test_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "test")
-    assert record["test_clips"] == test_clips
+    split = json.loads((out / "seed-42" / "split.json").read_text())  # the seed's own split
+    assert record["test_clips"] == len(split["test"])
+    assert record["clips"]["ids"] == split["test"]
     assert 0.0 <= record["metrics"]["uar"] <= 1.0
     rows = [json.loads(x) for x in (out / "seed-42" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
@@ -212,12 +213,12 @@ def test_two_process_ddp_gloo_run_completes_an_epoch(corpus, tmp_path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     rows = [json.loads(x) for x in (out / "seed-42" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 1
-    train_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "train")
+    split = json.loads((out / "seed-42" / "split.json").read_text())  # the seed's own split
+    train_clips = len(split["train"])
     # Both ranks' clips are counted (each rank gets train_clips // 2 of them).
     assert rows[0]["train_clips"] == 2 * (train_clips // 2)
     record = json.loads((out / "seed-42" / "evaluation.json").read_text())
-    test_clips = sum(1 for c in json.loads(corpus.read_text())["clips"] if c["split"] == "test")
-    assert record["test_clips"] == test_clips  # every test clip evaluated
+    assert record["test_clips"] == len(split["test"])  # every test clip evaluated
 
 
 def test_ddp_kill_inside_an_epoch_and_resume_matches_an_uninterrupted_ddp_run(
