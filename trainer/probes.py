@@ -311,25 +311,20 @@ def bootstrap_interval(
     Each group (one seed's test clips: ``(truth, prediction)``, or ``(truth, a, b)`` with a
     metric of three arrays) is resampled with replacement on its own, the same draw for all
     its arrays, ``resamples`` times from a generator seeded by ``seed``; ``low``/``high``
-    are the percentile interval at ``confidence``. The resampling is stratified by the
-    true class (the first array): every class keeps its number of test clips, so a rare
-    class never drops out of a resample, which would bias a mean-over-classes metric
-    (UAR) upwards. With one group this is the bootstrap over test clips; with several it
-    describes the mean over seeds, each seed's test set resampled (training is held fixed:
-    the interval covers test-set sampling only).
+    are the percentile interval at ``confidence``. With one group this is the usual
+    bootstrap over test clips; with several it describes the mean over seeds, each seed's
+    test set resampled (training is held fixed: the interval covers test-set sampling only).
     """
     arrays = [tuple(np.asarray(a) for a in group) for group in groups]
     if not arrays or any(len(g[0]) == 0 for g in arrays):
         return float("nan"), float("nan"), float("nan")
     point = float(np.mean([metric(*g) for g in arrays]))
     rng = np.random.default_rng(seed)
-    strata = [[np.flatnonzero(g[0] == k) for k in np.unique(g[0])] for g in arrays]
     stats = np.empty(resamples)
     for r in range(resamples):
         values = []
-        for g, classes in zip(arrays, strata, strict=True):
-            idx = np.concatenate([members[rng.integers(0, len(members), len(members))]
-                                  for members in classes])  # fmt: skip
+        for g in arrays:
+            idx = rng.integers(0, len(g[0]), len(g[0]))
             values.append(metric(*(a[idx] for a in g)))
         stats[r] = np.mean(values)
     finite = stats[np.isfinite(stats)]
