@@ -314,6 +314,12 @@ def bootstrap_interval(
     are the percentile interval at ``confidence``. With one group this is the usual
     bootstrap over test clips; with several it describes the mean over seeds, each seed's
     test set resampled (training is held fixed: the interval covers test-set sampling only).
+
+    Resampling is not stratified by class on purpose: a class with one or two test clips
+    then drops out of some resamples, so a mean-over-classes metric (UAR) can sit near an
+    edge of its interval, but a difference that rests on such a clip gets an interval that
+    reaches 0. Resampling within classes would keep every class but give a one-clip class
+    no variance at all, an interval of zero width for a difference made by one clip.
     """
     arrays = [tuple(np.asarray(a) for a in group) for group in groups]
     if not arrays or any(len(g[0]) == 0 for g in arrays):
