@@ -133,8 +133,8 @@ def check_stored_clips(
         listed = getattr(split, name)
         if listed and all(cid in failed for cid in listed):
             raise TrainerError(
-                f"{where}: every {name} clip ({len(listed)}) of seed {split.seed} failed "
-                f"perturbation, so there is nothing to "
+                f"{where}: every {name} clip ({len(listed)}) failed perturbation (seed "
+                f"{split.seed}'s split), so there is nothing to "
                 f"{'test' if name == 'test' else 'select epochs'} on; see the failures with "
                 "`ncore-prep inspect`"
             )
