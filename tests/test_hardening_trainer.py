@@ -109,7 +109,7 @@ def test_a_folder_holding_another_config_is_refused_unless_resumed_with_the_same
     runner = CliRunner()
     for extra in (["--lr", "2e-3"], ["--lr", "2e-3", "--resume"], ["--views", "0"]):
         line = one_line_error(runner.invoke(main, _args(copy, "--out", str(run), *extra)))
-        assert f"{run} holds a run with" in line, line
+        assert f"{run} holds a run of another config" in line, line
     after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
     assert after == before  # nothing written into the other run's folder
     same = runner.invoke(main, _args(copy, "--out", str(run), "--resume"))

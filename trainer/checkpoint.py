@@ -157,15 +157,23 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
             f"checkpoint {path}: schema_version {state.get('schema_version')!r} is not "
             f"supported (this toolkit reads version {CHECKPOINT_SCHEMA_VERSION})"
         )
+    if not isinstance(state.get("config"), dict):
+        problem = ValueError("state.json field 'config' is missing or not an object")
+        raise TrainerError(damaged_checkpoint(path, problem))
+    return state
+
+
+def check_resume_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
+    """Refuse (one line) a checkpoint whose ``state.json`` lacks what a resume reads."""
     types = {"seed": int, "step": int, "best_epoch": int, "bad_epochs": int}
-    types |= {"best_acc": (int, float), "loader": dict, "config": dict}
+    types |= {"best_acc": (int, float), "loader": dict}
     for name, kind in types.items():
         if not isinstance(state.get(name), kind) or isinstance(state.get(name), bool):
             problem = ValueError(f"state.json field {name!r} is missing or of the wrong type")
-            raise TrainerError(damaged_checkpoint(path, problem))
+            raise TrainerError(damaged_checkpoint(Path(path), problem))
     if not isinstance(state["loader"].get("next_epoch"), int):
-        raise TrainerError(damaged_checkpoint(path, ValueError("state.json loader is garbled")))
-    return state
+        problem = ValueError("state.json loader is garbled")
+        raise TrainerError(damaged_checkpoint(Path(path), problem))
 
 
 def check_same_config(path: str | os.PathLike[str], state: dict[str, Any], config: TrainConfig):

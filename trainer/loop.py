@@ -27,7 +27,13 @@ import torch
 from torch import nn
 
 from pipeline.memory import tune_malloc
-from trainer.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_selected
+from trainer.checkpoint import (
+    check_resume_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+    save_selected,
+)
 from trainer.config import TrainConfig
 from trainer.distributed import (
     Distributed,
@@ -165,6 +171,7 @@ def train_seed(
         state = load_checkpoint(
             latest, model, optimizer, scheduler, config=config.replace(seeds=(seed,))
         )
+        check_resume_state(latest, state)
         if state["seed"] != seed:
             raise TrainerError(f"checkpoint {latest} belongs to seed {state['seed']}, not {seed}")
         if state.get("splits", plan.splits) != plan.splits:

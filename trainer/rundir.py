@@ -504,16 +504,23 @@ class RunDir:
                 "another --out"
             ) from None
 
-    def check_record(self, record: RunRecord) -> None:
-        """Refuse (one line) to train into a folder that holds another run.
+    def has_progress(self) -> bool:
+        """Whether any seed has a checkpoint, a selected model or a finished record."""
+        patterns = (f"{SEED_PREFIX}*/{CHECKPOINT_DIR}/*", f"{SEED_PREFIX}*/{BEST_DIR}")
+        patterns += (f"{SEED_PREFIX}*/{SEED_RECORD_FILE}",)
+        return any(next(self.path.glob(p), None) is not None for p in patterns)
 
-        The folder may hold this same run (a resume, or a restart of one that stopped before
+    def check_record(self, record: RunRecord) -> None:
+        """Refuse (one line) to train into a folder that holds another run's progress.
+
+        A folder where nothing was trained yet (a start that failed) is reused. Otherwise it
+        may hold this same run (a resume, or a restart of one that stopped before
         its first checkpoint): the config (apart from the resume-neutral fields: out, resume,
         seeds, device, num_workers, checkpoint_every), the resolved views, the view set and
         the splits must all be those recorded.
         """
-        if not self.config_path.exists():
-            return
+        if not self.config_path.exists() or not self.has_progress():
+            return  # nothing trained yet (e.g. a start that failed on its backbone)
         try:
             old = self.read_record()
         except TrainerError as error:
@@ -533,8 +540,8 @@ class RunDir:
         if difference is not None:
             name, theirs, mine = difference
             raise TrainerError(
-                f"{self.path} holds a run with {name}={theirs!r} ({mine!r} now): resume it "
-                "with the same settings or pass another --out"
+                f"{self.path} holds a run of another config ({name}={theirs!r} there, "
+                f"{mine!r} now): resume it with the same settings or pass another --out"
             )
         if old.splits is not None and record.splits is not None and old.splits != record.splits:
             raise TrainerError(
