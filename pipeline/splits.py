@@ -280,6 +280,30 @@ class SeedSplit:
         return split
 
 
+def stored_seed_split(
+    clips: Sequence[Any], recorded: Mapping[str, Any], seed: int, protocol: str | None = None
+) -> SeedSplit:
+    """The manifest's stored split (each clip's ``split``) as training seed ``seed``'s, with
+    the settings it was drawn with (``recorded``: ``Manifest.split``); ``protocol`` None
+    keeps the recorded one."""
+    by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+    for clip in clips:
+        by_split[clip.split].append(clip.id)
+    return SeedSplit(
+        seed=int(seed),
+        mode="fixed",
+        protocol=protocol or str(recorded.get("protocol", "default")),
+        split_seed=None if recorded.get("seed") is None else int(recorded["seed"]),
+        stratify=str(recorded.get("stratify", "emotion")),
+        test_fraction=recorded.get("test_fraction"),
+        val_fraction=recorded.get("val_fraction"),
+        test_speakers=tuple(recorded.get("test_speakers", ())),
+        train=tuple(sorted(by_split["train"])),
+        val=tuple(sorted(by_split["val"])),
+        test=tuple(sorted(by_split["test"])),
+    )
+
+
 def seed_split(
     clips: Sequence[Any],
     recorded: Mapping[str, Any],
@@ -325,22 +349,7 @@ def seed_split(
         )
     test_fraction = float(recorded.get("test_fraction", DEFAULT_TEST_FRACTION))
     if mode == "fixed":
-        by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-        for clip in clips:
-            by_split[clip.split].append(clip.id)
-        split = SeedSplit(
-            seed=int(seed),
-            mode=mode,
-            protocol=chosen,
-            split_seed=None if recorded.get("seed") is None else int(recorded["seed"]),
-            stratify=str(recorded.get("stratify", "emotion")),
-            test_fraction=recorded.get("test_fraction"),
-            val_fraction=recorded.get("val_fraction"),
-            test_speakers=tuple(recorded.get("test_speakers", ())),
-            train=tuple(sorted(by_split["train"])),
-            val=tuple(sorted(by_split["val"])),
-            test=tuple(sorted(by_split["test"])),
-        )
+        split = stored_seed_split(clips, recorded, seed, protocol=chosen)
     else:
         if chosen == "paper":
             val_fraction = 0.0

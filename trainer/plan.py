@@ -24,7 +24,7 @@ from torch import nn
 
 from pipeline.manifest import Manifest, ManifestError, ViewSet
 from pipeline.rng import stable_seed
-from pipeline.splits import SeedSplit, SplitError, seed_split
+from pipeline.splits import SeedSplit, SplitError, seed_split, stored_seed_split
 from trainer.config import TrainConfig
 from trainer.distributed import SINGLE, Distributed
 from trainer.errors import TrainerError
@@ -143,23 +143,7 @@ def check_stored_clips(
 def stored_split(manifest: Manifest, seed: int) -> SeedSplit:
     """The manifest's stored split as seed ``seed``'s: what a run folder from before
     per-seed splits (no ``split.json``) was trained and selected on."""
-    by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-    for clip in manifest.clips:
-        by_split[clip.split].append(clip.id)
-    recorded = manifest.split
-    return SeedSplit(
-        seed=seed,
-        mode="fixed",
-        protocol=str(recorded.get("protocol", "default")),
-        split_seed=recorded.get("seed"),
-        stratify=str(recorded.get("stratify", "emotion")),
-        test_fraction=recorded.get("test_fraction"),
-        val_fraction=recorded.get("val_fraction"),
-        test_speakers=tuple(recorded.get("test_speakers", ())),
-        train=tuple(sorted(by_split["train"])),
-        val=tuple(sorted(by_split["val"])),
-        test=tuple(sorted(by_split["test"])),
-    )
+    return stored_seed_split(manifest.clips, manifest.split, seed)
 
 
 def seed_plan(plan: RunPlan, split: SeedSplit) -> RunPlan:
