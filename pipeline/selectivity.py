@@ -806,6 +806,21 @@ def run_selectivity(
 # ------------------------------------------------------------------------------- display
 
 
+def table_rows(result: Selectivity):
+    """The rows of the displayed tables, in order: ``(label, features, rows)`` with the
+    other-label reference (one row) first, then each feature set's rows in ``CONDITIONS``
+    order (feature sets without rows left out)."""
+    for label in LABELS:
+        for r in result.rows:
+            if r.label == label and r.features == OTHER_LABEL:
+                yield label, OTHER_LABEL, [r]
+        for features in (*FEATURE_NAMES, ALL_FEATURES):
+            try:
+                yield label, features, [result.row(label, features, c) for c in CONDITIONS]
+            except KeyError:
+                continue
+
+
 def format_table(result: Selectivity, indent: str = "") -> list[str]:
     """The result as text: one line per (label, feature set) with the three conditions,
     then the verdicts."""
@@ -820,24 +835,19 @@ def format_table(result: Selectivity, indent: str = "") -> list[str]:
     def cell(r: Row) -> str:
         return f"{100 * r.balanced_accuracy:5.1f} [{100 * r.ci95[0]:4.1f}-{100 * r.ci95[1]:5.1f}]"
 
-    for label in LABELS:
-        ref = [r for r in result.rows if r.label == label and r.features == OTHER_LABEL]
-        for r in ref:
+    for label, features, got in table_rows(result):
+        if features == OTHER_LABEL:
             lines.append(
-                f"{indent}{label:<8} {OTHER_LABEL:<18} {100 * r.chance:6.1f}  {cell(r):<20} "
-                f"{'':<20} {'':<20}"
+                f"{indent}{label:<8} {OTHER_LABEL:<18} {100 * got[0].chance:6.1f}  "
+                f"{cell(got[0]):<20} {'':<20} {'':<20}"
             )
-        for features in (*FEATURE_NAMES, ALL_FEATURES):
-            try:
-                got = [result.row(label, features, c) for c in CONDITIONS]
-            except KeyError:
-                continue
-            kept = "/".join("-" if r.retained is None else f"{r.retained:.2f}" for r in got[1:])
-            lines.append(
-                f"{indent}{label:<8} {features:<18} {100 * got[0].chance:6.1f}  "
-                + " ".join(f"{cell(r):<20}" for r in got)
-                + f" {kept:>12}"
-            )
+            continue
+        kept = "/".join("-" if r.retained is None else f"{r.retained:.2f}" for r in got[1:])
+        lines.append(
+            f"{indent}{label:<8} {features:<18} {100 * got[0].chance:6.1f}  "
+            + " ".join(f"{cell(r):<20}" for r in got)
+            + f" {kept:>12}"
+        )
     lines.extend(f"{indent}{v}" for v in result.verdicts)
     return lines
 
@@ -852,21 +862,16 @@ def markdown_table(result: Selectivity) -> str:
         "| label | features | chance | originals | views | transfer | retained views / transfer |",
         "|---|---|---|---|---|---|---|",
     ]
-    for label in LABELS:
-        for r in result.rows:
-            if r.label == label and r.features == OTHER_LABEL:
-                lines.append(
-                    f"| {label} | {OTHER_LABEL} | {100 * r.chance:.1f} | {cell(r)} | | | |"
-                )
-        for features in (*FEATURE_NAMES, ALL_FEATURES):
-            try:
-                got = [result.row(label, features, c) for c in CONDITIONS]
-            except KeyError:
-                continue
-            kept = " / ".join("–" if r.retained is None else f"{r.retained:.2f}" for r in got[1:])
+    for label, features, got in table_rows(result):
+        if features == OTHER_LABEL:
             lines.append(
-                f"| {label} | {features} | {100 * got[0].chance:.1f} | "
-                + " | ".join(cell(r) for r in got)
-                + f" | {kept} |"
+                f"| {label} | {OTHER_LABEL} | {100 * got[0].chance:.1f} | {cell(got[0])} | | | |"
             )
+            continue
+        kept = " / ".join("–" if r.retained is None else f"{r.retained:.2f}" for r in got[1:])
+        lines.append(
+            f"| {label} | {features} | {100 * got[0].chance:.1f} | "
+            + " | ".join(cell(r) for r in got)
+            + f" | {kept} |"
+        )
     return "\n".join(lines) + "\n"
