@@ -25,6 +25,16 @@ Steps, each skipped when its output is already there:
    test clips); the paired difference of each run's speaker probe from the baseline's on the
    same test clips (``trainer.probes.paired_difference``, averaged over seeds).
 
+5. Where the speaker information is (``--mechanisms``, on by default): speaker-perturbed
+   views (p_s, N = 2, DIO) of the probe corpus, and for every run and seed, and for the
+   un-fine-tuned backbone (the tiny preset as built for that seed): the speaker probe on
+   the originals (step 4), fitted and scored on the views, and fitted on originals and
+   scored on the views of the test clips (transfer); how far apart a clip's views are
+   relative to two random clips (squared distance over twice the total variance: 1 = as
+   far as two random clips); and the adversarial head's validation accuracy in the last
+   epoch next to what the emotion label alone gives it on the training corpus. An encoder
+   invariant to p_s would score on originals what it scores on views.
+
 Writes ``OUT/positive-control.md`` and ``.json``.
 """
 
@@ -156,6 +166,12 @@ def main() -> None:
     parser.add_argument("--seeds", default="42,100,510")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument(
+        "--mechanisms",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure where the speaker information is (step 5)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -246,6 +262,9 @@ def main() -> None:
         }
     chance = speaker[0].chance
     lines += ["", f"Chance: speaker {pct(chance)}, emotion {pct(emotion[0].chance)}."]
+    if args.mechanisms:
+        table, record["mechanisms"] = mechanisms(args, train, probe, [n for n, _ in rows], seeds)
+        lines += ["", *table]
     lines.append(f"Total {time.perf_counter() - started:.0f} s wall.")
     text = "\n".join(lines) + "\n"
     (args.out / "positive-control.md").write_text(text, encoding="utf-8")
@@ -253,6 +272,110 @@ def main() -> None:
         json.dumps(record, indent=1, default=float) + "\n", encoding="utf-8"
     )
     print(text)
+
+
+MECHANISM_VIEWS = 2
+
+
+def mechanisms(
+    args, train: Path, probe: Path, names: list[str], seeds: list[int]
+) -> tuple[list[str], dict[str, object]]:
+    """Step 5 (module docstring): the Markdown table and its record."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    import torch
+
+    from pipeline.manifest import Manifest
+    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from pipeline.rng import stable_seed
+    from trainer.embed import embed_views
+    from trainer.plan import build_model, load_selected_model
+    from trainer.probes import perturbation_probe
+    from trainer.rundir import read_epoch_rows
+
+    torch.set_num_threads(args.threads)
+    settings = PerturbSettings(kinds=("speaker",), views=MECHANISM_VIEWS, f0_method="dio")
+    with ProcessPoolExecutor(2) as pool:
+        run_perturb(probe, settings, fixed_executor(pool), args.out / "cache", progress=False)
+    manifest = Manifest.load(probe)
+    clips = manifest.clip_by_id()
+
+    def measure(model, seed: int) -> dict[str, float]:
+        done = embed_views(model, probe, "speaker", MECHANISM_VIEWS, max_seconds=1.0)
+        fit = np.array([clips[c].split != "test" for c in done.clip_ids])
+        speaker = [manifest.label_index("speaker")[clips[c].speaker] for c in done.clip_ids]
+        s = stable_seed(seed, "positive-control", "speaker") % 2**32
+        result = perturbation_probe(done.views, speaker, fit, seed=s)
+        return {
+            "speaker_originals": result.originals,
+            "speaker_views": result.views,
+            "speaker_transfer": result.transfer,
+            "view_to_clip_distance": result.view_to_clip_distance,
+        }
+
+    # What the emotion label alone tells the adversarial head about the speaker on the
+    # training corpus: the accuracy of always guessing an emotion's most frequent speaker.
+    trained = Manifest.load(train)
+    pairs: dict[str, dict[str, int]] = {}
+    for clip in trained.clips:
+        counts = pairs.setdefault(clip.emotion, {})
+        counts[clip.speaker] = counts.get(clip.speaker, 0) + 1
+    ceiling = sum(max(c.values()) for c in pairs.values()) / len(trained.clips)
+
+    record: dict[str, object] = {"adversary_label_only_accuracy": ceiling}
+    base = args.out / "runs" / names[0]
+    base_config = RunDir(base).read_record().config
+    for name in ["un-fine-tuned backbone", *names]:
+        per_seed = []
+        for seed in seeds:
+            seed_dir = RunDir(base if name.startswith("un-") else args.out / "runs" / name).seed(
+                seed
+            )
+            model, info = load_selected_model(seed_dir)
+            row: dict[str, float | None] = {"seed": seed}
+            if name.startswith("un-"):
+                classes = len(info.task_names), len(info.adv_names)
+                model = build_model(base_config, *classes, seed).eval()
+            else:
+                last = read_epoch_rows(seed_dir.metrics)[-1]
+                row["adversary_val_accuracy_last_epoch"] = last.val_acc_adv
+            row.update(measure(model, seed))
+            per_seed.append(row)
+        record[name] = per_seed
+
+    def cell(name: str, key: str, percent: bool = True) -> str:
+        values = [r.get(key) for r in record[name]]
+        if any(v is None for v in values):
+            return "–"
+        scale = 100 if percent else 1
+        digits = 1 if percent else 2
+        return " / ".join(f"{scale * v:.{digits}f}" for v in values)
+
+    lines = [
+        f"Where the speaker information is (probe corpus, p_s views N = {MECHANISM_VIEWS}, "
+        f"DIO; per seed {', '.join(map(str, seeds))}; balanced accuracy %, speaker chance "
+        f"{100 / len(manifest.labels['speaker']):.2f}; view/clip distance 1 = as far apart as two "
+        f"random clips):",
+        "",
+        "| Run | Speaker probe, originals | Speaker probe, p_s views | Transfer (fitted on "
+        "originals, scored on views) | View/clip distance | Adversarial head, val accuracy "
+        "(last epoch) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ["un-fine-tuned backbone", *names]:
+        lines.append(
+            f"| {name} | {cell(name, 'speaker_originals')} | {cell(name, 'speaker_views')} | "
+            f"{cell(name, 'speaker_transfer')} | "
+            f"{cell(name, 'view_to_clip_distance', percent=False)} | "
+            f"{cell(name, 'adversary_val_accuracy_last_epoch')} |"
+        )
+    lines += [
+        "",
+        f"On the training corpus the emotion label alone names the speaker of "
+        f"{100 * ceiling:.1f} % of the clips (each emotion's most frequent speaker): an "
+        f"adversarial head at that accuracy needs no speaker information beyond the emotion.",
+    ]
+    return lines, record
 
 
 def seed_metrics(run: Path, seed: int) -> dict[str, float]:

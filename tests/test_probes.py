@@ -14,6 +14,7 @@ from trainer.probes import (
     held_out_probe,
     linear_probe,
     paired_difference,
+    perturbation_probe,
 )
 
 
@@ -102,3 +103,47 @@ def test_label_only_reference_on_held_out_splits():
         y_task_train, rng.integers(0, 3, 120), y_task_test, rng.integers(0, 3, 60)
     )
     assert free.balanced_accuracy < 0.6
+
+
+def test_perturbation_probe_tells_a_removed_code_from_a_kept_one():
+    # Speaker coded in dims 0-3, emotion in dims 8-11. The "perturbation" redraws dims 0-3
+    # of every view (the speaker code is gone from the views) and leaves dims 8-11 alone.
+    rng = np.random.default_rng(3)
+    n, classes = 600, 4
+    speaker = np.arange(n) % classes
+    emotion = (np.arange(n) // classes) % classes
+    x0 = rng.normal(size=(n, 12))
+    x0[:, 0:4] += 4.0 * np.eye(classes)[speaker]
+    x0[:, 8:12] += 4.0 * np.eye(classes)[emotion]
+    views = [x0]
+    for _ in range(2):
+        v = x0.copy()
+        v[:, 0:4] = rng.normal(size=(n, 4)) + 4.0 * np.eye(classes)[rng.integers(0, 4, n)]
+        views.append(v)
+    fit = np.arange(n) < 400
+    removed = perturbation_probe(views, speaker, fit, seed=0)
+    kept = perturbation_probe(views, emotion, fit, seed=0)
+    assert removed.originals > 0.9 and kept.originals > 0.9
+    # Removed: neither a probe fitted on the views nor one fitted on originals reads it.
+    assert removed.views < removed.chance + 0.1
+    assert removed.transfer < removed.chance + 0.1
+    # Kept: both still read it.
+    assert kept.views > 0.9 and kept.transfer > 0.9
+    assert removed.chance == pytest.approx(0.25)
+
+
+def test_view_to_clip_distance_is_one_for_an_unrelated_clip_and_zero_for_itself():
+    rng = np.random.default_rng(4)
+    x0 = rng.normal(size=(4000, 6)) * np.array([1.0, 2.0, 0.5, 1.0, 3.0, 1.0])
+    y = np.arange(4000) % 2
+    fit = np.arange(4000) < 3000
+    itself = perturbation_probe([x0, x0.copy()], y, fit)
+    # A "view" that is another clip drawn from the same distribution: the expected squared
+    # distance of two independent draws is twice the total variance.
+    other = perturbation_probe([x0, rng.permutation(x0)], y, fit)
+    shift = np.array([1.0, 0.0, 0.0, 0.0, 2.0, 0.0])
+    shifted = perturbation_probe([x0, x0 + shift], y, fit)
+    total_variance = 1.0 + 4.0 + 0.25 + 1.0 + 9.0 + 1.0
+    assert itself.view_to_clip_distance == 0.0
+    assert other.view_to_clip_distance == pytest.approx(1.0, abs=0.05)
+    assert shifted.view_to_clip_distance == pytest.approx(5.0 / (2 * total_variance), rel=0.05)

@@ -130,6 +130,56 @@ def embed_manifest(
     }
 
 
+@dataclasses.dataclass(frozen=True)
+class ViewEmbeddings:
+    """Embeddings of every stored view of a view set's clips: ``views[v]`` is (n, D) for
+    view ``v`` (0 the original), rows in ``clip_ids`` order (the shards' order)."""
+
+    clip_ids: list[str]
+    views: list[np.ndarray]
+
+
+def embed_views(
+    model: Any,
+    manifest_path: str | os.PathLike[str],
+    kind: str,
+    views: int,
+    max_seconds: float | None = None,
+    batch_size: int = 16,
+    device: str = "cpu",
+) -> ViewEmbeddings:
+    """Embed view 0 and the first ``views`` perturbed views of every clip of the manifest's
+    ``kind`` view set (``Manifest.view_set(kind, views)``) with ``model`` through
+    :func:`trainer.inference.infer`, so each view is embedded exactly as an original would
+    be by the evaluation (centre window of ``max_seconds``). Reads are CRC-checked."""
+    import torch
+
+    from pipeline.manifest import Manifest
+    from pipeline.shards import open_view_set
+    from trainer.data import audio_batches
+    from trainer.inference import infer
+
+    _, readers = open_view_set(Manifest.load(manifest_path), manifest_path, kind, views)
+    clip_ids: list[str] = []
+    audio: list[np.ndarray] = []
+    for reader in readers:
+        clip_ids.extend(reader.clip_ids)
+        audio.extend(reader.read_range(0, len(reader), views=list(range(1 + views))))
+
+    def batches(view: int):
+        items = ((c, a[view], 0, 0) for c, a in zip(clip_ids, audio, strict=True))
+        return audio_batches(items, batch_size=batch_size, max_seconds=max_seconds)
+
+    torch_device = torch.device(device)
+    return ViewEmbeddings(
+        clip_ids,
+        [
+            infer(model, batches(v), torch_device).in_order(clip_ids).embeddings
+            for v in range(1 + views)
+        ],
+    )
+
+
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:
     try:
         return Path(a).resolve() == Path(b).resolve()

@@ -295,6 +295,61 @@ def held_out_label_only_probe(
     )
 
 
+@dataclass(frozen=True)
+class PerturbationProbe:
+    """How much of one label an embedding keeps on originals and on perturbed views of the
+    same clips (docs/evaluation.md, "Where the information is").
+
+    Balanced accuracies of held-out probes (fitted on the training clips, scored on the
+    test clips): ``originals`` on view 0; ``views`` fitted and scored on the perturbed
+    views (mean over views); ``transfer`` fitted on originals and scored on the test clips'
+    perturbed views (mean over views). ``view_to_clip_distance``: the mean squared distance
+    between a clip's original and perturbed embeddings over twice the originals' total
+    variance (the expected squared distance of two random clips), so 1 means a view is as
+    far from its original as another clip is. An encoder invariant to the perturbation
+    scores on originals what it scores on views.
+    """
+
+    originals: float
+    views: float
+    transfer: float
+    view_to_clip_distance: float
+    chance: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def perturbation_probe(
+    views: Sequence[np.ndarray],
+    labels: Sequence[int] | np.ndarray,
+    fit: np.ndarray,
+    seed: int = 0,
+) -> PerturbationProbe:
+    """:class:`PerturbationProbe` of ``labels`` from ``views`` (view 0 the originals, then
+    at least one perturbed view, each (n, D) with rows aligned); ``fit``: boolean (n,), the
+    clips the probes are fitted on (the others are scored)."""
+    if len(views) < 2:
+        raise ValueError("perturbation_probe needs the originals and at least one view")
+    y = np.asarray(labels)
+    fit = np.asarray(fit, dtype=bool)
+    score = ~fit
+    x0, perturbed = views[0], views[1:]
+
+    def probe(x_fit: np.ndarray, x_score: np.ndarray) -> HeldOutProbe:
+        return held_out_probe(x_fit[fit], y[fit], x_score[score], y[score], seed, bootstrap=0)
+
+    originals = probe(x0, x0)
+    spread = np.mean([np.sum((x - x0) ** 2, axis=1).mean() for x in perturbed])
+    return PerturbationProbe(
+        originals=originals.balanced_accuracy,
+        views=float(np.mean([probe(x, x).balanced_accuracy for x in perturbed])),
+        transfer=float(np.mean([probe(x0, x).balanced_accuracy for x in perturbed])),
+        view_to_clip_distance=float(spread / (2 * x0.var(axis=0).sum())),
+        chance=originals.chance,
+    )
+
+
 # ----- intervals over test clips --------------------------------------------------------------
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
