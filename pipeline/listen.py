@@ -26,7 +26,6 @@ import html
 import json
 import math
 import os
-import shutil
 import struct
 import time
 import zlib
@@ -40,6 +39,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.atomic import replace_folder
 from pipeline.inspection import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,
@@ -648,42 +648,35 @@ def build_page(
         if options.clip_ids
         else sample_clips(m, options.per_label, options.seed)
     )
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    (tmp / "audio").mkdir(parents=True)
-    (tmp / "img").mkdir()
     drawn_rows: dict[str, Thumbnail] = {}
     sections: list[str] = []
     cells = shards_read = 0
     audio_seconds = 0.0
     try:
-        with _thumbnail_executor(options.workers) as pool:
-            for number, vs in enumerate(view_sets):
-                views, read = read_view_set(m, vs, path, clips)
-                shards_read += read
-                _draw_missing(views, drawn_rows, pool, tmp, options.audio_format)
-                for cv in views.values():
-                    if cv.rows is not None:
-                        cells += cv.rows.shape[0]
-                        audio_seconds += cv.rows.size / SAMPLE_RATE
-                sections.append(
-                    _section_html(m, vs, path, number, clips, views, drawn_rows, options)
-                )
-                del views
-        page = _page_html(m, path, view_sets, clips, sections, options)
-        (tmp / "index.html").write_text(page, encoding="utf-8")
+        # Built in a temporary sibling and renamed over ``out`` when complete (modes from
+        # the umask); on any failure ``out`` is left as it was.
+        with replace_folder(out) as tmp:
+            (tmp / "audio").mkdir()
+            (tmp / "img").mkdir()
+            with _thumbnail_executor(options.workers) as pool:
+                for number, vs in enumerate(view_sets):
+                    views, read = read_view_set(m, vs, path, clips)
+                    shards_read += read
+                    _draw_missing(views, drawn_rows, pool, tmp, options.audio_format)
+                    for cv in views.values():
+                        if cv.rows is not None:
+                            cells += cv.rows.shape[0]
+                            audio_seconds += cv.rows.size / SAMPLE_RATE
+                    sections.append(
+                        _section_html(m, vs, path, number, clips, views, drawn_rows, options)
+                    )
+                    del views
+            page = _page_html(m, path, view_sets, clips, sections, options)
+            (tmp / "index.html").write_text(page, encoding="utf-8")
     except BrokenProcessPool:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise InspectError(
             "a process drawing the thumbnails died (out of memory?); try --workers 1"
         ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if out.exists():
-        shutil.rmtree(out)
-    os.replace(tmp, out)
     return ListenPage(
         index=out / "index.html",
         view_sets=len(view_sets),

@@ -130,6 +130,8 @@ def test_perturbation_probe_tells_a_removed_code_from_a_kept_one():
     # Kept: both still read it.
     assert kept.views > 0.9 and kept.transfer > 0.9
     assert removed.chance == pytest.approx(0.25)
+    # Labels of any type: names give the same result as their indices.
+    assert perturbation_probe(views, [f"spk{v}" for v in speaker], fit, seed=0) == removed
 
 
 def test_view_to_clip_distance_is_one_for_an_unrelated_clip_and_zero_for_itself():

@@ -328,10 +328,10 @@ def perturbation_probe(
 ) -> PerturbationProbe:
     """:class:`PerturbationProbe` of ``labels`` from ``views`` (view 0 the originals, then
     at least one perturbed view, each (n, D) with rows aligned); ``fit``: boolean (n,), the
-    clips the probes are fitted on (the others are scored)."""
+    clips the probes are fitted on (the others are scored); ``labels`` of any type."""
     if len(views) < 2:
         raise ValueError("perturbation_probe needs the originals and at least one view")
-    y = np.asarray(labels)
+    _, y = np.unique(np.asarray(labels), return_inverse=True)  # any labels -> 0..K-1
     fit = np.asarray(fit, dtype=bool)
     score = ~fit
     x0, perturbed = views[0], views[1:]
