@@ -162,7 +162,7 @@ def main() -> None:
     parser.add_argument("--probe-clips", type=int, default=480)
     parser.add_argument("--entanglement", type=float, default=0.9)
     parser.add_argument("--views", type=int, default=2)
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seeds", default="42,100,510")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument(
