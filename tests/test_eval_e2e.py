@@ -63,10 +63,13 @@ def test_training_ends_with_a_summary_of_one_test_pass(trained):
     assert split["mode"] == "per-seed" and split["seed"] == 1
     # The loop scores validation only; the evaluation scores the test split once with the
     # selected model and once with the model training started from, and embeds the train
-    # split once with each (the probes are fitted there).
+    # split once with each (the probes are fitted there), then the test clips' first two
+    # perturbed views with each (the invariance figures; never scored against the task).
     assert [ids for module, ids in passes if module == "trainer.loop"] == [val_ids]
     assert [ids for module, ids in passes if module == "trainer.evaluate"] == [
         train_ids,
+        test_ids,
+        test_ids,
         test_ids,
     ] * 2
     # One command, one reading of the manifest (the plan is handed to the evaluation).
@@ -209,6 +212,51 @@ def test_evaluate_and_embed_give_identical_embeddings_for_the_same_clips(trained
     predicted = [names.index(p) for p in embedded["task_pred"][rows]]
     truth = [names.index(e) for e in embedded["emotion"][rows]]
     assert np.mean(np.equal(predicted, truth)) == evaluation["metrics"]["accuracy"]
+
+
+def test_invariance_figures_embed_the_test_clips_perturbed_views(trained):
+    # Recomputed independently: the test clips' views 1 and 2 read from the shards and
+    # embedded through trainer.embed.embed_views, the distance and the transfer probe in
+    # plain numpy / sklearn here, against what the evaluation recorded.
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from trainer.embed import embed_views
+    from trainer.plan import load_selected_model
+    from trainer.rundir import RunDir
+
+    manifest_path, run, _ = trained
+    evaluation = json.loads((run / "seed-1" / "evaluation.json").read_text())
+    record = evaluation["perturbation"]
+    config = RunDir(run).read_record().config
+    assert record["views"] == 2 and record["kind"] == config.view_kind
+    model, _ = load_selected_model(RunDir(run).seed(1))
+    done = embed_views(model, manifest_path, record["kind"], 2, config.max_seconds)
+    split = json.loads((run / "seed-1" / "split.json").read_text())
+    index = {cid: i for i, cid in enumerate(done.clip_ids)}
+    test = [index[c] for c in evaluation["clips"]["ids"]]
+    x0, views = done.views[0][test], [v[test] for v in done.views[1:]]
+    distance = np.mean([((v - x0) ** 2).sum(axis=1).mean() for v in views])
+    distance /= 2 * x0.var(axis=0).sum()
+    finetuned = record["finetuned"]
+    assert finetuned["view_to_clip_distance"] == pytest.approx(distance, rel=0.02)
+    assert 0.0 < finetuned["view_to_clip_distance"]  # views really are other audio
+    # The y- transfer probe: fitted on the train clips' originals, scored on the views.
+    train = [index[c] for c in split["train"] if c in index]
+    names = evaluation["labels"]["adv"]
+    by_id = {c["id"]: c for c in json.loads(manifest_path.read_text())["clips"]}
+    y = np.array([names.index(by_id[c][config.adversarial_label]) for c in done.clip_ids])
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=1.0))
+    probe.fit(done.views[0][train], y[train])
+    transfer = np.mean([balanced_accuracy_score(y[test], probe.predict(v)) for v in views])
+    assert finetuned["adv"]["transfer"] == pytest.approx(transfer, abs=0.05)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["perturbation"]["views"] == 2
+    assert summary["metrics"]["transfer_adv"]["mean"] == finetuned["adv"]["transfer"]
+    markdown = (run / "summary.md").read_text()
+    assert "## Invariance to the" in markdown
 
 
 def test_a_run_folder_of_the_layout_before_versioning_is_read(trained, tmp_path):

@@ -693,6 +693,7 @@ def make_eval_loader(
     read_block: int = DEFAULT_READ_BLOCK,
     pin_memory: bool = False,
     prefetch: int = DEFAULT_PREFETCH,
+    view: int = 0,
 ) -> StreamLoader:
     """An evaluation loader: view 0 of the clips of ``split``, in stored order, not shuffled.
 
@@ -700,12 +701,14 @@ def make_eval_loader(
     row 0 is the same original clip in every view set); clips that failed perturbation are
     not stored and therefore not evaluated. ``max_seconds`` keeps the centre window. With
     ``world_size > 1`` ranks get disjoint contiguous parts, not necessarily of equal size.
+    ``view`` > 0: that perturbed view instead, from the view set of ``kind`` only (the
+    same clips, order and windows as view 0).
     """
     if split not in ("train", "val", "test"):
         raise TrainerError(f"split must be train, val or test, got {split!r}")
     first = kind or other_label(task)
-    kinds = [first, other_label(first)]
-    _, shards = _open_shards(manifest, manifest_path, kinds, None)
+    kinds = [first, other_label(first)] if view == 0 else [first]
+    _, shards = _open_shards(manifest, manifest_path, kinds, view or None)
     ids = {c.id for c in manifest.clips_in(split)}
     labels = {cid: y for cid, y in label_indices(manifest, task).items() if cid in ids}
     return _view0_loader(
@@ -716,6 +719,7 @@ def make_eval_loader(
         rank,
         world_size,
         read_block,
+        view=view,
         num_workers=num_workers,
         pin_memory=pin_memory,
         prefetch=prefetch,
@@ -730,15 +734,16 @@ def _view0_loader(
     rank: int = 0,
     world_size: int = 1,
     read_block: int = DEFAULT_READ_BLOCK,
+    view: int = 0,
     **loader: Any,
 ) -> StreamLoader:
-    """View 0 of the clips in ``labels``, in stored order, centre windows: the batches of
-    every evaluation pass (:func:`make_eval_loader`, :func:`original_batches`). ``loader``:
-    :class:`StreamLoader` options."""
+    """View 0 (or ``view``) of the clips in ``labels``, in stored order, centre windows:
+    the batches of every evaluation pass (:func:`make_eval_loader`,
+    :func:`original_batches`). ``loader``: :class:`StreamLoader` options."""
     stream = ShardStream(
         shards,
         labels,
-        [0],
+        [view],
         batch_size=batch_size,
         crop_samples=_crop_samples(max_seconds),
         shuffle=False,

@@ -56,6 +56,7 @@ from trainer.probes import (
     held_out_probe,
     label_only_probe,
     label_probes,
+    view_to_clip_distance,
 )
 from trainer.rundir import ModelRecord, RunDir, RunRecord, SeedDir
 from trainer.summary import probe_markdown, probe_summary, seed_record, summarize, summary_markdown
@@ -92,7 +93,7 @@ def embed_seed(
     start = None
     done = {}
     for name, batches in passes.items():
-        key = (start_key, finetuned[name].clip_ids)
+        key = (start_key, name, finetuned[name].clip_ids)
         if key not in initial_cache:
             if start is None:
                 start = build_model(
@@ -147,6 +148,52 @@ def probe_seed(
     return probes, predictions
 
 
+# Perturbed views embedded for the invariance figures: the first two of the run's view set
+# (each costs one more test pass per model).
+PERTURBATION_VIEWS = 2
+
+
+def perturbed_views(plan: RunPlan) -> list[int]:
+    """The perturbed views (1, 2, ...) of the run's view set the evaluation embeds."""
+    return list(range(1, min(PERTURBATION_VIEWS, plan.view_set.views) + 1))
+
+
+def perturbation_record(
+    train: SeedPass, test: SeedPass, views: list[SeedPass], kind: str
+) -> dict[str, Any]:
+    """How invariant each model is to the run's perturbation, on the test split
+    (docs/evaluation.md, "Where the information is"): for y+ and y-, the held-out probe
+    fitted on the training split's originals and scored on the test clips' perturbed views
+    (``transfer``, mean over views; the same probe on the originals is ``probes``), and the
+    view/clip distance (a clip's views from its original over the distance of two random
+    clips: 0 invariant, 1 a view is as far as another clip)."""
+    value = stable_seed(test.record.seed, "probe") % (2**32)
+    record: dict[str, Any] = {"kind": kind, "views": len(views)}
+    for model in ("finetuned", "initial"):
+        fit = getattr(train, model)
+        originals = getattr(test, model)
+        perturbed = [getattr(v, model) for v in views]
+        for p in perturbed:
+            if p.clip_ids != originals.clip_ids:
+                raise RuntimeError("a perturbed view's pass saw other clips than the test pass")
+        entry: dict[str, Any] = {}
+        for label in ("task", "adv"):
+            y_fit, y_test = getattr(fit, f"y_{label}"), getattr(originals, f"y_{label}")
+            scores = [
+                held_out_probe(fit.embeddings, y_fit, p.embeddings, y_test, value, bootstrap=0)
+                for p in perturbed
+            ]
+            entry[label] = {
+                "transfer": float(np.mean([s.balanced_accuracy for s in scores])),
+                "chance": scores[0].chance,
+            }
+        entry["view_to_clip_distance"] = view_to_clip_distance(
+            originals.embeddings, [p.embeddings for p in perturbed]
+        )
+        record["finetuned" if model == "finetuned" else "backbone"] = entry
+    return record
+
+
 # ----- the test split ------------------------------------------------------------------------
 def run_info(run: RunDir, record: RunRecord, dataset: str) -> dict[str, Any]:
     """What a summary says about the run it describes (for the report's grouping)."""
@@ -180,13 +227,11 @@ def evaluate_seed(
     returns the record."""
     split = seed_dir.read_split() or stored_split(plan.manifest, seed_dir.seed)
     plan = seed_plan(plan, split)
-    done = embed_seed(
-        config,
-        seed_dir,
-        {name: (lambda name=name: eval_loader(config, plan, name)) for name in ("train", "test")},
-        device,
-        initial_cache,
-    )
+    passes = {n: (lambda n=n: eval_loader(config, plan, n)) for n in ("train", "test")}
+    views = perturbed_views(plan)
+    for view in views:
+        passes[f"test-view-{view}"] = lambda view=view: eval_loader(config, plan, "test", view=view)
+    done = embed_seed(config, seed_dir, passes, device, initial_cache)
     train, test = done["train"], done["test"].finetuned
     probes, probe_predictions = probe_seed(train, done["test"], folds)
     record = seed_record(
@@ -207,6 +252,10 @@ def evaluate_seed(
         "metric": model.select_metric,
     }
     record["split"] = split.describe()
+    if views:
+        record["perturbation"] = perturbation_record(
+            train, done["test"], [done[f"test-view-{v}"] for v in views], plan.view_set.kind
+        )
     record["clips"] = {
         "ids": list(test.clip_ids),
         "y_task": test.y_task.tolist(),

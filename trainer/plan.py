@@ -266,8 +266,11 @@ def train_loader(
     )
 
 
-def eval_loader(config: TrainConfig, plan: RunPlan, split: str, ddp: Distributed = SINGLE):
-    """Batches of view 0 of ``split`` (``trainer.data``), split between ranks."""
+def eval_loader(
+    config: TrainConfig, plan: RunPlan, split: str, ddp: Distributed = SINGLE, view: int = 0
+):
+    """Batches of view 0 (or perturbed view ``view``) of ``split`` (``trainer.data``), split
+    between ranks."""
     from trainer.data import make_eval_loader
 
     return make_eval_loader(
@@ -281,6 +284,7 @@ def eval_loader(config: TrainConfig, plan: RunPlan, split: str, ddp: Distributed
         num_workers=config.num_workers,
         rank=ddp.rank,
         world_size=ddp.world_size,
+        view=view,
     )
 
 

@@ -340,14 +340,23 @@ def perturbation_probe(
         return held_out_probe(x_fit[fit], y[fit], x_score[score], y[score], seed, bootstrap=0)
 
     originals = probe(x0, x0)
-    spread = np.mean([np.sum((x - x0) ** 2, axis=1).mean() for x in perturbed])
     return PerturbationProbe(
         originals=originals.balanced_accuracy,
         views=float(np.mean([probe(x, x).balanced_accuracy for x in perturbed])),
         transfer=float(np.mean([probe(x0, x).balanced_accuracy for x in perturbed])),
-        view_to_clip_distance=float(spread / (2 * x0.var(axis=0).sum())),
+        view_to_clip_distance=view_to_clip_distance(x0, perturbed),
         chance=originals.chance,
     )
+
+
+def view_to_clip_distance(originals: np.ndarray, views: Sequence[np.ndarray]) -> float:
+    """Mean squared distance between a clip's original embedding (rows of ``originals``,
+    (n, D)) and its perturbed ones (each of ``views`` (n, D), rows aligned), over twice the
+    originals' total variance, the expected squared distance of two random clips: 0 means
+    invariant, 1 a view as far from its original as another clip."""
+    x0 = np.asarray(originals, dtype=np.float64)
+    spread = np.mean([np.sum((np.asarray(x, np.float64) - x0) ** 2, axis=1).mean() for x in views])
+    return float(spread / (2 * x0.var(axis=0).sum()))
 
 
 # ----- intervals over test clips --------------------------------------------------------------

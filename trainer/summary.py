@@ -182,6 +182,9 @@ def summarize(
         for name in task_names
     }
     matrices = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in records]
+    perturbation = perturbation_summary(records)
+    if perturbation is not None:
+        metrics.update(perturbation.pop("metrics"))
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         **(run_info or {}),
@@ -200,6 +203,42 @@ def summarize(
             "columns": "predicted class",
             "summed_over_seeds": np.sum(matrices, axis=0).astype(int).tolist(),
             "per_seed": {str(r["seed"]): r["confusion_matrix"] for r in records},
+        },
+        **({"perturbation": perturbation} if perturbation is not None else {}),
+    }
+
+
+# Summary key, model and figure of the invariance record (evaluation.json "perturbation").
+PERTURBATION_METRICS = (
+    ("transfer_task", "finetuned", "task"),
+    ("transfer_adv", "finetuned", "adv"),
+    ("view_to_clip_distance", "finetuned", None),
+    ("backbone_transfer_task", "backbone", "task"),
+    ("backbone_transfer_adv", "backbone", "adv"),
+    ("backbone_view_to_clip_distance", "backbone", None),
+)
+
+
+def perturbation_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """``{"kind", "views", "metrics"}`` over the seeds' ``perturbation`` records (None when
+    no seed has one, e.g. evaluations from before it was recorded)."""
+    found = [r.get("perturbation") for r in records]
+    first = next((p for p in found if p), None)
+    if first is None:
+        return None
+
+    def value(p: dict[str, Any] | None, model: str, label: str | None) -> float | None:
+        if not p:
+            return None
+        entry = p[model]
+        return entry["view_to_clip_distance"] if label is None else entry[label]["transfer"]
+
+    return {
+        "kind": first["kind"],
+        "views": first["views"],
+        "metrics": {
+            key: mean_std([value(p, model, label) for p in found])
+            for key, model, label in PERTURBATION_METRICS
         },
     }
 
@@ -330,6 +369,38 @@ def format_mean_std(stat: dict[str, Any] | None, percent: bool = True) -> str:
     return f"{mean} ± {std}"
 
 
+def perturbation_markdown(summary: dict[str, Any]) -> list[str]:
+    """The invariance section of :func:`summary_markdown` (no lines without the record)."""
+    info = summary.get("perturbation")
+    if not info:
+        return []
+    metrics = summary["metrics"]
+    return [
+        f"## Invariance to the {info['kind']} perturbation (test split, views 1-{info['views']})",
+        "",
+        "The same held-out probes, fitted on the training split's originals, scored on the "
+        "test clips' perturbed views instead of their originals; view/clip distance: a "
+        "clip's views from its original over the distance of two random clips (0 = "
+        "invariant, 1 = a view is as far as another clip). A perturbation that removes y- "
+        "takes the y- probe down on views; an encoder that has become invariant to it "
+        "scores on originals what it scores on views, and then carries only what the views "
+        'keep (docs/evaluation.md, "Where the information is").',
+        "",
+        "| Model | Probe y+, originals | y+, views | Probe y-, originals | y-, views "
+        "| View/clip distance |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {title} | {format_mean_std(metrics.get(f'{p}probe_task'))} | "
+            f"{format_mean_std(metrics.get(f'{p}transfer_task'))} | "
+            f"{format_mean_std(metrics.get(f'{p}probe_adv'))} | "
+            f"{format_mean_std(metrics.get(f'{p}transfer_adv'))} | "
+            f"{format_mean_std(metrics.get(f'{p}view_to_clip_distance'), percent=False)} |"
+            for title, p in (("fine-tuned", ""), ("un-fine-tuned backbone", "backbone_"))
+        ),
+        "",
+    ]
+
+
 def summary_markdown(summary: dict[str, Any]) -> str:
     """The summary as Markdown: headline metrics, leakage probes, per-class report and the
     summed confusion matrix. Percentages; ± is the sample standard deviation (ddof=1)."""
@@ -388,6 +459,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"Adversarial head accuracy on y- (the head the encoder was trained to defeat; "
         f"not a measure of disentanglement): {format_mean_std(metrics['adv_head_accuracy'])}.",
         "",
+        *perturbation_markdown(summary),
         "## Per-class report (task head)",
         "",
         "| Class | Precision | Recall | F1 | Support (all seeds) |",
