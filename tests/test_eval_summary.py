@@ -206,3 +206,28 @@ def test_summary_intervals_and_selection_are_stated():
     assert "Epoch selected on the test split by uar (paper protocol)" in text
     assert f"[{100 * low:.2f}, {100 * high:.2f}]" in text
     assert "Each seed drew its own split (protocol paper, stratified on emotion)" in text
+
+
+def test_invariance_section_only_when_recorded_and_averaged_over_the_seeds_that_have_it():
+    records, _ = fabricated_records()
+    plain = summarize(records)
+    assert "perturbation" not in plain and "transfer_adv" not in plain["metrics"]
+    assert "## Invariance" not in summary_markdown(plain)
+    # Seeds 42 and 100 were evaluated with views; 510 before the record existed.
+    for k, record in enumerate(records[:2]):
+        entry = {
+            "task": {"transfer": 0.8, "chance": 1 / 3},
+            "adv": {"transfer": 0.2 + 0.1 * k, "chance": 0.5},
+            "view_to_clip_distance": 0.25 * (k + 1),
+        }
+        record["perturbation"] = {"kind": "speaker", "views": 2, "finetuned": entry,
+                                  "backbone": entry}  # fmt: skip
+    summary = summarize(records)
+    assert summary["perturbation"] == {"kind": "speaker", "views": 2}
+    transfer = summary["metrics"]["transfer_adv"]
+    assert transfer["n"] == 2 and transfer["values"] == [0.2, pytest.approx(0.3), None]
+    assert transfer["mean"] == pytest.approx(0.25)
+    assert summary["metrics"]["view_to_clip_distance"]["mean"] == pytest.approx(0.375)
+    text = summary_markdown(summary)
+    assert "## Invariance to the speaker perturbation (test split, views 1-2)" in text
+    assert "| 25.00 ± 7.07 | 0.38 ± 0.18 |" in text  # y- on views (%), distance (plain)
