@@ -314,3 +314,38 @@ def test_run_files_follow_the_umask(project, tmp_path):
         mode = stat.S_IMODE(path.stat().st_mode)
         want = 0o750 if path.is_dir() else 0o640
         assert mode == want, (path, oct(mode))
+
+
+def test_shards_another_manifest_wrote_into_the_same_cache_folder_are_refused(tmp_path):
+    # Two synthetic corpora under one dataset name: the same clip ids and settings give the
+    # same view-set key, so perturbing the second rewrites the first's cache folder. Before
+    # the fix, training on the first read the second's audio and exited 0.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.datasets import build_manifest, save_manifest_keeping_views
+    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+
+    paths = []
+    for tag, generator_seed in (("a", 0), ("b", 1)):
+        path = tmp_path / "manifests" / f"{tag}.json"
+        manifest, _ = build_manifest(
+            "synthetic", tmp_path / "data" / tag, "same-name", seed=42, manifest_path=path,
+            clips=12, synthetic_seed=generator_seed,
+        )  # fmt: skip
+        save_manifest_keeping_views(manifest, path)
+        paths.append(path)
+    first, second = (Manifest.load(p) for p in paths)
+    assert [c.id for c in first.clips] == [c.id for c in second.clips]
+    assert [c.num_samples for c in first.clips] != [c.num_samples for c in second.clips]
+    settings = PerturbSettings(kinds=("speaker",), views=1, f0_method="dio", shard_size=12)
+    with ThreadPoolExecutor(2) as pool:
+        for path in paths:
+            run_perturb(path, settings, fixed_executor(pool), tmp_path / "cache", progress=False)
+    keys = [Manifest.load(p).view_sets[0].key for p in paths]
+    assert keys[0] == keys[1]  # one cache folder for both
+    result = CliRunner().invoke(
+        main,
+        ["--manifest", str(paths[0]), *OPTIONS, "--views", "1", "--out", str(tmp_path / "run")],
+    )
+    line = one_line_error(result)
+    assert "does not belong to this manifest" in line and "--name" in line

@@ -605,12 +605,7 @@ def _open_shards(
             continue
         known = manifest.clip_by_id()
         for r in readers:
-            unknown = [cid for cid in r.clip_ids if cid not in known]
-            if unknown:
-                raise TrainerError(
-                    f"{r.path.name}: clip {unknown[0]!r} is not in the manifest; "
-                    "the view set does not belong to this manifest"
-                )
+            _check_belongs(r, known)
         stored = min((r.num_views - 1 for r in readers), default=view_set.views)
         return stored, [
             ShardIndex(str(r.path), tuple(r.clip_ids), str(manifest_path)) for r in readers
@@ -838,6 +833,7 @@ def _readable_shards(
     if not complete:
         return []
     view_set = max(complete, key=lambda vs: (vs.kind == kind, vs.views, vs.key))
+    known = manifest.clip_by_id()
     shards = []
     for path in view_set.shard_paths(manifest_path):
         try:
@@ -847,8 +843,31 @@ def _readable_shards(
         except ShardError as error:
             log.warning("%s; decoding its clips from source instead", error)
             continue
+        _check_belongs(reader, known)
         shards.append(ShardIndex(str(reader.path), tuple(reader.clip_ids), str(manifest_path)))
     return shards
+
+
+def _check_belongs(reader: ShardReader, clips: dict[str, Any]) -> None:
+    """Refuse, in one line, a shard this manifest did not write: a clip it does not list,
+    or a clip whose stored length differs from the manifest's (another manifest with the
+    same dataset name and clip ids writes the same cache folder; docs/cache.md)."""
+    offsets = reader.offsets
+    for i, cid in enumerate(reader.clip_ids):
+        clip = clips.get(cid)
+        if clip is None:
+            raise TrainerError(
+                f"{reader.path.name}: clip {cid!r} is not in the manifest; "
+                "the view set does not belong to this manifest"
+            )
+        stored = int(offsets[i + 1] - offsets[i])
+        if stored != clip.num_samples:
+            raise TrainerError(
+                f"{reader.path.name}: clip {cid!r} has {stored} samples there but "
+                f"{clip.num_samples} in the manifest; the view set does not belong to this "
+                "manifest (another manifest with the same dataset name and clip ids wrote "
+                "this cache folder?); give each corpus its own --name and perturb it again"
+            )
 
 
 def _crop_samples(max_seconds: float | None) -> int | None:
