@@ -850,8 +850,9 @@ def _readable_shards(
 
 def _check_belongs(reader: ShardReader, clips: dict[str, Any]) -> None:
     """Refuse, in one line, a shard this manifest did not write: a clip it does not list,
-    or a clip whose stored length differs from the manifest's (another manifest with the
-    same dataset name and clip ids writes the same cache folder; docs/cache.md)."""
+    or a whole clip whose stored length differs from the manifest's (another manifest with
+    the same dataset name and clip ids writes the same cache folder; docs/cache.md). A
+    length changed by damage is reported as damage."""
     offsets = reader.offsets
     for i, cid in enumerate(reader.clip_ids):
         clip = clips.get(cid)
@@ -862,6 +863,12 @@ def _check_belongs(reader: ShardReader, clips: dict[str, Any]) -> None:
             )
         stored = int(offsets[i + 1] - offsets[i])
         if stored != clip.num_samples:
+            # Damage first: edited offsets also change a clip's length, and its CRC-32 then
+            # fails; a shard another manifest wrote is whole, only not this manifest's.
+            try:
+                reader.read_clip(i)
+            except ShardDamaged as error:
+                raise TrainerError(str(error)) from None
             raise TrainerError(
                 f"{reader.path.name}: clip {cid!r} has {stored} samples there but "
                 f"{clip.num_samples} in the manifest; the view set does not belong to this "
