@@ -37,7 +37,7 @@ from pipeline.manifest import (
     ViewSet,
 )
 from pipeline.shards import ShardError, ShardReader, content_checksum
-from pipeline.viewset import ShardAttributes, expected_key, shard_members
+from pipeline.viewset import ShardAttributes, expected_key, length_mismatches, shard_members
 
 ERROR = "error"
 WARNING = "warning"
@@ -218,14 +218,8 @@ def _check_shard(
         return
     if reader.total_samples != entry.samples:
         error(f"{reader.total_samples} samples stored but the manifest lists {entry.samples}")
-    clips = manifest.clip_by_id()
-    for cid, length in zip(ids, steps, strict=False):
-        clip = clips.get(cid)
-        if clip is not None and int(length) != clip.num_samples:
-            error(
-                f"{int(length)} samples in {where} but {clip.num_samples} in the manifest",
-                f"clip {cid}",
-            )
+    for cid, stored, expected in length_mismatches(ids, offsets, manifest.clip_by_id()):
+        error(f"{stored} samples in {where} but {expected} in the manifest", f"clip {cid}")
     drawn = attrs.get("drawn")
     if not isinstance(drawn, list) or len(drawn) != len(ids):
         error("attribute 'drawn' does not hold one record per clip")

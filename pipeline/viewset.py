@@ -118,6 +118,21 @@ def expected_key(manifest: Manifest, view_set: ViewSet) -> str:
     )
 
 
+def length_mismatches(
+    clip_ids: Sequence[str], offsets: Sequence[int], clips: Mapping[str, Any]
+) -> list[tuple[str, int, int]]:
+    """``(clip id, stored samples, manifest samples)`` of every clip a shard stores (ids and
+    offsets, in order) at another length than the manifest's ``clips`` record; clips the
+    manifest does not list are left to the caller."""
+    found = []
+    for i, cid in enumerate(clip_ids):
+        clip = clips.get(cid)
+        stored = int(offsets[i + 1]) - int(offsets[i])
+        if clip is not None and stored != clip.num_samples:
+            found.append((cid, stored, clip.num_samples))
+    return found
+
+
 def shard_members(manifest: Manifest, shard_size: int) -> list[list[str]]:
     """Clip ids of each shard: the manifest's clips in order, ``shard_size`` at a time."""
     ids = [c.id for c in manifest.clips]

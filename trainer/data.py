@@ -59,6 +59,7 @@ from pipeline.shards import (
     int16_to_float,
     open_view_set,
 )
+from pipeline.viewset import length_mismatches
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
@@ -721,6 +722,23 @@ def make_eval_loader(
     )
 
 
+def view_loader(
+    manifest: Manifest,
+    manifest_path: str | os.PathLike[str],
+    kind: str,
+    view: int,
+    *,
+    batch_size: int = 16,
+    max_seconds: float | None = None,
+) -> StreamLoader:
+    """View ``view`` (0 the original) of every clip the largest complete ``kind`` view set
+    stores, in stored order, centre windows, as the evaluation reads them (labels of the
+    emotion task). Refuses shards that do not belong to the manifest, as training does."""
+    _, shards = _open_shards(manifest, manifest_path, [kind], max(view, 1))
+    labels = label_indices(manifest, "emotion")
+    return _view0_loader(shards, labels, batch_size, max_seconds, view=view)
+
+
 def _view0_loader(
     shards: Sequence[ShardIndex],
     labels: dict[str, tuple[int, int]],
@@ -853,28 +871,27 @@ def _check_belongs(reader: ShardReader, clips: dict[str, Any]) -> None:
     or a whole clip whose stored length differs from the manifest's (another manifest with
     the same dataset name and clip ids writes the same cache folder; docs/cache.md). A
     length changed by damage is reported as damage."""
-    offsets = reader.offsets
-    for i, cid in enumerate(reader.clip_ids):
-        clip = clips.get(cid)
-        if clip is None:
-            raise TrainerError(
-                f"{reader.path.name}: clip {cid!r} is not in the manifest; "
-                "the view set does not belong to this manifest"
-            )
-        stored = int(offsets[i + 1] - offsets[i])
-        if stored != clip.num_samples:
-            # Damage first: edited offsets also change a clip's length, and its CRC-32 then
-            # fails; a shard another manifest wrote is whole, only not this manifest's.
-            try:
-                reader.read_clip(i)
-            except ShardDamaged as error:
-                raise TrainerError(str(error)) from None
-            raise TrainerError(
-                f"{reader.path.name}: clip {cid!r} has {stored} samples there but "
-                f"{clip.num_samples} in the manifest; the view set does not belong to this "
-                "manifest (another manifest with the same dataset name and clip ids wrote "
-                "this cache folder?); give each corpus its own --name and perturb it again"
-            )
+    unknown = [cid for cid in reader.clip_ids if cid not in clips]
+    if unknown:
+        raise TrainerError(
+            f"{reader.path.name}: clip {unknown[0]!r} is not in the manifest; "
+            "the view set does not belong to this manifest"
+        )
+    mismatches = length_mismatches(reader.clip_ids, reader.offsets, clips)
+    if mismatches:
+        cid, stored, expected = mismatches[0]
+        # Damage first: edited offsets also change a clip's length, and its CRC-32 then
+        # fails; a shard another manifest wrote is whole, only not this manifest's.
+        try:
+            reader.read_clip(reader.clip_ids.index(cid))
+        except ShardDamaged as error:
+            raise TrainerError(str(error)) from None
+        raise TrainerError(
+            f"{reader.path.name}: clip {cid!r} has {stored} samples there but {expected} in "
+            "the manifest; the view set does not belong to this manifest (another manifest "
+            "with the same dataset name and clip ids wrote this cache folder?); give each "
+            "corpus its own --name and perturb it again"
+        )
 
 
 def _crop_samples(max_seconds: float | None) -> int | None:

@@ -149,35 +149,30 @@ def embed_views(
     device: str = "cpu",
 ) -> ViewEmbeddings:
     """Embed view 0 and the first ``views`` perturbed views of every clip of the manifest's
-    ``kind`` view set (``Manifest.view_set(kind, views)``) with ``model`` through
-    :func:`trainer.inference.infer`, so each view is embedded exactly as an original would
-    be by the evaluation (centre window of ``max_seconds``). Reads are CRC-checked."""
+    ``kind`` view set (the largest complete one, with at least ``views`` views) with
+    ``model`` through :func:`trainer.inference.infer`, read by
+    :func:`trainer.data.view_loader` as the evaluation reads them (centre window of
+    ``max_seconds``; CRC-checked). Rows are in the stored order."""
     import torch
 
     from pipeline.manifest import Manifest
-    from pipeline.shards import open_view_set
-    from trainer.data import audio_batches
+    from trainer.data import view_loader
     from trainer.inference import infer
 
-    _, readers = open_view_set(Manifest.load(manifest_path), manifest_path, kind, views)
-    clip_ids: list[str] = []
-    audio: list[np.ndarray] = []
-    for reader in readers:
-        clip_ids.extend(reader.clip_ids)
-        audio.extend(reader.read_range(0, len(reader), views=list(range(1 + views))))
-
-    def batches(view: int):
-        items = ((c, a[view], 0, 0) for c, a in zip(clip_ids, audio, strict=True))
-        return audio_batches(items, batch_size=batch_size, max_seconds=max_seconds)
-
+    manifest = Manifest.load(manifest_path)
     torch_device = torch.device(device)
-    return ViewEmbeddings(
-        clip_ids,
-        [
-            infer(model, batches(v), torch_device).in_order(clip_ids).embeddings
-            for v in range(1 + views)
-        ],
-    )
+    done = [
+        infer(
+            model,
+            view_loader(
+                manifest, manifest_path, kind, v, batch_size=batch_size, max_seconds=max_seconds
+            ),
+            torch_device,
+        )
+        for v in range(1 + views)
+    ]
+    clip_ids = list(done[0].clip_ids)
+    return ViewEmbeddings(clip_ids, [d.in_order(clip_ids).embeddings for d in done])
 
 
 def _same_file(a: str | os.PathLike[str], b: str | os.PathLike[str]) -> bool:

@@ -56,6 +56,7 @@ from trainer.probes import (
     held_out_probe,
     label_only_probe,
     label_probes,
+    transfer_probe,
     view_to_clip_distance,
 )
 from trainer.rundir import ModelRecord, RunDir, RunRecord, SeedDir
@@ -159,7 +160,11 @@ def perturbed_views(plan: RunPlan) -> list[int]:
 
 
 def perturbation_record(
-    train: SeedPass, test: SeedPass, views: list[SeedPass], kind: str
+    train: SeedPass,
+    test: SeedPass,
+    views: list[SeedPass],
+    kind: str,
+    probes: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """How invariant each model is to the run's perturbation, on the test split
     (docs/evaluation.md, "Where the information is"): for y+ and y-, the held-out probe
@@ -169,28 +174,23 @@ def perturbation_record(
     clips: 0 invariant, 1 a view is as far as another clip)."""
     value = stable_seed(test.record.seed, "probe") % (2**32)
     record: dict[str, Any] = {"kind": kind, "views": len(views)}
-    for model in ("finetuned", "initial"):
+    for model, name in (("finetuned", "finetuned"), ("initial", "backbone")):
         fit = getattr(train, model)
         originals = getattr(test, model)
         perturbed = [getattr(v, model) for v in views]
         for p in perturbed:
             if p.clip_ids != originals.clip_ids:
                 raise RuntimeError("a perturbed view's pass saw other clips than the test pass")
+        scored = [p.embeddings for p in perturbed]
         entry: dict[str, Any] = {}
         for label in ("task", "adv"):
             y_fit, y_test = getattr(fit, f"y_{label}"), getattr(originals, f"y_{label}")
-            scores = [
-                held_out_probe(fit.embeddings, y_fit, p.embeddings, y_test, value, bootstrap=0)
-                for p in perturbed
-            ]
             entry[label] = {
-                "transfer": float(np.mean([s.balanced_accuracy for s in scores])),
-                "chance": scores[0].chance,
+                "transfer": transfer_probe(fit.embeddings, y_fit, scored, y_test, value),
+                "chance": probes[name][label]["chance"],  # the same train and test clips
             }
-        entry["view_to_clip_distance"] = view_to_clip_distance(
-            originals.embeddings, [p.embeddings for p in perturbed]
-        )
-        record["finetuned" if model == "finetuned" else "backbone"] = entry
+        entry["view_to_clip_distance"] = view_to_clip_distance(originals.embeddings, scored)
+        record[name] = entry
     return record
 
 
@@ -254,7 +254,11 @@ def evaluate_seed(
     record["split"] = split.describe()
     if views:
         record["perturbation"] = perturbation_record(
-            train, done["test"], [done[f"test-view-{v}"] for v in views], plan.view_set.kind
+            train,
+            done["test"],
+            [done[f"test-view-{v}"] for v in views],
+            plan.view_set.kind,
+            probes,
         )
     record["clips"] = {
         "ids": list(test.clip_ids),

@@ -343,9 +343,29 @@ def perturbation_probe(
     return PerturbationProbe(
         originals=originals.balanced_accuracy,
         views=float(np.mean([probe(x, x).balanced_accuracy for x in perturbed])),
-        transfer=float(np.mean([probe(x0, x).balanced_accuracy for x in perturbed])),
+        transfer=transfer_probe(x0[fit], y[fit], [x[score] for x in perturbed], y[score], seed),
         view_to_clip_distance=view_to_clip_distance(x0, perturbed),
         chance=originals.chance,
+    )
+
+
+def transfer_probe(
+    x_fit: np.ndarray,
+    y_fit: Sequence[int] | np.ndarray,
+    scored_views: Sequence[np.ndarray],
+    y_scored: Sequence[int] | np.ndarray,
+    seed: int = 0,
+) -> float:
+    """Mean over ``scored_views`` (perturbed views of the same scored clips, rows aligned
+    with ``y_scored``) of the balanced accuracy of :func:`held_out_probe` fitted on the
+    originals ``x_fit``: whether the originals' readout survives the perturbation."""
+    return float(
+        np.mean(
+            [
+                held_out_probe(x_fit, y_fit, x, y_scored, seed, bootstrap=0).balanced_accuracy
+                for x in scored_views
+            ]
+        )
     )
 
 
