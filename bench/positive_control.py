@@ -58,7 +58,12 @@ BIN = Path(sys.executable).parent
 
 
 def corpora(
-    out: Path, clips: int, probe_clips: int, entanglement: float, views: int
+    out: Path,
+    clips: int,
+    probe_clips: int,
+    entanglement: float,
+    views: int,
+    probe_test_fraction: float = 0.5,
 ) -> tuple[Path, Path]:
     """The training corpus (with p_s views) and the independent probe corpus."""
     from concurrent.futures import ProcessPoolExecutor
@@ -72,7 +77,12 @@ def corpora(
         (train, {"clips": clips, "entanglement": entanglement, "synthetic_seed": 0}),
         (
             probe,
-            {"clips": probe_clips, "entanglement": 0.0, "synthetic_seed": 1, "test_fraction": 0.3},
+            {
+                "clips": probe_clips,
+                "entanglement": 0.0,
+                "synthetic_seed": 1,
+                "test_fraction": probe_test_fraction,
+            },
         ),
     ):
         if path.exists():
@@ -159,7 +169,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("/tmp/ncore-positive"))
     parser.add_argument("--clips", type=int, default=240)
-    parser.add_argument("--probe-clips", type=int, default=480)
+    parser.add_argument("--probe-clips", type=int, default=960)
+    parser.add_argument(
+        "--probe-test-fraction",
+        type=float,
+        default=0.5,
+        help="the probe corpus's test share (0.5 of 960: 480 test clips, so that a 5-point "
+        "difference of the speaker probe is resolvable)",
+    )
     parser.add_argument("--entanglement", type=float, default=0.9)
     parser.add_argument("--views", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=10)
@@ -172,6 +189,18 @@ def main() -> None:
         help="also measure where the speaker information is (step 5)",
     )
     parser.add_argument(
+        "--paper",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the paper's recipe row (ncore-nN: --recipe paper, the paper's loss weights)",
+    )
+    parser.add_argument(
+        "--recommended",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="the toolkit's recommended recipe row (recommended-nN: the defaults)",
+    )
+    parser.add_argument(
         "--variant",
         action="append",
         default=[],
@@ -181,12 +210,20 @@ def main() -> None:
     started = time.perf_counter()
     from trainer.probes import paired_difference
 
-    train, probe = corpora(args.out, args.clips, args.probe_clips, args.entanglement, args.views)
+    train, probe = corpora(
+        args.out,
+        args.clips,
+        args.probe_clips,
+        args.entanglement,
+        args.views,
+        args.probe_test_fraction,
+    )
     print(f"corpora and views ready after {time.perf_counter() - started:.0f} s", flush=True)
-    rows = [
-        ("backbone-only", ["--views", "0", "--no-adversary", "--lambda-reg", "0"]),
-        (f"ncore-n{args.views}", ["--views", str(args.views)]),
-    ]
+    rows = [("backbone-only", ["--views", "0", "--no-adversary", "--lambda-reg", "0"])]
+    if args.paper:
+        rows.append((f"ncore-n{args.views}", ["--views", str(args.views), "--recipe", "paper"]))
+    if args.recommended:
+        rows.append((f"recommended-n{args.views}", ["--views", str(args.views)]))
     for text in args.variant:
         name, _, options = text.partition(":")
         rows.append((name, shlex.split(options)))
@@ -310,7 +347,7 @@ def mechanisms(
             "speaker_originals": result.originals,
             "speaker_views": result.views,
             "speaker_transfer": result.transfer,
-            "view_to_clip_distance": result.view_to_clip_distance,
+            "view_shift": result.view_shift,
         }
 
     # What the emotion label alone tells the adversarial head about the speaker on the
@@ -339,6 +376,9 @@ def mechanisms(
             else:
                 last = read_epoch_rows(seed_dir.metrics)[-1]
                 row["adversary_val_accuracy_last_epoch"] = last.val_acc_adv
+                row["adversary_fit_accuracy_last_epoch"] = last.adv_fit_acc
+                row["probe_fit_accuracy_last_epoch"] = last.probe_fit_acc_adv
+                row["reversed_gradient_share_last_epoch"] = last.adv_grad_share
             row.update(measure(model, seed))
             per_seed.append(row)
         record[name] = per_seed
@@ -349,25 +389,33 @@ def mechanisms(
             return "–"
         scale = 100 if percent else 1
         digits = 1 if percent else 2
+        if key.startswith("reversed_gradient"):
+            digits = 3
         return " / ".join(f"{scale * v:.{digits}f}" for v in values)
 
     lines = [
         f"Where the speaker information is (probe corpus, p_s views N = {MECHANISM_VIEWS}, "
         f"DIO; per seed {', '.join(map(str, seeds))}; balanced accuracy %, speaker chance "
-        f"{100 / len(manifest.labels['speaker']):.2f}; view/clip distance 1 = as far apart as two "
-        f"random clips):",
+        f"{100 / len(manifest.labels['speaker']):.2f}; view shift in between-speaker spreads: "
+        f"1 = a view moves a clip as far as two speakers' centroids are apart; the adversary "
+        f"and the linear probe read the speaker from the same detached training embeddings "
+        f"of the last epoch):",
         "",
         "| Run | Speaker probe, originals | Speaker probe, p_s views | Transfer (fitted on "
-        "originals, scored on views) | View/clip distance | Adversarial head, val accuracy "
-        "(last epoch) |",
-        "|---|---|---|---|---|---|",
+        "originals, scored on views) | View shift (speaker spreads) | Adversary, val "
+        "accuracy | Adversary on its training clips | Linear probe on the same clips | "
+        "Reversed gradient / CE gradient |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name in ["un-fine-tuned backbone", *names]:
         lines.append(
             f"| {name} | {cell(name, 'speaker_originals')} | {cell(name, 'speaker_views')} | "
             f"{cell(name, 'speaker_transfer')} | "
-            f"{cell(name, 'view_to_clip_distance', percent=False)} | "
-            f"{cell(name, 'adversary_val_accuracy_last_epoch')} |"
+            f"{cell(name, 'view_shift', percent=False)} | "
+            f"{cell(name, 'adversary_val_accuracy_last_epoch')} | "
+            f"{cell(name, 'adversary_fit_accuracy_last_epoch')} | "
+            f"{cell(name, 'probe_fit_accuracy_last_epoch')} | "
+            f"{cell(name, 'reversed_gradient_share_last_epoch', percent=False)} |"
         )
     lines += [
         "",

@@ -116,6 +116,48 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
     help="dann: +l_GRL*L_GRL (reversal by the GRL alone); paper: eq. 4's minus sign.",
 )
 @click.option(
+    "--recipe",
+    type=click.Choice(["ncore", "paper"]),
+    default=_DEFAULTS["recipe"],
+    show_default=True,
+    help="Preset of the adversary settings below. ncore: an adversary that can learn (own "
+    "AdamW lr 1e-3, 5 updates per step on the detached embedding, whitened input); paper: "
+    "appendix A.1 (h- in the backbone's optimizer, raw input). Options given win.",
+)
+@click.option(
+    "--adv-lr",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="The adversary's own constant AdamW learning rate. [default: from --recipe]",
+)
+@click.option(
+    "--adv-steps",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Adversary updates per optimizer step on the detached embeddings. [default: from "
+    "--recipe]",
+)
+@click.option(
+    "--adv-input",
+    type=click.Choice(["raw", "standardize", "whiten"]),
+    default=None,
+    help="What the adversary reads: the raw embedding, or standardised / whitened with "
+    "running statistics. [default: from --recipe]",
+)
+@click.option(
+    "--adv-condition",
+    type=click.Choice(["none", "task-label", "reweight"]),
+    default=None,
+    help="For entangled labels: task-label gives the adversary y+ (Zhang et al. 2018); "
+    "reweight makes y+ and y- independent in its loss. [default: none]",
+)
+@click.option(
+    "--adv-weight-decay",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="The adversary's AdamW weight decay. [default: from --recipe]",
+)
+@click.option(
     "--consistency-norm",
     type=click.Choice(["none", "batch-variance"]),
     default=_DEFAULTS["consistency_norm"],

@@ -25,6 +25,32 @@ TASKS = LABELS
 PERTURBATIONS = VIEW_KINDS
 GRL_OBJECTIVES = ("dann", "paper")
 GRL_SCHEDULES = ("constant", "dann")
+ADV_INPUTS = ("raw", "standardize", "whiten")  # what the adversary reads (trainer/adversary.py)
+ADV_CONDITIONS = ("none", "task-label", "reweight")  # its handling of entangled labels
+
+# Training recipes: named presets of the adversary's settings (docs/training.md, "Recipes").
+# ``ncore`` (the default, beyond the paper): an adversary that can learn; its own AdamW
+# (``adv_lr``, constant, ``adv_weight_decay``), ``adv_steps`` updates per optimizer step on
+# the detached embedding, whitened input. ``paper``: appendix A.1 exactly, the adversarial
+# head in the backbone's optimizer and schedule, trained only by the shared backward, on
+# the raw embedding. A recipe fills the settings the user did not give; given ones win.
+RECIPES: dict[str, dict[str, Any]] = {
+    "ncore": {
+        "adv_lr": 1e-3,
+        "adv_steps": 5,
+        "adv_input": "whiten",
+        "adv_condition": "none",
+        "adv_weight_decay": 0.0,
+    },
+    "paper": {
+        "adv_lr": None,
+        "adv_steps": 0,
+        "adv_input": "raw",
+        "adv_condition": "none",
+        "adv_weight_decay": 0.0,
+    },
+}
+DEFAULT_RECIPE = "ncore"
 CONSISTENCY_NORMS = ("none", "batch-variance")  # as trainer.losses.CONSISTENCY_NORMS
 PROTOCOLS = ("default", "paper", "speaker-held-out")  # as pipeline.splits.PROTOCOLS
 SELECT_METRICS = ("accuracy", "uar")  # as trainer.metrics.SELECT_METRICS
@@ -48,6 +74,13 @@ class TrainConfig:
     versa). Durations are in seconds; ``lr`` is the peak learning rate of the linear
     schedule. ``grl_schedule``: ``constant`` keeps the GRL strength at ``grl_alpha`` (the
     paper); ``dann`` ramps it from 0 to ``grl_alpha`` over training (Ganin & Lempitsky).
+    ``recipe`` names the preset the adversary's settings came from (``RECIPES``):
+    ``adv_lr`` is the adversary's own constant AdamW learning rate (None: the paper's, one
+    optimizer and schedule for everything), ``adv_steps`` its updates per optimizer step on
+    the detached embedding of that step's clips, ``adv_input`` what it reads (``raw``, or the
+    embedding ``standardize``d per dimension or ``whiten``ed with running statistics),
+    ``adv_condition`` how it handles entangled labels (``task-label``: it is also given
+    y+; ``reweight``: its loss is weighted so y+ and y- are independent).
     ``consistency_norm``: ``none`` is eq. 1 (the paper); ``batch-variance`` (not in the
     paper) divides it by the batch's embedding variance, making it scale-free.
     ``protocol``: the split protocol (None: the manifest's); every seed draws its own split
@@ -67,6 +100,12 @@ class TrainConfig:
     grl_alpha: float = 1.0
     grl_schedule: str = "constant"
     grl_objective: str = "dann"
+    recipe: str = DEFAULT_RECIPE
+    adv_lr: float | None = RECIPES[DEFAULT_RECIPE]["adv_lr"]
+    adv_steps: int = RECIPES[DEFAULT_RECIPE]["adv_steps"]
+    adv_input: str = RECIPES[DEFAULT_RECIPE]["adv_input"]
+    adv_condition: str = RECIPES[DEFAULT_RECIPE]["adv_condition"]
+    adv_weight_decay: float = RECIPES[DEFAULT_RECIPE]["adv_weight_decay"]
     consistency_norm: str = "none"
     protocol: str | None = None
     fixed_split: bool = False
@@ -129,6 +168,27 @@ class TrainConfig:
             self.select_metric in SELECT_METRICS,
             f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}",
         )
+        check(
+            self.recipe in RECIPES, f"recipe must be one of {tuple(RECIPES)}, got {self.recipe!r}"
+        )
+        check(
+            self.adv_input in ADV_INPUTS,
+            f"adv_input must be one of {ADV_INPUTS}, got {self.adv_input!r}",
+        )
+        check(
+            self.adv_condition in ADV_CONDITIONS,
+            f"adv_condition must be one of {ADV_CONDITIONS}, got {self.adv_condition!r}",
+        )
+        check(self.adv_lr is None or self.adv_lr > 0, f"adv_lr must be > 0, got {self.adv_lr}")
+        check(self.adv_steps >= 0, f"adv_steps must be >= 0, got {self.adv_steps}")
+        check(
+            self.adv_steps == 0 or self.adv_lr is not None,
+            "adv_steps needs the adversary's own optimizer (adv_lr); the paper recipe has none",
+        )
+        check(
+            self.adv_weight_decay >= 0,
+            f"adv_weight_decay must be >= 0, got {self.adv_weight_decay}",
+        )
         check(self.views is None or self.views >= 0, f"views must be >= 0, got {self.views}")
         check(self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}")
         check(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
@@ -178,6 +238,8 @@ class TrainConfig:
         if unknown:
             raise TrainerError(f"config: unknown setting {unknown[0]!r}")
         data = dict(data)
+        # Records written before recipes existed were trained with the paper's adversary.
+        data = with_recipe(data, data.get("recipe", "paper"))
         if "seeds" in data:
             data["seeds"] = parse_seeds(data["seeds"])
         return cls(**data)
@@ -281,4 +343,12 @@ def resolve_config(file_settings: dict[str, Any] | None, overrides: dict[str, An
     merged.update(overrides)
     if not merged.get("manifest"):
         raise TrainerError("no manifest: pass --manifest PATH (or set manifest in --config)")
-    return TrainConfig.from_dict(merged)
+    return TrainConfig.from_dict(with_recipe(merged, merged.get("recipe", DEFAULT_RECIPE)))
+
+
+def with_recipe(settings: dict[str, Any], recipe: Any) -> dict[str, Any]:
+    """``settings`` with ``recipe``'s values for the adversary settings it does not give
+    (an unknown recipe is left for the config's own check to refuse in one line)."""
+    if not isinstance(recipe, str) or recipe not in RECIPES:
+        return {**settings, "recipe": recipe}
+    return {**RECIPES[recipe], **settings, "recipe": recipe}

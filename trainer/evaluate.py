@@ -57,7 +57,7 @@ from trainer.probes import (
     label_only_probe,
     label_probes,
     transfer_probe,
-    view_to_clip_distance,
+    view_shift,
 )
 from trainer.rundir import ModelRecord, RunDir, RunRecord, SeedDir
 from trainer.summary import probe_markdown, probe_summary, seed_record, summarize, summary_markdown
@@ -170,8 +170,9 @@ def perturbation_record(
     (docs/evaluation.md, "Where the information is"): for y+ and y-, the held-out probe
     fitted on the training split's originals and scored on the test clips' perturbed views
     (``transfer``, mean over views; the same probe on the originals is ``probes``), and the
-    view/clip distance (a clip's views from its original over the distance of two random
-    clips: 0 invariant, 1 a view is as far as another clip)."""
+    view shift (how far a clip's views lie from its original, in units of the spread
+    between the y- classes' centroids: 0 invariant, 1 a view moves a clip by a y-
+    difference; ``trainer.probes.view_shift``)."""
     value = stable_seed(test.record.seed, "probe") % (2**32)
     record: dict[str, Any] = {"kind": kind, "views": len(views)}
     for model, name in (("finetuned", "finetuned"), ("initial", "backbone")):
@@ -189,9 +190,32 @@ def perturbation_record(
                 "transfer": transfer_probe(fit.embeddings, y_fit, scored, y_test, value),
                 "chance": probes[name][label]["chance"],  # the same train and test clips
             }
-        entry["view_to_clip_distance"] = view_to_clip_distance(originals.embeddings, scored)
+        entry["view_shift"] = view_shift(originals.embeddings, scored, originals.y_adv)
         record[name] = entry
     return record
+
+
+def adversary_record(train: Inference, seed_dir: SeedDir, model: ModelRecord) -> dict[str, Any]:
+    """The selected model's adversary against a standardised linear probe, both reading y-
+    from the training split's embeddings and scored there (``trainer/adversary.py``), and
+    the reversed gradient's share of the CE gradient in the selected epoch (from
+    ``metrics.jsonl``; None when not recorded). A ``task-label`` adversary's probe also
+    gets the one-hot y+."""
+    from trainer.probes import fit_accuracy
+    from trainer.rundir import read_epoch_rows
+
+    features = train.embeddings
+    if model.adv_condition == "task-label":
+        features = np.concatenate([features, np.eye(len(model.task_names))[train.y_task]], 1)
+    rows = [r for r in read_epoch_rows(seed_dir.metrics) if r.epoch == model.epoch]
+    return {
+        "head": float(np.mean(train.adv_pred == train.y_adv)) if len(train) else None,
+        "probe": fit_accuracy(features, train.y_adv),
+        "chance": 1.0 / len(model.adv_names),
+        "grad_share": rows[0].adv_grad_share if rows else None,
+        "input": model.adv_input,
+        "condition": model.adv_condition,
+    }
 
 
 # ----- the test split ------------------------------------------------------------------------
@@ -252,6 +276,8 @@ def evaluate_seed(
         "metric": model.select_metric,
     }
     record["split"] = split.describe()
+    if train.finetuned.adv_pred is not None:
+        record["adversary"] = adversary_record(train.finetuned, seed_dir, model)
     if views:
         record["perturbation"] = perturbation_record(
             train,

@@ -91,7 +91,9 @@ def infer(
     rows: list[tuple] = []
     for batch in batches:
         with autocast(device):  # batch-invariant: no padding reaches a mask-less backbone
-            out = model.infer(batch.audio.to(device), batch.lengths.to(device))
+            out = model.infer(
+                batch.audio.to(device), batch.lengths.to(device), batch.y_task.to(device)
+            )
         task_pred = out.task_logits.argmax(-1).cpu().numpy()
         adv_pred = (
             out.adv_logits.argmax(-1).cpu().numpy()

@@ -27,6 +27,13 @@ import torch
 from torch import nn
 
 from pipeline.memory import tune_malloc
+from trainer.adversary import (
+    adversary_competence,
+    adversary_updates,
+    behind_warning,
+    gradient_share,
+    pair_weights,
+)
 from trainer.checkpoint import (
     check_resume_state,
     latest_checkpoint,
@@ -37,6 +44,7 @@ from trainer.checkpoint import (
 from trainer.config import TrainConfig
 from trainer.distributed import (
     Distributed,
+    all_gather_objects,
     all_reduce_sum,
     barrier,
     check_ranks_agree,
@@ -151,15 +159,34 @@ def train_seed(
 
     # -- model, optimizer, schedule --------------------------------------------------------
     model = build_model(config, len(plan.task_names), len(plan.adv_names), seed).to(device)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    if model.adv_condition == "reweight":
+        y_task, y_adv = train_labels(plan, config)
+        model.adv_pair_weights.copy_(
+            pair_weights(y_task, y_adv, len(plan.task_names), len(plan.adv_names))
+        )
+    # The paper's recipe: one group, one schedule. Beyond it (adv_lr): the adversary in a
+    # group of its own, at a constant rate (trainer/adversary.py).
+    own_adversary = model.adv_head is not None and config.adv_lr is not None
+    adv_params = list(model.adv_head.parameters()) if own_adversary else []
+    adv_ids = {id(p) for p in adv_params}
+    params = [p for p in model.parameters() if p.requires_grad and id(p) not in adv_ids]
+    groups = [{"params": params, "lr": config.lr, "weight_decay": config.weight_decay}]
+    if own_adversary:
+        groups.append(
+            {"params": adv_params, "lr": config.adv_lr, "weight_decay": config.adv_weight_decay}
+        )
+    optimizer = torch.optim.AdamW(groups, lr=config.lr, weight_decay=config.weight_decay)
     loader = train_loader(config, plan, seed, ddp, device)
     val_loader = eval_loader(config, plan, plan.val_split, ddp)
     steps_per_epoch = math.ceil(len(loader) / config.grad_accum)
     total_steps = steps_per_epoch * config.epochs
     warmup_steps = int(config.warmup_ratio * total_steps)
+
+    def backbone_lr(step: int) -> float:
+        return linear_warmup_decay(step, total_steps, warmup_steps)
+
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: linear_warmup_decay(step, total_steps, warmup_steps)
+        optimizer, [backbone_lr] + ([lambda step: 1.0] if own_adversary else [])
     )
 
     # best_acc: the best selection score so far (validation --select-metric), the name the
@@ -251,6 +278,9 @@ def train_seed(
         model.train()
         sums = EpochSums()
         alphas: list[float] = []  # the GRL strength of each counted micro-batch
+        shares: list[float] = []  # the reversed gradient's share of the CE's, per batch
+        step_clips: list[tuple[torch.Tensor, ...]] = []  # this step's detached x0, labels
+        epoch_clips: list[tuple[torch.Tensor, ...]] = []  # the epoch's, for the instruments
         micro = 0
         restore_rng = None
         loader.set_epoch(epoch)
@@ -258,6 +288,7 @@ def train_seed(
             if ddp.main:  # rank 0 carries the saved total; the epoch's all_reduce adds the rest
                 sums = EpochSums.from_saved(partial["partial_epoch"]["sums"])
             alphas = list(partial["partial_epoch"]["alphas"])
+            shares = list(partial["partial_epoch"].get("shares", []))
             micro = partial["loader"]["batches"]
             loader.load_state_dict(partial["loader"])
             restore_rng = partial["rng"]
@@ -280,7 +311,7 @@ def train_seed(
             )
             with sync:
                 with autocast(device):
-                    out = model(audio, lengths)
+                    out = model(audio, lengths, y_task)
                 terms = ncore_loss(
                     out,
                     y_task,
@@ -290,10 +321,24 @@ def train_seed(
                     config.lambda_grl,
                     config.grl_objective,
                     config.consistency_norm,
+                    raw_model.adversary_weights(y_task, y_adv) if config.adversary else None,
                 )
+                if weight and out.adv_logits is not None:
+                    shares.append(gradient_share(terms.task_term, terms.adv_term, out.embeddings))
                 (terms.total * weight / config.grad_accum).backward()
+            if weight and config.adversary:
+                step_clips.append((out.embeddings[:, 0].detach().float(), y_task, y_adv))
             if last_of_step:
+                if own_adversary and config.adv_steps:
+                    for p in adv_params:  # it learns from its own updates below only
+                        p.grad = None
                 step += optimizer_step(optimizer, scheduler, params, config.clip_grad_norm)
+                if own_adversary and config.adv_steps:  # a collective: every rank, every step
+                    gathered = gathered_clips(step_clips, ddp, device)
+                    if gathered is not None:
+                        adversary_updates(raw_model, optimizer, *gathered, config.adv_steps)
+                epoch_clips.extend(tuple(t.cpu() for t in part) for part in step_clips)
+                step_clips = []
             if weight:
                 alphas.append(raw_model.grl_alpha)
                 sums.add(terms, out, y_task, y_adv)
@@ -311,12 +356,24 @@ def train_seed(
                         {**loader.state_dict(), "batches": micro, "next_epoch": epoch},
                         batch=micro,
                         rng=rng,
-                        partial_epoch={"sums": total.to_list(), "alphas": alphas},
+                        partial_epoch={
+                            "sums": total.to_list(),
+                            "alphas": alphas,
+                            "shares": shares,
+                        },
                     )
                 barrier(ddp)
         sums = sums.reduced(ddp)
         check_ranks_agree(raw_model, device, ddp)
         clips = max(sums.clips, 1.0)
+
+        adv_fit = probe_fit = None
+        gathered = gathered_clips(epoch_clips, ddp, device) if config.adversary else None
+        if gathered is not None and ddp.main:
+            adv_fit, probe_fit = adversary_competence(raw_model, *gathered)
+            warning = behind_warning(config.adversarial_label, adv_fit, probe_fit)
+            if warning:
+                log.warning("seed %d epoch %d: %s", seed, epoch, warning)
 
         val = infer(raw_model, val_loader, device, ddp)
         val_acc = val.task_accuracy or 0.0
@@ -338,6 +395,9 @@ def train_seed(
             train_clips=int(sums.clips),
             seconds=round(time.perf_counter() - started, 3),
             val_uar_task=val_uar,
+            adv_fit_acc=adv_fit,
+            probe_fit_acc_adv=probe_fit,
+            adv_grad_share=float(np.mean(shares)) if shares else None,
         )
         improved = score > best_acc
         if improved:
@@ -364,6 +424,8 @@ def train_seed(
                         adversary=config.adversary,
                         select_metric=config.select_metric,
                         selection_split=plan.val_split,
+                        adv_input=config.adv_input,
+                        adv_condition=raw_model.adv_condition,
                     ),
                 )
             checkpoint({**loader.state_dict(), "next_epoch": epoch + 1})
@@ -389,6 +451,27 @@ def train_seed(
         )
     barrier(ddp)
     return record
+
+
+def train_labels(plan: RunPlan, config: TrainConfig) -> tuple[list[int], list[int]]:
+    """The training split's (y+, y-) label indices, clip by clip."""
+    clips = [c for c in plan.manifest.clips if c.split == "train"]
+    task = [plan.task_names.index(getattr(c, config.task)) for c in clips]
+    adv = [plan.adv_names.index(getattr(c, config.adversarial_label)) for c in clips]
+    return task, adv
+
+
+def gathered_clips(
+    parts: list[tuple[torch.Tensor, ...]], ddp: Distributed, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    """Concatenate ``(x0, y_task, y_adv)`` parts over micro-batches and ranks (rank order),
+    on ``device`` (None when no rank has any): every rank then updates the adversary on the
+    same clips, identically. A collective under DDP: every rank calls it."""
+    local = [tuple(t.cpu() for t in part) for part in parts]
+    everything = [part for rank in all_gather_objects(local, ddp) for part in rank]
+    if not everything:
+        return None
+    return tuple(torch.cat([p[i] for p in everything]).to(device) for i in range(3))
 
 
 def log_epoch(seed: int, epochs: int, row: EpochRow, improved: bool) -> None:

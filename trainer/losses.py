@@ -55,12 +55,16 @@ def batch_variance_consistency(embeddings: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LossTerms:
-    """The total objective and its parts (unweighted), each a scalar tensor."""
+    """The total objective and its parts (unweighted, detached), each a scalar tensor;
+    ``task_term`` and ``adv_term`` are the weighted CE and signed adversarial terms as they
+    enter ``total``, still in the graph (for :func:`trainer.adversary.gradient_share`)."""
 
     total: torch.Tensor
     ce: torch.Tensor
     consistency: torch.Tensor
     adversarial: torch.Tensor
+    task_term: torch.Tensor | None = None
+    adv_term: torch.Tensor | None = None
 
 
 def ncore_loss(
@@ -72,11 +76,15 @@ def ncore_loss(
     lambda_grl: float = 0.01,
     grl_objective: str = "dann",
     consistency_norm: str = "none",
+    adv_weights: torch.Tensor | None = None,
 ) -> LossTerms:
     """Combine eq. 2 (CE of h+ on view 0), eq. 1 (consistency) and eq. 3 (CE of h- after the
     GRL, which the model has already applied) with the sign of ``grl_objective``.
     ``consistency_norm``: ``none`` is eq. 1 (the paper); ``batch-variance`` divides it by
-    the batch's embedding variance (:func:`batch_variance_consistency`)."""
+    the batch's embedding variance (:func:`batch_variance_consistency`). ``adv_weights``:
+    per-clip weights of the adversarial CE (a ``reweight`` adversary), or None."""
+    from trainer.adversary import adversary_loss
+
     ce = F.cross_entropy(output.task_logits.float(), y_task)
     consistency_of = {"none": consistency_loss, "batch-variance": batch_variance_consistency}
     consistency = consistency_of[consistency_norm](output.embeddings.float())
@@ -84,7 +92,10 @@ def ncore_loss(
         adversarial = ce.new_zeros(())
         sign = 0.0
     else:
-        adversarial = F.cross_entropy(output.adv_logits.float(), y_adv)
+        adversarial = adversary_loss(output.adv_logits, y_adv, adv_weights)
         sign = {"dann": 1.0, "paper": -1.0}[grl_objective]
-    total = lambda_ce * ce + lambda_reg * consistency + sign * lambda_grl * adversarial
-    return LossTerms(total, ce.detach(), consistency.detach(), adversarial.detach())
+    task_term, adv_term = lambda_ce * ce, sign * lambda_grl * adversarial
+    total = task_term + lambda_reg * consistency + adv_term
+    return LossTerms(
+        total, ce.detach(), consistency.detach(), adversarial.detach(), task_term, adv_term
+    )

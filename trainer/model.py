@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.manifest import SAMPLE_RATE
@@ -234,7 +235,14 @@ class ModelOutput:
 
 
 class NCoreModel(nn.Module):
-    """Backbone + masked mean pooling + task head h+ + (GRL -> adversarial head h-)."""
+    """Backbone + masked mean pooling + task head h+ + (GRL -> adversarial head h-).
+
+    ``adv_input`` and ``adv_condition`` shape what h- reads (``trainer/adversary.py``):
+    ``raw`` / ``none`` is the paper's head on the pooled embedding; ``standardize`` or
+    ``whiten`` put an :class:`~trainer.adversary.InputNorm` (running statistics, no
+    parameters) before it; ``task-label`` appends the one-hot y+ to its input;
+    ``reweight`` holds the (K+, K-) loss weights of :func:`~trainer.adversary.pair_weights`.
+    """
 
     def __init__(
         self,
@@ -244,16 +252,53 @@ class NCoreModel(nn.Module):
         num_adv_classes: int | None,
         dropout: float = 0.1,
         grl_alpha: float = 1.0,
+        adv_input: str = "raw",
+        adv_condition: str = "none",
     ) -> None:
+        from trainer.adversary import InputNorm
+
         super().__init__()
         self.backbone = backbone
         self.spec = spec
         self.grl_alpha = grl_alpha
+        self.task_classes = num_task_classes
+        self.adv_condition = adv_condition if num_adv_classes else "none"
         dim = int(backbone.config.hidden_size)
         self.task_head = classification_head(dim, num_task_classes, dropout)
-        self.adv_head = (
-            classification_head(dim, num_adv_classes, dropout) if num_adv_classes else None
-        )
+        self.adv_head = None
+        self.adv_norm = None
+        if num_adv_classes:
+            extra = num_task_classes if self.adv_condition == "task-label" else 0
+            self.adv_head = classification_head(dim + extra, num_adv_classes, dropout)
+            # Built after the heads, so the paper's heads draw the same initial weights.
+            if adv_input != "raw":
+                self.adv_norm = InputNorm(dim, adv_input)
+            if self.adv_condition == "reweight":
+                ones = torch.ones(num_task_classes, num_adv_classes)
+                self.register_buffer("adv_pair_weights", ones)
+
+    def adversary_logits(self, x: torch.Tensor, y_task: torch.Tensor | None) -> torch.Tensor:
+        """h-'s logits (B, K-) of embeddings ``x`` (B, D) (already through the GRL, or
+        detached); ``y_task`` (B,) is needed by a ``task-label`` adversary (a label outside
+        0..K+-1 gives it no label)."""
+        if self.adv_norm is not None:
+            x = self.adv_norm(x)
+        if self.adv_condition == "task-label":
+            if y_task is None:
+                raise TrainerError("the task-label adversary needs the task labels")
+            # A label outside the run's vocabulary (another manifest's) is an all-zero row.
+            known = ((y_task >= 0) & (y_task < self.task_classes)).to(x.dtype)[:, None]
+            one_hot = F.one_hot(y_task.clamp(0, self.task_classes - 1), self.task_classes)
+            x = torch.cat([x, one_hot.to(x.dtype) * known], dim=1)
+        return self.adv_head(x)
+
+    def adversary_weights(
+        self, y_task: torch.Tensor | None, y_adv: torch.Tensor
+    ) -> torch.Tensor | None:
+        """Per-clip loss weights (B,) of a ``reweight`` adversary; None otherwise."""
+        if self.adv_condition != "reweight" or y_task is None:
+            return None
+        return self.adv_pair_weights[y_task, y_adv]
 
     def frame_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Valid output frames for ``lengths`` valid samples, by the conv stack's formula."""
@@ -286,17 +331,22 @@ class NCoreModel(nn.Module):
         pooled = masked_mean(hidden, frames)
         return pooled.reshape(batch, views, -1)
 
-    def forward(self, audio: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
-        """Embed all views; classify view 0 with h+ and, through the GRL, with h-."""
+    def forward(
+        self, audio: torch.Tensor, lengths: torch.Tensor, y_task: torch.Tensor | None = None
+    ) -> ModelOutput:
+        """Embed all views; classify view 0 with h+ and, through the GRL, with h- (which a
+        ``task-label`` adversary also gives ``y_task``)."""
         embeddings = self.embed(audio, lengths)
         x0 = embeddings[:, 0]
         task_logits = self.task_head(x0)
         adv_logits = None
         if self.adv_head is not None:
-            adv_logits = self.adv_head(gradient_reversal(x0, self.grl_alpha))
+            adv_logits = self.adversary_logits(gradient_reversal(x0, self.grl_alpha), y_task)
         return ModelOutput(embeddings, task_logits, adv_logits)
 
-    def infer(self, audio: torch.Tensor, lengths: torch.Tensor) -> ModelOutput:
+    def infer(
+        self, audio: torch.Tensor, lengths: torch.Tensor, y_task: torch.Tensor | None = None
+    ) -> ModelOutput:
         """:meth:`forward` for evaluation, probes and ``embed``: a clip's outputs do not
         depend on the batch it is in (docs/evaluation.md).
 
@@ -308,13 +358,14 @@ class NCoreModel(nn.Module):
         fine-tuning recipes do. Shapes as :meth:`forward`.
         """
         if self.spec.return_attention_mask:
-            return self(audio, lengths)
+            return self(audio, lengths, y_task)
         if audio.dim() == 2:
             audio = audio[:, None, :]
         parts: list[tuple[torch.Tensor, ModelOutput]] = []
         for length in torch.unique(lengths).tolist():
             rows = torch.nonzero(lengths == length).flatten()
-            parts.append((rows, self(audio[rows, :, :length], lengths[rows])))
+            labels = None if y_task is None else y_task[rows.to(y_task.device)]
+            parts.append((rows, self(audio[rows, :, :length], lengths[rows], labels)))
 
         def gather(name: str) -> torch.Tensor | None:
             first = getattr(parts[0][1], name)

@@ -211,6 +211,8 @@ def build_model(config: TrainConfig, task_classes: int, adv_classes: int, seed: 
             num_adv_classes=adv_classes if config.adversary else None,
             dropout=config.dropout,
             grl_alpha=config.grl_alpha,
+            adv_input=config.adv_input,
+            adv_condition=config.adv_condition,
         )
 
 
@@ -233,6 +235,8 @@ def load_selected_model(
         num_adv_classes=len(record.adv_names) if record.adversary else None,
         dropout=record.dropout,
         grl_alpha=record.grl_alpha,
+        adv_input=record.adv_input,
+        adv_condition=record.adv_condition,
     )
     load_selected_heads(model, seed_dir)
     return model.to(device).eval(), record

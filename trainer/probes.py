@@ -186,6 +186,17 @@ def _fit_predict(
     return probe.predict(x_test)
 
 
+def fit_accuracy(x: np.ndarray, y: Sequence[int] | np.ndarray) -> float:
+    """Accuracy of the standardised logistic regression fitted on ``x`` (n, D) and scored on
+    the same clips: how much of ``y`` a linear readout *can* find there (the reference for
+    the adversary's competence, ``trainer/adversary.py``); NaN with fewer than 2 classes."""
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return float("nan")
+    x = np.asarray(x, dtype=np.float64)
+    return float(np.mean(_fit_predict(x, y, x) == y))
+
+
 @dataclass(frozen=True)
 class HeldOutProbe:
     """A linear probe fitted on training-split embeddings and scored on test clips.
@@ -303,17 +314,15 @@ class PerturbationProbe:
     Balanced accuracies of held-out probes (fitted on the training clips, scored on the
     test clips): ``originals`` on view 0; ``views`` fitted and scored on the perturbed
     views (mean over views); ``transfer`` fitted on originals and scored on the test clips'
-    perturbed views (mean over views). ``view_to_clip_distance``: the mean squared distance
-    between a clip's original and perturbed embeddings over twice the originals' total
-    variance (the expected squared distance of two random clips), so 1 means a view is as
-    far from its original as another clip is. An encoder invariant to the perturbation
-    scores on originals what it scores on views.
+    perturbed views (mean over views). ``view_shift``: how far the views lie from their
+    originals in units of the spread between the label's class centroids (:func:`view_shift`).
+    An encoder invariant to the perturbation scores on originals what it scores on views.
     """
 
     originals: float
     views: float
     transfer: float
-    view_to_clip_distance: float
+    view_shift: float
     chance: float
 
     def to_dict(self) -> dict[str, Any]:
@@ -344,7 +353,7 @@ def perturbation_probe(
         originals=originals.balanced_accuracy,
         views=float(np.mean([probe(x, x).balanced_accuracy for x in perturbed])),
         transfer=transfer_probe(x0[fit], y[fit], [x[score] for x in perturbed], y[score], seed),
-        view_to_clip_distance=view_to_clip_distance(x0, perturbed),
+        view_shift=view_shift(x0, perturbed, y),
         chance=originals.chance,
     )
 
@@ -369,14 +378,33 @@ def transfer_probe(
     )
 
 
-def view_to_clip_distance(originals: np.ndarray, views: Sequence[np.ndarray]) -> float:
-    """Mean squared distance between a clip's original embedding (rows of ``originals``,
-    (n, D)) and its perturbed ones (each of ``views`` (n, D), rows aligned), over twice the
-    originals' total variance, the expected squared distance of two random clips: 0 means
-    invariant, 1 a view as far from its original as another clip."""
+def view_shift(
+    originals: np.ndarray, views: Sequence[np.ndarray], labels: Sequence[Any] | np.ndarray
+) -> float:
+    """How far a clip's perturbed embeddings lie from its original, in units of the spread
+    between the classes of ``labels`` (the discarded label y-: the speaker for the emotion
+    task): ``sqrt(mean ||x_view - x_orig||^2 / mean_{a<b} ||mu_a - mu_b||^2)`` with ``mu``
+    the class centroids of ``originals`` (n, D); ``views``: (n, D) each, rows aligned.
+
+    1 means a view moves a clip as far as the distance between two classes' centroids: a
+    perturbation meant to remove y- then moves the embedding by a y- difference, i.e. the
+    encoder is *not* invariant to it where y- lives. Unlike a distance over the total
+    variance (which the kept label dominates after training, so that every view looks
+    close), this is in the discarded label's own units. NaN with fewer than two classes."""
     x0 = np.asarray(originals, dtype=np.float64)
-    spread = np.mean([np.sum((np.asarray(x, np.float64) - x0) ** 2, axis=1).mean() for x in views])
-    return float(spread / (2 * x0.var(axis=0).sum()))
+    y = np.asarray(labels)
+    classes = np.unique(y)
+    if len(classes) < 2:
+        return float("nan")
+    centroids = np.stack([x0[y == c].mean(axis=0) for c in classes])
+    gaps = [
+        np.sum((centroids[a] - centroids[b]) ** 2)
+        for a in range(len(classes))
+        for b in range(a + 1, len(classes))
+    ]
+    spread = float(np.mean(gaps))
+    moved = np.mean([np.sum((np.asarray(x, np.float64) - x0) ** 2, axis=1).mean() for x in views])
+    return float(np.sqrt(moved / spread)) if spread > 0 else float("inf")
 
 
 # ----- intervals over test clips --------------------------------------------------------------

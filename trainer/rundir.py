@@ -40,7 +40,7 @@ from typing import Any
 
 from pipeline.atomic import write_json, write_text
 from pipeline.locks import LockHeld, exclusive_lock
-from trainer.config import TrainConfig
+from trainer.config import ADV_CONDITIONS, ADV_INPUTS, TrainConfig
 from trainer.errors import TrainerError
 
 RUN_SCHEMA_VERSION = 1
@@ -141,6 +141,8 @@ class ModelRecord:
     adversary: bool = True
     select_metric: str = "accuracy"
     selection_split: str | None = None
+    adv_input: str = "raw"
+    adv_condition: str = "none"
     schema_version: int = RUN_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -157,11 +159,14 @@ class ModelRecord:
             "adversary": self.adversary,
             "select_metric": self.select_metric,
             "selection_split": self.selection_split,
+            "adv_input": self.adv_input,
+            "adv_condition": self.adv_condition,
         }
 
     @classmethod
     def from_dict(cls, data: Any, where: str = MODEL_RECORD_FILE) -> ModelRecord:
         optional = {"dropout", "grl_alpha", "adversary", "select_metric", "selection_split"}
+        optional |= {"adv_input", "adv_condition"}  # records from before they existed: raw
         _check_keys(data, cls, where, frozenset(optional))
         select_metric = data.get("select_metric", "accuracy")
         if select_metric not in ("accuracy", "uar"):
@@ -172,6 +177,11 @@ class ModelRecord:
         adversary = data.get("adversary", True)
         if not isinstance(adversary, bool):
             raise TrainerError(f"{where}: field 'adversary' must be true or false")
+        adv_input, adv_condition = data.get("adv_input", "raw"), data.get("adv_condition", "none")
+        if adv_input not in ADV_INPUTS:
+            raise TrainerError(f"{where}: field 'adv_input' must be one of {ADV_INPUTS}")
+        if adv_condition not in ADV_CONDITIONS:
+            raise TrainerError(f"{where}: field 'adv_condition' must be one of {ADV_CONDITIONS}")
         task = data["task"]
         if task not in ("emotion", "speaker"):
             raise TrainerError(f"{where}: field 'task' must be emotion or speaker, got {task!r}")
@@ -188,6 +198,8 @@ class ModelRecord:
             adversary=adversary,
             select_metric=select_metric,
             selection_split=selection_split,
+            adv_input=adv_input,
+            adv_condition=adv_condition,
         )
 
 
@@ -239,7 +251,12 @@ class EpochRow:
     accuracies of both heads, validation accuracies, the mean GRL strength over its
     batches, the learning rate after it, clips seen (all ranks) and wall seconds. Adversarial
     fields are None without an adversary; ``val_uar_task`` (the task head's validation UAR)
-    is None in rows written before it was recorded."""
+    is None in rows written before it was recorded. The adversary's instruments
+    (``trainer/adversary.py``; None without an adversary and in older rows):
+    ``adv_fit_acc``, its accuracy (eval mode) on the epoch's detached training embeddings
+    at the end of the epoch, ``probe_fit_acc_adv``, a standardised linear probe's on the
+    same embeddings (what can be read there), and ``adv_grad_share``, the mean over batches
+    of the reversed gradient's norm at the embedding over the task CE's."""
 
     epoch: int
     step: int
@@ -255,6 +272,9 @@ class EpochRow:
     train_clips: int
     seconds: float
     val_uar_task: float | None = None
+    adv_fit_acc: float | None = None
+    probe_fit_acc_adv: float | None = None
+    adv_grad_share: float | None = None
     schema_version: int = RUN_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -264,8 +284,9 @@ class EpochRow:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = METRICS_FILE) -> EpochRow:
-        _check_keys(data, cls, where, frozenset({"val_uar_task"}))
-        optional = {"train_acc_adv", "grl_alpha", "val_acc_adv", "val_uar_task"}
+        diagnostics = {"adv_fit_acc", "probe_fit_acc_adv", "adv_grad_share"}
+        _check_keys(data, cls, where, frozenset({"val_uar_task"} | diagnostics))
+        optional = {"train_acc_adv", "grl_alpha", "val_acc_adv", "val_uar_task"} | diagnostics
         values: dict[str, Any] = {}
         for f in fields(cls):
             if f.name == "schema_version":

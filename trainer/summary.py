@@ -185,6 +185,9 @@ def summarize(
     perturbation = perturbation_summary(records)
     if perturbation is not None:
         metrics.update(perturbation.pop("metrics"))
+    if any(r.get("adversary") for r in records):
+        for key, name in ADVERSARY_METRICS:
+            metrics[key] = mean_std([(r.get("adversary") or {}).get(name) for r in records])
     return {
         "schema_version": SUMMARY_SCHEMA_VERSION,
         **(run_info or {}),
@@ -212,11 +215,20 @@ def summarize(
 PERTURBATION_METRICS = (
     ("transfer_task", "finetuned", "task"),
     ("transfer_adv", "finetuned", "adv"),
-    ("view_to_clip_distance", "finetuned", None),
+    ("view_shift", "finetuned", None),
     ("backbone_transfer_task", "backbone", "task"),
     ("backbone_transfer_adv", "backbone", "adv"),
-    ("backbone_view_to_clip_distance", "backbone", None),
+    ("backbone_view_shift", "backbone", None),
 )
+# Summary key and field of the adversary's instruments (evaluation.json "adversary").
+ADVERSARY_METRICS = (
+    ("adversary_fit_head", "head"),
+    ("adversary_fit_probe", "probe"),
+    ("adversary_grad_share", "grad_share"),
+)
+# The adversary is "far behind" when a linear probe on the same embeddings reads y- this
+# much better (fraction; as trainer.adversary.BEHIND, which this torch-free module mirrors).
+ADVERSARY_BEHIND = 0.20
 
 
 def perturbation_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
@@ -231,7 +243,8 @@ def perturbation_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any] | 
         if not p:
             return None
         entry = p[model]
-        return entry["view_to_clip_distance"] if label is None else entry[label]["transfer"]
+        # view_shift: None in records from before it replaced the total-variance distance.
+        return entry.get("view_shift") if label is None else entry[label]["transfer"]
 
     return {
         "kind": first["kind"],
@@ -379,26 +392,60 @@ def perturbation_markdown(summary: dict[str, Any]) -> list[str]:
         f"## Invariance to the {info['kind']} perturbation (test split, views 1-{info['views']})",
         "",
         "The same held-out probes, fitted on the training split's originals, scored on the "
-        "test clips' perturbed views instead of their originals; view/clip distance: a "
-        "clip's views from its original over the distance of two random clips (0 = "
-        "invariant, 1 = a view is as far as another clip). A perturbation that removes y- "
+        "test clips' perturbed views instead of their originals; view shift: how far a "
+        "clip's views lie from its original in units of the spread between the y- classes' "
+        "centroids (0 = invariant; 1 = a view moves a clip by a whole y- difference, so the "
+        "encoder is not invariant where y- lives). A perturbation that removes y- "
         "takes the y- probe down on views; an encoder that has become invariant to it "
         "scores on originals what it scores on views, and then carries only what the views "
         'keep (docs/evaluation.md, "Where the information is").',
         "",
         "| Model | Probe y+, originals | y+, views | Probe y-, originals | y-, views "
-        "| View/clip distance |",
+        "| View shift (y- spreads) |",
         "|---|---|---|---|---|---|",
         *(
             f"| {title} | {format_mean_std(metrics.get(f'{p}probe_task'))} | "
             f"{format_mean_std(metrics.get(f'{p}transfer_task'))} | "
             f"{format_mean_std(metrics.get(f'{p}probe_adv'))} | "
             f"{format_mean_std(metrics.get(f'{p}transfer_adv'))} | "
-            f"{format_mean_std(metrics.get(f'{p}view_to_clip_distance'), percent=False)} |"
+            f"{format_mean_std(metrics.get(f'{p}view_shift'), percent=False)} |"
             for title, p in (("fine-tuned", ""), ("un-fine-tuned backbone", "backbone_"))
         ),
         "",
     ]
+
+
+def adversary_markdown(summary: dict[str, Any]) -> list[str]:
+    """The adversary's competence section of :func:`summary_markdown` (none without it)."""
+    metrics = summary["metrics"]
+    head, probe = metrics.get("adversary_fit_head"), metrics.get("adversary_fit_probe")
+    if not head or head.get("mean") is None:
+        return []
+    adv = summary.get("adversarial_label", "y-")
+    lines = [
+        "## Adversary competence (training split, selected model)",
+        "",
+        f"What the adversary reads of y- ({markdown_cell(adv)}) on the training clips it was "
+        "trained on, next to a standardised linear probe fitted and scored on the same "
+        "embeddings; and the reversed gradient's norm at the embedding over the task CE's "
+        "(mean over the selected epoch's batches). An adversary far below the probe sends "
+        "the encoder a reversed gradient that carries little of the y- information there "
+        'is: the reversal then removes little (docs/training.md, "Recipes").',
+        "",
+        "| Adversary, training clips | Linear probe, same clips | Reversed / CE gradient |",
+        "|---|---|---|",
+        f"| {format_mean_std(head)} | {format_mean_std(probe)} | "
+        f"{format_mean_std(metrics.get('adversary_grad_share'), percent=False)} |",
+        "",
+    ]
+    if probe and probe.get("mean") is not None and probe["mean"] - head["mean"] > ADVERSARY_BEHIND:
+        lines += [
+            f"**Warning: the adversary reads the {markdown_cell(adv)} at "
+            f"{100 * head['mean']:.0f} %, a linear probe at {100 * probe['mean']:.0f} %: the "
+            "reversal removes little.**",
+            "",
+        ]
+    return lines
 
 
 def summary_markdown(summary: dict[str, Any]) -> str:
@@ -459,6 +506,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         f"Adversarial head accuracy on y- (the head the encoder was trained to defeat; "
         f"not a measure of disentanglement): {format_mean_std(metrics['adv_head_accuracy'])}.",
         "",
+        *adversary_markdown(summary),
         *perturbation_markdown(summary),
         "## Per-class report (task head)",
         "",
