@@ -218,7 +218,7 @@ def test_invariance_section_only_when_recorded_and_averaged_over_the_seeds_that_
         entry = {
             "task": {"transfer": 0.8, "chance": 1 / 3},
             "adv": {"transfer": 0.2 + 0.1 * k, "chance": 0.5},
-            "view_to_clip_distance": 0.25 * (k + 1),
+            "view_shift": 0.25 * (k + 1),
         }
         record["perturbation"] = {"kind": "speaker", "views": 2, "finetuned": entry,
                                   "backbone": entry}  # fmt: skip
@@ -227,7 +227,7 @@ def test_invariance_section_only_when_recorded_and_averaged_over_the_seeds_that_
     transfer = summary["metrics"]["transfer_adv"]
     assert transfer["n"] == 2 and transfer["values"] == [0.2, pytest.approx(0.3), None]
     assert transfer["mean"] == pytest.approx(0.25)
-    assert summary["metrics"]["view_to_clip_distance"]["mean"] == pytest.approx(0.375)
+    assert summary["metrics"]["view_shift"]["mean"] == pytest.approx(0.375)
     text = summary_markdown(summary)
     assert "## Invariance to the speaker perturbation (test split, views 1-2)" in text
-    assert "| 25.00 ± 7.07 | 0.38 ± 0.18 |" in text  # y- on views (%), distance (plain)
+    assert "| 25.00 ± 7.07 | 0.38 ± 0.18 |" in text  # y- on views (%), view shift (plain)

@@ -134,18 +134,18 @@ def test_perturbation_probe_tells_a_removed_code_from_a_kept_one():
     assert perturbation_probe(views, [f"spk{v}" for v in speaker], fit, seed=0) == removed
 
 
-def test_view_to_clip_distance_is_one_for_an_unrelated_clip_and_zero_for_itself():
+def test_view_shift_counts_how_far_views_move_in_spreads_of_the_label():
     rng = np.random.default_rng(4)
-    x0 = rng.normal(size=(4000, 6)) * np.array([1.0, 2.0, 0.5, 1.0, 3.0, 1.0])
     y = np.arange(4000) % 2
+    # Two classes 3 apart along dimension 1, a wide spread of the other label elsewhere.
+    x0 = rng.normal(size=(4000, 6)) * np.array([5.0, 0.1, 0.5, 1.0, 3.0, 1.0])
+    x0[:, 1] += 3.0 * y
     fit = np.arange(4000) < 3000
     itself = perturbation_probe([x0, x0.copy()], y, fit)
-    # A "view" that is another clip drawn from the same distribution: the expected squared
-    # distance of two independent draws is twice the total variance.
-    other = perturbation_probe([x0, rng.permutation(x0)], y, fit)
-    shift = np.array([1.0, 0.0, 0.0, 0.0, 2.0, 0.0])
-    shifted = perturbation_probe([x0, x0 + shift], y, fit)
-    total_variance = 1.0 + 4.0 + 0.25 + 1.0 + 9.0 + 1.0
-    assert itself.view_to_clip_distance == 0.0
-    assert other.view_to_clip_distance == pytest.approx(1.0, abs=0.05)
-    assert shifted.view_to_clip_distance == pytest.approx(5.0 / (2 * total_variance), rel=0.05)
+    shifted = perturbation_probe([x0, x0 + np.array([0.0, 0.0, 0.0, 0.0, 6.0, 0.0])], y, fit)
+    gap = np.sum((x0[y == 1].mean(0) - x0[y == 0].mean(0)) ** 2)  # about 9
+    assert itself.view_shift == 0.0
+    # A view moved by 6 (twice the classes' gap) is about 2 spreads from its original,
+    # however wide the other dimensions are.
+    assert shifted.view_shift == pytest.approx(np.sqrt(36.0 / gap), rel=1e-9)
+    assert shifted.view_shift == pytest.approx(2.0, rel=0.05)

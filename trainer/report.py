@@ -36,6 +36,7 @@ class Column:
     key: str
     title: str
     best: str | None  # "max", "min" or None
+    percent: bool = True  # False: a ratio shown as it is (the view shift)
 
 
 COLUMNS = (
@@ -48,6 +49,12 @@ COLUMNS = (
     Column("labels_only_probe_adv", "y- from y+ label", None),
     Column("chance_adv", "Chance y-", None),
     Column("adv_head_accuracy", "Adv. head acc.", None),
+    # The adversary's instruments (trainer/adversary.py): what it reads of y- on its own
+    # training clips against a linear probe on the same clips, and how far the run's views
+    # move a test clip in between-class spreads of y-.
+    Column("adversary_fit_head", "Adversary, train clips", None),
+    Column("adversary_fit_probe", "Linear probe, same clips", None),
+    Column("view_shift", "View shift (y- spreads)", None, percent=False),
 )
 
 
@@ -138,7 +145,7 @@ def report_table(
                 if column.key == "chance_adv" and stat:
                     text = f"{100 * stat['mean']:.2f}"
                 else:
-                    text = format_mean_std(stat)
+                    text = format_mean_std(stat, percent=column.percent)
                 cells.append(_mark(text, marks[column.key][row]))
             leading = [markdown_cell(cells_of[i]) for _, cells_of in lead]
             name = markdown_cell(names[i]) + (" †" if selected_on_test(summaries[i]) else "")

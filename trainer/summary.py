@@ -415,6 +415,27 @@ def perturbation_markdown(summary: dict[str, Any]) -> list[str]:
     ]
 
 
+def recipe_lines(summary: dict[str, Any]) -> list[str]:
+    """One sentence naming the training recipe and the adversary's settings (none for
+    summaries from before recipes, or without an adversary)."""
+    recipe = summary.get("recipe")
+    if recipe is None or not summary.get("adversary", True):
+        return []
+    if summary.get("adv_lr") is None:
+        own = "in the backbone's optimizer and schedule"
+    else:
+        own = (
+            f"own AdamW at lr {summary['adv_lr']:g}, {summary.get('adv_steps')} update(s) per "
+            "step on the detached embedding"
+        )
+    return [
+        f"Recipe {markdown_cell(recipe)}: the adversary {own}, input "
+        f"{markdown_cell(summary.get('adv_input'))}, conditioning "
+        f'{markdown_cell(summary.get("adv_condition"))} (docs/training.md, "Recipes").',
+        "",
+    ]
+
+
 def adversary_markdown(summary: dict[str, Any]) -> list[str]:
     """The adversary's competence section of :func:`summary_markdown` (none without it)."""
     metrics = summary["metrics"]
@@ -464,6 +485,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "",
         selection_sentence(summary),
         "",
+        *recipe_lines(summary),
         "## Test set (task head)",
         "",
         "| | Acc | F1 (macro) | UAR |",
