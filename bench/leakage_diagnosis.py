@@ -120,7 +120,7 @@ def transfer_probe(x_fit: np.ndarray, x_tests: list[np.ndarray], y: np.ndarray, 
 def view_probes(xs: list[np.ndarray], y: dict[str, np.ndarray], seed: int) -> dict[str, float]:
     """Per label: CV probe on view 0, CV probe on each perturbed view (mean), and the
     transfer probe view 0 -> perturbed views. ``xs``: one (clips, D) array per view."""
-    from trainer.probes import linear_probe
+    from trainer.probes import linear_probe, view_shift
 
     result = {}
     for label, labels in y.items():
@@ -153,7 +153,7 @@ def main() -> None:
     from trainer.inference import infer
     from trainer.loop import train
     from trainer.plan import build_model, load_selected_model
-    from trainer.probes import linear_probe
+    from trainer.probes import linear_probe, view_shift
     from trainer.rundir import RunDir, read_epoch_rows
 
     started = time.perf_counter()
@@ -241,9 +241,9 @@ def main() -> None:
                 record["train_consistency_first"] = rows_[0].train_consistency
             xs = embed_views(model)
             record.update(view_probes(xs, y, stable_seed(seed, "probe") % (2**32)))
-            # How far apart the views of a clip are, relative to how far apart clips are.
+            # How far a clip's views lie from it, in spreads between the speakers' centroids.
             spread = np.mean([np.sum((x - xs[0]) ** 2, axis=1).mean() for x in xs[1:]])
-            record["view_to_clip_distance"] = float(spread / (2 * xs[0].var(axis=0).sum()))
+            record["view_shift"] = view_shift(xs[0], xs[1:], y["speaker"])
             # The scale of the embeddings: eq. 1 is not scale-invariant, so it can be lowered
             # by shrinking every embedding instead of by making the views agree.
             record["embedding_rms"] = float(np.sqrt(np.mean(np.sum(xs[0] ** 2, axis=1))))
@@ -295,15 +295,16 @@ def markdown(results: dict[str, dict[str, object]]) -> str:
         "balanced accuracy (mean ± sample std over seeds when more than one); chance "
         "speaker 16.67, emotion 25.00. orig = probe on originals (the leakage number); "
         "pert = probe fitted and tested on perturbed views; orig->pert = fitted on "
-        "originals, tested on the perturbed views of held-out clips. View/clip dist. = "
-        "mean squared distance between a clip's original and perturbed embeddings over "
-        "that between two random clips (scale-free); Views sq. dist. = the same numerator "
+        "originals, tested on the perturbed views of held-out clips. View shift = how far "
+        "a clip's perturbed embeddings lie from its original, in spreads between the "
+        "speakers' centroids (trainer.probes.view_shift); Views sq. dist. = the mean "
+        "squared view-original distance "
         "(what eq. 1 penalises); Clip variance = total variance of the originals' "
         "embeddings; Emb. RMS = root mean squared norm of the embeddings.",
         "",
         "| Model | Test acc | Sel. epoch | Adv. head (test) | Speaker orig | Speaker pert | "
         "Speaker orig->pert | Emotion orig | Emotion pert | Emotion orig->pert | "
-        "View/clip dist. | Views sq. dist. | Clip variance | Emb. RMS | "
+        "View shift | Views sq. dist. | Clip variance | Emb. RMS | "
         "Last epoch: speaker / emotion |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
@@ -320,7 +321,7 @@ def markdown(results: dict[str, dict[str, object]]) -> str:
             f"| {name} | {col('test_acc')} | {epochs} | {col('adv_head_test')} | "
             f"{col('speaker_orig')} | {col('speaker_pert')} | {col('speaker_transfer')} | "
             f"{col('emotion_orig')} | {col('emotion_pert')} | {col('emotion_transfer')} | "
-            f"{col('view_to_clip_distance', percent=False)} | "
+            f"{col('view_shift', percent=False)} | "
             f"{col('views_mean_sq_distance', percent=False)} | "
             f"{col('clip_variance', percent=False)} | "
             f"{col('embedding_rms', percent=False)} | {col('speaker_last')} / "

@@ -44,10 +44,13 @@ def parse_variant(text: str) -> tuple[str, dict[str, object]]:
 
 
 def base_config(manifest_path: Path, epochs: int, max_seconds: float, seeds: str):
-    """The training settings every run of the leakage study shares (tiny backbone, CPU)."""
-    from trainer.config import TrainConfig, parse_seeds
+    """The training settings every run of the leakage study shares (tiny backbone, CPU;
+    the paper's recipe, under which the study's published figures were measured)."""
+    from trainer.config import RECIPES, TrainConfig, parse_seeds
 
     return TrainConfig(
+        **RECIPES["paper"],
+        recipe="paper",
         manifest=str(manifest_path),
         task="emotion",
         backbone="tiny",
