@@ -120,7 +120,7 @@ def transfer_probe(x_fit: np.ndarray, x_tests: list[np.ndarray], y: np.ndarray, 
 def view_probes(xs: list[np.ndarray], y: dict[str, np.ndarray], seed: int) -> dict[str, float]:
     """Per label: CV probe on view 0, CV probe on each perturbed view (mean), and the
     transfer probe view 0 -> perturbed views. ``xs``: one (clips, D) array per view."""
-    from trainer.probes import linear_probe, view_shift
+    from trainer.probes import linear_probe
 
     result = {}
     for label, labels in y.items():
