@@ -9,7 +9,7 @@ BUILD_PINS := "setuptools>=64,<81" wheel "cython>=3" "numpy>=1.26"
 # The CPU build of torch (a plain `torch` pulls a multi-GB CUDA build on a GPU-less box).
 TORCH := torch==2.13.0
 
-.PHONY: venv demo test lint format clean bench browser
+.PHONY: venv demo test check lint format clean bench browser
 
 venv: $(STAMP)
 
@@ -64,6 +64,10 @@ browser:
 
 test: $(STAMP) lint browser
 	$(VENV)/bin/python -m pytest -q -rs
+
+# The fast check while editing: ruff and every test not marked slow (no browser install).
+check: $(STAMP) lint
+	$(VENV)/bin/python -m pytest -q -m "not slow" -x
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
