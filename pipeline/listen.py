@@ -198,7 +198,7 @@ def read_view_set(
     m: Manifest, vs: ViewSet, manifest_path: Path, clips: Sequence[Clip]
 ) -> tuple[dict[str, ClipViews], int]:
     """The rows of ``clips`` in ``vs``, one zarr read per shard; (by clip id, shards read)."""
-    from pipeline.shards import ShardError, ShardReader
+    from pipeline.shards import ShardError, open_shard
 
     failed = {f.id: f.reason for f in vs.failures}
     position = {c.id: i for i, c in enumerate(m.clips)}
@@ -214,13 +214,13 @@ def read_view_set(
             out[c.id] = ClipViews(note=f"shard {index} not computed yet (re-run perturb)")
             continue
         wanted[index].append(c.id)
-    folder = vs.folder_path(manifest_path)
     for index in sorted(wanted):
         entry = entries[index]
         try:
             # verify=False: each clip's CRC-32 is checked below, so that the page marks a
-            # damaged clip instead of refusing the whole shard.
-            reader = ShardReader(folder / entry.path, manifest_path, verify=False)
+            # damaged clip instead of refusing the whole shard. open_shard refuses a shard
+            # that is not the one this manifest lists (another view set's or manifest's).
+            reader = open_shard(m, manifest_path, vs, entry, verify=False)
             missing = [cid for cid in wanted[index] if cid not in reader.clip_ids]
             if missing:
                 raise ShardError(

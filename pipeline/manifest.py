@@ -506,6 +506,15 @@ class Manifest:
         if len(set(keys)) != len(keys):
             raise ManifestError("manifest view_sets: a key is listed twice")
         for vs in self.view_sets:
+            # The toolkit writes view sets only to <cache root>/<dataset>/<kind>-n<N>-<key>
+            # (perturb also checks the root, symlinks resolved: pipeline/viewset.py).
+            parent = PurePosixPath(posixpath.normpath(vs.folder)).parent
+            if parent.name != self.dataset:
+                raise ManifestError(
+                    f"view set {vs.key!r}: folder {vs.folder[:80]!r} is not in the cache "
+                    f"folder of dataset {self.dataset!r} (<cache>/{self.dataset}/"
+                    f"{view_set_folder_name(vs.kind, vs.views, vs.key)})"
+                )
             stored = sum(s.clips for s in vs.shards)
             failed = {f.id for f in vs.failures}
             unknown = failed - seen

@@ -210,7 +210,7 @@ def _corpus(folder: Path, *, train_emotions=(0, 1, 2), failed_split: str | None 
             stored.append(ShardClip(clip.id, audio, [{}]))
     path = folder / "manifest.json"
     view_set = write_view_set(
-        folder / "cache" / "speaker-n1-test",
+        folder / "cache" / "toy" / "speaker-n1-test",
         stored,
         manifest_path=path,
         kind="speaker",

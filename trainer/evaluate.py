@@ -252,6 +252,7 @@ def evaluate_seed(
         "metric": model.select_metric,
     }
     record["split"] = split.describe()
+    record["view_set"] = plan.view_set.key  # the view set measured: the one the run recorded
     if views:
         record["perturbation"] = perturbation_record(
             train,
