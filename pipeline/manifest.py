@@ -688,6 +688,22 @@ def manifest_target(path: Path) -> Path:
     return target
 
 
+def refuse_hard_links(path: Path, target: Path) -> None:
+    """Refuse a manifest file with more than one hard link: two names of one file are two
+    manifests to the lock (one per name) and become two files at the first atomic save, so
+    two commands through the two names would each keep only their own view sets."""
+    try:
+        links = os.stat(target).st_nlink
+    except OSError:
+        return  # absent (a manifest still to be written) or unreadable: reported elsewhere
+    if links > 1:
+        raise ManifestError(
+            f"{path}: the manifest file has {links} hard links (other names of the same "
+            "file); a save would split them into separate manifests: keep one name and "
+            "make the others symlinks to it"
+        )
+
+
 class ManifestFile:
     """A manifest file held under an exclusive lock, for every command that writes one.
 
@@ -709,6 +725,7 @@ class ManifestFile:
         from pipeline.locks import LockHeld, exclusive_lock
 
         self.target = manifest_target(self.path)
+        refuse_hard_links(self.path, self.target)
         lock = exclusive_lock(
             self.target.with_name(f".{self.target.name}.lock"), f"`ncore-prep {self.command}`"
         )

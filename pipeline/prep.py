@@ -170,6 +170,7 @@ class ClipSource:
     source: str
     num_samples: int
     sha256: str = ""  # of the source file's bytes at import; "" when the manifest has none
+    data_dir: str = ""  # the corpus folder the file must stay inside, symlinks resolved
 
 
 @dataclass(frozen=True)
@@ -240,6 +241,11 @@ def compute_shard(task: ShardTask) -> ShardResult:
     failures: list[Failure] = []
     audio_samples = 0
     for clip in task.clips:
+        if clip.data_dir and not _inside_resolved(clip.data_dir, clip.path):
+            # A symlink placed in the data folder after import must not be followed out.
+            reason = f"path escapes the data folder: {clip.source} (symlinks resolved)"
+            failures.append(Failure(clip.id, STAGE, reason, clip.source))
+            continue
         try:
             src = read_source(clip.path)
         except AudioError as e:
@@ -306,6 +312,12 @@ def compute_shard(task: ShardTask) -> ShardResult:
         busy_seconds=time.perf_counter() - start,
         malloc_env=os.environ.get("MALLOC_TRIM_THRESHOLD_"),
     )
+
+
+def _inside_resolved(folder: str, path: str) -> bool:
+    """Whether ``path``, symlinks resolved, lies inside ``folder`` (resolved too)."""
+    root, target = os.path.realpath(folder), os.path.realpath(path)
+    return target != root and os.path.commonpath([root, target]) == root
 
 
 # --------------------------------------------------------------------------- parent side
@@ -507,6 +519,7 @@ def run_perturb(
                         by_id[cid].path,
                         by_id[cid].num_samples,
                         by_id[cid].source_sha256,
+                        str(data_dir),
                     )
                     for cid in ids
                 )
