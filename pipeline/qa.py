@@ -37,7 +37,13 @@ from pipeline.manifest import (
     ViewSet,
 )
 from pipeline.shards import ShardError, ShardReader, content_checksum
-from pipeline.viewset import ShardAttributes, key_matches, length_mismatches, shard_members
+from pipeline.viewset import (
+    ShardAttributes,
+    cache_folder_problem,
+    key_matches,
+    length_mismatches,
+    shard_members,
+)
 
 ERROR = "error"
 WARNING = "warning"
@@ -109,6 +115,9 @@ def validate(
     for vs in manifest.view_sets:
         report.view_sets += 1
         name = f"view set {vs.kind}-n{vs.views}-{vs.key}"
+        misplaced = cache_folder_problem(manifest, path, vs, None)
+        if misplaced:  # e.g. its folder, or its dataset folder, is a symlink out of the cache
+            report.problems.append(Problem(name, misplaced.split(": ", 1)[1]))
         if not key_matches(manifest, vs):
             report.problems.append(
                 Problem(
