@@ -486,7 +486,11 @@ def shard_error_line(error: ShardError) -> str:
     """
     lines = [line for line in str(error).splitlines() if line.strip()]
     last = lines[-1] if lines else type(error).__name__
-    for prefix in ("pipeline.shards.ShardDamaged: ", "pipeline.shards.ShardError: "):
+    for prefix in (
+        "pipeline.shards.ShardDamaged: ",
+        "pipeline.shards.ShardForeign: ",
+        "pipeline.shards.ShardError: ",
+    ):
         last = last.removeprefix(prefix)
     return last
 
