@@ -776,6 +776,11 @@ def run_selectivity(
     cache: dict[str, dict[str, np.ndarray] | str] = {}  # originals, shared by view sets
     results = []
     for vs in complete:
+        from pipeline.viewset import cache_folder_problem
+
+        misplaced = cache_folder_problem(manifest, path, vs, None)
+        if misplaced:  # selectivity.json is written into the view set's own folder only
+            raise SelectivityError(f"{path}: {misplaced}")
         views = min(settings.views, vs.views)
         failed = {f.id for f in vs.failures}
         stored = [c.id for c in manifest.clips if c.id not in failed]
