@@ -106,17 +106,22 @@ def write_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
 
 
 KILL_AT_ENV = "NCORE_KILL_AT"
-"""Test hook: ``NCORE_KILL_AT=replace_folder:<point>`` makes this process SIGKILL itself at
-that point of :func:`replace_folder` (``built``, ``aside``, ``landed``), so that a test can
-show what a kill there leaves behind with a real process and a real kill."""
+"""Test hook: ``NCORE_KILL_AT=<place>:<point>`` makes this process SIGKILL itself at that
+named point (:func:`kill_point`), e.g. ``replace_folder:built``, ``aside``, ``landed``, so
+that a test can show what a kill there leaves behind with a real process and a real kill."""
 
 _NEW = "new"  # ``.<name>.new-<pid>-<token>``: a folder being built
 _OLD = "old"  # ``.<name>.old-<pid>-<token>``: the previous folder, moved aside for the swap
 
 
-def _kill_point(point: str) -> None:
-    if os.environ.get(KILL_AT_ENV) == f"replace_folder:{point}":
+def kill_point(name: str) -> None:
+    """SIGKILL this process here when ``NCORE_KILL_AT`` names this point (tests only)."""
+    if os.environ.get(KILL_AT_ENV) == name:
         os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_point(point: str) -> None:
+    kill_point(f"replace_folder:{point}")
 
 
 def _pid_alive(pid: int) -> bool:

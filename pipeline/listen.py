@@ -46,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import write_bytes, write_text
+from pipeline.atomic import kill_point, write_bytes, write_text
 from pipeline.inspection import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,
@@ -782,7 +782,9 @@ def build_page(
                     _section_html(m, vs, path, number, clips, views, drawn_rows, options)
                 )
                 del views
+        kill_point("listen:files")
         owned.write_text("index.html", _page_html(m, path, view_sets, clips, sections, options))
+        kill_point("listen:index")
         owned.finish()
     except BrokenProcessPool:
         raise InspectError(
@@ -858,6 +860,7 @@ class PageFolder:
         self.list_files([rel])
         write_bytes(self._path(rel), data)
         self.written.add(rel)
+        kill_point("listen:file")
 
     def write_text(self, rel: str, content: str) -> None:
         self.write_bytes(rel, content.encode("utf-8"))

@@ -389,3 +389,41 @@ def test_per_clip_figure_has_no_overlapping_text(rows):
         if a != b and box_a.overlaps(box_b)
     ]
     assert overlaps == []
+
+
+@pytest.mark.parametrize("point", ["listen:file", "listen:files", "listen:index"])
+def test_a_killed_rebuild_leaves_a_whole_page_and_the_next_one_no_leftover(
+    manifest_path, tmp_path, point
+):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline.atomic import KILL_AT_ENV
+
+    out = tmp_path / "page"
+    build_page(manifest_path, out, ListenOptions(workers=1, per_label=1, seed=0))
+    (out / "NOTES.md").write_text("mine")
+    code = (
+        "import sys\n"
+        "from pipeline.listen import ListenOptions, build_page\n"
+        "build_page(sys.argv[1], sys.argv[2], ListenOptions(workers=1, per_label=1, seed=1))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(manifest_path), str(out)],
+        env={**os.environ, "PYTHONPATH": str(root), KILL_AT_ENV: point},
+    )
+    assert done.returncode == -9
+    # The page in the folder is whole (the earlier one, or the new one): every file its
+    # index refers to is there.
+    text = (out / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'src="([^"]*)"', text)
+    assert links and all((out / link).is_file() for link in links)
+    build_page(manifest_path, out, ListenOptions(workers=1, per_label=1, seed=1))
+    record = json.loads((out / ".ncore-page.json").read_text())
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert files == {*record["files"], ".ncore-page.json", "NOTES.md"}  # nothing left over
+    text = (out / "index.html").read_text(encoding="utf-8")
+    assert {*re.findall(r'src="([^"]*)"', text), "index.html"} == set(record["files"])
