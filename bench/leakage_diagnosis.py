@@ -82,13 +82,11 @@ def independent_views(leakage: Path, out: Path) -> Path:
 def read_views(manifest_path: Path) -> tuple[list[str], list[np.ndarray]]:
     """Clip ids and their (1 + N, T) float32 views, from the speaker view set's shards."""
     from pipeline.manifest import Manifest
-    from pipeline.shards import ShardReader
+    from pipeline.shards import open_view_set
 
     manifest = Manifest.load(manifest_path)
-    view_set = manifest.view_set("speaker", VIEWS)
     ids, audio = [], []
-    for path in view_set.shard_paths(manifest_path):
-        reader = ShardReader(path)
+    for reader in open_view_set(manifest, manifest_path, "speaker", VIEWS)[1]:  # checked
         ids.extend(reader.clip_ids)
         audio.extend(reader.read_range(0, len(reader)))
     return ids, audio

@@ -19,8 +19,10 @@ import io
 import json
 import math
 import os
+import re
 import secrets
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,18 +105,106 @@ def write_npz(path: str | os.PathLike[str], **arrays: Any) -> Path:
     return write_bytes(path, buffer.getvalue())
 
 
+KILL_AT_ENV = "NCORE_KILL_AT"
+"""Test hook: ``NCORE_KILL_AT=<place>:<point>`` makes this process SIGKILL itself at that
+named point (:func:`kill_point`), e.g. ``replace_folder:built``, ``aside``, ``landed``, so
+that a test can show what a kill there leaves behind with a real process and a real kill."""
+
+_NEW = "new"  # ``.<name>.new-<pid>-<token>``: a folder being built
+_OLD = "old"  # ``.<name>.old-<pid>-<token>``: the previous folder, moved aside for the swap
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process here when ``NCORE_KILL_AT`` names this point (tests only)."""
+    if os.environ.get(KILL_AT_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _kill_point(point: str) -> None:
+    kill_point(f"replace_folder:{point}")
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: alive, another user's
+        return True
+    return True
+
+
+def _siblings(folder: Path, role: str) -> list[tuple[Path, int]]:
+    """The ``.<name>.<role>-<pid>-<token>`` folders beside ``folder``, with their pids."""
+    prefix = f".{folder.name}.{role}-"
+    found = []
+    with contextlib.suppress(FileNotFoundError):
+        for entry in folder.parent.iterdir():
+            if not entry.name.startswith(prefix):
+                continue
+            pid, _, token = entry.name[len(prefix) :].partition("-")
+            if pid.isdigit() and token:
+                found.append((entry, int(pid)))
+    return sorted(found)
+
+
+def _legacy_temporaries(folder: Path) -> list[Path]:
+    """Temporaries of the earlier ``replace_folder`` (``tempfile.mkdtemp(prefix=".<name>.")``,
+    eight random characters), which a kill left behind and nothing ever removed."""
+    pattern = re.compile(re.escape(f".{folder.name}.") + r"[a-z0-9_]{8}")
+    with contextlib.suppress(FileNotFoundError):
+        return [
+            p
+            for p in folder.parent.iterdir()
+            if pattern.fullmatch(p.name) and p.is_dir() and not p.is_symlink()
+        ]
+    return []
+
+
+def recover_folder(folder: str | os.PathLike[str]) -> None:
+    """Undo what a killed :func:`replace_folder` of ``folder`` left (processes still alive are
+    left alone): an old folder moved aside while the new one never landed is moved back; a
+    moved-aside old folder whose replacement did land, and every unfinished new folder, are
+    deleted. Only names of this module's own scheme beside ``folder`` are touched."""
+    folder = Path(folder)
+    for backup, pid in _siblings(folder, _OLD):
+        if _pid_alive(pid):
+            continue
+        if not folder.exists() and not folder.is_symlink():
+            os.rename(backup, folder)  # the new folder never landed: the old one comes back
+            _fsync_folder(folder.parent)
+        else:
+            shutil.rmtree(backup, ignore_errors=True)
+    for tmp, pid in _siblings(folder, _NEW):
+        if not _pid_alive(pid):
+            shutil.rmtree(tmp, ignore_errors=True)
+    for tmp in _legacy_temporaries(folder):
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def replace_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
     """Build a folder in a temporary sibling and move it to ``folder`` when the block ends.
 
-        ``with replace_folder(final) as tmp: ...write into tmp...``. On success an existing
-        ``folder`` is removed and ``tmp`` renamed to it; on any exception ``tmp`` is deleted and
-        ``folder`` is left as it was. The folder and everything in it get the modes ``mkdir()``
-    and ``open()`` would give them (0777 / 0666 minus the umask), whatever wrote them.
+    ``with replace_folder(final) as tmp: ...write into tmp...``. On success an existing
+    ``folder`` is renamed aside (``.<name>.old-<pid>-<token>``), ``tmp``
+    (``.<name>.new-<pid>-<token>``) renamed to ``folder``, and only then the old one
+    deleted; on any exception ``tmp`` is deleted and ``folder`` is left as it was. A kill at
+    any point leaves the old folder or the new one complete under ``folder``, or the old one
+    aside with the new one complete beside it; the next ``replace_folder`` of the same
+    folder (or :func:`recover_folder`) first puts the old one back if the new one never
+    landed and deletes every leftover. The folder and everything in it get the modes
+    ``mkdir()`` and ``open()`` would give them (0777 / 0666 minus the umask), whatever
+    wrote them.
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    recover_folder(folder)
+    pid = os.getpid()
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.{_NEW}-{pid}-", dir=folder.parent))
+    backup = folder.with_name(f".{folder.name}.{_OLD}-{pid}-{secrets.token_hex(4)}")
     try:
         mask = _umask()
         os.chmod(tmp, 0o777 & ~mask)
@@ -127,13 +217,28 @@ def replace_folder(folder: str | os.PathLike[str]) -> Iterator[Path]:
                 _fsync_file(child)
             elif child.is_dir() and not child.is_symlink():
                 os.chmod(child, 0o777 & ~mask)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        _fsync_folder(tmp)
+        _kill_point("built")
+        had_old = folder.exists() or folder.is_symlink()
+        if had_old:
+            os.rename(folder, backup)
+            _kill_point("aside")
+        try:
+            os.rename(tmp, folder)
+        except BaseException:
+            if had_old:
+                os.rename(backup, folder)
+            raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     _fsync_folder(folder.parent)
+    _kill_point("landed")
+    if had_old:
+        if backup.is_dir() and not backup.is_symlink():
+            shutil.rmtree(backup)
+        else:
+            backup.unlink()
 
 
 def _fsync_file(path: Path) -> None:

@@ -208,7 +208,7 @@ def _views_of(
     m: Manifest, vs: ViewSet, manifest_path: Path, clip_id: str
 ) -> tuple[np.ndarray | None, list[dict[str, Any]], str | None]:
     """The clip's rows (1 + N, T) in ``vs`` and their drawn parameters, or a note why not."""
-    from pipeline.shards import ShardError, ShardReader
+    from pipeline.shards import ShardError, open_shard
 
     failed = {f.id: f.reason for f in vs.failures}
     if clip_id in failed:
@@ -219,7 +219,7 @@ def _views_of(
     if entry is None:
         return None, [], f"{vs.kind}-{vs.key}: shard {index} not computed yet"
     try:
-        reader = ShardReader(vs.folder_path(manifest_path) / entry.path, manifest_path)
+        reader = open_shard(m, manifest_path, vs, entry)  # this manifest's shard, or refused
         i = reader.clip_ids.index(clip_id)
         return reader.read_clip(i), reader.drawn(i), None
     except (ShardError, ValueError, OSError) as e:

@@ -15,17 +15,24 @@ parameters drawn for that view.
   holding no sampled clip are never opened. Memory is one view set's sampled clips.
 - Files are named by a hash of their samples, so the original (row 0, identical in every
   view set) is written and drawn once; the same command gives the same bytes.
-- The folder is built under a temporary name and swapped in when complete; an existing
-  folder is replaced only when it holds an earlier page (never anything else).
+- The page writes only into a folder it created, an empty one, or one holding its own
+  ownership record (``.ncore-page.json``: the files it wrote there); anything else is
+  refused in one line. Every file it writes is listed in the record before it is
+  written, each is written atomically, ``index.html`` last; then the files of the previous
+  page that the new one does not use are deleted. Nothing else in the folder is touched,
+  and a kill at any point leaves the previous page or the new one whole, with no file
+  that the next build does not know about.
 """
 
 from __future__ import annotations
 
 import hashlib
 import html
+import io
 import json
 import math
 import os
+import re
 import struct
 import time
 import zlib
@@ -39,7 +46,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import replace_folder
+from pipeline.atomic import kill_point, write_bytes, write_text
 from pipeline.inspection import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,
@@ -54,7 +61,12 @@ from pipeline.manifest import SAMPLE_RATE, Clip, Manifest, ViewSet
 from pipeline.rng import make_rng
 
 AUDIO_FORMATS = ("wav", "flac")
-GENERATOR = "ncore-prep inspect --html"  # marks a folder as an earlier page that may be replaced
+GENERATOR = "ncore-prep inspect --html"  # the page's <meta name="generator">
+# The page folder's ownership record: the files this toolkit wrote there. A folder is
+# written into only when it is new, empty or holds this record, and only the files listed
+# in it are ever replaced or deleted (a user's NOTES.md beside the page survives).
+OWNER_FILE = ".ncore-page.json"
+OWNER_SCHEMA = 1
 THUMB_WIDTH = 200  # px; every cell of a row spans the clip's whole duration (N = 5: 1440 px)
 THUMB_HEIGHT = 80  # px
 SPEC_FMIN_HZ = 50.0
@@ -198,7 +210,7 @@ def read_view_set(
     m: Manifest, vs: ViewSet, manifest_path: Path, clips: Sequence[Clip]
 ) -> tuple[dict[str, ClipViews], int]:
     """The rows of ``clips`` in ``vs``, one zarr read per shard; (by clip id, shards read)."""
-    from pipeline.shards import ShardError, ShardReader
+    from pipeline.shards import ShardError, open_shard
 
     failed = {f.id: f.reason for f in vs.failures}
     position = {c.id: i for i, c in enumerate(m.clips)}
@@ -214,13 +226,13 @@ def read_view_set(
             out[c.id] = ClipViews(note=f"shard {index} not computed yet (re-run perturb)")
             continue
         wanted[index].append(c.id)
-    folder = vs.folder_path(manifest_path)
     for index in sorted(wanted):
         entry = entries[index]
         try:
             # verify=False: each clip's CRC-32 is checked below, so that the page marks a
-            # damaged clip instead of refusing the whole shard.
-            reader = ShardReader(folder / entry.path, manifest_path, verify=False)
+            # damaged clip instead of refusing the whole shard. open_shard refuses a shard
+            # that is not the one this manifest lists (another view set's or manifest's).
+            reader = open_shard(m, manifest_path, vs, entry, verify=False)
             missing = [cid for cid in wanted[index] if cid not in reader.clip_ids]
             if missing:
                 raise ShardError(
@@ -378,23 +390,69 @@ def row_hash(samples: np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-def _esc(value: Any) -> str:
-    return html.escape(str(value), quote=True)
+class Markup(str):
+    """Text that is already HTML: made only by :func:`el`, :func:`cat` and :func:`trusted`.
+
+    Every other value put into the page, whatever its type or origin (labels, ids,
+    failure reasons, parameters drawn and stored in a shard, JSON), is escaped when it is
+    placed: by construction, not by a call each site must remember.
+    """
+
+    __slots__ = ()
+
+
+VOID_TAGS = frozenset({"img", "meta", "br"})
+
+
+def text(value: Any) -> Markup:
+    """``value`` as HTML text: escaped (quotes too), unless it is already :class:`Markup`."""
+    if isinstance(value, Markup):
+        return value
+    return Markup(html.escape(str(value), quote=True))
+
+
+def cat(*parts: Any) -> Markup:
+    """The parts one after the other, each through :func:`text`."""
+    return Markup("".join(text(p) for p in parts))
+
+
+def trusted(source: str) -> Markup:
+    """A constant of this module (the CSS, the script, the doctype) as HTML, unescaped:
+    never for data."""
+    return Markup(source)
+
+
+def el(tag: str, *children: Any, **attrs: Any) -> Markup:
+    """``<tag attrs>children</tag>``: every attribute value and every child that is not
+    :class:`Markup` is escaped. ``class_`` is ``class``; other underscores become hyphens
+    (``data_k`` is ``data-k``); an attribute whose value is None or False is left out, True
+    writes it bare."""
+    parts = [tag]
+    for name, value in attrs.items():
+        if value is None or value is False:
+            continue
+        name = name.rstrip("_").replace("_", "-")
+        parts.append(name if value is True else f'{name}="{html.escape(str(value), quote=True)}"')
+    start = f"<{' '.join(parts)}>"
+    if tag in VOID_TAGS:
+        return Markup(start)
+    return Markup(f"{start}{cat(*children)}</{tag}>")
 
 
 def _fmt_ratio(v: Any) -> str:
     return f"{float(v):.3f}"
 
 
-def params_html(drawn: dict[str, Any]) -> str:
+def params_html(drawn: dict[str, Any]) -> Markup:
     """The drawn parameters of one view, compact: each value in a ``span.p[data-k]``.
 
     p_s: r1 (formant ratio), r2 (pitch ratio), r3 (pitch-range ratio) to 3 decimals and the
     EQ gains in dB (frequencies and Qs in the tooltip); p_e: the permuted bands as
     ``target<-source``. Any other key is shown as ``name=value``. Outcome flags (F0 left
-    alone, silence, a peak-limiting gain) follow.
+    alone, silence, a peak-limiting gain) follow. The values come from the shard's
+    attributes: all of them are escaped (:func:`el`), whatever their type.
     """
-    parts: list[str] = []
+    parts: list[Markup] = []
     rest = dict(drawn)
     for key, name, title in (
         ("formant_ratio", "r1", "formant ratio r1"),
@@ -403,29 +461,38 @@ def params_html(drawn: dict[str, Any]) -> str:
     ):
         if key in rest:
             value = rest.pop(key)
+            shown = _fmt_ratio(value) if _is_number(value) else _short(value)
             parts.append(
-                f'<span class="p" data-k="{key}" title="{title}">{name} '
-                f"<b>{_fmt_ratio(value)}</b></span>"
+                el("span", f"{name} ", el("b", shown), class_="p", data_k=key, title=title)
             )
     eq = rest.pop("eq", None)
-    if isinstance(eq, dict) and {"gains_db", "frequencies_hz", "qs"} <= eq.keys():
+    if _is_eq(eq):
         tip = "EQ: " + "; ".join(
             f"{f:.0f} Hz {g:+.1f} dB Q {q:.2f}"
             for f, g, q in zip(eq["frequencies_hz"], eq["gains_db"], eq["qs"], strict=True)
         )
         gains = " ".join(f"{float(g):+.1f}" for g in eq["gains_db"])
         parts.append(
-            f'<span class="p eq" data-k="eq.gains_db" title="{_esc(tip)}">'
-            f"EQ dB <b>{gains}</b></span>"
+            el("span", "EQ dB ", el("b", gains), class_="p eq", data_k="eq.gains_db", title=tip)
         )
     elif eq is not None:
         rest["eq"] = eq
     if "permuted_bands" in rest and "band_sources" in rest:
         targets, sources = rest.pop("permuted_bands"), rest.pop("band_sources")
-        pairs = " ".join(f"{t}\u2190{s}" for t, s in zip(targets, sources, strict=True))
+        if isinstance(targets, list) and isinstance(sources, list):
+            pairs = " ".join(f"{t}\u2190{s}" for t, s in zip(targets, sources, strict=False))
+            count = len(targets)
+        else:  # not what perturb writes: shown as it is (escaped), never interpreted
+            pairs, count = f"{_short(targets)} \u2190 {_short(sources)}", "?"
         parts.append(
-            f'<span class="p bands" data-k="permuted_bands" title="band target\u2190source '
-            f'({len(targets)} bands moved)">bands <b>{pairs or "none"}</b></span>'
+            el(
+                "span",
+                "bands ",
+                el("b", pairs or "none"),
+                class_="p bands",
+                data_k="permuted_bands",
+                title=f"band target\u2190source ({count} bands moved)",
+            )
         )
     flags = []
     if rest.pop("f0_shifted", True) is False:
@@ -435,23 +502,37 @@ def params_html(drawn: dict[str, Any]) -> str:
     if "rms_scaled" in rest and rest.pop("rms_scaled") is False:
         flags.append("RMS not scaled")
     gain = rest.pop("output_gain", 1.0)
-    if isinstance(gain, (int, float)) and gain < 1.0:
+    if _is_number(gain) and gain < 1.0:
         flags.append(f"peak-limited x{gain:.3f}")
     for key in ("voiced_frames", "f0_median_hz"):  # known outcome fields, shown as F0 below
         rest.pop(key, None)
     for key, value in _flat(rest).items():
-        parts.append(
-            f'<span class="p" data-k="{_esc(key)}">{_esc(key)}=<b>{_esc(_short(value))}</b></span>'
-        )
+        parts.append(el("span", f"{key}=", el("b", _short(value)), class_="p", data_k=key))
     if flags:
-        parts.append(f'<span class="flags">{_esc("; ".join(flags))}</span>')
-    return " ".join(parts)
+        parts.append(el("span", "; ".join(flags), class_="flags"))
+    return Markup(" ".join(parts))
 
 
-def _measure_html(t: Thumbnail) -> str:
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_eq(eq: Any) -> bool:
+    """An EQ record as perturb writes it: three lists of numbers of one length."""
+    if not isinstance(eq, dict) or not {"gains_db", "frequencies_hz", "qs"} <= eq.keys():
+        return False
+    lists = [eq[k] for k in ("gains_db", "frequencies_hz", "qs")]
+    return (
+        all(isinstance(v, list) for v in lists)
+        and len({len(v) for v in lists}) == 1
+        and all(_is_number(x) for v in lists for x in v)
+    )
+
+
+def _measure_html(t: Thumbnail) -> Markup:
     f0 = f"F0 {t.f0_median_hz:.0f} Hz" if t.f0_median_hz is not None else "unvoiced"
     rms = f"{t.rms_dbfs:.1f} dBFS" if t.rms_dbfs is not None else "silent"
-    return f'<span class="m">{f0} \u00b7 {rms}</span>'
+    return el("span", f"{f0} \u00b7 {rms}", class_="m")
 
 
 CSS = """
@@ -511,11 +592,11 @@ SCRIPT = """
 """
 
 
-def _meta_rows(pairs: Sequence[tuple[str, str]]) -> str:
-    return "".join(f"<tr><th>{_esc(k)}</th><td>{v}</td></tr>" for k, v in pairs)
+def _meta_rows(pairs: Sequence[tuple[str, Any]]) -> Markup:
+    return cat(*(el("tr", el("th", k), el("td", v)) for k, v in pairs))
 
 
-def _selectivity_html(folder: Path) -> str:
+def _selectivity_html(folder: Path) -> Markup:
     """The view set's selectivity (``ncore-prep selectivity``), laid out as ``inspect``'s
     table: per label and feature set, chance, balanced accuracy [95 % interval] in each
     condition, the retained shares and n; then the verdicts. Or why there is none."""
@@ -524,9 +605,11 @@ def _selectivity_html(folder: Path) -> str:
     try:
         result = load_result(folder)
     except SelectivityError as e:
-        return f'<p class="note">selectivity: {_esc(e)}</p>'
+        return el("p", f"selectivity: {e}", class_="note")
     if result is None:
-        return "<p>selectivity: not measured (<code>ncore-prep selectivity MANIFEST</code>)</p>"
+        return el(
+            "p", "selectivity: not measured (", el("code", "ncore-prep selectivity MANIFEST"), ")"
+        )
     groups: dict[tuple[str, str], dict[str, Any]] = {}
     for r in result.rows:
         groups.setdefault((r.label, r.features), {})[r.condition] = r
@@ -537,10 +620,14 @@ def _selectivity_html(folder: Path) -> str:
         for c in CONDITIONS:
             r = by_condition.get(c)
             cells.append(
-                f'<td data-k="{_esc(c)}">{100 * r.balanced_accuracy:.1f} '
-                f"[{100 * r.ci95[0]:.1f}\u2013{100 * r.ci95[1]:.1f}]</td>"
+                el(
+                    "td",
+                    f"{100 * r.balanced_accuracy:.1f} "
+                    f"[{100 * r.ci95[0]:.1f}\u2013{100 * r.ci95[1]:.1f}]",
+                    data_k=c,
+                )
                 if r is not None
-                else "<td></td>"
+                else el("td")
             )
         retained = "/".join(
             f"{by_condition[c].retained:.2f}"
@@ -549,80 +636,108 @@ def _selectivity_html(folder: Path) -> str:
             for c in CONDITIONS[1:]
         )
         body.append(
-            f"<tr><td>{_esc(label)}</td><td>{_esc(features)}</td>"
-            f"<td>{100 * first.chance:.1f}</td>{''.join(cells)}"
-            f"<td>{retained}</td><td>{first.n}</td></tr>"
+            el(
+                "tr",
+                el("td", label),
+                el("td", features),
+                el("td", f"{100 * first.chance:.1f}"),
+                *cells,
+                el("td", retained),
+                el("td", first.n),
+            )
         )
-    head = "".join(f"<th>{_esc(c)}</th>" for c in CONDITIONS)
-    verdicts = "".join(f"<li>{_esc(v)}</li>" for v in result.verdicts)
+    head = cat(*(el("th", c) for c in CONDITIONS))
+    verdicts = cat(*(el("li", v) for v in result.verdicts))
     name = PERTURBATION_NAME.get(result.kind, result.kind)
-    return (
-        f'<div class="selectivity"><b>Selectivity of {_esc(name)}</b> ({result.clips} clips, '
-        f"{result.views_used} view(s) each; balanced accuracy % [95 % interval]; retained = "
-        "share of (originals \u2212 floor) left in views/transfer)"
-        '<table class="sel"><thead><tr><th>label</th><th>features</th><th>chance</th>'
-        f"{head}<th>retained</th><th>n</th></tr></thead><tbody>{''.join(body)}</tbody></table>"
-        + (f"<ul>{verdicts}</ul>" if verdicts else "")
-        + "</div>"
+    table = el(
+        "table",
+        el(
+            "thead",
+            el("tr", el("th", "label"), el("th", "features"), el("th", "chance"), head,
+               el("th", "retained"), el("th", "n")),
+        ),
+        el("tbody", *body),
+        class_="sel",
+    )  # fmt: skip
+    return el(
+        "div",
+        el("b", f"Selectivity of {name}"),
+        f" ({result.clips} clips, {result.views_used} view(s) each; balanced accuracy % "
+        "[95 % interval]; retained = share of (originals \u2212 floor) left in "
+        "views/transfer)",
+        table,
+        el("ul", verdicts) if verdicts else "",
+        class_="selectivity",
     )
 
 
-def _view_set_header(m: Manifest, vs: ViewSet, manifest_path: Path) -> str:
+def _view_set_header(m: Manifest, vs: ViewSet, manifest_path: Path) -> Markup:
     folder = vs.folder_path(manifest_path)
     stored = sum(s.clips for s in vs.shards)
     seconds = sum(s.samples for s in vs.shards) / SAMPLE_RATE
     on_disk = folder_bytes(folder)
     per_second = f"{on_disk / seconds / 1024:.1f} KB" if seconds else "n/a"
     state = "complete" if vs.complete else "INCOMPLETE"
-    params = " ".join(
-        f'<span class="vp" data-k="{_esc(k)}">{_esc(k)}=<b>{_esc(json.dumps(v))}</b></span>'
-        for k, v in vs.params.items()
+    params = Markup(
+        " ".join(
+            el("span", f"{k}=", el("b", json.dumps(v)), class_="vp", data_k=k)
+            for k, v in vs.params.items()
+        )
     )
     meta = [
-        ("kind", _esc(vs.kind)),
-        ("N (views per clip)", f'<span data-k="views">{vs.views}</span>'),
-        ("seed", f'<span data-k="seed">{vs.seed}</span>'),
-        ("key", f'<span data-k="key">{_esc(vs.key)}</span>'),
-        ("F0 method (perturbation)", _esc(vs.f0_method)),
-        ("code version", _esc(vs.code_version)),
+        ("kind", vs.kind),
+        ("N (views per clip)", el("span", vs.views, data_k="views")),
+        ("seed", el("span", vs.seed, data_k="seed")),
+        ("key", el("span", vs.key, data_k="key")),
+        ("F0 method (perturbation)", vs.f0_method),
+        ("code version", vs.code_version),
         ("parameters", params or "none"),
         (
             "clips",
-            f'<span data-k="clip-counts">{len(m.clips)} in = {stored} stored + '
-            f"{len(vs.failures)} failed</span>",
+            el(
+                "span",
+                f"{len(m.clips)} in = {stored} stored + {len(vs.failures)} failed",
+                data_k="clip-counts",
+            ),
         ),
-        (
-            "shards",
-            f"{len(vs.shards)}/{vs.num_shards} ({state}), {vs.shard_size} clips each",
-        ),
+        ("shards", f"{len(vs.shards)}/{vs.num_shards} ({state}), {vs.shard_size} clips each"),
         (
             "disk",
-            f"{_human_bytes(on_disk)} for {seconds:.1f} s of audio: "
-            f'<span data-k="bytes-per-second">{per_second}</span> per second of audio '
-            f"(1 + N rows)",
+            cat(
+                f"{_human_bytes(on_disk)} for {seconds:.1f} s of audio: ",
+                el("span", per_second, data_k="bytes-per-second"),
+                " per second of audio (1 + N rows)",
+            ),
         ),
-        ("folder", _esc(vs.folder)),
+        ("folder", vs.folder),
     ]
-    failures = ""
+    failures: Markup = cat()
     if vs.failures:
-        items = "".join(
-            f"<li><b>{_esc(f.id)}</b>: {_esc(f.reason)}</li>"
-            for f in vs.failures[:MAX_LISTED_FAILURES]
-        )
+        items = [
+            el("li", el("b", f.id), f": {f.reason}") for f in vs.failures[:MAX_LISTED_FAILURES]
+        ]
         more = len(vs.failures) - MAX_LISTED_FAILURES
         if more > 0:
-            items += f"<li>... and {more} more (ncore-prep inspect lists them)</li>"
-        failures = (
-            f'<details class="failures" open><summary>{len(vs.failures)} failed clip(s)'
-            f"</summary><ul>{items}</ul></details>"
+            items.append(el("li", f"... and {more} more (ncore-prep inspect lists them)"))
+        failures = el(
+            "details",
+            el("summary", f"{len(vs.failures)} failed clip(s)"),
+            el("ul", *items),
+            class_="failures",
+            open=True,
         )
-    return f'<table class="meta">{_meta_rows(meta)}</table>' + failures + _selectivity_html(folder)
+    return cat(el("table", _meta_rows(meta), class_="meta"), failures, _selectivity_html(folder))
 
 
-def _clip_header(c: Clip) -> str:
-    return (
-        f'<th class="clip"><b>{_esc(c.id)}</b><br>{_esc(c.emotion)} \u00b7 {_esc(c.speaker)}'
-        f"<br>{c.duration:.2f} s \u00b7 {_esc(c.split)}</th>"
+def _clip_header(c: Clip) -> Markup:
+    return el(
+        "th",
+        el("b", c.id),
+        el("br"),
+        f"{c.emotion} \u00b7 {c.speaker}",
+        el("br"),
+        f"{c.duration:.2f} s \u00b7 {c.split}",
+        class_="clip",
     )
 
 
@@ -641,7 +756,7 @@ def build_page(
     path = Path(manifest_path)
     m = Manifest.load(path)
     out = Path(out_dir)
-    _check_out_dir(out)
+    previous = _check_out_dir(out)  # before any work: a foreign folder is refused at once
     view_sets = select_view_sets(m, options.view_sets)
     clips = (
         clips_by_id(m, options.clip_ids)
@@ -649,30 +764,28 @@ def build_page(
         else sample_clips(m, options.per_label, options.seed)
     )
     drawn_rows: dict[str, Thumbnail] = {}
-    sections: list[str] = []
+    sections: list[Markup] = []
     cells = shards_read = 0
     audio_seconds = 0.0
+    owned = PageFolder(out, previous)
     try:
-        # Built in a temporary sibling and renamed over ``out`` when complete (modes from
-        # the umask); on any failure ``out`` is left as it was.
-        with replace_folder(out) as tmp:
-            (tmp / "audio").mkdir()
-            (tmp / "img").mkdir()
-            with _thumbnail_executor(options.workers) as pool:
-                for number, vs in enumerate(view_sets):
-                    views, read = read_view_set(m, vs, path, clips)
-                    shards_read += read
-                    _draw_missing(views, drawn_rows, pool, tmp, options.audio_format)
-                    for cv in views.values():
-                        if cv.rows is not None:
-                            cells += cv.rows.shape[0]
-                            audio_seconds += cv.rows.size / SAMPLE_RATE
-                    sections.append(
-                        _section_html(m, vs, path, number, clips, views, drawn_rows, options)
-                    )
-                    del views
-            page = _page_html(m, path, view_sets, clips, sections, options)
-            (tmp / "index.html").write_text(page, encoding="utf-8")
+        with _thumbnail_executor(options.workers) as pool:
+            for number, vs in enumerate(view_sets):
+                views, read = read_view_set(m, vs, path, clips)
+                shards_read += read
+                _draw_missing(views, drawn_rows, pool, owned, options.audio_format)
+                for cv in views.values():
+                    if cv.rows is not None:
+                        cells += cv.rows.shape[0]
+                        audio_seconds += cv.rows.size / SAMPLE_RATE
+                sections.append(
+                    _section_html(m, vs, path, number, clips, views, drawn_rows, options)
+                )
+                del views
+        kill_point("listen:files")
+        owned.write_text("index.html", _page_html(m, path, view_sets, clips, sections, options))
+        kill_point("listen:index")
+        owned.finish()
     except BrokenProcessPool:
         raise InspectError(
             "a process drawing the thumbnails died (out of memory?); try --workers 1"
@@ -689,20 +802,119 @@ def build_page(
     )
 
 
-def _check_out_dir(out: Path) -> None:
-    if out.exists() and not out.is_dir():
+class PageFolder:
+    """The page folder, written only where this toolkit owns it (see the module doc).
+
+    :func:`_check_out_dir` refuses a folder that is not new, not empty and holds no
+    ownership record; :meth:`write_bytes` lists a file in the record before writing it (atomically);
+    :meth:`finish` deletes the files of the previous page that this one did not write and
+    records exactly the files of this page.
+    """
+
+    def __init__(self, out: Path, previous: set[str]) -> None:
+        self.out = out
+        self.previous = previous  # what the record listed before this build
+        self.listed = set(previous)  # what the record lists now (previous + this build)
+        self.written: set[str] = set()
+
+    def _record(self, files: set[str]) -> None:
+        record = {"generator": GENERATOR, "schema_version": OWNER_SCHEMA, "files": sorted(files)}
+        write_text(self.out / OWNER_FILE, json.dumps(record, indent=1) + "\n")
+
+    def _remove_stale_temporaries(self) -> None:
+        """Temporaries of ``pipeline.atomic.write_bytes`` (``.<name>.<8 hex>.tmp``) of a
+        killed build, beside the files this toolkit wrote: in the folders it made only."""
+        for folder in (self.out, self.out / "audio", self.out / "img"):
+            if folder.is_dir() and not folder.is_symlink():
+                for tmp in folder.iterdir():
+                    if _ATOMIC_TMP.fullmatch(tmp.name) and tmp.is_file():
+                        tmp.unlink()
+
+    def _path(self, rel: str) -> Path:
+        target = self.out / rel
+        parent = target.parent
+        parent.mkdir(exist_ok=True)
+        # A folder of the page replaced by a symlink: never written through.
+        if os.path.realpath(parent) != os.path.join(
+            os.path.realpath(self.out), *Path(rel).parts[:-1]
+        ):
+            raise InspectError(
+                f"--html {self.out}: {parent.name}/ is a link out of the page folder"
+            )
+        return target
+
+    def list_files(self, rels: Sequence[str]) -> None:
+        """Record ``rels`` as this toolkit's before they are written (the folder and its
+        record are made at the first file: a build refused before writing leaves nothing)."""
+        if not self.out.is_dir():
+            self.out.mkdir(parents=True)
+        if not (self.out / OWNER_FILE).exists():
+            self._record(self.listed)
+            self._remove_stale_temporaries()
+        new = set(rels) - self.listed
+        if new:
+            self.listed |= new
+            self._record(self.listed)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        self.list_files([rel])
+        write_bytes(self._path(rel), data)
+        self.written.add(rel)
+        kill_point("listen:file")
+
+    def write_text(self, rel: str, content: str) -> None:
+        self.write_bytes(rel, content.encode("utf-8"))
+
+    def finish(self) -> None:
+        """Delete the previous page's files that this page does not use; record this page's."""
+        for rel in sorted(self.previous - self.written):
+            target = self.out / rel
+            inside = os.path.realpath(target.parent) == os.path.join(
+                os.path.realpath(self.out), *Path(rel).parts[:-1]
+            )
+            if inside and (target.is_file() or target.is_symlink()):
+                target.unlink()
+        self._record(self.written)
+        self.listed = set(self.written)
+
+
+_ATOMIC_TMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
+_OWNED_NAME = re.compile(r"(index\.html|(audio|img)/[0-9a-f]{16}\.(wav|flac|png))")
+
+
+def _check_out_dir(out: Path) -> set[str]:
+    """The files of the previous page in ``out`` (none for a new or empty folder); refuses
+    in one line a path that is not a folder or a non-empty folder this toolkit does not own."""
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise InspectError(f"--html {out}: exists and is not a folder")
     if out.is_dir() and any(out.iterdir()):
-        index = out / "index.html"
-        earlier = (
-            index.is_file()
-            and GENERATOR in index.read_text(encoding="utf-8", errors="replace")[:2000]
-        )
-        if not earlier:
-            raise InspectError(
-                f"--html {out}: folder is not empty and holds no earlier listening page; "
-                "choose an empty or new folder"
-            )
+        return _owned_files(out)
+    return set()
+
+
+def _owned_files(out: Path) -> set[str]:
+    """The files a non-empty ``out`` records as this toolkit's; refuses a folder without a
+    valid record (one line): a folder holding anything else is never written into."""
+    record_path = out / OWNER_FILE
+    refusal = InspectError(
+        f"--html {out}: folder is not empty and was not written by `ncore-prep inspect "
+        f"--html` (no {OWNER_FILE}); choose an empty or new folder"
+    )
+    if not record_path.is_file() or record_path.is_symlink():
+        raise refusal
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise refusal from None
+    files = record.get("files") if isinstance(record, dict) else None
+    if (
+        record.get("generator") != GENERATOR
+        or record.get("schema_version") != OWNER_SCHEMA
+        or not isinstance(files, list)
+        or not all(isinstance(f, str) and _OWNED_NAME.fullmatch(f) for f in files)
+    ):
+        raise refusal
+    return set(files)
 
 
 class _InProcess:
@@ -732,7 +944,7 @@ def _draw_missing(
     views: dict[str, ClipViews],
     drawn_rows: dict[str, Thumbnail],
     pool: Executor | _InProcess,
-    tmp: Path,
+    owned: PageFolder,
     audio_format: str,
 ) -> None:
     """Write the audio and draw the thumbnail of every row not written yet."""
@@ -749,20 +961,19 @@ def _draw_missing(
     if not todo:
         return
     hashes = list(todo)
+    owned.list_files(
+        [f"{d}/{h}.{e}" for h in hashes for d, e in (("audio", audio_format), ("img", "png"))]
+    )
     # Tasks of about 8 rows: few enough round trips, enough tasks to keep every worker busy.
     batches = [hashes[i : i + 8] for i in range(0, len(hashes), 8)]
     results = list(pool.map(draw_thumbnails, [[todo[h] for h in batch] for batch in batches]))
     subtype = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16")}[audio_format]
     for batch, thumbs in zip(batches, results, strict=True):
         for h, thumb in zip(batch, thumbs, strict=True):
-            sf.write(
-                tmp / "audio" / f"{h}.{audio_format}",
-                todo[h],
-                SAMPLE_RATE,
-                format=subtype[0],
-                subtype=subtype[1],
-            )
-            (tmp / "img" / f"{h}.png").write_bytes(thumb.png)
+            buffer = io.BytesIO()
+            sf.write(buffer, todo[h], SAMPLE_RATE, format=subtype[0], subtype=subtype[1])
+            owned.write_bytes(f"audio/{h}.{audio_format}", buffer.getvalue())
+            owned.write_bytes(f"img/{h}.png", thumb.png)
             drawn_rows[h] = thumb
 
 
@@ -775,34 +986,45 @@ def _section_html(
     views: dict[str, ClipViews],
     drawn_rows: dict[str, Thumbnail],
     options: ListenOptions,
-) -> str:
+) -> Markup:
     sid = f"vs{number}"
     labels = list(dict.fromkeys(c.emotion for c in clips))
-    nav = " ".join(
-        f'<a href="#{sid}-label-{i}">{_esc(label)} '
-        f"({sum(1 for c in clips if c.emotion == label)})</a>"
-        for i, label in enumerate(labels)
+    nav = Markup(
+        " ".join(
+            el(
+                "a",
+                f"{label} ({sum(1 for c in clips if c.emotion == label)})",
+                href=f"#{sid}-label-{i}",
+            )
+            for i, label in enumerate(labels)
+        )
     )
-    head = "".join(f"<th>{'original' if i == 0 else f'view {i}'}</th>" for i in range(1 + vs.views))
-    body: list[str] = []
+    head = cat(*(el("th", "original" if i == 0 else f"view {i}") for i in range(1 + vs.views)))
+    body: list[Markup] = []
     previous: str | None = None
     for c in clips:
         if c.emotion != previous:
             previous = c.emotion
             i = labels.index(c.emotion)
             body.append(
-                f'<tr class="group" id="{sid}-label-{i}" data-group="{_esc(c.emotion)}">'
-                f'<th colspan="{2 + vs.views}">{_esc(c.emotion)}</th></tr>'
+                el(
+                    "tr",
+                    el("th", c.emotion, colspan=2 + vs.views),
+                    class_="group",
+                    id=f"{sid}-label-{i}",
+                    data_group=c.emotion,
+                )
             )
         cv = views[c.id]
-        attrs = (
-            f'data-clip="{_esc(c.id)}" data-label="{_esc(c.emotion)}" '
-            f'data-speaker="{_esc(c.speaker)}"'
-        )
+        row_attrs = {"data_clip": c.id, "data_label": c.emotion, "data_speaker": c.speaker}
         if cv.rows is None:
             body.append(
-                f"<tr {attrs}>{_clip_header(c)}"
-                f'<td class="missing" colspan="{1 + vs.views}">{_esc(cv.note)}</td></tr>'
+                el(
+                    "tr",
+                    _clip_header(c),
+                    el("td", cv.note, class_="missing", colspan=1 + vs.views),
+                    **row_attrs,
+                )
             )
             continue
         tds = []
@@ -810,25 +1032,51 @@ def _section_html(
             h = row_hash(row)
             name = "original" if v == 0 else f"view {v}"
             drawn = cv.drawn[v - 1] if 0 < v <= len(cv.drawn) else {}
+            if not isinstance(drawn, dict):
+                drawn = {"drawn": drawn}
             tds.append(
-                f'<td class="cell" data-view="{v}" data-samples="{row.size}" '
-                f"data-drawn='{_esc(json.dumps(drawn, sort_keys=True))}'>"
-                f'<audio controls preload="metadata" src="audio/{h}.{options.audio_format}" '
-                f'title="{_esc(c.id)}: {name}"></audio>'
-                f'<img src="img/{h}.png" width="{THUMB_WIDTH}" height="{THUMB_HEIGHT}" '
-                f'alt="spectrogram and F0 of {_esc(c.id)}, {name}">'
-                f"{_measure_html(drawn_rows[h])}"
-                f"{params_html(drawn) if v else ''}</td>"
+                el(
+                    "td",
+                    el(
+                        "audio",
+                        controls=True,
+                        preload="metadata",
+                        src=f"audio/{h}.{options.audio_format}",
+                        title=f"{c.id}: {name}",
+                    ),
+                    el(
+                        "img",
+                        src=f"img/{h}.png",
+                        width=THUMB_WIDTH,
+                        height=THUMB_HEIGHT,
+                        alt=f"spectrogram and F0 of {c.id}, {name}",
+                    ),
+                    _measure_html(drawn_rows[h]),
+                    params_html(drawn) if v else "",
+                    class_="cell",
+                    data_view=v,
+                    data_samples=row.size,
+                    data_drawn=json.dumps(drawn, sort_keys=True, default=str),
+                )
             )
-        body.append(f"<tr {attrs}>{_clip_header(c)}{''.join(tds)}</tr>")
+        body.append(el("tr", _clip_header(c), *tds, **row_attrs))
     title = f"{vs.kind} views, N = {vs.views}, seed {vs.seed}, key {vs.key}"
-    return (
-        f'<section class="vs" id="{sid}" data-kind="{_esc(vs.kind)}" data-key="{_esc(vs.key)}" '
-        f'data-views="{vs.views}"><h2>{_esc(title)}</h2>'
-        + _view_set_header(m, vs, path)
-        + f'<nav class="labels">labels: {nav}</nav>'
-        + f'<table class="grid"><thead><tr><th class="clip">clip</th>{head}</tr></thead>'
-        + f"<tbody>{''.join(body)}</tbody></table></section>"
+    return el(
+        "section",
+        el("h2", title),
+        _view_set_header(m, vs, path),
+        el("nav", "labels: ", nav, class_="labels"),
+        el(
+            "table",
+            el("thead", el("tr", el("th", "clip", class_="clip"), head)),
+            el("tbody", *body),
+            class_="grid",
+        ),
+        class_="vs",
+        id=sid,
+        data_kind=vs.kind,
+        data_key=vs.key,
+        data_views=vs.views,
     )
 
 
@@ -837,12 +1085,14 @@ def _page_html(
     path: Path,
     view_sets: Sequence[ViewSet],
     clips: Sequence[Clip],
-    sections: Sequence[str],
+    sections: Sequence[Markup],
     options: ListenOptions,
 ) -> str:
-    toc = " \u00b7 ".join(
-        f'<a href="#vs{i}">{_esc(vs.kind)} N={vs.views} ({_esc(vs.key)})</a>'
-        for i, vs in enumerate(view_sets)
+    toc = Markup(
+        " \u00b7 ".join(
+            el("a", f"{vs.kind} N={vs.views} ({vs.key})", href=f"#vs{i}")
+            for i, vs in enumerate(view_sets)
+        )
     )
     how = (
         f"clips {', '.join(options.clip_ids)}"
@@ -855,8 +1105,8 @@ def _page_html(
         else ""
     )
 
-    def options_of(values: Sequence[str]) -> str:
-        return "".join(f'<option value="{_esc(v)}">{_esc(v)}</option>' for v in values)
+    def options_of(values: Sequence[str]) -> Markup:
+        return cat(el("option", "all", value=""), *(el("option", v, value=v) for v in values))
 
     labels = list(dict.fromkeys(c.emotion for c in clips))
     speakers = sorted({c.speaker for c in clips}, key=m.label_index("speaker").__getitem__)
@@ -870,18 +1120,30 @@ def _page_html(
         "ratio (below 1 lowers), EQ gains in dB from the 60 Hz low shelf to the high shelf "
         "(hover for frequencies and Qs). Emotion views: STFT bands moved, target\u2190source."
     )
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f'<meta name="generator" content="{GENERATOR}">'
-        f"<title>{_esc(m.dataset)}: listening page</title><style>{CSS}</style></head><body>"
-        f'<header class="page"><h1>{_esc(m.dataset)}: cached views</h1>'
-        f"<div>manifest {_esc(path.name)} \u00b7 {len(m.clips)} clips{import_failures} "
-        f"\u00b7 shown: {_esc(how)}, {len(clips)} clips</div>"
-        f"<div>view sets: {toc}</div><div>{_esc(legend)}</div></header>"
-        '<div class="filters"><label>label <select id="f-label"><option value="">all</option>'
-        f"{options_of(labels)}</select></label>"
-        '<label>speaker <select id="f-speaker"><option value="">all</option>'
-        f"{options_of(speakers)}</select></label></div>"
-        + "".join(sections)
-        + f"<script>{SCRIPT}</script></body></html>\n"
+    head = el(
+        "head",
+        el("meta", charset="utf-8"),
+        el("meta", name="generator", content=GENERATOR),
+        el("title", f"{m.dataset}: listening page"),
+        el("style", trusted(CSS)),
     )
+    header = el(
+        "header",
+        el("h1", f"{m.dataset}: cached views"),
+        el(
+            "div",
+            f"manifest {path.name} \u00b7 {len(m.clips)} clips{import_failures} "
+            f"\u00b7 shown: {how}, {len(clips)} clips",
+        ),
+        el("div", "view sets: ", toc),
+        el("div", legend),
+        class_="page",
+    )
+    filters = el(
+        "div",
+        el("label", "label ", el("select", options_of(labels), id="f-label")),
+        el("label", "speaker ", el("select", options_of(speakers), id="f-speaker")),
+        class_="filters",
+    )
+    body = el("body", header, filters, *sections, el("script", trusted(SCRIPT)))
+    return "<!DOCTYPE html>\n" + el("html", head, body, lang="en") + "\n"

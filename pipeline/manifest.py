@@ -506,6 +506,15 @@ class Manifest:
         if len(set(keys)) != len(keys):
             raise ManifestError("manifest view_sets: a key is listed twice")
         for vs in self.view_sets:
+            # The toolkit writes view sets only to <cache root>/<dataset>/<kind>-n<N>-<key>
+            # (perturb also checks the root, symlinks resolved: pipeline/viewset.py).
+            parent = PurePosixPath(posixpath.normpath(vs.folder)).parent
+            if parent.name != self.dataset:
+                raise ManifestError(
+                    f"view set {vs.key!r}: folder {vs.folder[:80]!r} is not in the cache "
+                    f"folder of dataset {self.dataset!r} (<cache>/{self.dataset}/"
+                    f"{view_set_folder_name(vs.kind, vs.views, vs.key)})"
+                )
             stored = sum(s.clips for s in vs.shards)
             failed = {f.id for f in vs.failures}
             unknown = failed - seen
@@ -679,6 +688,22 @@ def manifest_target(path: Path) -> Path:
     return target
 
 
+def refuse_hard_links(path: Path, target: Path) -> None:
+    """Refuse a manifest file with more than one hard link: two names of one file are two
+    manifests to the lock (one per name) and become two files at the first atomic save, so
+    two commands through the two names would each keep only their own view sets."""
+    try:
+        links = os.stat(target).st_nlink
+    except OSError:
+        return  # absent (a manifest still to be written) or unreadable: reported elsewhere
+    if links > 1:
+        raise ManifestError(
+            f"{path}: the manifest file has {links} hard links (other names of the same "
+            "file); a save would split them into separate manifests: keep one name and "
+            "make the others symlinks to it"
+        )
+
+
 class ManifestFile:
     """A manifest file held under an exclusive lock, for every command that writes one.
 
@@ -700,6 +725,7 @@ class ManifestFile:
         from pipeline.locks import LockHeld, exclusive_lock
 
         self.target = manifest_target(self.path)
+        refuse_hard_links(self.path, self.target)
         lock = exclusive_lock(
             self.target.with_name(f".{self.target.name}.lock"), f"`ncore-prep {self.command}`"
         )

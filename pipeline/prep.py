@@ -62,7 +62,14 @@ from pipeline.perturb import (
     perturb_clip,
     praat_available,
 )
-from pipeline.viewset import ShardAttributes, shard_members, shard_name, view_set_key
+from pipeline.viewset import (
+    ShardAttributes,
+    cache_folder_problem,
+    shard_members,
+    shard_name,
+    source_digest,
+    view_set_key,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -163,6 +170,7 @@ class ClipSource:
     source: str
     num_samples: int
     sha256: str = ""  # of the source file's bytes at import; "" when the manifest has none
+    data_dir: str = ""  # the corpus folder the file must stay inside, symlinks resolved
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,11 @@ def compute_shard(task: ShardTask) -> ShardResult:
     failures: list[Failure] = []
     audio_samples = 0
     for clip in task.clips:
+        if clip.data_dir and not _inside_resolved(clip.data_dir, clip.path):
+            # A symlink placed in the data folder after import must not be followed out.
+            reason = f"path escapes the data folder: {clip.source} (symlinks resolved)"
+            failures.append(Failure(clip.id, STAGE, reason, clip.source))
+            continue
         try:
             src = read_source(clip.path)
         except AudioError as e:
@@ -301,6 +314,12 @@ def compute_shard(task: ShardTask) -> ShardResult:
     )
 
 
+def _inside_resolved(folder: str, path: str) -> bool:
+    """Whether ``path``, symlinks resolved, lies inside ``folder`` (resolved too)."""
+    root, target = os.path.realpath(folder), os.path.realpath(path)
+    return target != root and os.path.commonpath([root, target]) == root
+
+
 # --------------------------------------------------------------------------- parent side
 
 
@@ -334,16 +353,17 @@ def plan_view_sets(
     manifest: Manifest,
     manifest_path: str | os.PathLike[str],
     settings: PerturbSettings,
-    cache_dir: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None,
 ) -> list[ViewSet]:
     """One view set per requested kind: the manifest's own when the key matches, else new."""
     ids = [c.id for c in manifest.clips]
     num_shards = len(shard_members(manifest, settings.shard_size))
     existing = {vs.key: vs for vs in manifest.view_sets}
+    sources = source_digest(manifest)
     planned = []
     for kind in settings.kinds:
         params = settings.params(kind)
-        key = view_set_key(
+        keyed = (
             manifest.dataset,
             kind,
             settings.views,
@@ -357,9 +377,15 @@ def plan_view_sets(
             settings.f0_floor_hz,
             settings.f0_ceil_hz,
         )
+        key = view_set_key(*keyed, sources)
+        legacy = view_set_key(*keyed)  # the key before the sources entered it
+        if key not in existing and legacy in existing:
+            key = legacy  # a view set of these settings made before: resume it
         if key in existing:
             planned.append(existing[key])
             continue
+        if cache_dir is None:
+            raise PrepError(f"{manifest_path}: no {kind} view set of these settings to repair")
         folder = (
             Path(cache_dir) / manifest.dataset / view_set_folder_name(kind, settings.views, key)
         )
@@ -440,7 +466,7 @@ def run_perturb(
     manifest_path: str | os.PathLike[str],
     settings: PerturbSettings,
     executor_factory: ExecutorFactory,
-    cache_dir: str | os.PathLike[str] = "cache",
+    cache_dir: str | os.PathLike[str] | None = "cache",
     progress: bool = True,
 ) -> PrepSummary:
     """Compute and record every missing shard of the view sets ``settings`` asks for.
@@ -451,7 +477,9 @@ def run_perturb(
     no cluster. Shards already listed in the manifest are skipped; every other shard is
     computed, and the manifest is rewritten after each one. Task errors (a worker lost, a
     bug) do not stop the other shards; they are returned in ``errors`` and leave their
-    shards unlisted for the next run.
+    shards unlisted for the next run. Every view set's folder must be the one the toolkit
+    gives it under ``cache_dir`` (symlinks resolved; None: the cache root the manifest
+    records, for a repair): ``pipeline.viewset.cache_folder_problem``.
     """
     from tqdm import tqdm
 
@@ -464,6 +492,10 @@ def run_perturb(
         if not manifest.clips:
             raise PrepError(f"{manifest_path}: the manifest has no clips to perturb")
         view_sets = plan_view_sets(manifest, manifest_path, settings, cache_dir)
+        for vs in view_sets:  # before anything is written or deleted there
+            problem = cache_folder_problem(manifest, manifest_path, vs, cache_dir)
+            if problem:
+                raise PrepError(f"{manifest_path}: {problem}")
         members = shard_members(manifest, settings.shard_size)
         by_id = manifest.clip_by_id()
         data_dir = manifest.data_path(manifest_path)
@@ -487,6 +519,7 @@ def run_perturb(
                         by_id[cid].path,
                         by_id[cid].num_samples,
                         by_id[cid].source_sha256,
+                        str(data_dir),
                     )
                     for cid in ids
                 )

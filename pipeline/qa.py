@@ -37,7 +37,13 @@ from pipeline.manifest import (
     ViewSet,
 )
 from pipeline.shards import ShardError, ShardReader, content_checksum
-from pipeline.viewset import ShardAttributes, expected_key, length_mismatches, shard_members
+from pipeline.viewset import (
+    ShardAttributes,
+    cache_folder_problem,
+    key_matches,
+    length_mismatches,
+    shard_members,
+)
 
 ERROR = "error"
 WARNING = "warning"
@@ -109,7 +115,10 @@ def validate(
     for vs in manifest.view_sets:
         report.view_sets += 1
         name = f"view set {vs.kind}-n{vs.views}-{vs.key}"
-        if expected_key(manifest, vs) != vs.key:
+        misplaced = cache_folder_problem(manifest, path, vs, None)
+        if misplaced:  # e.g. its folder, or its dataset folder, is a symlink out of the cache
+            report.problems.append(Problem(name, misplaced.split(": ", 1)[1]))
+        if not key_matches(manifest, vs):
             report.problems.append(
                 Problem(
                     name,
@@ -316,7 +325,7 @@ def repair(
             if not indices:
                 view_sets.append(vs)
                 continue
-            if expected_key(manifest, vs) != vs.key:
+            if not key_matches(manifest, vs):
                 raise ManifestError(
                     f"view set {vs.kind}-n{vs.views}-{vs.key}: its settings no longer hash "
                     "to its key, so its shards cannot be recomputed; run `ncore-prep perturb` "
@@ -350,7 +359,7 @@ def repair(
             speaker=SpeakerParams.from_dict(params) if vs.kind == "speaker" else SpeakerParams(),
             emotion=EmotionParams.from_dict(params) if vs.kind == "emotion" else EmotionParams(),
         )
-        run_perturb(path, settings, executor_factory, progress=progress)
+        run_perturb(path, settings, executor_factory, cache_dir=None, progress=progress)
     after_manifest = Manifest.load(path)
     restored, changed = 0, []
     for vs in after_manifest.view_sets:

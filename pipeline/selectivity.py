@@ -625,14 +625,14 @@ def choose_clips(ids: Sequence[str], max_clips: int, seed: int) -> list[str]:
 
 
 def _read_view_set(
-    manifest_path: Path, view_set: ViewSet, wanted: set[str], views: int
+    manifest: Manifest, manifest_path: Path, view_set: ViewSet, wanted: set[str], views: int
 ) -> dict[str, np.ndarray]:
-    """``{clip id: float32 (1 + views, T)}`` for the wanted clips, whole shards read once."""
-    from pipeline.shards import ShardReader
+    """``{clip id: float32 (1 + views, T)}`` for the wanted clips, whole shards read once;
+    every shard checked to be the one the manifest lists (``pipeline.shards.open_shard``)."""
+    from pipeline.shards import open_view_set
 
     out: dict[str, np.ndarray] = {}
-    for path in view_set.shard_paths(manifest_path):
-        reader = ShardReader(path, manifest_path)
+    for reader in open_view_set(manifest, manifest_path, view_set)[1]:
         if not wanted.intersection(reader.clip_ids):
             continue
         rows = list(range(1 + views))
@@ -776,12 +776,17 @@ def run_selectivity(
     cache: dict[str, dict[str, np.ndarray] | str] = {}  # originals, shared by view sets
     results = []
     for vs in complete:
+        from pipeline.viewset import cache_folder_problem
+
+        misplaced = cache_folder_problem(manifest, path, vs, None)
+        if misplaced:  # selectivity.json is written into the view set's own folder only
+            raise SelectivityError(f"{path}: {misplaced}")
         views = min(settings.views, vs.views)
         failed = {f.id for f in vs.failures}
         stored = [c.id for c in manifest.clips if c.id not in failed]
         chosen = choose_clips(stored, settings.max_clips, settings.seed)
         say(f"view set {vs.kind} {vs.key}: {len(chosen)} clips, {views} view(s) each")
-        audio = _read_view_set(path, vs, set(chosen), views)
+        audio = _read_view_set(manifest, path, vs, set(chosen), views)
         order = [c for c in chosen if c in audio]
         # Rows to analyse per clip: the original only when not analysed yet.
         todo = [audio[c] if c not in cache else audio[c][1:] for c in order]

@@ -8,8 +8,14 @@ A shard is a Zarr v3 group holding a fixed list of clips and all their views:
 - ``offsets`` int64 (clips + 1,): clip i is ``audio[:, offsets[i]:offsets[i + 1]]``.
 - ``clip_ids`` variable-length strings (clips,), the manifest ids in order.
 - attributes (JSON): ``schema_version``, ``kind``, ``views``, ``seed``, ``key``, ``params``,
-  ``drawn`` (per clip, the parameters drawn for views 1..N) and ``clip_crc32`` (per clip, a
-  CRC-32 of its int16 samples, row-major over views) so that a reader can name a damaged clip.
+  ``drawn`` (per clip, the parameters drawn for views 1..N), ``clip_crc32`` (per clip, a
+  CRC-32 of its int16 samples, row-major over views) so that a reader can name a damaged
+  clip, and ``checksum`` (the content checksum the manifest lists for the shard).
+
+Every reader opens the shards of a view set through :func:`open_shard` (or
+:func:`open_view_set`), which refuses a shard that is not the one the manifest lists:
+another view set's (``kind``/``key``/settings attributes), another manifest's (content
+checksum, clip ids, clip lengths), before any of its audio is used.
 
 A shard is written under a temporary name next to its final name and renamed only once
 complete, so a folder named ``shard-XXXXX.zarr`` is always a finished shard.
@@ -47,6 +53,11 @@ class ShardError(PipelineError):
 
 class ShardDamaged(ShardError):
     """A shard whose stored bytes no longer match what was written (checked on every read)."""
+
+
+class ShardForeign(ShardError):
+    """A whole shard that is not the one its manifest lists: another view set's (copied from
+    another folder) or another manifest's (another corpus under the same dataset name)."""
 
 
 REPAIR_PLACEHOLDER = "MANIFEST"
@@ -127,15 +138,18 @@ def write_shard(
     arr[:] = audio
     group.create_array("offsets", shape=offsets.shape, dtype="int64")[:] = offsets
     group.create_array("clip_ids", shape=(len(ids),), dtype=str)[:] = np.array(ids, dtype=object)
+    checksum = content_checksum(audio, offsets, ids)
     group.attrs.update(
         {
             **attrs,
             "schema_version": SHARD_SCHEMA_VERSION,
             "drawn": [list(c.drawn) for c in clips],
             "clip_crc32": crcs,
+            # The manifest lists the same checksum: a reader compares the two before it
+            # uses the shard (open_shard) without reading the audio.
+            "checksum": checksum,
         }
     )
-    checksum = content_checksum(audio, offsets, ids)
     if path.exists():  # an identical shard from an earlier run that the manifest missed
         shutil.rmtree(path)
     os.replace(tmp, path)
@@ -362,12 +376,103 @@ class ShardReader:
         ]
 
 
+def membership_problem(
+    reader: ShardReader, manifest: Any, view_set: ViewSet, entry: Any
+) -> str | None:
+    """Why the shard ``reader`` holds is not shard ``entry`` of ``view_set`` of ``manifest``,
+    or None. Raises :class:`ShardDamaged` when the difference is damage (a clip whose
+    samples no longer match their CRC-32), not another shard.
+
+    Compared, cheapest first: the view-set attributes (``kind``, ``views``, ``seed``,
+    ``key``, ``params`` and those perturb records: a shard copied from another view set's
+    folder), the clip count and stored samples the manifest lists, the clip ids (every one a
+    clip of the manifest that did not fail in this view set) and their lengths, and the
+    content checksum (the ``checksum`` attribute; a shard written before that attribute
+    existed is read whole once and checksummed).
+    """
+    from pipeline.viewset import ShardAttributes, length_mismatches
+
+    expected = ShardAttributes.for_shard(view_set, manifest.dataset, entry.index)
+    problems = ShardAttributes.from_dict(reader.attrs).mismatches(expected)
+    if problems:
+        return problems[0]
+    if len(reader) != entry.clips or reader.total_samples != entry.samples:
+        return (
+            f"it stores {len(reader)} clip(s) and {reader.total_samples} samples but the "
+            f"manifest lists {entry.clips} and {entry.samples}"
+        )
+    clips = manifest.clip_by_id()
+    failed = {f.id for f in view_set.failures}
+    for cid in reader.clip_ids:
+        if cid not in clips:
+            return f"clip {cid!r} is not in the manifest"
+        if cid in failed:
+            return f"clip {cid!r} failed in this view set, yet the shard stores it"
+    mismatches = length_mismatches(reader.clip_ids, reader.offsets, clips)
+    recorded = reader.attrs.get("checksum")
+    if mismatches or not isinstance(recorded, str):
+        # Damage first (edited offsets change lengths too; damaged audio changes the
+        # checksum): a shard another manifest wrote is whole, only not this manifest's.
+        try:
+            audio = np.asarray(reader._audio[:])
+        except Exception as e:  # codecs raise many types on truncated or garbled bytes
+            raise reader._damaged(f"audio cannot be decoded: {type(e).__name__}") from e
+        damaged = reader.clip_crc_mismatches(audio)
+        if damaged:
+            raise reader._damaged(f"clip {damaged[0]!r} does not match the CRC-32 written with it")
+        if mismatches:
+            cid, stored, want = mismatches[0]
+            return f"clip {cid!r} has {stored} samples there but {want} in the manifest"
+        recorded = content_checksum(audio, reader.offsets, reader.clip_ids)
+    if recorded != entry.checksum:
+        return (
+            f"its content checksum {recorded[:19]}... is not the {entry.checksum[:19]}... "
+            "the manifest lists"
+        )
+    return None
+
+
+def open_shard(
+    manifest: Any,
+    manifest_path: str | os.PathLike[str],
+    view_set: ViewSet,
+    entry: Any,
+    *,
+    verify: bool = True,
+) -> ShardReader:
+    """A reader of shard ``entry`` of ``view_set``, refused in one line
+    (:class:`ShardForeign`) when the folder holds another shard (:func:`membership_problem`):
+    the one place every reader of a manifest's shards opens them through."""
+    from pipeline.manifest import view_set_folder_name
+
+    path = view_set.folder_path(manifest_path) / entry.path
+    reader = ShardReader(path, manifest_path, verify=verify)
+    problem = membership_problem(reader, manifest, view_set, entry)
+    if problem is not None:
+        name = view_set_folder_name(view_set.kind, view_set.views, view_set.key)
+        raise ShardForeign(
+            f"{path}: not the shard {manifest_path} lists for view set {name} ({problem}); "
+            "the view set does not belong to this manifest: another manifest or view set "
+            "wrote this folder (give each corpus its own --name and perturb it again)"
+        )
+    return reader
+
+
 def open_view_set(
-    manifest: Any, manifest_path: str | os.PathLike[str], kind: str, views: int | None = None
-):
-    """The view set of ``kind`` (at least ``views`` views) and a reader per complete shard.
+    manifest: Any,
+    manifest_path: str | os.PathLike[str],
+    kind: str | ViewSet,
+    views: int | None = None,
+    *,
+    verify: bool = True,
+) -> tuple[ViewSet, list[ShardReader]]:
+    """A view set (``kind``'s largest with at least ``views`` views, or the :class:`ViewSet`
+    given) and a checked reader (:func:`open_shard`) per complete shard, in shard order.
 
     Raises :class:`pipeline.manifest.ManifestError` when the manifest has no such view set.
     """
-    view_set = manifest.view_set(kind, views)
-    return view_set, [ShardReader(p, manifest_path) for p in view_set.shard_paths(manifest_path)]
+    view_set = manifest.view_set(kind, views) if isinstance(kind, str) else kind
+    entries = sorted(view_set.shards, key=lambda s: s.index)
+    return view_set, [
+        open_shard(manifest, manifest_path, view_set, e, verify=verify) for e in entries
+    ]

@@ -5,8 +5,10 @@ stage that writes it (``pipeline/prep.py``, ``pipeline.shards.write_view_set``) 
 check that re-reads it (``pipeline/qa.py``) must agree on, so they live here and nowhere
 else:
 
-- :func:`view_set_key`: the hash of everything that determines a view set's bytes, and
-  :func:`expected_key`, the key a recorded view set's settings hash to;
+- :func:`view_set_key`: the hash of everything that determines a view set's bytes (the
+  sources' checksums included, :func:`source_digest`), :func:`expected_key`, the key a
+  recorded view set's settings hash to, and :func:`key_matches`, which also accepts the key
+  view sets were given before the sources entered it;
 - :func:`shard_members`: which clips go into which shard (the manifest's clips in order,
   ``shard_size`` at a time), decided before any work is submitted, and :func:`shard_name`,
   the folder each shard is stored in;
@@ -23,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from pipeline.manifest import (
@@ -34,13 +38,19 @@ from pipeline.manifest import (
     Manifest,
     ViewSet,
     shard_name,
+    view_set_folder_name,
 )
 
 __all__ = [
     "ShardAttributes",
+    "cache_folder",
+    "cache_folder_problem",
     "expected_key",
+    "key_matches",
+    "legacy_key",
     "shard_members",
     "shard_name",
+    "source_digest",
     "view_set_key",
 ]
 
@@ -69,6 +79,7 @@ def view_set_key(
     code_version: str | None = None,
     f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ,
     f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ,
+    sources: str | None = None,
 ) -> str:
     """A 10-hex-digit hash of everything that determines a view set's bytes.
 
@@ -76,7 +87,9 @@ def view_set_key(
     range in Hz, sample rate, perturbation code version: ``PERTURB_VERSION`` of
     ``pipeline/perturb.py`` when None) it covers the shard layout (shard size and the
     ordered clip ids), so a rebuilt manifest or another shard size never reuses shards cut
-    differently.
+    differently, and the audio itself: ``sources`` (:func:`source_digest` of the manifest's
+    clips) makes two corpora imported under one dataset name with the same clip ids get two
+    keys, so two folders. None (a manifest that records no checksums) leaves it out.
     """
     if code_version is None:
         from pipeline.perturb import PERTURB_VERSION
@@ -95,13 +108,40 @@ def view_set_key(
         "code_version": str(code_version),
         "clips": corpus,
         **_f0_range(f0_floor_hz, f0_ceil_hz),
+        **({"sources": sources} if sources is not None else {}),
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.blake2b(text.encode("utf-8"), digest_size=5).hexdigest()
 
 
+def source_digest(manifest: Manifest) -> str | None:
+    """A SHA-256 over every clip's recorded source checksum and size, in clip order (None
+    when the manifest records no checksum: one written before they were recorded)."""
+    if not any(c.source_sha256 for c in manifest.clips):
+        return None
+    text = "\x1e".join(f"{c.id}\x1f{c.source_sha256}\x1f{c.source_bytes}" for c in manifest.clips)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def expected_key(manifest: Manifest, view_set: ViewSet) -> str:
-    """The key that ``view_set``'s recorded settings hash to (used by validation)."""
+    """The key that ``view_set``'s recorded settings and the manifest's clips and sources
+    hash to: the key ``ncore-prep perturb`` gives it today."""
+    return _key_of(manifest, view_set, source_digest(manifest))
+
+
+def legacy_key(manifest: Manifest, view_set: ViewSet) -> str:
+    """The key the same settings had before the sources' checksums entered the key."""
+    return _key_of(manifest, view_set, None)
+
+
+def key_matches(manifest: Manifest, view_set: ViewSet) -> bool:
+    """Whether ``view_set``'s key is what its settings hash to, today or before the sources
+    entered the key (such a view set is still read: every reader compares each shard with
+    the checksum its manifest lists, ``pipeline.shards.open_shard``)."""
+    return view_set.key in (expected_key(manifest, view_set), legacy_key(manifest, view_set))
+
+
+def _key_of(manifest: Manifest, view_set: ViewSet, sources: str | None) -> str:
     return view_set_key(
         manifest.dataset,
         view_set.kind,
@@ -115,6 +155,52 @@ def expected_key(manifest: Manifest, view_set: ViewSet) -> str:
         view_set.code_version,
         view_set.f0_floor_hz,
         view_set.f0_ceil_hz,
+        sources,
+    )
+
+
+def cache_folder(cache_dir: str | os.PathLike[str], dataset: str, view_set: ViewSet) -> Path:
+    """The folder the toolkit gives ``view_set`` under cache root ``cache_dir``:
+    ``<cache_dir>/<dataset>/<kind>-n<N>-<key>``."""
+    return (
+        Path(cache_dir)
+        / dataset
+        / view_set_folder_name(view_set.kind, view_set.views, view_set.key)
+    )
+
+
+def cache_folder_problem(
+    manifest: Manifest,
+    manifest_path: str | os.PathLike[str],
+    view_set: ViewSet,
+    cache_dir: str | os.PathLike[str] | None,
+) -> str | None:
+    """Why ``view_set``'s recorded folder is not one ``ncore-prep perturb`` may write into or
+    delete in, or None.
+
+    The folder, symlinks resolved, must be exactly :func:`cache_folder` of the cache root,
+    symlinks resolved too: ``cache_dir`` when given (``perturb --cache-dir``), else the root
+    the manifest records (its folder's grandparent, for a repair). So a folder that merely
+    ends with the view set's name (``../../elsewhere/speaker-n2-<key>``), a folder under
+    another cache root, and a view-set folder (or dataset folder) that is a symlink out of
+    the cache root are all refused before anything is written or deleted.
+    """
+    # The recorded folder as written (relative to the manifest's real folder), not resolved:
+    # the root a repair uses is read from it lexically, and symlinks are resolved below.
+    base = os.path.realpath(Path(manifest_path).parent)
+    recorded = Path(os.path.normpath(os.path.join(base, view_set.folder)))
+    root = Path(os.path.abspath(cache_dir)) if cache_dir is not None else recorded.parent.parent
+    expected = cache_folder(root, manifest.dataset, view_set)
+    real_root = os.path.realpath(root)
+    if os.path.realpath(recorded) == os.path.join(
+        real_root, manifest.dataset, expected.name
+    ) and os.path.realpath(expected.parent) == os.path.join(real_root, manifest.dataset):
+        return None
+    return (
+        f"view set {view_set_folder_name(view_set.kind, view_set.views, view_set.key)}: its "
+        f"folder {view_set.folder[:120]!r} is not {str(expected)!r}, the folder this toolkit "
+        "gives it under the cache root (symlinks resolved); nothing was written there. "
+        "Pass the cache root it lives in with --cache-dir, or perturb again into a new view set"
     )
 
 

@@ -76,7 +76,7 @@ def write_corpus(folder, n_clips: int, shard_size: int, split=split_of) -> str:
         for c in range(n_clips)
     ]
     view_set = write_view_set(
-        folder / "cache" / "speaker-n5-k",
+        folder / "cache" / "coded" / "speaker-n5-k",
         stored,
         manifest_path=path,
         kind="speaker",

@@ -79,6 +79,8 @@ def test_training_ends_with_a_summary_of_one_test_pass(trained):
     assert summary["seeds"] == [1] and "ddof=1" in summary["std"]
     assert summary["task"] == "emotion" and summary["adversarial_label"] == "speaker"
     evaluation = json.loads((run / "seed-1" / "evaluation.json").read_text())
+    # The view set measured is the one the run recorded (config.json).
+    assert evaluation["view_set"] == json.loads((run / "config.json").read_text())["view_set"]
     for key in ("accuracy", "macro_f1", "uar"):
         assert summary["metrics"][key]["mean"] == evaluation["metrics"][key]
         assert summary["metrics"][key]["std"] is None  # one seed: no std invented

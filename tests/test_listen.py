@@ -222,9 +222,72 @@ def test_out_folder_holding_something_else_is_refused_and_kept(manifest_path, pa
     out, _ = page
     again = tmp_path / "again"
     shutil.copytree(out, again)
-    (again / "audio" / "stale.wav").write_bytes(b"x")
+    (again / "audio" / "stale.wav").write_bytes(b"x")  # not the page's: kept
+    (again / "NOTES.md").write_text("my notes")
+    before = {p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file()}
     build_page(manifest_path, again, ListenOptions(workers=1, clip_ids=(SHORT_ID,)))
-    assert not (again / "audio" / "stale.wav").exists()  # an earlier page is replaced whole
+    after = {p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file()}
+    assert (again / "audio" / "stale.wav").read_bytes() == b"x"
+    assert (again / "NOTES.md").read_text() == "my notes"
+    # The earlier page's files that the new page does not use are gone, nothing else.
+    assert after < before
+    assert len(PageCells((again / "index.html").read_text(encoding="utf-8")).rows) == 2
+
+
+def test_only_what_the_page_wrote_is_ever_replaced_or_deleted(manifest_path, page, tmp_path):
+    out, _ = page
+    # A folder holding an index.html copied from a listening page is not a page folder.
+    thesis = tmp_path / "thesis"
+    thesis.mkdir()
+    shutil.copy(out / "index.html", thesis / "index.html")
+    (thesis / "chapter1.tex").write_text("\\chapter{}")
+    digest = tree_digest(thesis)
+    with pytest.raises(InspectError, match="not empty"):
+        build_page(manifest_path, thesis, ListenOptions(workers=1))
+    assert tree_digest(thesis) == digest
+    # A page folder, rebuilt again and again, keeps the user's files beside the page.
+    mine = tmp_path / "page"
+    build_page(manifest_path, mine, ListenOptions(workers=1, per_label=1, seed=0))
+    (mine / "NOTES.md").write_text("listened on Monday")
+    (mine / "audio" / "favourite.wav").write_bytes(b"RIFF")
+    for seed in (1, 0):
+        build_page(manifest_path, mine, ListenOptions(workers=1, per_label=1, seed=seed))
+        assert (mine / "NOTES.md").read_text() == "listened on Monday"
+        assert (mine / "audio" / "favourite.wav").read_bytes() == b"RIFF"
+    record = json.loads((mine / ".ncore-page.json").read_text())
+    files = {p.relative_to(mine).as_posix() for p in mine.rglob("*") if p.is_file()}
+    assert files == {*record["files"], ".ncore-page.json", "NOTES.md", "audio/favourite.wav"}
+    # A record listing a file the page never writes is not a page's record.
+    record["files"].append("NOTES.md")
+    (mine / ".ncore-page.json").write_text(json.dumps(record))
+    with pytest.raises(InspectError, match="not empty"):
+        build_page(manifest_path, mine, ListenOptions(workers=1, clip_ids=(SHORT_ID,)))
+    assert (mine / "NOTES.md").exists()
+
+
+def test_every_value_on_the_page_is_escaped_drawn_parameters_included(tmp_path):
+    # Drawn parameters stored in a shard (permuted_bands, band_sources, any other key) and
+    # labels reach the page as text: never as markup or script, whatever their type.
+    from pipeline.listen import params_html
+
+    evil = '<img src=x onerror="alert(1)">'
+    drawn = {
+        "permuted_bands": [evil, 1],
+        "band_sources": ["</span><script>alert(2)</script>", 2],
+        "formant_ratio": evil,
+        "eq": {"gains_db": [evil], "frequencies_hz": [1], "qs": [1]},
+        evil: evil,
+    }
+    shown = params_html(drawn)
+    assert "<script" not in shown and "<img" not in shown and 'onerror="' not in shown
+    assert "&lt;script&gt;" in shown and "&lt;img" in shown
+    for odd in ({"permuted_bands": evil, "band_sources": evil}, {"output_gain": evil}):
+        assert "<img" not in params_html(odd)
+    from pipeline.listen import Markup, el
+
+    cell = el("td", evil, data_drawn=json.dumps(drawn), title=evil)
+    assert cell.count("<") == 2 and "<img" not in cell
+    assert el("b", Markup("<i>kept</i>")) == "<b><i>kept</i></b>"  # only Markup passes
 
 
 def test_cli_writes_the_page_and_refuses_mistakes_in_one_line(manifest_path, tmp_path):
@@ -326,3 +389,41 @@ def test_per_clip_figure_has_no_overlapping_text(rows):
         if a != b and box_a.overlaps(box_b)
     ]
     assert overlaps == []
+
+
+@pytest.mark.parametrize("point", ["listen:file", "listen:files", "listen:index"])
+def test_a_killed_rebuild_leaves_a_whole_page_and_the_next_one_no_leftover(
+    manifest_path, tmp_path, point
+):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from pipeline.atomic import KILL_AT_ENV
+
+    out = tmp_path / "page"
+    build_page(manifest_path, out, ListenOptions(workers=1, per_label=1, seed=0))
+    (out / "NOTES.md").write_text("mine")
+    code = (
+        "import sys\n"
+        "from pipeline.listen import ListenOptions, build_page\n"
+        "build_page(sys.argv[1], sys.argv[2], ListenOptions(workers=1, per_label=1, seed=1))\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(manifest_path), str(out)],
+        env={**os.environ, "PYTHONPATH": str(root), KILL_AT_ENV: point},
+    )
+    assert done.returncode == -9
+    # The page in the folder is whole (the earlier one, or the new one): every file its
+    # index refers to is there.
+    text = (out / "index.html").read_text(encoding="utf-8")
+    links = re.findall(r'src="([^"]*)"', text)
+    assert links and all((out / link).is_file() for link in links)
+    build_page(manifest_path, out, ListenOptions(workers=1, per_label=1, seed=1))
+    record = json.loads((out / ".ncore-page.json").read_text())
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert files == {*record["files"], ".ncore-page.json", "NOTES.md"}  # nothing left over
+    text = (out / "index.html").read_text(encoding="utf-8")
+    assert {*re.findall(r'src="([^"]*)"', text), "index.html"} == set(record["files"])

@@ -91,3 +91,22 @@ def test_save_replaces_atomically(tmp_path):
     assert path.read_text() != before
     assert Manifest.load(path).view_set  # loads back
     assert Manifest.load(path).view_sets[0].key == "k1"
+
+
+def test_a_hard_linked_manifest_is_refused_by_every_writer(tmp_path):
+    # Two names of one file: one lock per name, and the first atomic save splits them, so
+    # two perturbs through the two names would each keep only their own view set.
+    import os
+
+    from pipeline.manifest import ManifestFile
+
+    path = tmp_path / "m.json"
+    _manifest().save(path)
+    os.link(path, tmp_path / "alias.json")
+    for name in ("m.json", "alias.json"):
+        with pytest.raises(ManifestError, match="hard links"), ManifestFile(tmp_path / name, "x"):
+            pass
+    assert os.stat(path).st_ino == os.stat(tmp_path / "alias.json").st_ino  # nothing split
+    os.unlink(tmp_path / "alias.json")
+    with ManifestFile(path, "x") as file:
+        file.save(file.load())

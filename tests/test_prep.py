@@ -435,3 +435,19 @@ def test_a_listed_shard_that_vanished_is_recomputed(reference, tmp_path):
     assert summary.shards_run == 1 and summary.view_sets[1].complete
     assert tree_digest(tmp_path / "cache") == tree_digest(reference / "cache")
     assert view_sets_of(path) == view_sets_of(_manifest(reference))
+
+
+def test_a_symlink_put_in_the_data_folder_after_import_is_not_followed(corpus, tmp_path):
+    # Containment is checked on the resolved path when the worker reads the file.
+    copy_project(corpus, tmp_path)
+    manifest = Manifest.load(_manifest(tmp_path))
+    victim = next(c for c in manifest.clips if c.id not in (GONE_ID, SHORT_ID))
+    source = tmp_path / "data" / victim.path
+    outside = tmp_path / "outside.wav"
+    shutil.move(source, outside)
+    source.symlink_to(outside)
+    result = _cli(tmp_path, [*CLI_ARGS, "--executor", "processes", "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    for vs in Manifest.load(_manifest(tmp_path)).view_sets:
+        reasons = {f.id: f.reason for f in vs.failures}
+        assert "escapes the data folder" in reasons[victim.id]

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from pipeline.atomic import replace_folder, write_json, write_text
@@ -186,3 +187,71 @@ def test_atomic_write_leaves_no_temporary_file_and_keeps_the_old_on_failure(tmp_
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "x.txt"]
     write_json(tmp_path / "nan.json", {"x": float("nan"), "y": [1.5, float("inf")]})
     assert json.loads((tmp_path / "nan.json").read_text()) == {"x": None, "y": [1.5, None]}
+
+
+# ----- a run records, resumes and is evaluated on its own view set ----------------------------
+def _two_speaker_view_sets(folder: Path) -> Path:
+    """The trainer corpus (speaker views N = 2, key ``test``) plus a larger speaker view set
+    (N = 3, key ``more``) added afterwards, as ``perturb --views 3`` would."""
+    from dataclasses import replace
+
+    from pipeline.manifest import Manifest
+    from pipeline.shards import ShardClip, open_view_set, write_view_set
+    from pipeline.testing.toy import write_trainer_corpus
+
+    path = write_trainer_corpus(folder, n_clips=24, views=2)
+    manifest = Manifest.load(path)
+    vs, readers = open_view_set(manifest, path, "speaker")
+    clips = []
+    for reader in readers:
+        for i, cid in enumerate(reader.clip_ids):
+            rows = reader.read_clip(i)
+            clips.append(ShardClip(cid, np.concatenate([rows, rows[1:2] * 0.5]), [{}] * 3))
+    more = write_view_set(
+        folder / "cache" / manifest.dataset / "speaker-n3-more",
+        clips,
+        manifest_path=path,
+        kind="speaker",
+        views=3,
+        seed=2,
+        key="more",
+        shard_size=vs.shard_size,
+        code_version="test",
+    )
+    replace(manifest, view_sets=(*manifest.view_sets, more)).save(path)
+    return path
+
+
+def test_resume_and_evaluation_use_the_view_set_the_run_recorded(tmp_path) -> None:
+    from dataclasses import replace
+
+    import torch
+
+    from pipeline.manifest import Manifest
+    from trainer.config import TrainConfig
+    from trainer.distributed import SINGLE
+    from trainer.plan import plan_run, seed_plan, train_loader
+    from trainer.rundir import RunRecord
+
+    path = _two_speaker_view_sets(tmp_path)
+    out = tmp_path / "run"
+    config = TrainConfig(manifest=str(path), task="emotion", backbone="tiny", seeds=(1,))
+    assert plan_run(config.replace(out=str(out))).view_set.key == "more"  # a new run: largest
+    RunDir(out).write_record(RunRecord(config.replace(out=str(out)), 2, "test"))
+    resumed = plan_run(config.replace(out=str(out), resume=True))
+    assert resumed.view_set.key == "test" and resumed.views == 2
+    assert plan_run(config.replace(out=str(out)), draw_splits=False).view_set.key == "test"
+    seed = seed_plan(resumed, resumed.seed_splits[1])
+    loader = train_loader(config, seed, 1, SINGLE, torch.device("cpu"))
+    assert next(iter(loader)).audio.shape[1] == 3  # views 0..2 of the recorded set, not 0..3
+    assert plan_run(config.replace(view_set_key="test")).view_set.key == "test"
+    # The recorded view set gone: refused in one line naming it, never another set used.
+    manifest = Manifest.load(path)
+    replace(manifest, view_sets=tuple(v for v in manifest.view_sets if v.key != "test")).save(path)
+    for attempt in (
+        lambda: plan_run(config.replace(out=str(out), resume=True)),
+        lambda: plan_run(config.replace(out=str(out)), draw_splits=False),
+    ):
+        with pytest.raises(TrainerError, match="'test' is not in the manifest") as error:
+            attempt()
+        assert "\n" not in str(error.value)

@@ -97,7 +97,7 @@ def write_known_corpus(folder: Path) -> Path:
     path = folder / "known.json"
     view_sets = tuple(
         write_view_set(
-            folder / "cache" / view_folder(name),
+            folder / "cache" / "known" / view_folder(name),
             stored[name],
             manifest_path=path,
             kind="emotion" if name == "flatten" else "speaker",
@@ -175,7 +175,7 @@ def test_an_emotion_perturbation_that_flattens_the_contour(known):
 def test_json_beside_the_view_set_has_the_documented_shape(known):
     path, results = known
     data = json.loads(
-        (path.parent / "cache" / view_folder("scramble") / "selectivity.json").read_text()
+        (path.parent / "cache" / "known" / view_folder("scramble") / "selectivity.json").read_text()
     )
     assert data["schema_version"] == 1 and data["view_set"] == "scramble"
     assert data["kind"] == "speaker" and data["verdicts"] == list(results["scramble"].verdicts)
@@ -190,16 +190,21 @@ def test_json_beside_the_view_set_has_the_documented_shape(known):
         lo, hi = row["ci95"]
         assert lo <= row["balanced_accuracy"] <= hi and row["n"] == 36
         assert row["chance"] == pytest.approx(1 / 3 if row["label"] == "speaker" else 1 / 2)
-    assert load_result(path.parent / "cache" / view_folder("scramble")) == results["scramble"]
+    assert (
+        load_result(path.parent / "cache" / "known" / view_folder("scramble"))
+        == results["scramble"]
+    )
 
 
 @pytest.mark.slow
 def test_same_command_same_bytes(known, tmp_path):
     path, _ = known
-    first = (path.parent / "cache" / view_folder("identity") / "selectivity.json").read_bytes()
+    first = (
+        path.parent / "cache" / "known" / view_folder("identity") / "selectivity.json"
+    ).read_bytes()
     run_selectivity(path, SelectivitySettings(views=VIEWS, keys=("identity",)))  # in-process
     assert (
-        path.parent / "cache" / view_folder("identity") / "selectivity.json"
+        path.parent / "cache" / "known" / view_folder("identity") / "selectivity.json"
     ).read_bytes() == first
 
 

@@ -94,3 +94,219 @@ def test_manifest_records_the_f0_range_and_reads_old_view_sets():
         ViewSet.from_dict({**data, "f0_floor_hz": 900.0, "f0_ceil_hz": 800.0})
     with pytest.raises(ManifestError, match="'f0_ceil_hz' must be a frequency"):
         ViewSet.from_dict({**data, "f0_ceil_hz": "high"})
+
+
+# ----- a reader uses a shard only if it belongs to this manifest's view set ------------------
+# Two versions of one corpus under one dataset name: the same clip ids and lengths, one
+# clip's samples changed (negated). Real WAV files, real manifests, real perturbation.
+
+import shutil  # noqa: E402
+from concurrent.futures import ThreadPoolExecutor  # noqa: E402
+from dataclasses import replace  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from click.testing import CliRunner  # noqa: E402
+
+from pipeline.audio import load_audio, write_wav  # noqa: E402
+from pipeline.cli import main as prep_main  # noqa: E402
+from pipeline.manifest import Manifest  # noqa: E402
+from pipeline.shards import ShardForeign, open_view_set  # noqa: E402
+from pipeline.viewset import cache_folder_problem  # noqa: E402
+
+NAME = "twin"
+
+
+def _two_versions(root: Path) -> tuple[Path, Path]:
+    """Corpus A and corpus B (A with one clip negated: same ids, same lengths)."""
+    from pipeline.datasets import build_manifest
+    from pipeline.datasets.synthetic import SyntheticConfig, generate
+
+    config = SyntheticConfig(
+        speakers=2, emotions=2, clips=8, min_duration=0.25, max_duration=0.35, seed=5
+    )
+    generate(root / "a", config)
+    shutil.copytree(root / "a", root / "b")
+    wav = sorted((root / "b").rglob("*.wav"))[0]
+    audio, _, _ = load_audio(wav)
+    write_wav(wav, -audio)
+    paths = []
+    for tag in ("a", "b"):
+        path = root / "manifests" / tag / f"{NAME}.json"
+        manifest, _ = build_manifest("csv", root / tag, NAME, seed=1, manifest_path=path)
+        manifest.save(path)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def _perturb(paths, root: Path, kinds=("speaker",)) -> None:
+    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+
+    settings = PerturbSettings(kinds=kinds, views=1, f0_method="dio", shard_size=4)
+    with ThreadPoolExecutor(2) as pool:
+        for path in paths:
+            run_perturb(path, settings, fixed_executor(pool), root / "cache", progress=False)
+
+
+def _without_checksums(path: Path) -> None:
+    """The manifest as written before source checksums were recorded (legacy keys)."""
+    m = Manifest.load(path)
+    replace(m, clips=tuple(replace(c, source_sha256="") for c in m.clips)).save(path)
+
+
+@pytest.fixture(scope="module")
+def twins(tmp_path_factory) -> tuple[Path, Path, Path]:
+    root = tmp_path_factory.mktemp("twins")
+    a, b = _two_versions(root)
+    ma, mb = Manifest.load(a), Manifest.load(b)
+    assert [c.id for c in ma.clips] == [c.id for c in mb.clips]
+    assert [c.num_samples for c in ma.clips] == [c.num_samples for c in mb.clips]
+    assert [c.source_sha256 for c in ma.clips] != [c.source_sha256 for c in mb.clips]
+    return root, a, b
+
+
+def test_two_corpora_under_one_name_get_two_view_sets(twins, tmp_path) -> None:
+    root, a, b = twins
+    for src in (a, b):
+        (tmp_path / src.parent.name).mkdir()
+        shutil.copy(src, tmp_path / src.parent.name / src.name)
+    a, b = (tmp_path / p.parent.name / p.name for p in (a, b))
+    for p in (a, b):  # data_dir is stored relative to the manifest: point back at the corpus
+        m = Manifest.load(p)
+        m = replace(m, data_dir=str(root / p.parent.name))
+        m.save(p)
+    _perturb([a, b], tmp_path)
+    va, vb = (Manifest.load(p).view_sets[0] for p in (a, b))
+    assert va.key != vb.key and va.folder_path(a) != vb.folder_path(b)
+    for p in (a, b):  # each reads its own shards, unchanged by the other's perturbation
+        m = Manifest.load(p)
+        _, readers = open_view_set(m, p, "speaker")
+        assert [r.attrs["checksum"] for r in readers] == [s.checksum for s in m.view_sets[0].shards]
+
+
+def _shared_folder(twins, tmp_path) -> tuple[Path, Path]:
+    """A and B keyed as before checksums (one key, one folder), A perturbed first, then B:
+    the folder holds B's shards, A's manifest lists A's checksums."""
+    root, a0, b0 = twins
+    paths = []
+    for src in (a0, b0):
+        dst = tmp_path / src.parent.name / src.name
+        dst.parent.mkdir(parents=True)
+        m = Manifest.load(src)
+        replace(m, data_dir=str(root / src.parent.name)).save(dst)
+        _without_checksums(dst)
+        paths.append(dst)
+    _perturb(paths, tmp_path)
+    va, vb = (Manifest.load(p).view_sets[0] for p in paths)
+    assert va.key == vb.key and va.folder_path(paths[0]) == vb.folder_path(paths[1])
+    assert [s.checksum for s in va.shards] != [s.checksum for s in vb.shards]
+    return paths[0], paths[1]
+
+
+def _one_line(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, result.output
+    return errors[0]
+
+
+def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) -> None:
+    from trainer.data import make_eval_loader, make_train_loader, view_loader
+    from trainer.errors import TrainerError
+
+    a, b = _shared_folder(twins, tmp_path)
+    m = Manifest.load(a)
+    with pytest.raises(ShardForeign, match="checksum"):
+        open_view_set(m, a, "speaker")
+    for build in (
+        lambda: make_train_loader(m, a, task="emotion", kind="speaker"),
+        lambda: make_eval_loader(m, a, "test", task="emotion", kind="speaker"),
+        lambda: view_loader(m, a, "speaker", 1),
+    ):
+        with pytest.raises(TrainerError, match="does not belong to this manifest"):
+            build()
+    clip = m.clips[0].id
+    runner = CliRunner()
+    for args in (
+        ["inspect", str(a), "--clip", clip, "--out", str(tmp_path / "clip")],
+        ["inspect", str(a), "--html", str(tmp_path / "page"), "--workers", "1"],
+        ["selectivity", str(a), "--jobs", "1"],
+    ):
+        line = _one_line(runner.invoke(prep_main, args))
+        assert "does not belong to this manifest" in line, (args, line)
+    assert not (tmp_path / "page").exists()
+    # B, whose shards these are, reads them.
+    mb = Manifest.load(b)
+    assert len(open_view_set(mb, b, "speaker")[1]) == len(mb.view_sets[0].shards)
+
+
+def test_every_reader_refuses_a_shard_copied_from_another_view_set(twins, tmp_path) -> None:
+    from trainer.data import make_train_loader
+    from trainer.errors import TrainerError
+
+    root, a0, _ = twins
+    a = tmp_path / "a" / a0.name
+    a.parent.mkdir()
+    replace(Manifest.load(a0), data_dir=str(root / "a")).save(a)
+    _perturb([a], tmp_path, kinds=("speaker", "emotion"))
+    m = Manifest.load(a)
+    speaker, emotion = (m.view_set(k) for k in ("speaker", "emotion"))
+    target = emotion.folder_path(a) / emotion.shards[0].path
+    shutil.rmtree(target)
+    shutil.copytree(speaker.folder_path(a) / speaker.shards[0].path, target)
+    with pytest.raises(ShardForeign, match="kind"):
+        open_view_set(m, a, "emotion")
+    with pytest.raises(TrainerError, match="attribute kind"):
+        make_train_loader(m, a, task="speaker", kind="emotion")
+    line = _one_line(
+        CliRunner().invoke(
+            prep_main, ["inspect", str(a), "--clip", m.clips[0].id, "--out", str(tmp_path / "c")]
+        )
+    )
+    assert "attribute kind" in line
+    args = ["selectivity", str(a), "--view-set", emotion.key, "--jobs", "1"]
+    assert "attribute kind" in _one_line(CliRunner().invoke(prep_main, args))
+
+
+def test_perturb_writes_only_into_the_folder_it_computes(twins, tmp_path) -> None:
+    from pipeline.prep import PerturbSettings, PrepError, fixed_executor, run_perturb
+
+    root, a0, _ = twins
+    a = tmp_path / "manifests" / a0.name
+    a.parent.mkdir()
+    replace(Manifest.load(a0), data_dir=str(root / "a")).save(a)
+    cache = tmp_path / "cache"
+    _perturb([a], tmp_path)
+    m = Manifest.load(a)
+    vs = m.view_sets[0]
+    name = vs.folder_path(a).name
+    settings = PerturbSettings(kinds=("speaker",), views=1, f0_method="dio", shard_size=4)
+
+    def perturb() -> None:
+        with ThreadPoolExecutor(1) as pool:
+            run_perturb(a, settings, fixed_executor(pool), cache, progress=False)
+
+    # A folder that merely ends with the view set's name, elsewhere.
+    elsewhere = tmp_path / "elsewhere" / name
+    (elsewhere / "shard-00000.zarr").mkdir(parents=True)
+    (elsewhere / "shard-00000.zarr" / "thesis.txt").write_text("mine")
+    text = a.read_text().replace(vs.folder, "../elsewhere/" + name)
+    with pytest.raises(ManifestError, match="not in the cache folder of dataset"):
+        Manifest.from_bytes(text.encode(), a)
+    # ... and one that even has the dataset's name in it, under another root.
+    sneaky = tmp_path / "elsewhere" / NAME / name
+    shutil.copytree(elsewhere, sneaky)
+    bad = replace(m, view_sets=(replace(vs, folder=f"../elsewhere/{NAME}/{name}", shards=()),))
+    bad.save(a)
+    assert cache_folder_problem(bad, a, bad.view_sets[0], cache) is not None
+    with pytest.raises(PrepError, match="is not"):
+        perturb()
+    assert (sneaky / "shard-00000.zarr" / "thesis.txt").read_text() == "mine"
+    assert sorted(p.name for p in sneaky.iterdir()) == ["shard-00000.zarr"]
+    # A symlink put in place of the view set's own folder is not followed out of the cache.
+    m.save(a)
+    shutil.rmtree(vs.folder_path(a))
+    (cache / NAME / name).symlink_to(sneaky, target_is_directory=True)
+    with pytest.raises(PrepError, match="symlinks resolved"):
+        perturb()
+    assert (sneaky / "shard-00000.zarr" / "thesis.txt").read_text() == "mine"

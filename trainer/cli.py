@@ -85,6 +85,14 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
     help="Perturbed views N per clip (0: no consistency term). [default: all stored]",
 )
 @click.option(
+    "--view-set",
+    "view_set_key",
+    default=None,
+    metavar="KEY",
+    help="Train on this view set (its key). [default: the one a resumed or evaluated run "
+    "recorded, else the largest complete one of the kind]",
+)
+@click.option(
     "--perturbation",
     type=click.Choice(["speaker", "emotion"]),
     default=None,

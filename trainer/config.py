@@ -61,8 +61,9 @@ SELECT_METRICS = ("accuracy", "uar")  # as trainer.metrics.SELECT_METRICS
 # split it would draw with its recorded ``split.json`` instead (trainer/loop.py).
 RESUME_NEUTRAL_FIELDS = frozenset(
     {"out", "resume", "seeds", "device", "num_workers", "checkpoint_every", "protocol",
-     "fixed_split"}
+     "fixed_split", "view_set_key"}
 )  # fmt: skip
+# ``view_set_key`` only names the view set; the run record's resolved key is compared.
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,7 @@ class TrainConfig:
     task: str = "emotion"
     views: int | None = None
     perturbation: str | None = None
+    view_set_key: str | None = None  # None: the largest complete view set of the kind
     backbone: str = "facebook/hubert-base-ls960"
     lambda_ce: float = 1.0
     lambda_reg: float = 0.005

@@ -50,16 +50,17 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.manifest import SAMPLE_RATE, Manifest, ManifestError, other_label
+from pipeline.manifest import SAMPLE_RATE, Manifest, ManifestError, ViewSet, other_label
 from pipeline.rng import make_rng
 from pipeline.shards import (
     ShardDamaged,
     ShardError,
+    ShardForeign,
     ShardReader,
     int16_to_float,
+    open_shard,
     open_view_set,
 )
-from pipeline.viewset import length_mismatches
 from trainer.errors import TrainerError
 
 log = logging.getLogger(__name__)
@@ -132,6 +133,7 @@ class ShardIndex:
     path: str
     clip_ids: tuple[str, ...]
     manifest_path: str = ""  # named in the repair command of a damaged-shard error
+    checksum: str = ""  # the manifest's, compared again when a loader worker opens it
 
 
 @dataclass(frozen=True)
@@ -428,7 +430,16 @@ class ShardStream(IterableDataset):
     def _reader(self, shard: int) -> ShardReader:
         if shard not in self._readers:
             index = self.shards[shard]
-            self._readers[shard] = ShardReader(index.path, index.manifest_path or None)
+            reader = ShardReader(index.path, index.manifest_path or None)
+            # Checked in full when the loader was built (pipeline.shards.open_shard); a
+            # worker opens it again, so a shard swapped in since is refused here too.
+            recorded = reader.attrs.get("checksum")
+            if index.checksum and recorded is not None and recorded != index.checksum:
+                raise ShardForeign(
+                    f"{index.path}: the shard changed since the loader checked it (its "
+                    "checksum is not the one the manifest lists)"
+                )
+            self._readers[shard] = reader
         return self._readers[shard]
 
     def _sample(self, clip_id: str, audio: np.ndarray) -> ClipSample:
@@ -475,7 +486,11 @@ def shard_error_line(error: ShardError) -> str:
     """
     lines = [line for line in str(error).splitlines() if line.strip()]
     last = lines[-1] if lines else type(error).__name__
-    for prefix in ("pipeline.shards.ShardDamaged: ", "pipeline.shards.ShardError: "):
+    for prefix in (
+        "pipeline.shards.ShardDamaged: ",
+        "pipeline.shards.ShardForeign: ",
+        "pipeline.shards.ShardError: ",
+    ):
         last = last.removeprefix(prefix)
     return last
 
@@ -588,29 +603,78 @@ def label_indices(manifest: Manifest, task: str) -> dict[str, tuple[int, int]]:
     return {c.id: (keep[getattr(c, task)], drop[getattr(c, other)]) for c in manifest.clips}
 
 
+def named_view_set(
+    manifest: Manifest, manifest_path: str | os.PathLike[str], key: str | ViewSet
+) -> ViewSet:
+    """The manifest's view set of key ``key`` (a run's recorded or ``--view-set`` one),
+    complete; a one-line TrainerError when it is gone or unfinished."""
+    if isinstance(key, ViewSet):
+        key = key.key
+    found = [vs for vs in manifest.view_sets if vs.key == key]
+    if not found:
+        keys = ", ".join(f"{vs.kind}-n{vs.views}-{vs.key}" for vs in manifest.view_sets)
+        raise TrainerError(
+            f"{manifest_path}: view set {key!r} is not in the manifest (it has: "
+            f"{keys or 'none'}); perturb it again with its settings or name another one "
+            "with --view-set"
+        )
+    if not found[0].complete:
+        raise TrainerError(
+            f"{manifest_path}: view set {key!r} is incomplete; re-run `ncore-prep perturb` "
+            "with its settings to finish it"
+        )
+    return found[0]
+
+
+def _shard_indices(
+    manifest: Manifest, manifest_path: str | os.PathLike[str], view_set: ViewSet
+) -> tuple[int, list[ShardIndex]]:
+    """Stored views N and the checked shards of ``view_set`` (pipeline.shards.open_shard:
+    another view set's or another manifest's shard is refused in one line, as is damage)."""
+    try:
+        _, readers = open_view_set(manifest, manifest_path, view_set)
+    except (ShardDamaged, ShardForeign) as e:
+        raise TrainerError(str(e)) from None
+    by_path = {s.path: s.checksum for s in view_set.shards}
+    stored = min((r.num_views - 1 for r in readers), default=view_set.views)
+    return stored, [
+        ShardIndex(str(r.path), tuple(r.clip_ids), str(manifest_path), by_path[r.path.name])
+        for r in readers
+    ]
+
+
 def _open_shards(
     manifest: Manifest,
     manifest_path: str | os.PathLike[str],
     kinds: Sequence[str],
     views: int | None,
+    view_set: ViewSet | str | None = None,
 ) -> tuple[int, list[ShardIndex]]:
-    """Stored views N and the shards of the first of ``kinds`` with a usable view set."""
-    error: Exception | None = None
-    for kind in kinds:
-        try:
-            view_set, readers = open_view_set(manifest, manifest_path, kind, views)
-        except ShardDamaged as e:  # never fall back to another view set past damage
-            raise TrainerError(str(e)) from None
-        except (ManifestError, ShardError) as e:
+    """Stored views N and the shards of ``view_set`` (a key: the one a run trained on), or
+    else of the first of ``kinds`` with a usable view set (the largest of its kind)."""
+    if view_set is not None:
+        chosen = named_view_set(manifest, manifest_path, view_set)
+        if views is not None and views > chosen.views:
+            raise TrainerError(
+                f"{views} views asked for but view set {chosen.key} stores {chosen.views}"
+            )
+        candidates = [chosen]
+    else:
+        candidates = []
+        error: Exception | None = None
+        for kind in kinds:
+            try:
+                candidates.append(manifest.view_set(kind, views))
+            except ManifestError as e:
+                error = error or e
+        if not candidates:
+            raise TrainerError(str(error))
+    error = None
+    for candidate in candidates:
+        try:  # damage or a foreign shard: TrainerError, never a fall back to another set
+            return _shard_indices(manifest, manifest_path, candidate)
+        except ShardError as e:  # a shard that cannot be opened at all
             error = error or e
-            continue
-        known = manifest.clip_by_id()
-        for r in readers:
-            _check_belongs(r, known)
-        stored = min((r.num_views - 1 for r in readers), default=view_set.views)
-        return stored, [
-            ShardIndex(str(r.path), tuple(r.clip_ids), str(manifest_path)) for r in readers
-        ]
     raise TrainerError(str(error))
 
 
@@ -632,6 +696,7 @@ def make_train_loader(
     read_block: int = DEFAULT_READ_BLOCK,
     pin_memory: bool = False,
     prefetch: int = DEFAULT_PREFETCH,
+    view_set: ViewSet | str | None = None,
 ) -> StreamLoader:
     """The training loader: views 0..``views`` of the ``train`` clips, shuffled per epoch.
 
@@ -639,12 +704,13 @@ def make_train_loader(
     views for the emotion task and vice versa). ``views``: perturbed views per clip
     (0 = the original only, None = every stored view); more than stored is a TrainerError.
     ``max_seconds``: random crop length in seconds, the same window for all views of a clip.
-    ``rank`` / ``world_size``: this process's share under DDP.
+    ``rank`` / ``world_size``: this process's share under DDP. ``view_set``: the view set
+    (or its key) to read, the run's; default the largest complete one of ``kind``.
     """
     kind = kind or other_label(task)
     if views is not None and views < 0:
         raise TrainerError(f"views must be >= 0, got {views}")
-    stored, shards = _open_shards(manifest, manifest_path, [kind], views)
+    stored, shards = _open_shards(manifest, manifest_path, [kind], views, view_set)
     n = stored if views is None else views
     if n > stored:
         raise TrainerError(f"{n} {kind} views asked for but the shards store {stored}")
@@ -690,6 +756,7 @@ def make_eval_loader(
     pin_memory: bool = False,
     prefetch: int = DEFAULT_PREFETCH,
     view: int = 0,
+    view_set: ViewSet | str | None = None,
 ) -> StreamLoader:
     """An evaluation loader: view 0 of the clips of ``split``, in stored order, not shuffled.
 
@@ -698,13 +765,14 @@ def make_eval_loader(
     not stored and therefore not evaluated. ``max_seconds`` keeps the centre window. With
     ``world_size > 1`` ranks get disjoint contiguous parts, not necessarily of equal size.
     ``view`` > 0: that perturbed view instead, from the view set of ``kind`` only (the
-    same clips, order and windows as view 0).
+    same clips, order and windows as view 0). ``view_set``: read that view set (or key)
+    only, the run's.
     """
     if split not in ("train", "val", "test"):
         raise TrainerError(f"split must be train, val or test, got {split!r}")
     first = kind or other_label(task)
     kinds = [first, other_label(first)] if view == 0 else [first]
-    _, shards = _open_shards(manifest, manifest_path, kinds, view or None)
+    _, shards = _open_shards(manifest, manifest_path, kinds, view or None, view_set)
     ids = {c.id for c in manifest.clips_in(split)}
     labels = {cid: y for cid, y in label_indices(manifest, task).items() if cid in ids}
     return _view0_loader(
@@ -730,11 +798,13 @@ def view_loader(
     *,
     batch_size: int = 16,
     max_seconds: float | None = None,
+    view_set: ViewSet | str | None = None,
 ) -> StreamLoader:
     """View ``view`` (0 the original) of every clip the largest complete ``kind`` view set
-    stores, in stored order, centre windows, as the evaluation reads them (labels of the
-    emotion task). Refuses shards that do not belong to the manifest, as training does."""
-    _, shards = _open_shards(manifest, manifest_path, [kind], max(view, 1))
+    (or ``view_set``) stores, in stored order, centre windows, as the evaluation reads them
+    (labels of the emotion task). Refuses shards that do not belong to the manifest, as
+    training does."""
+    _, shards = _open_shards(manifest, manifest_path, [kind], max(view, 1), view_set)
     labels = label_indices(manifest, "emotion")
     return _view0_loader(shards, labels, batch_size, max_seconds, view=view)
 
@@ -778,6 +848,7 @@ def original_batches(
     batch_size: int = 16,
     max_seconds: float | None = None,
     on_failure: Callable[[str, str], None],
+    view_set: ViewSet | str | None = None,
 ) -> Iterator[Batch]:
     """Batches of view 0 of ``clip_ids`` from any manifest, for embedding and probing.
 
@@ -788,13 +859,14 @@ def original_batches(
     perturbation, an unreadable shard) are decoded from their source files with
     :func:`pipeline.audio.load_audio` and batched after them in ``clip_ids`` order. A clip
     that cannot be read goes to ``on_failure(clip_id, reason)`` and is skipped.
+    ``view_set``: read the originals from that view set (or key), the run's.
     """
     from pipeline.audio import AudioError, load_audio
 
     wanted = set(clip_ids)
     all_labels = label_indices(manifest, task)
     stored: set[str] = set()
-    shards = _readable_shards(manifest, manifest_path, kind or other_label(task))
+    shards = _readable_shards(manifest, manifest_path, kind or other_label(task), view_set)
     if shards:
         labels = {cid: all_labels[cid] for s in shards for cid in s.clip_ids if cid in wanted}
         stored = set(labels)
@@ -840,58 +912,37 @@ def audio_batches(
 
 
 def _readable_shards(
-    manifest: Manifest, manifest_path: str | os.PathLike[str], kind: str
+    manifest: Manifest,
+    manifest_path: str | os.PathLike[str],
+    kind: str,
+    view_set: ViewSet | str | None = None,
 ) -> list[ShardIndex]:
-    """The shards of the complete view set :func:`make_eval_loader` reads (the largest of
-    ``kind`` when there is one, else of the other kind; view 0 is the same original audio
-    in all). A shard that cannot be opened is left out (logged; its clips are decoded from
-    source); a damaged one is refused in one line: damaged audio is never embedded, and
-    never skipped in silence."""
-    complete = [vs for vs in manifest.view_sets if vs.complete]
-    if not complete:
-        return []
-    view_set = max(complete, key=lambda vs: (vs.kind == kind, vs.views, vs.key))
-    known = manifest.clip_by_id()
+    """The shards of the complete view set :func:`make_eval_loader` reads (``view_set``, or
+    the largest of ``kind`` when there is one, else of the other kind; view 0 is the same
+    original audio in all). A shard that cannot be opened is left out (logged; its clips are
+    decoded from source); a damaged one, or one that is not the shard the manifest lists
+    (pipeline.shards.open_shard), is refused in one line: damaged or foreign audio is never
+    embedded, and never skipped in silence."""
+    if view_set is not None:
+        chosen = named_view_set(manifest, manifest_path, view_set)
+    else:
+        complete = [vs for vs in manifest.view_sets if vs.complete]
+        if not complete:
+            return []
+        chosen = max(complete, key=lambda vs: (vs.kind == kind, vs.views, vs.key))
     shards = []
-    for path in view_set.shard_paths(manifest_path):
+    for entry in sorted(chosen.shards, key=lambda s: s.index):
         try:
-            reader = ShardReader(path, manifest_path)
-        except ShardDamaged as error:
+            reader = open_shard(manifest, manifest_path, chosen, entry)
+        except (ShardDamaged, ShardForeign) as error:
             raise TrainerError(str(error)) from None
         except ShardError as error:
             log.warning("%s; decoding its clips from source instead", error)
             continue
-        _check_belongs(reader, known)
-        shards.append(ShardIndex(str(reader.path), tuple(reader.clip_ids), str(manifest_path)))
+        shards.append(
+            ShardIndex(str(reader.path), tuple(reader.clip_ids), str(manifest_path), entry.checksum)
+        )
     return shards
-
-
-def _check_belongs(reader: ShardReader, clips: dict[str, Any]) -> None:
-    """Refuse, in one line, a shard this manifest did not write: a clip it does not list,
-    or a whole clip whose stored length differs from the manifest's (another manifest with
-    the same dataset name and clip ids writes the same cache folder; docs/cache.md). A
-    length changed by damage is reported as damage."""
-    unknown = [cid for cid in reader.clip_ids if cid not in clips]
-    if unknown:
-        raise TrainerError(
-            f"{reader.path.name}: clip {unknown[0]!r} is not in the manifest; "
-            "the view set does not belong to this manifest"
-        )
-    mismatches = length_mismatches(reader.clip_ids, reader.offsets, clips)
-    if mismatches:
-        cid, stored, expected = mismatches[0]
-        # Damage first: edited offsets also change a clip's length, and its CRC-32 then
-        # fails; a shard another manifest wrote is whole, only not this manifest's.
-        try:
-            reader.read_clip(reader.clip_ids.index(cid))
-        except ShardDamaged as error:
-            raise TrainerError(str(error)) from None
-        raise TrainerError(
-            f"{reader.path.name}: clip {cid!r} has {stored} samples there but {expected} in "
-            "the manifest; the view set does not belong to this manifest (another manifest "
-            "with the same dataset name and clip ids wrote this cache folder?); give each "
-            "corpus its own --name and perturb it again"
-        )
 
 
 def _crop_samples(max_seconds: float | None) -> int | None:

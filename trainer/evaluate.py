@@ -283,6 +283,7 @@ def evaluate_seed(
     record["split"] = split.describe()
     if train.finetuned.adv_pred is not None:
         record["adversary"] = adversary_record(train.finetuned, seed_dir, model)
+    record["view_set"] = plan.view_set.key  # the view set measured: the one the run recorded
     if views:
         record["perturbation"] = perturbation_record(
             train,

@@ -77,9 +77,9 @@ def plan_run(config: TrainConfig, draw_splits: bool = True) -> RunPlan:
     manifest_path = Path(config.manifest)
     try:
         manifest = Manifest.load(manifest_path)
-        view_set = manifest.view_set(config.view_kind, config.views or None)
     except ManifestError as error:
         raise TrainerError(str(error)) from None
+    view_set = choose_view_set(config, manifest, manifest_path, reads_run=not draw_splits)
     views = view_set.views if config.views is None else config.views
     if draw_splits:
         seed_splits = {
@@ -94,6 +94,11 @@ def plan_run(config: TrainConfig, draw_splits: bool = True) -> RunPlan:
         log.info("protocol paper: the epoch is selected on the test split (recorded)")
     name = f"{manifest.dataset}-{config.task}-{config.view_kind}-n{views}"
     out = Path(config.out) if config.out else Path("runs") / name
+    if not config.out and config.view_set_key is None and config.resume:
+        # The default folder of the largest view set: resume the view set it recorded.
+        recorded = recorded_view_set(RunDir(out))
+        if recorded is not None and recorded != view_set.key:
+            return plan_run(config.replace(out=str(out), view_set_key=recorded), draw_splits)
     return RunPlan(
         manifest=manifest,
         manifest_path=manifest_path,
@@ -107,6 +112,50 @@ def plan_run(config: TrainConfig, draw_splits: bool = True) -> RunPlan:
         splits=splits_digest(manifest),
         seed_splits=seed_splits,
     )
+
+
+def recorded_view_set(run: RunDir) -> str | None:
+    """The key of the view set the run in ``run`` trained on (``config.json``), or None when
+    there is no run there (or one from before the key was recorded)."""
+    if not run.config_path.is_file():
+        return None
+    return run.read_record().view_set
+
+
+def choose_view_set(
+    config: TrainConfig, manifest: Manifest, manifest_path: Path, reads_run: bool = False
+) -> ViewSet:
+    """The view set a run uses: ``config.view_set_key`` (``--view-set``); else, when the run
+    folder ``config.out`` holds a run and this is a ``--resume`` or an evaluation
+    (``reads_run``), the view set that run recorded; else the largest complete one of the
+    kind with at least ``config.views`` views. A named or recorded view set that is gone
+    from the manifest, unfinished, of another kind or with fewer views than asked is refused
+    in one line: a run never goes on, or is measured, on another view set than its own."""
+    from trainer.data import named_view_set
+
+    key, source = config.view_set_key, "--view-set"
+    if key is None and config.out and (config.resume or reads_run):
+        key, source = recorded_view_set(RunDir(Path(config.out))), f"the run in {config.out}"
+    if key is None:
+        try:
+            return manifest.view_set(config.view_kind, config.views or None)
+        except ManifestError as error:
+            raise TrainerError(str(error)) from None
+    try:
+        view_set = named_view_set(manifest, manifest_path, key)
+    except TrainerError as error:
+        raise TrainerError(f"{error} (asked for by {source})") from None
+    if view_set.kind != config.view_kind:
+        raise TrainerError(
+            f"{manifest_path}: view set {key} ({source}) holds {view_set.kind} views, but the "
+            f"run uses {config.view_kind} views"
+        )
+    if config.views and config.views > view_set.views:
+        raise TrainerError(
+            f"{manifest_path}: {config.views} views asked for but view set {key} ({source}) "
+            f"stores {view_set.views}"
+        )
+    return view_set
 
 
 def check_stored_clips(
@@ -267,6 +316,7 @@ def train_loader(
         world_size=ddp.world_size,
         pin_memory=False,
         prefetch=CUDA_PREFETCH if device.type == "cuda" else 0,
+        view_set=plan.view_set,
     )
 
 
@@ -289,6 +339,7 @@ def eval_loader(
         rank=ddp.rank,
         world_size=ddp.world_size,
         view=view,
+        view_set=plan.view_set,
     )
 
 

@@ -53,7 +53,7 @@ def write_toy_corpus(
     views = clips[0].audio.shape[0] - 1
     path = folder / "manifest.json"
     view_set = write_view_set(
-        folder / "cache" / f"{kind}-n{views}-{key}",
+        folder / "cache" / dataset / f"{kind}-n{views}-{key}",
         [ShardClip(c.id, c.audio, list(c.drawn) or [{}] * views) for c in clips],
         manifest_path=path,
         kind=kind,
