@@ -70,7 +70,7 @@ def test_missing_file_and_folder(tmp_path):
     with pytest.raises(AudioError, match=r"^missing file"):
         load_audio(tmp_path / "nope.wav")
     (tmp_path / "dir.wav").mkdir()
-    with pytest.raises(AudioError, match=r"^unreadable audio"):
+    with pytest.raises(AudioError, match=r"^unreadable file"):
         load_audio(tmp_path / "dir.wav")
 
 

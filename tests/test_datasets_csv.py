@@ -15,7 +15,8 @@ def _corpus(root):
     for i in range(12):
         rel = f"audio/{'ab'[i % 2]}/clip {i}.wav"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(good)
+        # another tone per file: byte-identical files are duplicates
+        (root / rel).write_bytes(wav_bytes(tone(0.2, 22050, 330.0 + 10 * i, channels=2), 22050))
         rows.append(f"{rel},{'happy' if i % 3 else 'sad'},spk{i % 4},s{i}")
     (root / "bad").mkdir()
     (root / "bad" / "empty.wav").write_bytes(b"")
@@ -45,7 +46,7 @@ def test_bad_rows_are_recorded_and_the_rest_imported(tmp_path):
     assert summary.failed == 7 == len(manifest.failures)
     by_path = {f.path: f.reason for f in manifest.failures}
     assert by_path["bad/empty.wav"].startswith("empty file")
-    assert by_path["bad/text.wav"].startswith("unreadable audio")
+    assert by_path["bad/text.wav"].startswith("unreadable audio")  # bytes read, not audio
     assert by_path["bad/nan.wav"].startswith("non-finite samples")
     assert by_path["bad/zero.wav"].startswith("zero-length audio")
     assert by_path["../outside.wav"].startswith("path escapes the data folder")
@@ -63,7 +64,7 @@ def test_column_options_and_user_mistakes(tmp_path):
     root = tmp_path / "c"
     (root / "w").mkdir(parents=True)
     (root / "w" / "a.wav").write_bytes(wav_bytes(tone(0.1, 16000), 16000))
-    (root / "w" / "b.wav").write_bytes(wav_bytes(tone(0.1, 16000), 16000))
+    (root / "w" / "b.wav").write_bytes(wav_bytes(tone(0.1, 16000, 550.0), 16000))
     table = tmp_path / "meta.csv"
     table.write_text("file,label,who\nw/a.wav,x,p\nw/b.wav,y,q\n")
     manifest, _ = build_manifest(
