@@ -635,7 +635,6 @@ def selectivity_command(
     """Does each perturbation remove its factor and keep the other? Acoustic probes on the
     originals and views of every view set, written beside it as selectivity.json."""
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
     from pipeline.errors import PipelineError
     from pipeline.selectivity import (
@@ -643,6 +642,7 @@ def selectivity_command(
         format_table,
         run_selectivity,
     )
+    from pipeline.workers import worker_pool
 
     workers = jobs or os.cpu_count() or 1
     settings = SelectivitySettings(max_clips=max_clips, views=views, seed=seed, keys=keys)
@@ -650,7 +650,8 @@ def selectivity_command(
         results = run_selectivity(
             manifest,
             settings,
-            (lambda: ProcessPoolExecutor(workers)) if workers > 1 else None,
+            # Workers that end with this command, SIGKILL included (pipeline/workers.py).
+            (lambda: worker_pool(workers)) if workers > 1 else None,
             progress=lambda line: echo(line, err=True),
         )
     except PipelineError as e:
@@ -701,9 +702,12 @@ def validate_command(
         for line in outcome.lines():
             echo(line)
         report = outcome.report
+        echo(format_report(report))
+        if not outcome.ok:  # the one line that says what the repair could not do
+            raise click.ClickException(outcome.failure_line())
     else:
         report = validate(manifest)
-    echo(format_report(report))
+        echo(format_report(report))
     if not report.ok:
         raise click.ClickException(f"{len(report.errors)} problem(s) found in {manifest}")
 

@@ -421,19 +421,23 @@ def repair(
             continue
         errors.extend(f"{name}: {e}" for e in summary.errors)
     after_manifest = Manifest.load(path)
+    after = validate(path)
+    left = after.to_repair()
+    unfinished = {k: sorted(v) for k, v in left.items() if k in todo}
     restored, changed = 0, []
     for vs in after_manifest.view_sets:
         for s in vs.shards:
             old = listed.get((vs.key, s.index))
-            if old is None or vs.key not in before.damaged or s.index not in before.damaged[vs.key]:
+            if (
+                old is None
+                or s.index not in before.damaged.get(vs.key, ())
+                or s.index in left.get(vs.key, ())
+            ):
                 continue
             if old == s.checksum:
                 restored += 1
             else:
                 changed.append(f"{vs.kind}-n{vs.views}-{vs.key}/{s.path}")
-    after = validate(path)
-    left = after.to_repair()
-    unfinished = {k: sorted(v) for k, v in left.items() if k in todo}
     commands = tuple(
         perturb_command(path, vs)
         for vs in after_manifest.view_sets
