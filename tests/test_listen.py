@@ -11,6 +11,7 @@ import json
 import math
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -326,3 +327,17 @@ def test_per_clip_figure_has_no_overlapping_text(rows):
         if a != b and box_a.overlaps(box_b)
     ]
     assert overlaps == []
+
+
+@pytest.mark.slow
+def test_killing_the_page_build_leaves_no_worker_behind(manifest_path, tmp_path):
+    """The thumbnail workers end with ``inspect --html`` (issue 22, section 3)."""
+    import psutil
+
+    from pipeline.testing.processes import kill_once_workers_run
+
+    cmd = [sys.executable, "-m", "pipeline.cli", "inspect", str(manifest_path), "--html"]
+    cmd += [str(tmp_path / "page"), "--workers", "2"]
+    workers = kill_once_workers_run(cmd, tmp_path, 2)
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive, f"{len(alive)} worker(s) of the killed page build are still running"
