@@ -690,13 +690,16 @@ def validate_command(
 
     if repair:
         from pipeline.manifest import ManifestError
-        from pipeline.prep import PrepError, choose_executor
+        from pipeline.prep import PerturbInterrupted, PrepError, choose_executor
         from pipeline.qa import repair as repair_shards
 
         try:
             outcome = repair_shards(
                 manifest, lambda: choose_executor(manifest, "auto", workers, scheduler)
             )
+        except PerturbInterrupted as e:  # Ctrl-C: damaged shards stay listed for next time
+            echo(f"Error: {e}", err=True)
+            raise SystemExit(130) from None
         except (ManifestError, PrepError) as e:
             raise click.ClickException(str(e)) from None
         for line in outcome.lines():

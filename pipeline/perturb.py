@@ -102,25 +102,31 @@ def max_f0_floor_hz(sample_rate: int = SAMPLE_RATE) -> float:
 
 
 def f0_range_problem(
-    f0_floor_hz: float, f0_ceil_hz: float, sample_rate: int = SAMPLE_RATE
+    f0_floor_hz: float,
+    f0_ceil_hz: float,
+    sample_rate: int = SAMPLE_RATE,
+    names: tuple[str, str] = ("f0_floor_hz", "f0_ceil_hz"),
 ) -> str | None:
     """Why WORLD cannot analyse with this F0 search range at ``sample_rate``, or None.
 
     The one check of every F0 range before it reaches pyworld (the settings of
-    ``ncore-prep perturb``, a view set being repaired, :func:`analyse`).
+    ``ncore-prep perturb``, a view set being repaired, :func:`analyse`); ``names`` are the
+    two values as the caller's user knows them (``--f0-floor``, ``--f0-ceil``).
     """
+    floor, ceil = names
     values = (f0_floor_hz, f0_ceil_hz)
     if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
-        return f"the F0 range must be finite numbers, got {f0_floor_hz!r} and {f0_ceil_hz!r}"
+        return f"{floor} and {ceil} must be finite numbers, got {f0_floor_hz!r}, {f0_ceil_hz!r}"
     if not 0.0 < f0_floor_hz < f0_ceil_hz < sample_rate / 2:
         return (
-            f"the F0 range must satisfy 0 < floor < ceiling < {sample_rate / 2:g} Hz "
+            f"the F0 range must satisfy 0 < {floor} < {ceil} < {sample_rate / 2:g} Hz "
             f"(Nyquist), got {f0_floor_hz:g} and {f0_ceil_hz:g}"
         )
     highest = max_f0_floor_hz(sample_rate)
     if f0_floor_hz > highest:
         return (
-            f"an F0 floor of {f0_floor_hz:g} Hz is above {math.floor(highest * 10) / 10:g} Hz, "
+            f"{floor}: an F0 floor of {f0_floor_hz:g} Hz is above "
+            f"{math.floor(highest * 10) / 10:g} Hz, "
             f"the highest WORLD's CheapTrick can analyse at {sample_rate} Hz (its FFT of "
             f"{cheaptrick_fft_size(sample_rate, f0_floor_hz)} samples would be too short)"
         )

@@ -116,9 +116,11 @@ class PerturbSettings:
                 "--f0 praat needs the optional package praat-parselmouth (GPL-3.0; see "
                 "docs/perturbations.md): pip install 'ncore[praat]'"
             )
-        why = f0_range_problem(self.f0_floor_hz, self.f0_ceil_hz, SAMPLE_RATE)
+        why = f0_range_problem(
+            self.f0_floor_hz, self.f0_ceil_hz, SAMPLE_RATE, ("--f0-floor", "--f0-ceil")
+        )
         if why is not None:
-            raise PrepError(f"--f0-floor / --f0-ceil: {why}")
+            raise PrepError(why)
 
     def params(self, kind: str) -> dict[str, Any]:
         """The parameters of ``kind`` as stored in the manifest and the shards."""

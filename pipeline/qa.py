@@ -338,8 +338,9 @@ class RepairOutcome:
         if not total:
             return ["nothing to repair: every listed shard reads back as written"]
         done = total - sum(len(v) for v in self.unfinished.values())
+        count = f"{done} shard(s)" if done == total else f"{done} of {total} shard(s)"
         out = [
-            f"recomputed {done} of {total} shard(s); {self.restored} restored byte for byte "
+            f"recomputed {count}; {self.restored} restored byte for byte "
             "(the checksum listed before the damage)"
         ]
         out.extend(f"  changed: {c}" for c in self.changed)

@@ -203,4 +203,5 @@ def test_analyse_refuses_a_floor_that_would_corrupt_the_heap():
     lines = result.stdout.splitlines()
     assert lines[0] == "761 analysed"
     for line, floor in zip(lines[1:], floors[1:], strict=True):
-        assert line.startswith(f"{floor} refused: an F0 floor of {floor} Hz is above 761.9 Hz")
+        assert line.startswith(f"{floor} refused: f0_floor_hz: an F0 floor of {floor} Hz is above")
+        assert "above 761.9 Hz" in line
