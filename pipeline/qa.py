@@ -319,13 +319,15 @@ class RepairOutcome:
 
     @property
     def ok(self) -> bool:
-        """True when every shard that needed it was recomputed and recorded."""
+        """True when every shard that needed it was recomputed and recorded, with clips."""
         return not self.errors and not self.unfinished
 
     def failure_line(self) -> str:
         """One line: how many shards could not be recomputed and the first reason."""
         attempted = sum(len(v) for v in self.recomputed.values())
         left = sum(len(v) for v in self.unfinished.values())
+        if not left and self.errors:  # recomputed, but the clips failed
+            return f"repair incomplete: {self.errors[0]}"
         why = f"; first error: {self.errors[0]}" if self.errors else ""
         return (
             f"could not recompute {left or len(self.errors)} of {attempted} shard(s){why}; "
@@ -421,6 +423,12 @@ def repair(
             errors.append(f"{name}: {type(e).__name__}: {e}")
             continue
         errors.extend(f"{name}: {e}" for e in summary.errors)
+        if summary.every_clip_failed:  # shards recorded, but holding none of their clips
+            first = summary.failures[0]
+            errors.append(
+                f"{name}: every one of the {summary.clips_run} clip(s) recomputed failed "
+                f"(first: {first.id}: {first.reason})"
+            )
     after_manifest = Manifest.load(path)
     after = validate(path)
     left = after.to_repair()

@@ -295,3 +295,22 @@ def test_a_missing_file_that_comes_back_is_repaired(copy):
 def _index_of(manifest_path: Path, clip_id: str) -> int:
     ids = [c.id for c in Manifest.load(manifest_path).clips]
     return ids.index(clip_id) // SETTINGS.shard_size
+
+
+def test_a_repair_whose_clips_all_fail_exits_1_then_finishes_when_the_data_is_back(copy):
+    folder = Manifest.load(copy).view_sets[0].folder_path(copy)
+    original = tree_digest(folder)
+    shard, ids = _shard(copy, 1)
+    shutil.rmtree(shard)
+    data = copy.parents[1] / "data"
+    data.rename(data.with_name("unmounted"))  # the disk holding the corpus is gone
+    result = CliRunner().invoke(main, ["validate", "--repair", str(copy), "--workers", "1"])
+    assert result.exit_code == 1, result.output
+    last = result.output.strip().splitlines()[-1]
+    assert last.startswith("Error: repair incomplete:") and "every one of the 4 clip(s)" in last
+    assert "missing file" in last
+    data.with_name("unmounted").rename(data)  # it is back: the transient failures are retried
+    with ThreadPoolExecutor(1) as pool:
+        outcome = repair(copy, fixed_executor(pool))
+    assert outcome.ok and outcome.report.ok, outcome.lines()
+    assert ShardReader(shard).clip_ids == ids and tree_digest(folder) == original

@@ -106,8 +106,13 @@ def decode_candidates(
     workers = jobs or min(4, os.cpu_count() or 1)
     if workers > 1 and len(todo) > 1:
         # soundfile and scipy release the GIL for the heavy parts; map keeps input order.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             results = list(pool.map(_decode, paths, chunksize=16))
+        except BaseException:  # Ctrl-C: drop the queued files instead of decoding them all
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     else:
         results = [_decode(p) for p in paths]
     for c, result in zip(todo, results, strict=True):
