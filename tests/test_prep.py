@@ -503,11 +503,16 @@ def _wait_for_listed(proc: subprocess.Popen, path: Path, at_least: int) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["the command", "its process group"])
-def test_ctrl_c_stops_perturb_promptly_and_keeps_what_is_done(corpus, reference, tmp_path, target):
+@pytest.mark.parametrize(
+    ("executor", "target"),
+    [("processes", "the command"), ("processes", "its process group"), ("dask", "the command")],
+)
+def test_ctrl_c_stops_perturb_promptly_and_keeps_what_is_done(
+    corpus, reference, tmp_path, executor, target
+):
     path = copy_project(corpus, tmp_path)
     cmd = [sys.executable, "-m", "pipeline.cli", "perturb", *CLI_ARGS, "--workers", "1"]
-    cmd += ["--executor", "processes"]
+    cmd += ["--executor", executor]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
