@@ -326,6 +326,7 @@ class PrepSummary:
     workers: str = ""
     startup_seconds: float = 0.0
     manifest_commands: tuple[str, ...] = ()  # per incomplete view set: the command finishing it
+    known_failures: int = 0  # of ``failures``, those recorded with the same reason before
 
     @property
     def nothing_to_do(self) -> bool:
@@ -333,8 +334,14 @@ class PrepSummary:
 
     @property
     def every_clip_failed(self) -> bool:
-        """True when this run perturbed clips and stored none of them."""
-        return self.clips_run > 0 and self.clips_stored == 0
+        """True when this run perturbed clips, stored none of them, and not only because of
+        failures already recorded before (a shard holding one clip too short for WORLD,
+        computed again, is no news)."""
+        return (
+            self.clips_run > 0
+            and self.clips_stored == 0
+            and len(self.failures) > self.known_failures
+        )
 
 
 class PerturbInterrupted(KeyboardInterrupt):
@@ -520,6 +527,7 @@ def run_perturb(
         by_id = manifest.clip_by_id()
         data_dir = manifest.data_path(manifest_path)
         retry = {vs.key: retry_indices(vs, manifest, manifest_path) for vs in view_sets}
+        known = {(f.id, f.reason) for vs in view_sets for f in vs.failures}
         tasks = []
         for index, ids in enumerate(members):
             outputs = []
@@ -632,6 +640,7 @@ def run_perturb(
     unfinished = [vs for vs in final if not vs.complete]
     return PrepSummary(
         manifest_commands=tuple(perturb_command(manifest_path, vs) for vs in unfinished),
+        known_failures=sum((f.id, f.reason) in known for f in run_failures),
         dataset=manifest.dataset,
         manifest_path=manifest_path,
         clips=len(manifest.clips),
