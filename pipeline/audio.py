@@ -27,6 +27,23 @@ from pipeline.atomic import write_bytes
 from pipeline.errors import PipelineError
 from pipeline.manifest import SAMPLE_RATE
 
+# Failure categories of a file whose bytes could not be read (it is missing, unreadable, or
+# not a regular file right now), as opposed to bytes that were read and are not usable
+# audio. The first kind is transient: the data may come back (a remounted disk, a restored
+# file), so ``ncore-prep perturb`` and ``validate --repair`` try such a clip again once its
+# file is readable (:func:`is_transient`); the second kind is permanent for those bytes.
+TRANSIENT_CATEGORIES = ("missing file", "unreadable file", "symlink loop", "not a regular file")
+
+# Lossy codecs (Vorbis, Opus, MPEG) reconstruct a band-limited approximation whose ringing
+# overshoots full scale: a voice limited at 0.99 decodes to 1.04-1.22 (tests/test_audio.py),
+# a full-scale square wave to 1.4-1.6 (Opus at low rates more). Such a file is accepted
+# when its decoded peak is at most LOSSY_PEAK_TOLERANCE (+6 dB), and its samples are
+# clipped to [-1, 1] after the resampling to 16 kHz (which rings too), as the int16 shards
+# would clip them anyway; a lossy file louder than that, and any lossless float file above
+# 1.0, is refused as out of range.
+LOSSY_PEAK_TOLERANCE = 2.0
+LOSSY_SUBTYPES = ("VORBIS", "OPUS", "MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III")
+
 
 class AudioError(PipelineError):
     """A clip that cannot be used. ``reason`` is ``"<category>: <detail>"``."""
@@ -38,6 +55,26 @@ class AudioError(PipelineError):
     @property
     def category(self) -> str:
         return self.reason.split(":", 1)[0]
+
+    @property
+    def transient(self) -> bool:
+        """True when the file could not be read (see :data:`TRANSIENT_CATEGORIES`)."""
+        return is_transient(self.reason)
+
+
+def is_transient(reason: str) -> bool:
+    """Whether a failure ``reason`` says the file could not be read (it may come back),
+    rather than that its audio is unusable."""
+    return reason.split(":", 1)[0] in TRANSIENT_CATEGORIES
+
+
+def readable_now(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is now a regular file this process may read (no bytes are read)."""
+    try:
+        info = os.stat(path)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(info.st_mode) and os.access(path, os.R_OK)
 
 
 @dataclass(frozen=True)
@@ -65,9 +102,9 @@ def read_source(path: str | os.PathLike[str]) -> SourceAudio:
     except OSError as e:
         if e.errno == errno.ELOOP:
             raise AudioError(f"symlink loop: {path.name} never reaches a file") from None
-        raise AudioError(f"unreadable audio: {e.strerror or e}") from None
+        raise AudioError(f"unreadable file: {path.name}: {e.strerror or e}") from None
     if stat.S_ISDIR(info.st_mode):
-        raise AudioError(f"unreadable audio: {path.name} is a folder")
+        raise AudioError(f"unreadable file: {path.name} is a folder")
     if not stat.S_ISREG(info.st_mode):
         raise AudioError(f"not a regular file: {path.name} is a FIFO, socket or device")
     try:
@@ -75,9 +112,9 @@ def read_source(path: str | os.PathLike[str]) -> SourceAudio:
     except FileNotFoundError:
         raise AudioError(f"missing file: {path.name} does not exist") from None
     except IsADirectoryError:
-        raise AudioError(f"unreadable audio: {path.name} is a folder") from None
+        raise AudioError(f"unreadable file: {path.name} is a folder") from None
     except OSError as e:
-        raise AudioError(f"unreadable audio: {e.strerror or e}") from None
+        raise AudioError(f"unreadable file: {path.name}: {e.strerror or e}") from None
     audio, sample_rate, channels = decode_audio(data)
     return SourceAudio(
         audio=audio,
@@ -104,7 +141,10 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int, int]:
     if len(data) == 0:
         raise AudioError("empty file: 0 bytes")
     try:
-        frames, sample_rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(io.BytesIO(data)) as f:
+            lossy = str(f.subtype).upper() in LOSSY_SUBTYPES
+            sample_rate = f.samplerate
+            frames = f.read(dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as e:
         # soundfile's messages are long and mention the in-memory buffer; keep the gist.
         detail = str(e).split("\n")[0].rsplit(":", 1)[-1].strip(" .")
@@ -117,19 +157,24 @@ def decode_audio(data: bytes) -> tuple[np.ndarray, int, int]:
     if not np.isfinite(frames).all():
         bad = int(np.count_nonzero(~np.isfinite(frames)))
         raise AudioError(f"non-finite samples: {bad} NaN or infinite values")
-    # Integer PCM decodes into [-1, 1); only a float file can go beyond full scale. Storing
-    # it would hard-clip those samples (int16 shards), and scaling it silently would change
-    # its level against every other clip: the clip is refused, the user decides.
+    # Integer PCM decodes into [-1, 1); only a float or a lossy file can go beyond full
+    # scale. A float file beyond it would be hard-clipped by the int16 shards, and scaling it
+    # silently would change its level against every other clip: it is refused, the user
+    # decides. A lossy file's codec ringing is tolerated (LOSSY_PEAK_TOLERANCE) and clipped.
     peak = float(np.max(np.abs(frames)))
-    if peak > 1.0:
+    if peak > 1.0 and not (lossy and peak <= LOSSY_PEAK_TOLERANCE):
         over = float(np.mean(np.abs(frames) > 1.0))
         raise AudioError(
-            f"out-of-range samples: float peak {peak:.3g} exceeds full scale 1.0 "
-            f"({over:.1%} of samples); normalise the file"
+            f"out-of-range samples: {'lossy' if lossy else 'float'} peak {peak:.3g} exceeds "
+            f"{'the codec tolerance ' + str(LOSSY_PEAK_TOLERANCE) if lossy else 'full scale 1.0'}"
+            f" ({over:.1%} of samples above 1.0); normalise the file"
         )
     # Mean of channels in float64, then one polyphase resampling to 16 kHz.
     mono = frames.astype(np.float64).mean(axis=1)
-    audio = resample_to(mono, int(sample_rate), SAMPLE_RATE).astype(np.float32)
+    audio = resample_to(mono, int(sample_rate), SAMPLE_RATE)
+    if lossy:  # the codec's (and the resampler's) ringing, clipped as int16 storage would
+        audio = np.clip(audio, -1.0, 1.0)
+    audio = audio.astype(np.float32)
     if audio.size == 0:
         raise AudioError(f"zero-length audio: {frames.shape[0]} samples at {sample_rate} Hz")
     return audio, int(sample_rate), channels

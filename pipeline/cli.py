@@ -45,7 +45,37 @@ def check_corpus_options(ctx: click.Context, dataset: str) -> None:
             )
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def terminal_safe(text: str) -> str:
+    """``text`` with every control or format character but the line break escaped
+    (``\\x1b``, ``\\u202e``): a label, path or failure reason read from a corpus or a
+    manifest cannot clear the screen, retitle the window or reorder what is printed."""
+    import unicodedata
+
+    return "".join(
+        ch
+        if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Zl", "Zp")
+        else (f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        for ch in text
+    )
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """Print a line to the terminal (every command prints through here): escaped."""
+    click.echo(terminal_safe(text), err=err)
+
+
+class _Commands(click.Group):
+    """The ``ncore-prep`` group: one-line errors are escaped like every printed line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except click.ClickException as e:
+            e.message = terminal_safe(e.message)
+            raise
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ncore")
 def main() -> None:
     """N-CORE data preparation: manifests, perturbed views, inspection and validation."""
@@ -264,10 +294,10 @@ def manifest_command(
     except OSError as e:
         raise click.ClickException(f"{e.filename or path}: {os_reason(e)}") from None
     for line in summary.lines():
-        click.echo(line)
+        echo(line)
     if note:
-        click.echo(f"  {note}")
-    click.echo(f"wrote {path}")
+        echo(f"  {note}")
+    echo(f"wrote {path}")
 
 
 # ---------------------------------------------------------------- perturb / inspect / validate
@@ -286,14 +316,14 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
     from pipeline.errors import PipelineError
 
     if progress:
-        click.echo(f"no manifest {path}: importing {dataset} first (ncore-prep manifest)", err=True)
+        echo(f"no manifest {path}: importing {dataset} first (ncore-prep manifest)", err=True)
     try:
         manifest, summary = build_manifest(dataset, data_dir, dataset, manifest_path=path)
         save_manifest_keeping_views(manifest, path)
     except PipelineError as e:
         raise click.ClickException(str(e)) from None
     for line in summary.lines():
-        click.echo(line)
+        echo(line)
     return path
 
 
@@ -376,7 +406,8 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
     type=click.FloatRange(min=0.0, min_open=True),
     default=71.0,
     show_default=True,
-    help="Lowest F0 searched by the WORLD analysis, Hz (part of the view-set key).",
+    help="Lowest F0 searched by the WORLD analysis, Hz (part of the view-set key); at most "
+    "761.9 at 16 kHz, above which WORLD's CheapTrick FFT is too short.",
 )
 @click.option(
     "--f0-ceil",
@@ -427,6 +458,7 @@ def perturb_command(
     from pipeline.errors import PipelineError
     from pipeline.manifest import os_reason
     from pipeline.prep import (
+        PerturbInterrupted,
         PerturbSettings,
         choose_executor,
         format_summary,
@@ -456,14 +488,22 @@ def perturb_command(
             cache_dir=cache_dir,
             progress=progress,
         )
+    except PerturbInterrupted as e:  # Ctrl-C: one line, the conventional status 128 + SIGINT
+        echo(f"Error: {e}", err=True)
+        raise SystemExit(130) from None
     except PipelineError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk or a read-only cache folder while writing shards
         raise click.ClickException(f"{e.filename or cache_dir}: {os_reason(e)}") from None
-    click.echo(format_summary(summary))
+    echo(format_summary(summary))
     if summary.errors:
         raise click.ClickException(
             f"{len(summary.errors)} shard(s) did not finish; re-run the same command to retry them"
+        )
+    if summary.every_clip_failed:
+        raise click.ClickException(
+            f"every one of the {summary.clips_run} clip(s) perturbed by this run failed "
+            f"(first: {summary.failures[0].id}: {summary.failures[0].reason})"
         )
 
 
@@ -545,10 +585,10 @@ def inspect_command(
                 html_dir,
                 ListenOptions(clip_ids=ids, seed=listen.pop("sample_seed"), **listen),
             )
-            click.echo(page.summary())
+            echo(page.summary())
             return
         if clip_id is None:
-            click.echo(describe(manifest))
+            echo(describe(manifest))
             return
         export = export_clip(manifest, clip_id, out or Path("inspect") / clip_id)
     except PipelineError as e:
@@ -556,7 +596,7 @@ def inspect_command(
     except OSError as e:  # a full disk, a read-only or missing --out folder
         raise click.ClickException(f"{e.filename or out}: {os_reason(e)}") from None
     for line in export.lines():
-        click.echo(line)
+        echo(line)
 
 
 @main.command("selectivity")
@@ -595,7 +635,6 @@ def selectivity_command(
     """Does each perturbation remove its factor and keep the other? Acoustic probes on the
     originals and views of every view set, written beside it as selectivity.json."""
     import os
-    from concurrent.futures import ProcessPoolExecutor
 
     from pipeline.errors import PipelineError
     from pipeline.selectivity import (
@@ -603,6 +642,7 @@ def selectivity_command(
         format_table,
         run_selectivity,
     )
+    from pipeline.workers import worker_pool
 
     workers = jobs or os.cpu_count() or 1
     settings = SelectivitySettings(max_clips=max_clips, views=views, seed=seed, keys=keys)
@@ -610,16 +650,17 @@ def selectivity_command(
         results = run_selectivity(
             manifest,
             settings,
-            (lambda: ProcessPoolExecutor(workers)) if workers > 1 else None,
-            progress=lambda line: click.echo(line, err=True),
+            # Workers that end with this command, SIGKILL included (pipeline/workers.py).
+            (lambda: worker_pool(workers)) if workers > 1 else None,
+            progress=lambda line: echo(line, err=True),
         )
     except PipelineError as e:
         raise click.ClickException(str(e)) from None
     for view_set, result, path in results:
-        click.echo(f"view set {view_set.kind} N={view_set.views} key={view_set.key}")
+        echo(f"view set {view_set.kind} N={view_set.views} key={view_set.key}")
         for line in format_table(result, indent="  "):
-            click.echo(line)
-        click.echo(f"  wrote {path}")
+            echo(line)
+        echo(f"  wrote {path}")
 
 
 @main.command("validate")
@@ -649,21 +690,27 @@ def validate_command(
 
     if repair:
         from pipeline.manifest import ManifestError
-        from pipeline.prep import PrepError, choose_executor
+        from pipeline.prep import PerturbInterrupted, PrepError, choose_executor
         from pipeline.qa import repair as repair_shards
 
         try:
             outcome = repair_shards(
                 manifest, lambda: choose_executor(manifest, "auto", workers, scheduler)
             )
+        except PerturbInterrupted as e:  # Ctrl-C: damaged shards stay listed for next time
+            echo(f"Error: {e}", err=True)
+            raise SystemExit(130) from None
         except (ManifestError, PrepError) as e:
             raise click.ClickException(str(e)) from None
         for line in outcome.lines():
-            click.echo(line)
+            echo(line)
         report = outcome.report
+        echo(format_report(report))
+        if not outcome.ok:  # the one line that says what the repair could not do
+            raise click.ClickException(outcome.failure_line())
     else:
         report = validate(manifest)
-    click.echo(format_report(report))
+        echo(format_report(report))
     if not report.ok:
         raise click.ClickException(f"{len(report.errors)} problem(s) found in {manifest}")
 

@@ -38,8 +38,9 @@ import time
 import zlib
 from collections import defaultdict
 from collections.abc import Sequence
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -930,14 +931,17 @@ class _InProcess:
         return map(fn, *iterables)
 
 
-def _thumbnail_executor(workers: int | None) -> Executor | _InProcess:
+def _thumbnail_executor(workers: int | None) -> AbstractContextManager[Executor] | _InProcess:
     count = workers if workers is not None else (os.cpu_count() or 1)
     if count <= 1:
         return _InProcess()
     import multiprocessing
 
-    # spawn, not fork: zarr keeps an event-loop thread, which must not be forked.
-    return ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"))
+    from pipeline.workers import worker_pool
+
+    # spawn, not fork: zarr keeps an event-loop thread, which must not be forked. The
+    # workers end with the page build (SIGKILL included) and a Ctrl-C terminates them.
+    return worker_pool(count, multiprocessing.get_context("spawn"))
 
 
 def _draw_missing(

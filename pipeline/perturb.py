@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import logging
 import math
+import numbers
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -69,6 +70,67 @@ SILENCE_PEAK = 2.0**-20
 
 class PerturbationError(PipelineError):
     """A clip or a parameter that the perturbations cannot handle; the message says why."""
+
+
+# WORLD's CheapTrick analyses every frame at F0 = max(f0, floor) with a Hann window of 3 F0
+# periods, and takes unvoiced frames (and frames below the floor it derives from its FFT
+# size, 3 fs / (fft_size - 3)) at world::kDefaultF0 = 500 Hz (WORLD's constantnumbers.h).
+# The FFT size comes from the F0 floor alone (:func:`cheaptrick_fft_size`); when a high
+# floor makes it too short for a 500 Hz window (at 16 kHz: 64 samples for a floor above
+# 3 * 16000 / 63 = 761.9 Hz), CheapTrick writes past its FFT buffer and the process dies
+# of heap corruption. :func:`max_f0_floor_hz` is the highest floor whose FFT holds it.
+WORLD_DEFAULT_F0_HZ = 500.0
+
+
+def cheaptrick_fft_size(sample_rate: int, f0_floor_hz: float) -> int:
+    """CheapTrick's FFT size (samples) for an F0 floor: pyworld's
+    ``get_cheaptrick_fft_size``, 2 ** (1 + floor(log2(3 fs / f0_floor + 1))), computed here
+    so that settings can be checked without importing pyworld (a test compares the two)."""
+    return 2 ** (1 + math.floor(math.log2(3.0 * sample_rate / f0_floor_hz + 1.0)))
+
+
+def max_f0_floor_hz(sample_rate: int = SAMPLE_RATE) -> float:
+    """The highest F0 floor (Hz) whose CheapTrick FFT holds the window of WORLD's default
+    F0 (:data:`WORLD_DEFAULT_F0_HZ`): 761.9 Hz at 16 kHz.
+
+    The FFT must satisfy 3 fs / (fft_size - 3) <= 500 Hz; the smallest power of two that
+    does is 2 ** k, and the floor keeps it while 3 fs / floor + 1 >= 2 ** (k - 1).
+    """
+    needed = 3.0 * sample_rate / WORLD_DEFAULT_F0_HZ + 3.0
+    k = math.ceil(math.log2(needed))
+    return 3.0 * sample_rate / (2 ** (k - 1) - 1)
+
+
+def f0_range_problem(
+    f0_floor_hz: float,
+    f0_ceil_hz: float,
+    sample_rate: int = SAMPLE_RATE,
+    names: tuple[str, str] = ("f0_floor_hz", "f0_ceil_hz"),
+) -> str | None:
+    """Why WORLD cannot analyse with this F0 search range at ``sample_rate``, or None.
+
+    The one check of every F0 range before it reaches pyworld (the settings of
+    ``ncore-prep perturb``, a view set being repaired, :func:`analyse`); ``names`` are the
+    two values as the caller's user knows them (``--f0-floor``, ``--f0-ceil``).
+    """
+    floor, ceil = names
+    values = (f0_floor_hz, f0_ceil_hz)
+    if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+        return f"{floor} and {ceil} must be finite numbers, got {f0_floor_hz!r}, {f0_ceil_hz!r}"
+    if not 0.0 < f0_floor_hz < f0_ceil_hz < sample_rate / 2:
+        return (
+            f"the F0 range must satisfy 0 < {floor} < {ceil} < {sample_rate / 2:g} Hz "
+            f"(Nyquist), got {f0_floor_hz:g} and {f0_ceil_hz:g}"
+        )
+    highest = max_f0_floor_hz(sample_rate)
+    if f0_floor_hz > highest:
+        return (
+            f"{floor}: an F0 floor of {f0_floor_hz:g} Hz is above "
+            f"{math.floor(highest * 10) / 10:g} Hz, "
+            f"the highest WORLD's CheapTrick can analyse at {sample_rate} Hz (its FFT of "
+            f"{cheaptrick_fft_size(sample_rate, f0_floor_hz)} samples would be too short)"
+        )
+    return None
 
 
 # --------------------------------------------------------------------------- parameters
@@ -379,10 +441,8 @@ def analyse(
     """
     x = validate_audio(audio, sample_rate)
     _check(f0_method in F0_METHODS, f"unknown f0 method {f0_method!r}; expected {F0_METHODS}")
-    _check(
-        0.0 < f0_floor_hz < f0_ceil_hz < sample_rate / 2.0,
-        f"need 0 < f0_floor_hz < f0_ceil_hz < Nyquist, got {f0_floor_hz}, {f0_ceil_hz}",
-    )
+    why = f0_range_problem(f0_floor_hz, f0_ceil_hz, sample_rate)
+    _check(why is None, str(why))
     pyworld = _world()
     num_samples = x.size
     fft_size = pyworld.get_cheaptrick_fft_size(sample_rate, f0_floor_hz)

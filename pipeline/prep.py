@@ -29,7 +29,7 @@ import os
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Executor, as_completed
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field, replace
@@ -59,6 +59,7 @@ from pipeline.perturb import (
     EmotionParams,
     PerturbationError,
     SpeakerParams,
+    f0_range_problem,
     perturb_clip,
     praat_available,
 )
@@ -122,11 +123,11 @@ class PerturbSettings:
                 "--f0 praat needs the optional package praat-parselmouth (GPL-3.0; see "
                 "docs/perturbations.md): pip install 'ncore[praat]'"
             )
-        if not 0.0 < self.f0_floor_hz < self.f0_ceil_hz < SAMPLE_RATE / 2:
-            raise PrepError(
-                f"the F0 range must satisfy 0 < --f0-floor < --f0-ceil < {SAMPLE_RATE // 2} Hz, "
-                f"got {self.f0_floor_hz:g} and {self.f0_ceil_hz:g}"
-            )
+        why = f0_range_problem(
+            self.f0_floor_hz, self.f0_ceil_hz, SAMPLE_RATE, ("--f0-floor", "--f0-ceil")
+        )
+        if why is not None:
+            raise PrepError(why)
 
     def params(self, kind: str) -> dict[str, Any]:
         """The parameters of ``kind`` as stored in the manifest and the shards."""
@@ -343,10 +344,28 @@ class PrepSummary:
     errors: tuple[str, ...] = ()
     workers: str = ""
     startup_seconds: float = 0.0
+    manifest_commands: tuple[str, ...] = ()  # per incomplete view set: the command finishing it
+    known_failures: int = 0  # of ``failures``, those recorded with the same reason before
 
     @property
     def nothing_to_do(self) -> bool:
         return self.shards_run == 0 and not self.errors
+
+    @property
+    def every_clip_failed(self) -> bool:
+        """True when this run perturbed clips, stored none of them, and not only because of
+        failures already recorded before (a shard holding one clip too short for WORLD,
+        computed again, is no news)."""
+        return (
+            self.clips_run > 0
+            and self.clips_stored == 0
+            and len(self.failures) > self.known_failures
+        )
+
+
+class PerturbInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped ``run_perturb``: queued shards were cancelled, completed ones
+    are recorded in the manifest. The message says how far it got."""
 
 
 def plan_view_sets(
@@ -414,14 +433,48 @@ def _done(view_set: ViewSet, index: int, manifest_path: Path) -> bool:
     return listed and (view_set.folder_path(manifest_path) / shard_name(index)).is_dir()
 
 
-def _forget_shard(view_set: ViewSet, index: int, members: Sequence[str]) -> ViewSet:
-    """``view_set`` without shard ``index`` and without the failures of its clips."""
-    ids = set(members)
-    return replace(
-        view_set,
-        shards=tuple(s for s in view_set.shards if s.index != index),
-        failures=tuple(f for f in view_set.failures if f.id not in ids),
-    )
+def retry_indices(view_set: ViewSet, manifest: Manifest, manifest_path: Path) -> set[int]:
+    """Shards of ``view_set`` holding a transient failure (the file could not be read, see
+    :func:`pipeline.audio.is_transient`) whose file is readable now: computed again."""
+    from pipeline.audio import is_transient, readable_now
+
+    transient = {f.id for f in view_set.failures if is_transient(f.reason)}
+    if not transient:
+        return set()
+    data_dir = manifest.data_path(manifest_path)
+    by_id = manifest.clip_by_id()
+    members = shard_members(manifest, view_set.shard_size)
+    return {
+        index
+        for index, ids in enumerate(members)
+        if any(
+            c in transient and c in by_id and readable_now(data_dir / by_id[c].path) for c in ids
+        )
+    }
+
+
+def perturb_command(manifest_path: str | os.PathLike[str], view_set: ViewSet) -> str:
+    """The ``ncore-prep perturb`` command that computes the missing shards of ``view_set``
+    (its settings spelled as flags, so that they hash to its key again; ``--cache-dir`` the
+    cache root its folder lies in, the only root perturb writes it under)."""
+    import shlex
+
+    path = Path(manifest_path)
+    folder = os.path.normpath(os.path.join(path.parent, view_set.folder))
+    cache_root = os.path.dirname(os.path.dirname(folder)) or "."
+    args = [
+        "ncore-prep", "perturb", "--dataset", path.stem, "--manifest-dir", str(path.parent),
+        "--cache-dir", cache_root,
+        "--kind", view_set.kind, "--views", str(view_set.views), "--seed", str(view_set.seed),
+        "--shard-size", str(view_set.shard_size), "--f0", view_set.f0_method,
+        "--f0-floor", repr(float(view_set.f0_floor_hz)),
+        "--f0-ceil", repr(float(view_set.f0_ceil_hz)),
+    ]  # fmt: skip
+    defaults = (SpeakerParams() if view_set.kind == "speaker" else EmotionParams()).to_dict()
+    for name, value in sorted(view_set.params.items()):
+        if defaults.get(name) != value:
+            args += [f"--{view_set.kind}-param", f"{name}={value!r}"]
+    return shlex.join(args)
 
 
 def _put(manifest: Manifest, view_set: ViewSet) -> Manifest:
@@ -435,11 +488,16 @@ def _put(manifest: Manifest, view_set: ViewSet) -> Manifest:
     )
 
 
-def _record(manifest: Manifest, view_set: ViewSet, result: ShardResult) -> Manifest:
-    """The manifest with ``result``'s shard and failures added to ``view_set``."""
+def _record(
+    manifest: Manifest, view_set: ViewSet, result: ShardResult, members: Sequence[str]
+) -> Manifest:
+    """The manifest with ``result``'s shard and failures in ``view_set``, replacing what it
+    listed for that shard (entry and failures of its ``members``) before."""
     current = next(vs for vs in manifest.view_sets if vs.key == view_set.key)
     order = {c.id: i for i, c in enumerate(manifest.clips)}
-    failures = sorted((*current.failures, *result.failures), key=lambda f: order[f.id])
+    ids = set(members)
+    kept = (f for f in current.failures if f.id not in ids)
+    failures = sorted((*kept, *result.failures), key=lambda f: order[f.id])
     shards = sorted(
         (*(s for s in current.shards if s.index != result.index), result.entries[current.kind]),
         key=lambda s: s.index,
@@ -468,6 +526,7 @@ def run_perturb(
     executor_factory: ExecutorFactory,
     cache_dir: str | os.PathLike[str] | None = "cache",
     progress: bool = True,
+    redo: Collection[int] = (),
 ) -> PrepSummary:
     """Compute and record every missing shard of the view sets ``settings`` asks for.
 
@@ -475,11 +534,15 @@ def run_perturb(
     the executor runs :func:`compute_shard` (a Dask client's executor, see
     :func:`dask_executor`). It is entered only when there is work, so a finished job starts
     no cluster. Shards already listed in the manifest are skipped; every other shard is
-    computed, and the manifest is rewritten after each one. Task errors (a worker lost, a
-    bug) do not stop the other shards; they are returned in ``errors`` and leave their
-    shards unlisted for the next run. Every view set's folder must be the one the toolkit
-    gives it under ``cache_dir`` (symlinks resolved; None: the cache root the manifest
-    records, for a repair): ``pipeline.viewset.cache_folder_problem``.
+    computed, and the manifest is rewritten after each one. Also computed again: the shards
+    in ``redo`` (damaged shards, for ``validate --repair``) and shards holding a transient
+    failure whose file is readable now (:func:`retry_indices`). A shard listed before stays
+    listed until its replacement is recorded, so a failed or killed run never loses track
+    of it. Task errors (a worker lost, a full or read-only disk, a bug) do not stop the
+    other shards; they are returned in ``errors``. Ctrl-C cancels the queued shards, records
+    the completed ones and raises :class:`PerturbInterrupted`. Every view set's folder must
+    be the one the toolkit gives it under ``cache_dir`` (symlinks resolved; None: the cache
+    root the manifest records, for a repair): ``pipeline.viewset.cache_folder_problem``.
     """
     from tqdm import tqdm
 
@@ -499,15 +562,21 @@ def run_perturb(
         members = shard_members(manifest, settings.shard_size)
         by_id = manifest.clip_by_id()
         data_dir = manifest.data_path(manifest_path)
+        retry = {vs.key: retry_indices(vs, manifest, manifest_path) for vs in view_sets}
+        known = {(f.id, f.reason) for vs in view_sets for f in vs.failures}
         tasks = []
         for index, ids in enumerate(members):
             outputs = []
-            for i, vs in enumerate(view_sets):
-                if _done(vs, index, manifest_path):
+            for vs in view_sets:
+                again = index in redo or index in retry[vs.key]
+                if _done(vs, index, manifest_path) and not again:
                     continue
-                if any(s.index == index for s in vs.shards):
+                if index in retry[vs.key]:
+                    logger.info(
+                        "%s: shard %d: a file that could not be read is back", vs.key, index
+                    )
+                elif any(s.index == index for s in vs.shards) and index not in redo:
                     logger.warning("%s: shard %d is listed but missing; recomputing", vs.key, index)
-                view_sets[i] = vs = _forget_shard(vs, index, ids)
                 attrs = ShardAttributes.for_shard(vs, manifest.dataset, index).to_dict()
                 path = vs.folder_path(manifest_path) / shard_name(index)
                 outputs.append(ShardOutput(vs.kind, vs.views, vs.params, str(path), attrs))
@@ -559,20 +628,23 @@ def run_perturb(
         ):
             submitted = time.perf_counter()
             futures = {executor.submit(compute_shard, task): task for task in tasks}
-            for future in as_completed(futures):
+            handled: set[Any] = set()
+
+            def record(future: Any) -> None:
+                nonlocal manifest, clips_stored, views_written, audio_seconds, busy_seconds
+                handled.add(future)
                 task = futures[future]
                 try:
                     result = future.result()
-                except Exception as e:  # a lost worker or a bug: report, keep the rest going
+                except Exception as e:  # a lost worker, a full disk, a bug: report, go on
                     errors.append(f"shard {task.index}: {type(e).__name__}: {e}")
                     bar.update(1)
-                    continue
+                    return
                 for vs in view_sets:
                     if vs.kind in result.entries:
-                        manifest = _record(manifest, vs, result)
+                        manifest = _record(manifest, vs, result, members[task.index])
                 file.save(manifest)
-                stored = next(iter(result.entries.values())).clips
-                clips_stored += stored
+                clips_stored += next(iter(result.entries.values())).clips
                 views_written += sum(e.clips for e in result.entries.values()) * settings.views
                 audio_seconds += result.audio_seconds
                 busy_seconds += result.busy_seconds
@@ -580,10 +652,32 @@ def run_perturb(
                 malloc_envs.add(result.malloc_env)
                 bar.update(1)
                 bar.set_postfix(clips=clips_stored, failed=len(run_failures))
+
+            try:
+                _injected_kill("perturb:planned")
+                for future in as_completed(futures):
+                    record(future)
+            except KeyboardInterrupt:
+                # Ctrl-C: nothing queued runs any more (the executor's exit terminates the
+                # workers); the shards that did complete are recorded before stopping.
+                for future in futures:
+                    future.cancel()
+                for future in futures:
+                    if future not in handled and future.done() and not future.cancelled():
+                        record(future)
+                done = sum(len(vs.shards) for vs in manifest.view_sets if vs.key in retry)
+                raise PerturbInterrupted(
+                    f"interrupted: {len(handled) - len(errors)} of {len(tasks)} shard(s) of this "
+                    f"run completed and recorded ({done} listed in {manifest_path}); re-run the "
+                    "same command to compute the rest"
+                ) from None
     if malloc_envs - {None}:
         logger.info("workers ran with MALLOC_TRIM_THRESHOLD_=%s (tuned in-task)", malloc_envs)
     final = tuple(next(v for v in manifest.view_sets if v.key == vs.key) for vs in view_sets)
+    unfinished = [vs for vs in final if not vs.complete]
     return PrepSummary(
+        manifest_commands=tuple(perturb_command(manifest_path, vs) for vs in unfinished),
+        known_failures=sum((f.id, f.reason) in known for f in run_failures),
         dataset=manifest.dataset,
         manifest_path=manifest_path,
         clips=len(manifest.clips),
@@ -642,7 +736,17 @@ def format_summary(summary: PrepSummary) -> str:
         lines.append(f"  ... and {len(summary.failures) - 10} more (see the manifest)")
     for e in summary.errors:
         lines.append(f"  error {e}")
+    for command in summary.manifest_commands:
+        lines.append(f"  to finish: {command}")
     return "\n".join(lines)
+
+
+def _injected_kill(point: str) -> None:
+    """For kill tests: SIGKILL this process at ``point`` when ``NCORE_KILL_AT`` names it."""
+    if os.environ.get("NCORE_KILL_AT") == point:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 @contextmanager
@@ -697,37 +801,17 @@ def dask_executor(
 
 
 # What compute_shard imports, loaded once by the fork server of process_executor.
-_WORKER_MODULES = ["pipeline.prep", "pipeline.shards", "pipeline.audio", "scipy.signal"]
+_WORKER_MODULES = [
+    "pipeline.prep",
+    "pipeline.shards",
+    "pipeline.audio",
+    "pipeline.workers",
+    "scipy.signal",
+]
 
 
-def _exit_when_gone(pid: int) -> None:
-    """Block until process ``pid`` has ended, then end this process at once."""
-    try:
-        if hasattr(os, "pidfd_open"):  # Linux: readable when the process terminates
-            import select
-
-            fd = os.pidfd_open(pid)
-            select.select([fd], [], [])
-        else:
-            while True:
-                os.kill(pid, 0)
-                time.sleep(1.0)
-    except (ProcessLookupError, OSError):
-        pass
-    os._exit(1)
-
-
-def _worker_init(parent: int) -> None:
-    """Set up a pool worker: end with ``ncore-prep``, import pyworld (warning silenced).
-
-    Pool workers are children of the fork server, which itself stays alive as long as they
-    do, so neither notices when ``ncore-prep`` is killed (SIGKILL included): a watchdog
-    thread ends the worker then, instead of leaving it idle forever or finishing a shard
-    behind the back of the run that resumes.
-    """
-    import threading
-
-    threading.Thread(target=_exit_when_gone, args=(parent,), daemon=True).start()
+def _load_world() -> None:
+    """Pool-worker set-up: import pyworld once (its import warning silenced)."""
     from pipeline.perturb import _world
 
     _world()
@@ -745,7 +829,8 @@ def process_executor(workers: int | None = None) -> Iterator[tuple[Executor, str
     ones still queued are reported as errors and recomputed by the next run.
     """
     import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
+
+    from pipeline.workers import worker_pool
 
     n_workers = workers or os.cpu_count() or 1
     if n_workers < 1:
@@ -754,9 +839,9 @@ def process_executor(workers: int | None = None) -> Iterator[tuple[Executor, str
     context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     if context.get_start_method() == "forkserver":
         context.set_forkserver_preload(_WORKER_MODULES)
-    with ProcessPoolExecutor(
-        n_workers, mp_context=context, initializer=_worker_init, initargs=(os.getpid(),)
-    ) as pool:
+    # Workers end with ncore-prep (SIGKILL included) and ignore SIGINT; an interrupted run
+    # cancels the queue and terminates them (pipeline/workers.py).
+    with worker_pool(n_workers, context, _load_world) as pool:
         yield pool, f"a local pool of {n_workers} worker process(es)"
 
 

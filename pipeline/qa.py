@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +32,10 @@ from pipeline.manifest import (
     SAMPLE_RATE,
     Manifest,
     ManifestError,
-    ManifestFile,
     ShardEntry,
     ViewSet,
 )
-from pipeline.shards import ShardError, ShardReader, content_checksum
+from pipeline.shards import ShardError, ShardReader, content_checksum, repair_command
 from pipeline.viewset import (
     ShardAttributes,
     cache_folder_problem,
@@ -72,6 +71,18 @@ class ValidationReport:
     clips: int = 0
     samples: int = 0
     damaged: dict[str, set[int]] = field(default_factory=dict)  # view-set key -> shard indices
+    missing: dict[str, set[int]] = field(default_factory=dict)  # not listed (incomplete sets)
+    retry: dict[str, set[int]] = field(default_factory=dict)  # transient failures, file back
+
+    def to_repair(self) -> dict[str, set[int]]:
+        """Shards ``validate --repair`` computes, by view-set key: damaged, unlisted, and
+        those holding a transient failure whose file is readable now."""
+        out: dict[str, set[int]] = {}
+        for part in (self.damaged, self.missing, self.retry):
+            for key, indices in part.items():
+                if indices:
+                    out.setdefault(key, set()).update(indices)
+        return out
 
     @property
     def errors(self) -> list[Problem]:
@@ -127,14 +138,19 @@ def validate(
                 )
             )
         if not vs.complete:
+            from pipeline.prep import perturb_command
+
+            listed = {s.index for s in vs.shards}
+            report.missing[vs.key] = set(range(vs.num_shards)) - listed
             report.problems.append(
                 Problem(
                     name,
-                    f"incomplete: {len(vs.shards)} of {vs.num_shards} shards; re-run "
-                    "`ncore-prep perturb` with the same settings to finish it",
+                    f"incomplete: {len(vs.shards)} of {vs.num_shards} shards; finish it with "
+                    f"`{repair_command(path)}` or `{perturb_command(path, vs)}`",
                     WARNING,
                 )
             )
+        _check_transient_failures(report, manifest, vs, path, name)
         failed = [f.id for f in vs.failures]
         if len(set(failed)) != len(failed):
             dup = next(i for i in failed if failed.count(i) > 1)
@@ -163,6 +179,31 @@ def validate(
                         )
                     )
     return report
+
+
+def _check_transient_failures(
+    report: ValidationReport, manifest: Manifest, vs: ViewSet, path: Path, name: str
+) -> None:
+    """A warning per shard holding a clip that failed because its file could not be read
+    and whose file is readable now (it is computed again by perturb or --repair)."""
+    from pipeline.prep import retry_indices
+
+    try:
+        indices = retry_indices(vs, manifest, path)
+    except (OSError, ValueError):
+        return
+    if not indices:
+        return
+    report.retry[vs.key] = indices
+    report.problems.append(
+        Problem(
+            name,
+            f"{len(indices)} shard(s) hold clips that failed because their file could not be "
+            f"read, and the files are readable now; `{repair_command(path)}` (or re-running "
+            "`ncore-prep perturb`) computes them",
+            WARNING,
+        )
+    )
 
 
 def _check_shard(
@@ -274,22 +315,48 @@ def format_report(report: ValidationReport, limit: int = 50) -> str:
 
 @dataclass(frozen=True)
 class RepairOutcome:
-    """What :func:`repair` did: shards recomputed, and whether each got its old checksum back."""
+    """What :func:`repair` did: shards recomputed, whether each got its old checksum back,
+    and what could not be done (``errors``: a worker lost, a read-only or full disk)."""
 
-    recomputed: dict[str, list[int]]  # view-set key -> shard indices
+    recomputed: dict[str, list[int]]  # view-set key -> shard indices attempted
     restored: int  # shards whose recomputed contents equal the checksum listed before
     changed: list[str]  # shards whose contents differ now (e.g. a source file changed)
     report: ValidationReport  # validation after the repair
+    errors: tuple[str, ...] = ()
+    unfinished: dict[str, list[int]] = field(default_factory=dict)  # still to repair, by key
+    commands: tuple[str, ...] = ()  # `ncore-prep perturb` completing each unfinished set
+
+    @property
+    def ok(self) -> bool:
+        """True when every shard that needed it was recomputed and recorded, with clips."""
+        return not self.errors and not self.unfinished
+
+    def failure_line(self) -> str:
+        """One line: how many shards could not be recomputed and the first reason."""
+        attempted = sum(len(v) for v in self.recomputed.values())
+        left = sum(len(v) for v in self.unfinished.values())
+        if not left and self.errors:  # recomputed, but the clips failed
+            return f"repair incomplete: {self.errors[0]}"
+        why = f"; first error: {self.errors[0]}" if self.errors else ""
+        return (
+            f"could not recompute {left or len(self.errors)} of {attempted} shard(s){why}; "
+            "damaged shards stay listed (validate reports them), run the repair again once "
+            "the cause is fixed"
+        )
 
     def lines(self) -> list[str]:
         total = sum(len(v) for v in self.recomputed.values())
         if not total:
             return ["nothing to repair: every listed shard reads back as written"]
+        done = total - sum(len(v) for v in self.unfinished.values())
+        count = f"{done} shard(s)" if done == total else f"{done} of {total} shard(s)"
         out = [
-            f"recomputed {total} shard(s); {self.restored} restored byte for byte "
+            f"recomputed {count}; {self.restored} restored byte for byte "
             "(the checksum listed before the damage)"
         ]
         out.extend(f"  changed: {c}" for c in self.changed)
+        out.extend(f"  error {e}" for e in self.errors)
+        out.extend(f"  to finish: {c}" for c in self.commands)
         return out
 
 
@@ -298,78 +365,102 @@ def repair(
     executor_factory: Callable[[], Any],
     progress: bool = False,
 ) -> RepairOutcome:
-    """Recompute every shard that fails validation, with the settings its view set records.
+    """Recompute every shard that fails validation, every shard an incomplete view set
+    lacks, and every shard holding a transient failure whose file is back, with the
+    settings its view set records.
 
     The shards are computed again from the source audio by ``ncore-prep perturb``'s own
     stage (:func:`pipeline.prep.run_perturb`); since every draw is seeded from stable ids,
     a repaired shard holds the same samples as the original (its checksum is compared with
-    the one listed before). Raises ManifestError when the manifest itself cannot be used or
-    a damaged view set's settings no longer match its key (nothing can be recomputed then).
+    the one listed before). A damaged shard stays listed until its replacement is recorded,
+    so a failed or killed repair leaves it to be found and repaired again; what could not
+    be done is in the outcome's ``errors`` and ``unfinished``. Raises ManifestError when the
+    manifest itself cannot be used or a view set to repair has settings that no longer
+    match its key, or that cannot be run (nothing can be recomputed then).
     """
-    from pipeline.perturb import EmotionParams, SpeakerParams
-    from pipeline.prep import PerturbSettings, run_perturb
+    from pipeline.perturb import EmotionParams, PerturbationError, SpeakerParams
+    from pipeline.prep import PerturbSettings, PrepError, perturb_command, run_perturb
 
     path = Path(manifest_path)
     before = validate(path)
     manifest_problems = [p for p in before.errors if p.where == "manifest"]
     if manifest_problems:
         raise ManifestError(str(manifest_problems[0]))
-    if not before.damaged:
+    todo = before.to_repair()
+    if not todo:
         return RepairOutcome({}, 0, [], before)
-    listed: dict[tuple[str, int], str] = {}
-    with ManifestFile(path, "validate --repair") as file:
-        manifest = file.load()
-        view_sets = []
-        for vs in manifest.view_sets:
-            indices = before.damaged.get(vs.key)
-            if not indices:
-                view_sets.append(vs)
-                continue
-            if not key_matches(manifest, vs):
-                raise ManifestError(
-                    f"view set {vs.kind}-n{vs.views}-{vs.key}: its settings no longer hash "
-                    "to its key, so its shards cannot be recomputed; run `ncore-prep perturb` "
-                    "to make a new view set"
-                )
-            members = shard_members(manifest, vs.shard_size)
-            drop = {cid for i in indices for cid in members[i]}
-            for s in vs.shards:
-                if s.index in indices:
-                    listed[(vs.key, s.index)] = s.checksum
-            view_sets.append(
-                replace(
-                    vs,
-                    shards=tuple(s for s in vs.shards if s.index not in indices),
-                    failures=tuple(f for f in vs.failures if f.id not in drop),
-                )
-            )
-        file.save(replace(manifest, view_sets=tuple(view_sets)))
+    manifest = Manifest.load(path)
+    listed = {(vs.key, s.index): s.checksum for vs in manifest.view_sets for s in vs.shards}
+    errors: list[str] = []
     for vs in manifest.view_sets:
-        if vs.key not in before.damaged:
+        if vs.key not in todo:
             continue
+        name = f"view set {vs.kind}-n{vs.views}-{vs.key}"
+        if not key_matches(manifest, vs):
+            raise ManifestError(
+                f"{name}: its settings no longer hash to its key, so its shards cannot be "
+                "recomputed; run `ncore-prep perturb` to make a new view set"
+            )
         params = dict(vs.params)
-        settings = PerturbSettings(
-            kinds=(vs.kind,),
-            views=vs.views,
-            seed=vs.seed,
-            shard_size=vs.shard_size,
-            f0_method=vs.f0_method,
-            f0_floor_hz=vs.f0_floor_hz,
-            f0_ceil_hz=vs.f0_ceil_hz,
-            speaker=SpeakerParams.from_dict(params) if vs.kind == "speaker" else SpeakerParams(),
-            emotion=EmotionParams.from_dict(params) if vs.kind == "emotion" else EmotionParams(),
-        )
-        run_perturb(path, settings, executor_factory, cache_dir=None, progress=progress)
+        try:
+            settings = PerturbSettings(
+                kinds=(vs.kind,),
+                views=vs.views,
+                seed=vs.seed,
+                shard_size=vs.shard_size,
+                f0_method=vs.f0_method,
+                f0_floor_hz=vs.f0_floor_hz,
+                f0_ceil_hz=vs.f0_ceil_hz,
+                speaker=SpeakerParams.from_dict(params)
+                if vs.kind == "speaker"
+                else SpeakerParams(),
+                emotion=EmotionParams.from_dict(params)
+                if vs.kind == "emotion"
+                else EmotionParams(),
+            )
+        except (PrepError, PerturbationError) as e:
+            raise ManifestError(f"{name}: its recorded settings cannot be run: {e}") from None
+        try:
+            summary = run_perturb(
+                path,
+                settings,
+                executor_factory,
+                cache_dir=None,  # the cache root the manifest records
+                progress=progress,
+                redo=before.damaged.get(vs.key, ()),
+            )
+        except OSError as e:  # a read-only or full cache while planning
+            errors.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        errors.extend(f"{name}: {e}" for e in summary.errors)
+        if summary.every_clip_failed:  # shards recorded, but holding none of their clips
+            first = summary.failures[0]
+            errors.append(
+                f"{name}: every one of the {summary.clips_run} clip(s) recomputed failed "
+                f"(first: {first.id}: {first.reason})"
+            )
     after_manifest = Manifest.load(path)
+    after = validate(path)
+    left = after.to_repair()
+    unfinished = {k: sorted(v) for k, v in left.items() if k in todo}
     restored, changed = 0, []
     for vs in after_manifest.view_sets:
         for s in vs.shards:
             old = listed.get((vs.key, s.index))
-            if old is None:
+            if (
+                old is None
+                or s.index not in before.damaged.get(vs.key, ())
+                or s.index in left.get(vs.key, ())
+            ):
                 continue
             if old == s.checksum:
                 restored += 1
             else:
                 changed.append(f"{vs.kind}-n{vs.views}-{vs.key}/{s.path}")
-    recomputed = {k: sorted(v) for k, v in before.damaged.items()}
-    return RepairOutcome(recomputed, restored, changed, validate(path))
+    commands = tuple(
+        perturb_command(path, vs)
+        for vs in after_manifest.view_sets
+        if vs.key in unfinished and not vs.complete
+    )
+    recomputed = {k: sorted(v) for k, v in todo.items()}
+    return RepairOutcome(recomputed, restored, changed, after, tuple(errors), unfinished, commands)

@@ -185,6 +185,15 @@ def write_view_set(
             f"{folder}: a view set's folder must be named "
             f"{view_set_folder_name(kind, views, key)!r} (its kind, views and key)"
         )
+    for clip in clips:
+        # int16 has no NaN: numpy would store NaN as 0 and inf as 32767 with only a warning,
+        # so views that are not finite are refused before anything is written.
+        finite = np.isfinite(np.asarray(clip.views, dtype=np.float64))
+        if not finite.all():
+            raise ShardError(
+                f"clip {clip.clip_id!r}: {int(finite.size - np.count_nonzero(finite))} NaN or "
+                "infinite sample(s) in its views; a view set stores finite audio only"
+            )
     folder.mkdir(parents=True, exist_ok=True)
     params = dict(params or {})
     attrs = ShardAttributes(kind, views, seed, key, params).to_dict()

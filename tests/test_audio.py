@@ -70,7 +70,7 @@ def test_missing_file_and_folder(tmp_path):
     with pytest.raises(AudioError, match=r"^missing file"):
         load_audio(tmp_path / "nope.wav")
     (tmp_path / "dir.wav").mkdir()
-    with pytest.raises(AudioError, match=r"^unreadable audio"):
+    with pytest.raises(AudioError, match=r"^unreadable file"):
         load_audio(tmp_path / "dir.wav")
 
 
@@ -89,3 +89,49 @@ def test_write_wav_clips_out_of_range(tmp_path):
     write_wav(tmp_path / "a.wav", np.array([2.0, -3.0, 0.5]))
     y, _, _ = load_audio(tmp_path / "a.wav")
     assert y.max() <= 1.0 and y.min() >= -1.0 and y[0] > 0.99 and y[1] < -0.99
+
+
+# ------------------------------------------- codec overshoot of lossy files (issue 22, section 5)
+
+
+def _encoded(x: np.ndarray, fmt: str, subtype: str, rate: int = 16000) -> bytes:
+    import io
+
+    import soundfile as sf
+
+    buffer = io.BytesIO()
+    sf.write(buffer, x, rate, format=fmt, subtype=subtype)
+    return buffer.getvalue()
+
+
+LOSSY = [("OGG", "VORBIS", 16000), ("OGG", "OPUS", 48000), ("MP3", "MPEG_LAYER_III", 16000)]
+
+
+@pytest.mark.parametrize(("fmt", "subtype", "rate"), LOSSY)
+def test_lossy_files_at_full_scale_decode_despite_codec_overshoot(tmp_path, fmt, subtype, rate):
+    import io
+
+    import soundfile as sf
+
+    from pipeline.audio import LOSSY_PEAK_TOLERANCE, decode_audio
+    from pipeline.testing.signals import voiced_clip
+
+    # a voice through a limiter at 0.99 (flat tops: what a mastered recording holds)
+    limited = np.clip(voiced_clip(1.0, peak=1.5, sample_rate=rate), -0.99, 0.99)
+    data = _encoded(limited, fmt, subtype, rate)
+    raw = np.abs(sf.read(io.BytesIO(data))[0]).max()
+    assert 1.02 < raw <= LOSSY_PEAK_TOLERANCE  # the codec did overshoot
+    audio, _, _ = decode_audio(data)
+    assert np.abs(audio).max() <= 1.0 + 1e-6
+    # far beyond any ringing: out of range, as a float file would be
+    with pytest.raises(AudioError, match=r"^out-of-range samples: lossy peak"):
+        decode_audio(_encoded(3.0 * limited, fmt, subtype, rate))
+
+
+def test_a_float_wav_over_full_scale_stays_refused():
+    from pipeline.audio import decode_audio
+    from pipeline.testing.corpus_trees import wav_bytes
+
+    x = 1.02 * np.sin(np.linspace(0, 200, 8000))
+    with pytest.raises(AudioError, match=r"^out-of-range samples: float peak 1\.02"):
+        decode_audio(wav_bytes(x, 16000, subtype="FLOAT"))

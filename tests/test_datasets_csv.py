@@ -15,7 +15,8 @@ def _corpus(root):
     for i in range(12):
         rel = f"audio/{'ab'[i % 2]}/clip {i}.wav"
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
-        (root / rel).write_bytes(good)
+        # another tone per file: byte-identical files are duplicates
+        (root / rel).write_bytes(wav_bytes(tone(0.2, 22050, 330.0 + 10 * i, channels=2), 22050))
         rows.append(f"{rel},{'happy' if i % 3 else 'sad'},spk{i % 4},s{i}")
     (root / "bad").mkdir()
     (root / "bad" / "empty.wav").write_bytes(b"")
@@ -45,7 +46,7 @@ def test_bad_rows_are_recorded_and_the_rest_imported(tmp_path):
     assert summary.failed == 7 == len(manifest.failures)
     by_path = {f.path: f.reason for f in manifest.failures}
     assert by_path["bad/empty.wav"].startswith("empty file")
-    assert by_path["bad/text.wav"].startswith("unreadable audio")
+    assert by_path["bad/text.wav"].startswith("unreadable audio")  # bytes read, not audio
     assert by_path["bad/nan.wav"].startswith("non-finite samples")
     assert by_path["bad/zero.wav"].startswith("zero-length audio")
     assert by_path["../outside.wav"].startswith("path escapes the data folder")
@@ -63,7 +64,7 @@ def test_column_options_and_user_mistakes(tmp_path):
     root = tmp_path / "c"
     (root / "w").mkdir(parents=True)
     (root / "w" / "a.wav").write_bytes(wav_bytes(tone(0.1, 16000), 16000))
-    (root / "w" / "b.wav").write_bytes(wav_bytes(tone(0.1, 16000), 16000))
+    (root / "w" / "b.wav").write_bytes(wav_bytes(tone(0.1, 16000, 550.0), 16000))
     table = tmp_path / "meta.csv"
     table.write_text("file,label,who\nw/a.wav,x,p\nw/b.wav,y,q\n")
     manifest, _ = build_manifest(
@@ -95,3 +96,102 @@ def test_decoding_order_and_result_do_not_depend_on_threads(tmp_path):
     one, _ = build_manifest("csv", root, seed=5, jobs=1)
     four, _ = build_manifest("csv", root, seed=5, jobs=4)
     assert one.to_dict() == four.to_dict()
+
+
+# ------------------------------------------------------ input hygiene (issue 22, section 5)
+
+
+def _table(root, rows):
+    (root / "labels.csv").write_text(
+        "path,emotion,speaker\n" + "".join(f"{p},{e},{s}\n" for p, e, s in rows),
+        encoding="utf-8",
+    )
+
+
+def _tones(root, count):
+    (root / "w").mkdir(parents=True)
+    for i in range(count):
+        (root / "w" / f"t{i}.wav").write_bytes(wav_bytes(tone(0.2, 16000, 200.0 + 50 * i), 16000))
+
+
+@pytest.mark.parametrize("how", ["copy", "hard link"])
+def test_the_same_bytes_under_another_name_are_duplicates(tmp_path, how):
+    import os
+    import shutil
+
+    root = tmp_path / "c"
+    _tones(root, 4)
+    for name in ("same.wav", "other.wav"):
+        if how == "copy":
+            shutil.copyfile(root / "w" / "t0.wav", root / "w" / name)
+        else:
+            os.link(root / "w" / "t0.wav", root / "w" / name)
+    rows = [(f"w/t{i}.wav", "joy" if i % 2 else "anger", f"s{i % 2}") for i in range(4)]
+    _table(root, [*rows, ("w/same.wav", "anger", "s0")])  # same labels as t0: kept once
+    manifest, summary = build_manifest("csv", root, seed=0)
+    assert summary.found == summary.imported + summary.failed == 5
+    reasons = {f.path: f.reason for f in manifest.failures}
+    assert reasons == {
+        "w/same.wav": "duplicate: w/same.wav has the same bytes (SHA-256) as clip w__t0"
+    }
+    # With other labels, neither listing can be trusted: both fail, none lands in a split.
+    _table(root, [*rows, ("w/other.wav", "joy", "s1")])
+    manifest, _ = build_manifest("csv", root, seed=0)
+    failed = {f.path for f in manifest.failures if f.reason.startswith("duplicate")}
+    assert failed == {"w/t0.wav", "w/other.wav"}
+    assert "w/t0.wav" not in {c.path for c in manifest.clips}
+
+
+def test_labels_are_nfc_and_control_characters_are_refused(tmp_path):
+    import unicodedata
+
+    root = tmp_path / "c"
+    _tones(root, 5)
+    nfc, nfd = unicodedata.normalize("NFC", "colère"), unicodedata.normalize("NFD", "colère")
+    assert nfc != nfd
+    rows = [
+        ("w/t0.wav", nfc, "s0"),
+        ("w/t1.wav", nfd, "s1"),
+        ("w/t2.wav", "joy", "s0"),
+        ("w/t3.wav", "joy\x1b[2J\x1b]0;pwned\x07", "s1"),  # clears the screen, retitles
+        ("w/t4.wav", "joy", "s\u202e1"),  # right-to-left override
+    ]
+    _table(root, rows)
+    manifest, summary = build_manifest("csv", root, seed=0)
+    assert manifest.labels["emotion"] == (nfc, "joy")  # one class, in NFC
+    assert {c.emotion for c in manifest.clips} == {nfc, "joy"}
+    reasons = {f.path: f.reason for f in manifest.failures}
+    assert (
+        reasons["w/t3.wav"] == "bad label: 'emotion' holds the control or format character U+001B"
+    )
+    assert reasons["w/t4.wav"].startswith("bad label: 'speaker'")
+    assert summary.found == summary.imported + summary.failed == 5
+
+
+def test_everything_printed_to_a_terminal_is_escaped(tmp_path):
+    """A manifest written by hand (or by an older version) with escape sequences in a label
+    and a failure: ``inspect`` and ``validate`` print them escaped."""
+    import json
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    root = tmp_path / "c"
+    _tones(root, 4)
+    _table(root, [(f"w/t{i}.wav", "joy" if i % 2 else "anger", f"s{i % 2}") for i in range(4)])
+    manifest, _ = build_manifest("csv", root, seed=0)
+    path = tmp_path / "m.json"
+    data = manifest.to_dict()
+    data["labels"]["emotion"] = [*data["labels"]["emotion"], "x\x1b]0;pwned\x07"]
+    data["clips"][0]["emotion"] = "x\x1b]0;pwned\x07"
+    data["failures"] = [{"id": "f", "stage": "import", "reason": "bad\x1b[2J", "path": "a\x9bb"}]
+    path.write_text(json.dumps(data))
+    runner = CliRunner()
+    for args in (["inspect", str(path)], ["validate", str(path)]):
+        result = runner.invoke(main, args)
+        for raw in ("\x1b", "\x07", "\x9b"):
+            assert raw not in result.output, (args, result.output)
+        if args[0] == "inspect":
+            assert result.exit_code == 0, result.output
+            assert "x\\x1b]0;pwned\\x07" in result.output

@@ -11,6 +11,7 @@ import json
 import math
 import re
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -427,3 +428,17 @@ def test_a_killed_rebuild_leaves_a_whole_page_and_the_next_one_no_leftover(
     assert files == {*record["files"], ".ncore-page.json", "NOTES.md"}  # nothing left over
     text = (out / "index.html").read_text(encoding="utf-8")
     assert {*re.findall(r'src="([^"]*)"', text), "index.html"} == set(record["files"])
+
+
+@pytest.mark.slow
+def test_killing_the_page_build_leaves_no_worker_behind(manifest_path, tmp_path):
+    """The thumbnail workers end with ``inspect --html`` (issue 22, section 3)."""
+    import psutil
+
+    from pipeline.testing.processes import kill_once_workers_run
+
+    cmd = [sys.executable, "-m", "pipeline.cli", "inspect", str(manifest_path), "--html"]
+    cmd += [str(tmp_path / "page"), "--workers", "2"]
+    workers = kill_once_workers_run(cmd, tmp_path, 2)
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive, f"{len(alive)} worker(s) of the killed page build are still running"

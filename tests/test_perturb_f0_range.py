@@ -152,3 +152,56 @@ def test_perturb_command_records_the_f0_range(tmp_path):
     attrs = ShardReader(vs.shard_paths(path)[0]).attrs
     assert (attrs["f0_floor_hz"], attrs["f0_ceil_hz"]) == (60.0, 2000.0)
     assert validate(path).ok
+
+
+# ------------------------------------------- the F0 floor WORLD can take (issue 22, section 3)
+
+
+def test_the_fft_size_formula_is_pyworlds_and_the_limit_follows_from_it():
+    from pipeline.perturb import _world, cheaptrick_fft_size, max_f0_floor_hz
+
+    pyworld = _world()
+    for rate in (8000, 16000, 22050, 44100):
+        for floor in np.geomspace(20.0, rate / 2 - 1, 200):
+            assert cheaptrick_fft_size(rate, floor) == pyworld.get_cheaptrick_fft_size(
+                rate, float(floor)
+            ), (rate, floor)
+        highest = max_f0_floor_hz(rate)
+        # the FFT at the limit holds a 500 Hz window (3 fs / (fft - 3) <= 500); just above,
+        # it does not
+        fft = cheaptrick_fft_size(rate, highest)
+        assert 3 * rate / (fft - 3) <= 500.0
+        above = cheaptrick_fft_size(rate, highest * 1.0001)
+        assert 3 * rate / (above - 3) > 500.0
+    assert round(max_f0_floor_hz(16000), 1) == 761.9
+
+
+_ANALYSE = """
+import sys
+import numpy as np
+from pipeline.perturb import PerturbationError, analyse
+x = 0.3 * np.random.default_rng(0).standard_normal(8000)
+for floor in sys.argv[1:]:
+    try:
+        analyse(x, 16000, "dio", f0_floor_hz=float(floor), f0_ceil_hz=4000.0)
+        print(floor, "analysed")
+    except PerturbationError as e:
+        print(floor, "refused:", e)
+"""
+
+
+def test_analyse_refuses_a_floor_that_would_corrupt_the_heap():
+    """In a subprocess: on the old code pyworld's CheapTrick kills the process."""
+    import subprocess
+    import sys
+
+    floors = ["761", "762", "1500", "3999"]
+    result = subprocess.run(
+        [sys.executable, "-c", _ANALYSE, *floors], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    assert lines[0] == "761 analysed"
+    for line, floor in zip(lines[1:], floors[1:], strict=True):
+        assert line.startswith(f"{floor} refused: f0_floor_hz: an F0 floor of {floor} Hz is above")
+        assert "above 761.9 Hz" in line

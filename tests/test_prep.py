@@ -42,6 +42,7 @@ from pipeline.testing.prep_corpus import (
     SHORT_ID,
     copy_project,
     make_corpus,
+    restore_gone,
     tree_digest,
     view_sets_of,
 )
@@ -451,3 +452,110 @@ def test_a_symlink_put_in_the_data_folder_after_import_is_not_followed(corpus, t
     for vs in Manifest.load(_manifest(tmp_path)).view_sets:
         reasons = {f.id: f.reason for f in vs.failures}
         assert "escapes the data folder" in reasons[victim.id]
+
+
+# ------------------------------------------------ failures tell the truth (issue 22, section 3)
+
+
+def test_a_transient_failure_is_retried_when_the_file_is_back(corpus, tmp_path):
+    path = copy_project(corpus, tmp_path)
+    settings = PerturbSettings(kinds=("speaker",), views=1, shard_size=SHARD_SIZE, seed=7)
+
+    def run():
+        with ThreadPoolExecutor(1) as pool:
+            return run_perturb(
+                path, settings, fixed_executor(pool), cache_dir=tmp_path / "cache", progress=False
+            )
+
+    first = run()
+    assert {f.id for f in first.failures} == {GONE_ID, SHORT_ID}
+    assert run().nothing_to_do  # the file is still gone: nothing to retry
+    restore_gone(path)
+    third = run()
+    assert third.shards_run == 1 and not third.failures  # only the shard holding it
+    failed = {f.id for f in Manifest.load(path).view_sets[0].failures}
+    assert failed == {SHORT_ID}  # a permanent failure (bad audio) stays recorded
+    assert run().nothing_to_do
+
+
+def test_a_run_where_every_clip_failed_exits_1(corpus, tmp_path):
+    path = copy_project(corpus, tmp_path)
+    for wav in (tmp_path / "data").rglob("*.wav"):
+        wav.unlink()
+    result = _cli(tmp_path, [*CLI_ARGS, "--kind", "speaker", "--executor", "processes"])
+    assert result.exit_code == 1, result.output
+    assert result.output.splitlines()[-1].startswith("Error: every one of the 13 clip(s)")
+    assert "missing file" in result.output.splitlines()[-1]
+    # the data comes back: the next run computes every clip
+    shutil.rmtree(tmp_path / "data")
+    shutil.copytree(corpus / "data", tmp_path / "data")
+    again = _cli(tmp_path, [*CLI_ARGS, "--kind", "speaker", "--executor", "processes"])
+    assert again.exit_code == 0, again.output
+    assert {f.id for f in Manifest.load(path).view_sets[0].failures} == {GONE_ID, SHORT_ID}
+
+
+@pytest.mark.parametrize("floor", ["762", "1000", "3999"])
+def test_an_f0_floor_beyond_cheaptrick_is_refused_before_any_work(corpus, tmp_path, floor):
+    path = copy_project(corpus, tmp_path)
+    before = path.read_bytes()
+    args = [*CLI_ARGS, "--f0-floor", floor, "--f0-ceil", "4000", "--f0", "dio"]
+    result = _cli(tmp_path, args)
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "761.9 Hz" in result.output, result.output
+    assert path.read_bytes() == before and not (tmp_path / "cache").exists()
+    with pytest.raises(PrepError, match="F0 floor"):
+        replace(SETTINGS, f0_floor_hz=float(floor), f0_ceil_hz=4000.0)
+    assert replace(SETTINGS, f0_floor_hz=761.0, f0_ceil_hz=4000.0).f0_floor_hz == 761.0
+
+
+def _wait_for_listed(proc: subprocess.Popen, path: Path, at_least: int) -> int:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        listed = _listed_shards(path)
+        if listed >= at_least:
+            return listed
+        time.sleep(0.01)
+    return _listed_shards(path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("executor", "target"),
+    [("processes", "the command"), ("processes", "its process group"), ("dask", "the command")],
+)
+def test_ctrl_c_stops_perturb_promptly_and_keeps_what_is_done(
+    corpus, reference, tmp_path, executor, target
+):
+    path = copy_project(corpus, tmp_path)
+    cmd = [sys.executable, "-m", "pipeline.cli", "perturb", *CLI_ARGS, "--workers", "1"]
+    cmd += ["--executor", executor]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        listed = _wait_for_listed(proc, path, 1)
+        assert 1 <= listed < 6, "the run must be interrupted part-way"
+        if target == "the command":
+            proc.send_signal(signal.SIGINT)
+        else:  # what a terminal's Ctrl-C does: every process of the group gets SIGINT
+            os.killpg(proc.pid, signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, out.decode() + err.decode()
+    lines = err.decode().strip().splitlines()
+    assert lines[-1].startswith("Error: interrupted:"), lines
+    assert "Traceback" not in err.decode()
+    after = _listed_shards(path)
+    assert listed <= after < 7, "queued shards ran after Ctrl-C"
+    deadline = time.monotonic() + 60
+    while _processes_in(tmp_path) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _processes_in(tmp_path), "workers of the interrupted run are still running"
+    resumed = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr + resumed.stdout
+    assert f"in {7 - after} of 7 shards" in resumed.stdout
+    assert tree_digest(tmp_path / "cache") == tree_digest(reference / "cache")
+    assert view_sets_of(path) == view_sets_of(_manifest(reference))

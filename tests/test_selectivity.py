@@ -322,3 +322,19 @@ def test_cli_on_a_csv_corpus_then_inspect_shows_it(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("selectivity of p_") == 2
     assert "keeps emotion:" in result.stdout and "keeps speaker:" in result.stdout
+
+
+# ------------------------------------------- pool workers end with the command (issue 22, §3)
+
+
+@pytest.mark.slow
+def test_killing_selectivity_leaves_no_worker_behind(tmp_path):
+    import psutil
+
+    from pipeline.testing.processes import kill_once_workers_run
+
+    path = write_known_corpus(tmp_path)
+    cmd = [sys.executable, "-m", "pipeline.cli", "selectivity", str(path), "--jobs", "2"]
+    workers = kill_once_workers_run(cmd, tmp_path, 2)
+    _, alive = psutil.wait_procs(workers, timeout=60)
+    assert not alive, f"{len(alive)} worker(s) of the killed command are still running"

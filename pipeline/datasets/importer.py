@@ -10,10 +10,12 @@ with an :class:`~pipeline.datasets.base.ImportSummary` whose invariant is
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -97,28 +99,20 @@ def decode_candidates(
     # One file listed twice (under two spellings or links) would put the same audio in two
     # clips, possibly in train and test with different labels: keep the first listing when
     # the labels agree, refuse every listing when they do not.
-    dropped: set[str] = set()
-    for listed in by_target.values():
-        if len(listed) < 2:
-            continue
-        first = listed[0]
-        agree = all((c.emotion, c.speaker) == (first.emotion, first.speaker) for c in listed)
-        for c in listed if not agree else listed[1:]:
-            dropped.add(c.id)
-            why = (
-                f"duplicate: {c.path} is the same file as clip {first.id}"
-                if agree
-                else f"duplicate: {c.path} is listed {len(listed)} times with different labels"
-            )
-            failures.append(Failure(c.id, IMPORT_STAGE, why, c.path))
+    dropped = _duplicates(by_target.values(), failures, "is the same file as")
     if dropped:
         kept = [(p, c) for p, c in zip(paths, todo, strict=True) if c.id not in dropped]
         paths, todo = [p for p, _ in kept], [c for _, c in kept]
     workers = jobs or min(4, os.cpu_count() or 1)
     if workers > 1 and len(todo) > 1:
         # soundfile and scipy release the GIL for the heavy parts; map keeps input order.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        try:
             results = list(pool.map(_decode, paths, chunksize=16))
+        except BaseException:  # Ctrl-C: drop the queued files instead of decoding them all
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
     else:
         results = [_decode(p) for p in paths]
     for c, result in zip(todo, results, strict=True):
@@ -126,7 +120,43 @@ def decode_candidates(
             failures.append(Failure(c.id, IMPORT_STAGE, result, c.path))
         else:
             decoded.append((c, result))
+    # The same rule for the same bytes under another name (a copy, a hard link): the SHA-256
+    # of each file's bytes, recorded in the manifest anyway, finds them.
+    by_content: dict[str, list[Candidate]] = {}
+    for c, src in decoded:
+        by_content.setdefault(src.sha256, []).append(c)
+    dropped = _duplicates(by_content.values(), failures, "has the same bytes (SHA-256) as")
+    if dropped:
+        decoded = [(c, src) for c, src in decoded if c.id not in dropped]
     return decoded, failures
+
+
+def _duplicates(
+    groups: Iterable[list[Candidate]], failures: list[Failure], relation: str
+) -> set[str]:
+    """Apply the duplicate rule to groups of listings of one audio file; returns the ids
+    dropped and appends their failures (in the listings' order).
+
+    All listings of one file with the same labels: the first is kept, the others fail.
+    Labels that disagree: every listing fails, since neither label can be trusted and the
+    same audio must not sit in train and test.
+    """
+    dropped: set[str] = set()
+    for listed in groups:
+        if len(listed) < 2:
+            continue
+        first = listed[0]
+        agree = all((c.emotion, c.speaker) == (first.emotion, first.speaker) for c in listed)
+        for c in listed if not agree else listed[1:]:
+            dropped.add(c.id)
+            why = (
+                f"duplicate: {c.path} {relation} clip {first.id}"
+                if agree
+                else f"duplicate: {c.path} is one of {len(listed)} listings of the same audio "
+                "with different labels"
+            )
+            failures.append(Failure(c.id, IMPORT_STAGE, why, c.path))
+    return dropped
 
 
 def _unique_ids(listing: Listing) -> tuple[list[Candidate], list[Failure]]:
@@ -147,6 +177,43 @@ def _unique_ids(listing: Listing) -> tuple[list[Candidate], list[Failure]]:
         seen.add(c.id)
         kept.append(c)
     return kept, dupes
+
+
+# Characters refused in a label: controls (C0, DEL, C1: ESC starts the terminal sequences
+# that clear a screen or retitle a window), format characters (bidi overrides that
+# reorder what is printed, zero-width characters that make two labels look alike),
+# surrogates and the Unicode line and paragraph separators.
+_REFUSED_IN_LABELS = ("Cc", "Cf", "Cs", "Zl", "Zp")
+
+
+def label_problem(text: str) -> str | None:
+    """Why ``text`` (NFC) cannot be a label, or None: it holds a refused character."""
+    for ch in text:
+        if unicodedata.category(ch) in _REFUSED_IN_LABELS:
+            return f"holds the control or format character U+{ord(ch):04X}"
+    return None
+
+
+def _clean_labels(candidates: Sequence[Candidate]) -> tuple[list[Candidate], list[Failure]]:
+    """Labels in Unicode NFC (``colère`` typed precomposed or decomposed is one class), and
+    a failure for each candidate whose label holds a refused character (label_problem)."""
+    kept, failures = [], []
+    for c in candidates:
+        emotion = unicodedata.normalize("NFC", c.emotion)
+        speaker = unicodedata.normalize("NFC", c.speaker)
+        extra = {
+            unicodedata.normalize("NFC", k): unicodedata.normalize("NFC", v)
+            for k, v in c.extra.items()
+        }
+        fields = [("emotion", emotion), ("speaker", speaker), *extra.items()]
+        bad = next(((n, why) for n, v in fields if (why := label_problem(v))), None)
+        bad = bad or next(((n, why) for n, _ in fields if (why := label_problem(n))), None)
+        if bad is not None:
+            name, why = bad
+            failures.append(Failure(c.id, IMPORT_STAGE, f"bad label: {name!r} {why}", c.path))
+            continue
+        kept.append(Candidate(c.id, c.path, emotion, speaker, extra))
+    return kept, failures
 
 
 def _vocabulary(present: set[str], order: Sequence[str]) -> tuple[str, ...]:
@@ -195,8 +262,9 @@ def build_manifest(
 
     listing = spec.list_clips(folder, seed, **options)
     candidates, duplicates = _unique_ids(listing)
+    candidates, label_failures = _clean_labels(candidates)
     decoded, decode_failures = decode_candidates(folder, candidates, jobs)
-    failures = [*listing.rejected, *duplicates, *decode_failures]
+    failures = [*listing.rejected, *duplicates, *label_failures, *decode_failures]
     found = len(listing.candidates) + len(listing.rejected)
     if not decoded:
         reasons = Counter(failure_category(f.reason) for f in failures).most_common(1)
@@ -226,9 +294,10 @@ def build_manifest(
         )
         for c, src in decoded
     )
+    nfc = functools.partial(unicodedata.normalize, "NFC")
     labels = {
-        "emotion": _vocabulary({c.emotion for c in clips}, listing.emotions),
-        "speaker": _vocabulary({c.speaker for c in clips}, listing.speakers),
+        "emotion": _vocabulary({c.emotion for c in clips}, [nfc(e) for e in listing.emotions]),
+        "speaker": _vocabulary({c.speaker for c in clips}, [nfc(s) for s in listing.speakers]),
     }
     stored_dir = (
         relative_to_manifest(folder, manifest_path)

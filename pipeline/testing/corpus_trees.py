@@ -97,12 +97,12 @@ def make_recanvo(
     """A flat folder of 44.1 kHz WAVs (mono and stereo alternating) plus the CRLF label table."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
-    mono = wav_bytes(0.1 * rng.standard_normal(samples), 44100)
-    stereo = wav_bytes(0.1 * rng.standard_normal((samples, 2)), 44100)
     end = "\r\n" if crlf else "\n"
     lines = ["Filename,Participant,Label"]
     for i, (name, participant, label) in enumerate(rows):
-        (root / name).write_bytes(stereo if i % 2 else mono)
+        # Other noise in every file: byte-identical files are duplicates at import.
+        shape = (samples, 2) if i % 2 else (samples,)
+        (root / name).write_bytes(wav_bytes(0.1 * rng.standard_normal(shape), 44100))
         quoted = f'"{name}"' if "," in name else name
         lines.append(f"{quoted},{participant},{label}")
     (root / "dataset_file_directory.csv").write_bytes((end.join(lines) + end).encode())

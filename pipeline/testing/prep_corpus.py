@@ -26,12 +26,33 @@ GONE_ID = "wav__spk02_anger_002"  # deleted after the import: cannot be decoded
 CLIPS = 12  # generated clips, plus the short one
 
 
+def _config(clips: int) -> SyntheticConfig:
+    return SyntheticConfig(
+        speakers=2, emotions=2, clips=clips, min_duration=0.25, max_duration=0.4, seed=3
+    )
+
+
+def gone_path(manifest_path: Path) -> Path:
+    """Where the file of :data:`GONE_ID` belongs (deleted by :func:`make_corpus`)."""
+    return manifest_path.parents[1] / "data" / "wav" / f"{GONE_ID.removeprefix('wav__')}.wav"
+
+
+def restore_gone(manifest_path: Path, clips: int = CLIPS) -> Path:
+    """Put back the file of :data:`GONE_ID` with the bytes it was imported with (the
+    generator is seeded, so it is written again identically); returns its path."""
+    import tempfile
+
+    target = gone_path(manifest_path)
+    with tempfile.TemporaryDirectory() as tmp:
+        generate(Path(tmp), _config(clips))
+        shutil.copyfile(Path(tmp) / "wav" / target.name, target)
+    return target
+
+
 def make_corpus(root: Path, clips: int = CLIPS) -> Path:
     """Write the corpus and its manifest under ``root``; returns the manifest path."""
     data = root / "data"
-    config = SyntheticConfig(
-        speakers=2, emotions=2, clips=clips, min_duration=0.25, max_duration=0.4, seed=3
-    )
+    config = _config(clips)
     labels = generate(data, config)
     rng = np.random.default_rng(0)
     write_wav(data / "wav" / "short.wav", 0.1 * rng.standard_normal(200))
