@@ -23,6 +23,7 @@ from typing import Any
 
 from pipeline.atomic import json_text, os_reason, write_bytes, write_json
 from pipeline.errors import PipelineError
+from pipeline.splits import SplitError, SplitSettings
 
 SCHEMA_VERSION = 1
 SAMPLE_RATE = 16000  # Hz: every clip and view of the toolkit (the one definition)
@@ -126,6 +127,28 @@ def _where(d: dict[str, Any], what: str, key: str) -> str:
     """``what 'id'`` for messages, without trusting the id's type."""
     name = d.get(key, "?")
     return f"{what} {(name if isinstance(name, str) else repr(name))[:80]!r}"
+
+
+def parse_schema_version(value: Any, where: str) -> int:
+    """The record's ``schema_version``: exactly the integer this toolkit reads (``true`` and
+    ``1.0`` compare equal to 1 in Python, but are not a version)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{where} schema_version {value!r} is not supported "
+            f"(this toolkit reads version {SCHEMA_VERSION})"
+        )
+    return value
+
+
+def parse_split(value: Any, where: str) -> dict[str, Any]:
+    """The manifest's ``split`` object, read through :class:`pipeline.splits.SplitSettings`
+    (every field typed and in range); returned as the dict it was, for the writers."""
+    try:
+        return SplitSettings.from_dict(
+            _as_object(value, "split", where), f"{where}: split"
+        ).to_dict()
+    except SplitError as e:
+        raise ManifestError(str(e)) from None
 
 
 # ----- names and paths: the same rules at import and at load -------------------------------
@@ -471,11 +494,8 @@ class Manifest:
     # ----- invariants -----------------------------------------------------------------
     def check(self) -> None:
         """Raise ManifestError naming the first broken invariant."""
-        if self.schema_version != SCHEMA_VERSION:
-            raise ManifestError(
-                f"manifest schema_version {self.schema_version!r} is not supported "
-                f"(this toolkit reads version {SCHEMA_VERSION})"
-            )
+        parse_schema_version(self.schema_version, "manifest")
+        parse_split(self.split, "manifest")
         why = name_problem(self.dataset)
         if why:
             raise ManifestError(f"manifest: dataset {self.dataset[:80]!r} {why}")
@@ -588,12 +608,7 @@ class Manifest:
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
         if not isinstance(d, dict):
             raise ManifestError("manifest: top level must be a JSON object")
-        version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ManifestError(
-                f"manifest schema_version {version!r} is not supported "
-                f"(this toolkit reads version {SCHEMA_VERSION})"
-            )
+        version = parse_schema_version(d.get("schema_version"), "manifest")
         where = "manifest"
         labels = _as_object(_require(d, "labels", where), "labels", where)
         vocabularies = {}
@@ -609,7 +624,7 @@ class Manifest:
             data_dir=_as_str(_require(d, "data_dir", where), "data_dir", where),
             sample_rate=_as_int(_require(d, "sample_rate", where), "sample_rate", where, 1),
             labels=vocabularies,
-            split=dict(_as_object(d.get("split", {}), "split", where)),
+            split=parse_split(d.get("split", {}), where),
             clips=tuple(
                 Clip.from_dict(c) for c in _entries(_require(d, "clips", where), "clips", where)
             ),
