@@ -198,7 +198,7 @@ def read_view_set(
     m: Manifest, vs: ViewSet, manifest_path: Path, clips: Sequence[Clip]
 ) -> tuple[dict[str, ClipViews], int]:
     """The rows of ``clips`` in ``vs``, one zarr read per shard; (by clip id, shards read)."""
-    from pipeline.shards import ShardError, ShardReader
+    from pipeline.shards import ShardDamaged, ShardError, ShardReader
 
     failed = {f.id: f.reason for f in vs.failures}
     position = {c.id: i for i, c in enumerate(m.clips)}
@@ -220,7 +220,12 @@ def read_view_set(
         try:
             # verify=False: each clip's CRC-32 is checked below, so that the page marks a
             # damaged clip instead of refusing the whole shard.
-            reader = ShardReader(folder / entry.path, manifest_path, verify=False)
+            try:
+                reader = ShardReader(folder / entry.path, manifest_path, verify=False)
+            except ShardDamaged as e:  # unreadable attributes: every clip of it is marked
+                for cid in wanted[index]:
+                    out[cid] = ClipViews(note=f"damaged: {_first_words(e, entry.path)}")
+                continue
             missing = [cid for cid in wanted[index] if cid not in reader.clip_ids]
             if missing:
                 raise ShardError(
@@ -232,19 +237,37 @@ def read_view_set(
                 )
             local = {cid: reader.clip_ids.index(cid) for cid in wanted[index]}
             lo, hi = min(local.values()), max(local.values()) + 1
-            block = reader.read_int16(lo, hi)
         except (ShardError, ValueError, OSError) as e:
             raise InspectError(f"shard {entry.path} of {vs.kind}-{vs.key}: {e}") from None
-        crcs = reader.attrs.get("clip_crc32", [])
+        try:
+            block: np.ndarray | None = reader.read_int16(lo, hi)
+        except Exception:  # codecs raise many types on truncated bytes: read clip by clip
+            block = None
+        crcs = reader.stored.clip_crc32
         base = int(reader.offsets[lo])
         for cid, i in local.items():
-            a, b = int(reader.offsets[i]) - base, int(reader.offsets[i + 1]) - base
-            rows = np.ascontiguousarray(block[:, a:b])
+            if block is None:
+                try:
+                    rows = np.ascontiguousarray(reader.read_int16(i, i + 1))
+                except Exception:
+                    out[cid] = ClipViews(note=f"damaged: samples cannot be decoded in {entry.path}")
+                    continue
+            else:
+                a, b = int(reader.offsets[i]) - base, int(reader.offsets[i + 1]) - base
+                rows = np.ascontiguousarray(block[:, a:b])
             if i < len(crcs) and zlib.crc32(rows.tobytes()) != crcs[i]:
                 out[cid] = ClipViews(note=f"damaged: CRC-32 mismatch in {entry.path}")
                 continue
             out[cid] = ClipViews(rows=rows, drawn=reader.drawn(i))
     return out, len(wanted)
+
+
+def _first_words(error: Exception, shard: str) -> str:
+    """A damaged shard's reason for a page note: what is wrong, without the paths."""
+    text, opening = str(error), "damaged shard ("
+    start, end = text.find(opening), text.rfind("); repair it")
+    inner = text[start + len(opening) : end] if 0 <= start < end else text
+    return f"{inner[:120]} in {shard} (run ncore-prep validate --repair)"
 
 
 # ---------------------------------------------------------------- drawing the thumbnails

@@ -326,3 +326,45 @@ def test_per_clip_figure_has_no_overlapping_text(rows):
         if a != b and box_a.overlaps(box_b)
     ]
     assert overlaps == []
+
+
+@pytest.mark.parametrize("damage", ["truncated chunk", "garbled drawn attribute"])
+def test_a_damaged_shard_marks_its_clips_and_the_rest_of_the_page_builds(
+    manifest_path, tmp_path, damage
+):
+    """A truncated chunk (zarr's codec error) or unreadable attributes mark the clips of that
+    shard as damaged on the page; every other clip is built with its exact samples."""
+    import zarr
+
+    root = tmp_path / "copy"
+    shutil.copytree(manifest_path.parents[1], root)
+    copy = root / manifest_path.relative_to(manifest_path.parents[1])
+    m = Manifest.load(copy)
+    vs = m.view_sets[0]
+    shard = vs.shard_paths(copy)[1]
+    hit = set(ShardReader(shard).clip_ids)
+    if damage == "truncated chunk":
+        chunk = shard / "audio" / "c" / "0" / "0"
+        with open(chunk, "r+b") as f:
+            f.truncate(chunk.stat().st_size // 2)
+        words = "damaged: samples cannot be decoded in shard-00001.zarr"
+    else:
+        group = zarr.open_group(shard, mode="r+", zarr_format=3)
+        attrs = dict(group.attrs)
+        attrs["drawn"][0] = 5
+        group.attrs.put(attrs)
+        words = "damaged: attribute &#x27;drawn[0]&#x27; is not a list"
+    result = CliRunner().invoke(main, ["inspect", str(copy), "--html", str(tmp_path / "page")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+    parsed = PageCells(text)
+    for cid in hit:
+        row = next(r for r in parsed.rows if r["key"] == vs.key and r["data-clip"] == cid)
+        assert re.search(rf'data-clip="{re.escape(cid)}".*?{re.escape(words)}', text, re.S), cid
+    shown = {(c["key"], c["clip"]) for c in parsed.cells}
+    assert not {(vs.key, cid) for cid in hit} & shown
+    rows = stored_rows(manifest_path)
+    assert len(shown) == len(rows) - len(hit)  # every other stored clip is on the page
+    for cell in parsed.cells:
+        samples, _ = sf.read(tmp_path / "page" / cell["audio"], dtype="int16")
+        assert np.array_equal(samples, rows[cell["key"], cell["clip"]][int(cell["data-view"])])
