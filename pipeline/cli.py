@@ -538,6 +538,7 @@ def inspect_command(
                 )
             from pipeline.listen import ListenOptions, build_page
 
+            _check_writable_parent(html_dir)  # before the page's minutes of drawing
             ids = tuple(i.strip() for i in (listen.pop("ids") or "").split(",") if i.strip())
             listen["view_sets"] = tuple(listen["view_sets"])
             page = build_page(
@@ -554,9 +555,31 @@ def inspect_command(
     except PipelineError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk, a read-only or missing --out folder
-        raise click.ClickException(f"{e.filename or out}: {os_reason(e)}") from None
+        raise click.ClickException(f"{e.filename or html_dir or out}: {os_reason(e)}") from None
     for line in export.lines():
         click.echo(line)
+
+
+def _check_writable_parent(folder: Path) -> None:
+    """Refuse (one line) an output folder whose parent cannot be written into (forbidden,
+    read-only or full): a small probe file is written there and removed."""
+    import os
+    import tempfile
+
+    from pipeline.atomic import os_reason
+
+    parent = folder.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=parent, prefix=f".{folder.name}.probe-") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as e:
+        raise click.ClickException(
+            f"{folder}: cannot write there ({os_reason(e)}); nothing was written"
+        ) from None
 
 
 @main.command("selectivity")

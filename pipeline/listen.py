@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import io
 import json
 import math
 import os
@@ -778,13 +779,11 @@ def _draw_missing(
     subtype = {"wav": ("WAV", "PCM_16"), "flac": ("FLAC", "PCM_16")}[audio_format]
     for batch, thumbs in zip(batches, results, strict=True):
         for h, thumb in zip(batch, thumbs, strict=True):
-            sf.write(
-                tmp / "audio" / f"{h}.{audio_format}",
-                todo[h],
-                SAMPLE_RATE,
-                format=subtype[0],
-                subtype=subtype[1],
-            )
+            # Encoded in memory, then written: a full or read-only disk is an OSError (one
+            # line), not libsndfile's "System error".
+            encoded = io.BytesIO()
+            sf.write(encoded, todo[h], SAMPLE_RATE, format=subtype[0], subtype=subtype[1])
+            (tmp / "audio" / f"{h}.{audio_format}").write_bytes(encoded.getvalue())
             (tmp / "img" / f"{h}.png").write_bytes(thumb.png)
             drawn_rows[h] = thumb
 

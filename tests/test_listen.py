@@ -359,7 +359,7 @@ def test_a_damaged_shard_marks_its_clips_and_the_rest_of_the_page_builds(
     text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
     parsed = PageCells(text)
     for cid in hit:
-        row = next(r for r in parsed.rows if r["key"] == vs.key and r["data-clip"] == cid)
+        assert any(r["key"] == vs.key and r["data-clip"] == cid for r in parsed.rows)
         assert re.search(rf'data-clip="{re.escape(cid)}".*?{re.escape(words)}', text, re.S), cid
     shown = {(c["key"], c["clip"]) for c in parsed.cells}
     assert not {(vs.key, cid) for cid in hit} & shown
@@ -368,3 +368,33 @@ def test_a_damaged_shard_marks_its_clips_and_the_rest_of_the_page_builds(
     for cell in parsed.cells:
         samples, _ = sf.read(tmp_path / "page" / cell["audio"], dtype="int16")
         assert np.array_equal(samples, rows[cell["key"], cell["clip"]][int(cell["data-view"])])
+
+
+@pytest.mark.parametrize(("limit", "words"), [(100, "cannot write there"), (20000, "")])
+def test_a_full_disk_is_one_line_and_leaves_nothing(manifest_path, tmp_path, limit, words):
+    """ "Disk full" is a real RLIMIT_FSIZE in a real child process: refused by the probe
+    before drawing (100 bytes), or at the first audio file that does not fit (20 kB):
+    one line, exit 1, no page and no temporary folder left."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "page"
+    args = ["inspect", str(manifest_path), "--html", str(out), "--workers", "2"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=limited,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},  # no truncated .pyc files
+        timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {out}"), result.stderr
+    assert "File too large" in lines[0] and words in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -16,6 +16,7 @@ rendered from the clip parameters, so what each one removes is known by construc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -394,6 +395,7 @@ def test_a_full_disk_is_refused_before_the_measurement(tmp_path):
         [sys.executable, "-m", "pipeline.cli", "selectivity", str(path), "--views", "1"],
         capture_output=True,
         text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},  # no truncated .pyc
         preexec_fn=_limited(1024),
         timeout=300,
     )
@@ -413,6 +415,7 @@ def test_a_full_disk_at_the_write_is_one_line(tmp_path):
         [sys.executable, "-m", "pipeline.cli", *args],
         capture_output=True,
         text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},  # no truncated .pyc
         preexec_fn=_limited(6000),  # the 4 kB probe fits; the result (about 20 kB) does not
         timeout=600,
     )
