@@ -63,13 +63,23 @@ def _as_str(value: Any, key: str, where: str) -> str:
         raise ManifestError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
     if "\x00" in value:
         raise ManifestError(f"{where}: field {key!r} holds a NUL character")
-    return value
+    return _utf8(value, key, where)
 
 
 def _as_text(value: Any, key: str, where: str) -> str:
     """A string that may be empty (optional descriptive fields)."""
     if not isinstance(value, str):
         raise ManifestError(f"{where}: field {key!r} must be a string, got {value!r}")
+    return _utf8(value, key, where)
+
+
+def _utf8(value: str, key: str, where: str) -> str:
+    """JSON may spell a lone surrogate (``"\\udce9"``), which is no text: the manifest could
+    not be written back, nor the name printed. Refused here, where it is read."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ManifestError(f"{where}: field {key!r} is not valid UTF-8 text") from None
     return value
 
 

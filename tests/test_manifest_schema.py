@@ -144,3 +144,13 @@ def test_split_settings_round_trip(tmp_path):
     }
     _manifest(split=split).save(tmp_path / "m.json")
     assert Manifest.load(tmp_path / "m.json").split == split
+
+
+def test_a_lone_surrogate_in_any_string_is_refused(tmp_path):
+    """JSON can spell a lone surrogate ("\\udce9"): not text, it could never be written back."""
+    data = _manifest().to_dict()
+    text = json.dumps(data).replace('"x/c.wav"', '"x/c\\udce9.wav"')
+    path = tmp_path / "m.json"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=r"failure 'c': field 'path' is not valid UTF-8"):
+        Manifest.load(path)
