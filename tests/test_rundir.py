@@ -347,3 +347,22 @@ def test_damaged_test_embeddings_are_one_line_and_never_unpickled(tmp_path, how)
     with pytest.raises(TrainerError, match=r"test_embeddings\.npz: .*" + message) as caught:
         seed.read_embeddings()
     assert "\n" not in str(caught.value)
+
+
+def test_counters_of_run_records_are_in_range_and_versions_are_integers(tmp_path) -> None:
+    with pytest.raises(TrainerError, match="'epoch' must be >= 1, got 0"):
+        ModelRecord.from_dict({**MODEL.to_dict(), "epoch": 0})
+    with pytest.raises(TrainerError, match="'step' must be >= 0, got -5"):
+        EpochRow.from_dict({**row(1).to_dict(), "step": -5})
+    seed = SeedRecord(seed=1, best_epoch=3, val_acc_task=0.5, last_epoch=5, steps=20)
+    with pytest.raises(TrainerError, match="'steps' must be >= 0"):
+        SeedRecord.from_dict({**seed.to_dict(), "steps": -1})
+    for version in (True, 1.0):  # equal to 1 in Python, but not the version
+        with pytest.raises(TrainerError, match=r"schema_version .* not supported"):
+            ModelRecord.from_dict({**MODEL.to_dict(), "schema_version": version})
+    # split.json holding a list: one line, not an AttributeError.
+    seed_dir = RunDir(tmp_path).seed(1)
+    seed_dir.path.mkdir()
+    seed_dir.split_path.write_text("[]")
+    with pytest.raises(TrainerError, match=r"split\.json: expected a JSON object, got a list"):
+        seed_dir.read_split()

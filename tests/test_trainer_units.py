@@ -308,3 +308,16 @@ def test_num_workers_up_to_the_cpu_count_and_a_recorded_larger_value_still_reads
     recorded = {**TrainConfig(manifest="m.json").to_dict(), "num_workers": cores + 64}
     record = RunRecord.from_dict({**recorded, "resolved_views": 2, "view_set": "k"})
     assert record.config.num_workers == cores
+
+
+@pytest.mark.parametrize("version", [True, 1.0])
+def test_a_checkpoint_version_equal_to_1_but_not_the_integer_is_refused(tmp_path, version):
+    model = small_model(1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    config = TrainConfig(manifest="m.json")
+    path = save_checkpoint(tmp_path, 3, model, optimizer, scheduler, _resumable_state(), config)
+    saved = json.loads((path / "state.json").read_text())
+    (path / "state.json").write_text(json.dumps({**saved, "schema_version": version}))
+    with pytest.raises(TrainerError, match=r"schema_version .* is not supported"):
+        load_checkpoint(path, model, config=config)

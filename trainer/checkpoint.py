@@ -159,7 +159,12 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise TrainerError(damaged_checkpoint(path, error)) from None
     if not isinstance(state, dict):
         raise TrainerError(damaged_checkpoint(path, ValueError("state.json is not an object")))
-    if state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
+    version = state.get("schema_version")
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or version != CHECKPOINT_SCHEMA_VERSION
+    ):
         raise TrainerError(
             f"checkpoint {path}: schema_version {state.get('schema_version')!r} is not "
             f"supported (this toolkit reads version {CHECKPOINT_SCHEMA_VERSION})"

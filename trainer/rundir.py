@@ -94,9 +94,11 @@ def _check_keys(data: Any, cls: type, where: str, optional: frozenset[str]) -> N
         raise TrainerError(f"{where}: missing field {missing[0]!r}")
 
 
-def _int(value: Any, name: str, where: str) -> int:
+def _int(value: Any, name: str, where: str, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TrainerError(f"{where}: field {name!r} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise TrainerError(f"{where}: field {name!r} must be >= {minimum}, got {value!r}")
     return value
 
 
@@ -324,7 +326,7 @@ class ModelRecord:
             raise TrainerError(f"{where}: field 'task' must be emotion or speaker, got {task!r}")
         return cls(
             schema_version=_version(data, where),
-            epoch=_int(data["epoch"], "epoch", where),
+            epoch=_int(data["epoch"], "epoch", where, 1),
             val_acc_task=_float(data["val_acc_task"], "val_acc_task", where),
             seed=_int(data["seed"], "seed", where),
             task=task,
@@ -368,13 +370,13 @@ class SeedRecord:
     def from_dict(cls, data: Any, where: str = SEED_RECORD_FILE) -> SeedRecord:
         _check_keys(data, cls, where, frozenset({"last_epoch", "steps"}))
         optional_int = {
-            k: None if data.get(k) is None else _int(data[k], k, where)
+            k: None if data.get(k) is None else _int(data[k], k, where, 0)
             for k in ("last_epoch", "steps")
         }
         return cls(
             schema_version=_version(data, where),
             seed=_int(data["seed"], "seed", where),
-            best_epoch=_int(data["best_epoch"], "best_epoch", where),
+            best_epoch=_int(data["best_epoch"], "best_epoch", where, 0),
             val_acc_task=_float(data["val_acc_task"], "val_acc_task", where),
             **optional_int,
         )
@@ -418,7 +420,7 @@ class EpochRow:
             if f.name == "schema_version":
                 continue
             if f.name in ("epoch", "step", "train_clips"):
-                values[f.name] = _int(data[f.name], f.name, where)
+                values[f.name] = _int(data[f.name], f.name, where, 1 if f.name == "epoch" else 0)
             else:
                 value = data.get(f.name)
                 values[f.name] = _float(value, f.name, where, f.name in optional)
@@ -527,9 +529,9 @@ class SeedDir:
 
         if not self.split_path.is_file():
             return None
-        data = _read_json(self.split_path)
         where = str(self.split_path)
-        _version(data if isinstance(data, dict) else {}, where)
+        data = _object(_read_json(self.split_path), where)
+        _version(data, where)
         try:
             split = SeedSplit.from_dict({k: v for k, v in data.items() if k != "schema_version"})
         except SplitError as error:
