@@ -384,7 +384,7 @@ def test_a_full_disk_is_one_line_and_leaves_nothing(manifest_path, tmp_path, lim
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 
     out = tmp_path / "page"
-    args = ["inspect", str(manifest_path), "--html", str(out), "--workers", "2"]
+    args = ["inspect", str(manifest_path), "--html", str(out), "--workers", "1"]
     result = subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
         capture_output=True,

@@ -284,6 +284,7 @@ def test_a_damaged_selected_heads_file_is_one_line(tmp_path, how) -> None:
         ({"lambda_ce": -1.0}, "lambda_ce must be >= 0"),
         ({"lambda_grl": -0.01}, "lambda_grl must be >= 0"),
         ({"weight_decay": -0.01}, "weight_decay must be >= 0"),
+        ({"grl_alpha": -1.0}, "grl_alpha must be >= 0"),
         ({"clip_grad_norm": -1.0}, "clip_grad_norm must be > 0"),
         ({"clip_grad_norm": 0.0}, "clip_grad_norm must be > 0"),
         ({"num_workers": 100000}, "num_workers must be at most"),

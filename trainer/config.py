@@ -143,7 +143,8 @@ class TrainConfig:
         check(len(self.seeds) >= 1, "seeds must not be empty")
         repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
         check(not repeated, f"seeds must be distinct, got {repeated[0] if repeated else ''} twice")
-        for name in ("lambda_ce", "lambda_reg", "lambda_grl", "weight_decay"):
+        # grl_alpha < 0 would turn the reversal off (the encoder would help the adversary).
+        for name in ("lambda_ce", "lambda_reg", "lambda_grl", "weight_decay", "grl_alpha"):
             value = getattr(self, name)
             check(value >= 0, f"{name} must be >= 0, got {value}")
         check(
