@@ -130,6 +130,16 @@ def test_split_settings_are_typed_when_read(tmp_path, field, value, message):
     assert "\n" not in str(caught.value)
     with pytest.raises(ManifestError, match=message):  # built in code: the same check
         _manifest(split=data["split"])
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    for command in ("validate", "inspect", "selectivity"):  # every command reads it so
+        result = CliRunner().invoke(main, [command, str(path)])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+        if command != "validate":  # validate lists its problems, then counts them
+            assert len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_split_settings_round_trip(tmp_path):
