@@ -366,3 +366,13 @@ def test_counters_of_run_records_are_in_range_and_versions_are_integers(tmp_path
     seed_dir.split_path.write_text("[]")
     with pytest.raises(TrainerError, match=r"split\.json: expected a JSON object, got a list"):
         seed_dir.read_split()
+
+
+def test_a_metrics_file_that_is_not_utf8_is_one_line(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"epoch": 1}\n\xff\xfe\n')
+    with pytest.raises(TrainerError, match=r"metrics\.jsonl: unreadable"):
+        read_epoch_rows(path)
+    path.write_text("[" * 100000 + "\n")
+    with pytest.raises(TrainerError, match=r"metrics\.jsonl:1: not a JSON row"):
+        read_epoch_rows(path)

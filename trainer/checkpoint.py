@@ -155,7 +155,7 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     path = Path(path)
     try:
         state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise TrainerError(damaged_checkpoint(path, error)) from None
     if not isinstance(state, dict):
         raise TrainerError(damaged_checkpoint(path, ValueError("state.json is not an object")))

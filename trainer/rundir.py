@@ -817,7 +817,11 @@ def read_epoch_rows(path: str | os.PathLike[str]) -> list[EpochRow]:
     if not path.exists():
         return []
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise TrainerError(f"{path}: unreadable ({error})") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -825,6 +829,8 @@ def read_epoch_rows(path: str | os.PathLike[str]) -> list[EpochRow]:
             data = json.loads(line)
         except json.JSONDecodeError as error:
             raise TrainerError(f"{where}: not a JSON row ({error.msg})") from None
+        except RecursionError:
+            raise TrainerError(f"{where}: not a JSON row (nested too deeply)") from None
         rows.append(EpochRow.from_dict(data, where))
     return rows
 
