@@ -11,11 +11,13 @@ root, so that a project folder can be moved as a whole.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import posixpath
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -677,9 +679,33 @@ class Manifest:
         write_json(manifest_target(Path(path)), self.to_dict())
 
 
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the record file ``path``; an OSError unless it is a regular file.
+
+    A FIFO (or a device) in place of a record would block its reader forever; it is opened
+    non-blocking and refused on the descriptor itself, so no file swapped in between is
+    read. A folder raises IsADirectoryError, as ``open()`` would.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise OSError(errno.EINVAL, f"is {kind}, not a regular file", str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1  # closed by the file object
+            return f.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _read_manifest_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_file(path)
     except FileNotFoundError:
         raise ManifestError(f"{path}: no such manifest") from None
     except IsADirectoryError:
@@ -758,7 +784,7 @@ class ManifestFile:
     def load_or_none(self) -> tuple[Manifest | None, str | None]:
         """The current manifest, or (None, why) when absent or unreadable (and remember it)."""
         try:
-            data = self.target.read_bytes()
+            data = read_regular_file(self.target)
         except FileNotFoundError:
             self._digest = ""
             return None, None
@@ -777,7 +803,7 @@ class ManifestFile:
         manifest.check()
         if self._digest is not None:
             try:
-                now = hashlib.sha256(self.target.read_bytes()).hexdigest()
+                now = hashlib.sha256(read_regular_file(self.target)).hexdigest()
             except FileNotFoundError:
                 now = ""
             except OSError as e:

@@ -53,7 +53,7 @@ import numpy as np
 
 from pipeline.atomic import os_reason, write_json
 from pipeline.errors import PipelineError
-from pipeline.manifest import SAMPLE_RATE, Manifest, ViewSet, other_label
+from pipeline.manifest import SAMPLE_RATE, Manifest, ViewSet, other_label, read_regular_file
 from pipeline.rng import make_rng, stable_seed
 
 log = logging.getLogger(__name__)
@@ -577,7 +577,7 @@ def load_result(view_set_folder: str | os.PathLike[str]) -> Selectivity | None:
     if not path.exists():
         return None
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(read_regular_file(path).decode("utf-8"))
     except OSError as e:
         raise SelectivityError(f"{path}: unreadable selectivity result ({os_reason(e)})") from None
     except (ValueError, RecursionError) as e:  # not UTF-8, not JSON

@@ -164,3 +164,20 @@ def test_a_lone_surrogate_in_any_string_is_refused(tmp_path):
     path.write_text(text)
     with pytest.raises(ManifestError, match=r"failure 'c': field 'path' is not valid UTF-8"):
         Manifest.load(path)
+
+
+def test_a_fifo_in_place_of_a_manifest_is_refused_without_blocking(tmp_path):
+    """A FIFO blocks a reader until someone writes to it: refused on the descriptor."""
+    import os
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    path = tmp_path / "m.json"
+    os.mkfifo(path)
+    with pytest.raises(ManifestError, match=r"m\.json: cannot read manifest \(is a FIFO"):
+        Manifest.load(path)
+    for command in ("validate", "inspect"):
+        result = CliRunner().invoke(main, [command, str(path)])
+        assert result.exit_code == 1 and "is a FIFO, not a regular file" in result.output

@@ -376,3 +376,16 @@ def test_a_metrics_file_that_is_not_utf8_is_one_line(tmp_path) -> None:
     path.write_text("[" * 100000 + "\n")
     with pytest.raises(TrainerError, match=r"metrics\.jsonl:1: not a JSON row"):
         read_epoch_rows(path)
+
+
+def test_a_fifo_in_place_of_a_run_file_is_refused_without_blocking(tmp_path) -> None:
+    run = _evaluated_run(tmp_path)
+    for path, read in (
+        (run.summary_json, run.read_summary),
+        (run.seed(7).evaluation, run.seed(7).read_evaluation),
+        (run.seed(7).metrics, lambda: read_epoch_rows(run.seed(7).metrics)),
+    ):
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+        with pytest.raises(TrainerError, match="is a FIFO, not a regular file"):
+            read()

@@ -423,3 +423,13 @@ def test_a_full_disk_at_the_write_is_one_line(tmp_path):
     error = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
     assert len(error) == 1 and "cannot write the result" in error[0], result.stderr
     assert not list(tmp_path.rglob("selectivity.json"))
+
+
+def test_a_fifo_in_place_of_selectivity_json_is_refused_without_blocking(tmp_path):
+    from pipeline.selectivity import SelectivityError
+
+    path = _stored_result(tmp_path / "speaker-n2-k1")
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(SelectivityError, match="is a FIFO, not a regular file"):
+        load_result(path.parent)

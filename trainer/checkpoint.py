@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from pipeline.atomic import replace_folder, write_text
+from pipeline.manifest import read_regular_file
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
 from trainer.rundir import (
@@ -154,7 +155,7 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``state.json`` of checkpoint ``path``, its version checked."""
     path = Path(path)
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        state = json.loads(read_regular_file(path / "state.json").decode("utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise TrainerError(damaged_checkpoint(path, error)) from None
     if not isinstance(state, dict):

@@ -40,6 +40,7 @@ from typing import Any
 
 from pipeline.atomic import write_json, write_text
 from pipeline.locks import LockHeld, exclusive_lock
+from pipeline.manifest import read_regular_file
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
 
@@ -118,7 +119,7 @@ def _names(value: Any, name: str, where: str) -> tuple[str, ...]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_regular_file(path).decode("utf-8"))
     except FileNotFoundError:
         raise TrainerError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
@@ -775,7 +776,7 @@ class RunDir:
             )
 
     def read_summary(self) -> dict[str, Any]:
-        if not self.summary_json.is_file():
+        if not self.summary_json.exists():
             raise TrainerError(
                 f"{self.path}: no {SUMMARY_JSON} (evaluate the run first: ncore-train evaluate RUN)"
             )
@@ -818,7 +819,7 @@ def read_epoch_rows(path: str | os.PathLike[str]) -> list[EpochRow]:
         return []
     rows = []
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular_file(path).decode("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise TrainerError(f"{path}: unreadable ({error})") from None
     for number, line in enumerate(text.splitlines(), 1):
