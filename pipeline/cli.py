@@ -75,6 +75,22 @@ class _Commands(click.Group):
             raise
 
 
+def _within_cpus(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    """A worker or thread count: 1 to this machine's CPU count (one line, exit 1, otherwise).
+    Each is a process or thread: 100000 of them fork until the machine is unusable."""
+    if value is None:
+        return None
+    import os
+
+    cores = os.cpu_count() or 1
+    flag = "--" + (param.name or "workers").replace("_", "-")
+    if not 1 <= value <= cores:
+        raise click.ClickException(
+            f"{flag} {value}: must be between 1 and {cores} (this machine's CPU count)"
+        )
+    return value
+
+
 @click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ncore")
 def main() -> None:
@@ -121,6 +137,7 @@ def main() -> None:
     "--jobs",
     type=int,
     default=None,
+    callback=_within_cpus,
     help="Decoding threads (default: up to 4; output order fixed).",
 )
 @click.option(
@@ -359,8 +376,9 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
+    callback=_within_cpus,
     help="Local worker processes (default: one per core). Ignored with --scheduler.",
 )
 @click.option(
@@ -557,6 +575,7 @@ def perturb_command(
     "--workers",
     type=int,
     default=None,
+    callback=_within_cpus,
     help="With --html: processes drawing the thumbnails (default one per core).",
 )
 def inspect_command(
@@ -594,7 +613,7 @@ def inspect_command(
     except PipelineError as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk, a read-only or missing --out folder
-        raise click.ClickException(f"{e.filename or out}: {os_reason(e)}") from None
+        raise click.ClickException(f"{e.filename or html_dir or out}: {os_reason(e)}") from None
     for line in export.lines():
         echo(line)
 
@@ -625,8 +644,9 @@ def inspect_command(
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option(
     "--jobs",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
+    callback=_within_cpus,
     help="Worker processes for the WORLD feature analysis (default: one per core).",
 )
 def selectivity_command(
@@ -673,8 +693,9 @@ def selectivity_command(
 )
 @click.option(
     "--workers",
-    type=click.IntRange(min=1),
+    type=int,
     default=None,
+    callback=_within_cpus,
     help="--repair: local worker processes (default: one per core).",
 )
 @click.option("--scheduler", default=None, metavar="ADDRESS", help="--repair: a Dask scheduler.")

@@ -26,6 +26,7 @@ parameters drawn for that view.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import html
 import io
@@ -211,7 +212,7 @@ def read_view_set(
     m: Manifest, vs: ViewSet, manifest_path: Path, clips: Sequence[Clip]
 ) -> tuple[dict[str, ClipViews], int]:
     """The rows of ``clips`` in ``vs``, one zarr read per shard; (by clip id, shards read)."""
-    from pipeline.shards import ShardError, open_shard
+    from pipeline.shards import ShardDamaged, ShardError, open_shard
 
     failed = {f.id: f.reason for f in vs.failures}
     position = {c.id: i for i, c in enumerate(m.clips)}
@@ -233,7 +234,12 @@ def read_view_set(
             # verify=False: each clip's CRC-32 is checked below, so that the page marks a
             # damaged clip instead of refusing the whole shard. open_shard refuses a shard
             # that is not the one this manifest lists (another view set's or manifest's).
-            reader = open_shard(m, manifest_path, vs, entry, verify=False)
+            try:
+                reader = open_shard(m, manifest_path, vs, entry, verify=False)
+            except ShardDamaged as e:  # unreadable attributes: every clip of it is marked
+                for cid in wanted[index]:
+                    out[cid] = ClipViews(note=f"damaged: {_first_words(e, entry.path)}")
+                continue
             missing = [cid for cid in wanted[index] if cid not in reader.clip_ids]
             if missing:
                 raise ShardError(
@@ -245,19 +251,37 @@ def read_view_set(
                 )
             local = {cid: reader.clip_ids.index(cid) for cid in wanted[index]}
             lo, hi = min(local.values()), max(local.values()) + 1
-            block = reader.read_int16(lo, hi)
         except (ShardError, ValueError, OSError) as e:
             raise InspectError(f"shard {entry.path} of {vs.kind}-{vs.key}: {e}") from None
-        crcs = reader.attrs.get("clip_crc32", [])
+        try:
+            block: np.ndarray | None = reader.read_int16(lo, hi)
+        except Exception:  # codecs raise many types on truncated bytes: read clip by clip
+            block = None
+        crcs = reader.stored.clip_crc32
         base = int(reader.offsets[lo])
         for cid, i in local.items():
-            a, b = int(reader.offsets[i]) - base, int(reader.offsets[i + 1]) - base
-            rows = np.ascontiguousarray(block[:, a:b])
+            if block is None:
+                try:
+                    rows = np.ascontiguousarray(reader.read_int16(i, i + 1))
+                except Exception:
+                    out[cid] = ClipViews(note=f"damaged: samples cannot be decoded in {entry.path}")
+                    continue
+            else:
+                a, b = int(reader.offsets[i]) - base, int(reader.offsets[i + 1]) - base
+                rows = np.ascontiguousarray(block[:, a:b])
             if i < len(crcs) and zlib.crc32(rows.tobytes()) != crcs[i]:
                 out[cid] = ClipViews(note=f"damaged: CRC-32 mismatch in {entry.path}")
                 continue
             out[cid] = ClipViews(rows=rows, drawn=reader.drawn(i))
     return out, len(wanted)
+
+
+def _first_words(error: Exception, shard: str) -> str:
+    """A damaged shard's reason for a page note: what is wrong, without the paths."""
+    text, opening = str(error), "damaged shard ("
+    start, end = text.find(opening), text.rfind("); repair it")
+    inner = text[start + len(opening) : end] if 0 <= start < end else text
+    return f"{inner[:120]} in {shard} (run ncore-prep validate --repair)"
 
 
 # ---------------------------------------------------------------- drawing the thumbnails
@@ -758,6 +782,7 @@ def build_page(
     m = Manifest.load(path)
     out = Path(out_dir)
     previous = _check_out_dir(out)  # before any work: a foreign folder is refused at once
+    _check_writable(out)  # before the page's minutes of drawing
     view_sets = select_view_sets(m, options.view_sets)
     clips = (
         clips_by_id(m, options.clip_ids)
@@ -787,10 +812,13 @@ def build_page(
         owned.write_text("index.html", _page_html(m, path, view_sets, clips, sections, options))
         kill_point("listen:index")
         owned.finish()
-    except BrokenProcessPool:
-        raise InspectError(
-            "a process drawing the thumbnails died (out of memory?); try --workers 1"
-        ) from None
+    except BaseException as e:
+        owned.abandon()  # a page begun in a new or empty folder: nothing of it is left
+        if isinstance(e, BrokenProcessPool):
+            raise InspectError(
+                "a process drawing the thumbnails died (out of memory?); try --workers 1"
+            ) from None
+        raise
     return ListenPage(
         index=out / "index.html",
         view_sets=len(view_sets),
@@ -814,6 +842,7 @@ class PageFolder:
 
     def __init__(self, out: Path, previous: set[str]) -> None:
         self.out = out
+        self.created = not out.exists()  # this build makes the folder
         self.previous = previous  # what the record listed before this build
         self.listed = set(previous)  # what the record lists now (previous + this build)
         self.written: set[str] = set()
@@ -866,6 +895,30 @@ class PageFolder:
     def write_text(self, rel: str, content: str) -> None:
         self.write_bytes(rel, content.encode("utf-8"))
 
+    def abandon(self) -> None:
+        """After a failed build (a full disk, Ctrl-C) in a folder that held no page: delete
+        the files this build wrote, its record and temporaries, and the folders it made,
+        so nothing is left. A folder holding an earlier page keeps it whole (the next build
+        deletes what this one left); a kill leaves what :meth:`list_files` recorded."""
+        if self.previous or not self.out.is_dir() or self.out.is_symlink():
+            return
+        with contextlib.suppress(OSError):
+            self._remove_stale_temporaries()
+            for rel in sorted(self.listed | self.written):
+                target = self.out / rel
+                inside = os.path.realpath(target.parent) == os.path.join(
+                    os.path.realpath(self.out), *Path(rel).parts[:-1]
+                )
+                if inside and (target.is_file() or target.is_symlink()):
+                    target.unlink()
+            (self.out / OWNER_FILE).unlink(missing_ok=True)
+            for sub in ("audio", "img"):
+                folder = self.out / sub
+                if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
+                    folder.rmdir()
+            if self.created and not any(self.out.iterdir()):
+                self.out.rmdir()
+
     def finish(self) -> None:
         """Delete the previous page's files that this page does not use; record this page's."""
         for rel in sorted(self.previous - self.written):
@@ -881,6 +934,29 @@ class PageFolder:
 
 _ATOMIC_TMP = re.compile(r"\..+\.[0-9a-f]{8}\.tmp")
 _OWNED_NAME = re.compile(r"(index\.html|(audio|img)/[0-9a-f]{16}\.(wav|flac|png))")
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse (one line) a page folder that cannot be written (forbidden, read-only or full
+    disk) before any drawing: a small probe file is written where the page's files go (the
+    folder, already checked new, empty or this toolkit's; else its nearest existing parent,
+    where the folder would be made) and removed."""
+    import tempfile
+
+    from pipeline.atomic import os_reason
+
+    where = out.absolute()
+    while not where.is_dir() and where != where.parent:
+        where = where.parent
+    try:
+        with tempfile.NamedTemporaryFile(dir=where, prefix=".ncore-page.probe-") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as e:
+        raise InspectError(
+            f"{out}: cannot write there ({os_reason(e)}); nothing was written"
+        ) from None
 
 
 def _check_out_dir(out: Path) -> set[str]:

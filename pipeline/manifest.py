@@ -11,11 +11,13 @@ root, so that a project folder can be moved as a whole.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import posixpath
 import re
+import stat
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -23,6 +25,7 @@ from typing import Any
 
 from pipeline.atomic import json_text, os_reason, write_bytes, write_json
 from pipeline.errors import PipelineError
+from pipeline.splits import SplitError, SplitSettings
 
 SCHEMA_VERSION = 1
 SAMPLE_RATE = 16000  # Hz: every clip and view of the toolkit (the one definition)
@@ -62,13 +65,23 @@ def _as_str(value: Any, key: str, where: str) -> str:
         raise ManifestError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
     if "\x00" in value:
         raise ManifestError(f"{where}: field {key!r} holds a NUL character")
-    return value
+    return _utf8(value, key, where)
 
 
 def _as_text(value: Any, key: str, where: str) -> str:
     """A string that may be empty (optional descriptive fields)."""
     if not isinstance(value, str):
         raise ManifestError(f"{where}: field {key!r} must be a string, got {value!r}")
+    return _utf8(value, key, where)
+
+
+def _utf8(value: str, key: str, where: str) -> str:
+    """JSON may spell a lone surrogate (``"\\udce9"``), which is no text: the manifest could
+    not be written back, nor the name printed. Refused here, where it is read."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ManifestError(f"{where}: field {key!r} is not valid UTF-8 text") from None
     return value
 
 
@@ -126,6 +139,28 @@ def _where(d: dict[str, Any], what: str, key: str) -> str:
     """``what 'id'`` for messages, without trusting the id's type."""
     name = d.get(key, "?")
     return f"{what} {(name if isinstance(name, str) else repr(name))[:80]!r}"
+
+
+def parse_schema_version(value: Any, where: str) -> int:
+    """The record's ``schema_version``: exactly the integer this toolkit reads (``true`` and
+    ``1.0`` compare equal to 1 in Python, but are not a version)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value != SCHEMA_VERSION:
+        raise ManifestError(
+            f"{where} schema_version {value!r} is not supported "
+            f"(this toolkit reads version {SCHEMA_VERSION})"
+        )
+    return value
+
+
+def parse_split(value: Any, where: str) -> dict[str, Any]:
+    """The manifest's ``split`` object, read through :class:`pipeline.splits.SplitSettings`
+    (every field typed and in range); returned as the dict it was, for the writers."""
+    try:
+        return SplitSettings.from_dict(
+            _as_object(value, "split", where), f"{where}: split"
+        ).to_dict()
+    except SplitError as e:
+        raise ManifestError(str(e)) from None
 
 
 # ----- names and paths: the same rules at import and at load -------------------------------
@@ -471,11 +506,8 @@ class Manifest:
     # ----- invariants -----------------------------------------------------------------
     def check(self) -> None:
         """Raise ManifestError naming the first broken invariant."""
-        if self.schema_version != SCHEMA_VERSION:
-            raise ManifestError(
-                f"manifest schema_version {self.schema_version!r} is not supported "
-                f"(this toolkit reads version {SCHEMA_VERSION})"
-            )
+        parse_schema_version(self.schema_version, "manifest")
+        parse_split(self.split, "manifest")
         why = name_problem(self.dataset)
         if why:
             raise ManifestError(f"manifest: dataset {self.dataset[:80]!r} {why}")
@@ -597,12 +629,7 @@ class Manifest:
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
         if not isinstance(d, dict):
             raise ManifestError("manifest: top level must be a JSON object")
-        version = d.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise ManifestError(
-                f"manifest schema_version {version!r} is not supported "
-                f"(this toolkit reads version {SCHEMA_VERSION})"
-            )
+        version = parse_schema_version(d.get("schema_version"), "manifest")
         where = "manifest"
         labels = _as_object(_require(d, "labels", where), "labels", where)
         vocabularies = {}
@@ -618,7 +645,7 @@ class Manifest:
             data_dir=_as_str(_require(d, "data_dir", where), "data_dir", where),
             sample_rate=_as_int(_require(d, "sample_rate", where), "sample_rate", where, 1),
             labels=vocabularies,
-            split=dict(_as_object(d.get("split", {}), "split", where)),
+            split=parse_split(d.get("split", {}), where),
             clips=tuple(
                 Clip.from_dict(c) for c in _entries(_require(d, "clips", where), "clips", where)
             ),
@@ -661,9 +688,33 @@ class Manifest:
         write_json(manifest_target(Path(path)), self.to_dict())
 
 
+def read_regular_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of the record file ``path``; an OSError unless it is a regular file.
+
+    A FIFO (or a device) in place of a record would block its reader forever; it is opened
+    non-blocking and refused on the descriptor itself, so no file swapped in between is
+    read. A folder raises IsADirectoryError, as ``open()`` would.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(errno.EISDIR, "is a folder", str(path))
+        if not stat.S_ISREG(mode):
+            kind = "a FIFO" if stat.S_ISFIFO(mode) else "a device or socket"
+            raise OSError(errno.EINVAL, f"is {kind}, not a regular file", str(path))
+        os.set_blocking(fd, True)
+        with os.fdopen(fd, "rb") as f:
+            fd = -1  # closed by the file object
+            return f.read()
+    finally:
+        if fd >= 0:
+            os.close(fd)
+
+
 def _read_manifest_bytes(path: Path) -> bytes:
     try:
-        return path.read_bytes()
+        return read_regular_file(path)
     except FileNotFoundError:
         raise ManifestError(f"{path}: no such manifest") from None
     except IsADirectoryError:
@@ -759,7 +810,7 @@ class ManifestFile:
     def load_or_none(self) -> tuple[Manifest | None, str | None]:
         """The current manifest, or (None, why) when absent or unreadable (and remember it)."""
         try:
-            data = self.target.read_bytes()
+            data = read_regular_file(self.target)
         except FileNotFoundError:
             self._digest = ""
             return None, None
@@ -778,7 +829,7 @@ class ManifestFile:
         manifest.check()
         if self._digest is not None:
             try:
-                now = hashlib.sha256(self.target.read_bytes()).hexdigest()
+                now = hashlib.sha256(read_regular_file(self.target)).hexdigest()
             except FileNotFoundError:
                 now = ""
             except OSError as e:

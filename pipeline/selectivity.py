@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -50,9 +51,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import write_json
+from pipeline.atomic import os_reason, write_json
 from pipeline.errors import PipelineError
-from pipeline.manifest import SAMPLE_RATE, Manifest, ViewSet, other_label
+from pipeline.manifest import SAMPLE_RATE, Manifest, ViewSet, other_label, read_regular_file
 from pipeline.rng import make_rng, stable_seed
 
 log = logging.getLogger(__name__)
@@ -413,17 +414,71 @@ class Row:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Row:
+    def from_dict(cls, d: Any, where: str = "row") -> Row:
+        """One row of ``selectivity.json``, every field typed (SelectivityError naming it)."""
+        d = _object(d, where)
+        ci95 = d.get("ci95")
+        if not isinstance(ci95, list) or len(ci95) != 2:
+            raise SelectivityError(f"{where}: field 'ci95' must be a list of two fractions")
+        retained = d.get("retained")
         return cls(
-            label=str(d["label"]),
-            features=str(d["features"]),
-            condition=str(d["condition"]),
-            balanced_accuracy=float(d["balanced_accuracy"]),
-            ci95=(float(d["ci95"][0]), float(d["ci95"][1])),
-            chance=float(d["chance"]),
-            n=int(d["n"]),
-            retained=None if d.get("retained") is None else float(d["retained"]),
+            label=_choice(d.get("label"), "label", LABELS, where),
+            features=_choice(
+                d.get("features"),
+                "features",
+                (OTHER_LABEL, ALL_FEATURES, *(f.name for f in FEATURE_SETS)),
+                where,
+            ),
+            condition=_choice(d.get("condition"), "condition", CONDITIONS, where),
+            balanced_accuracy=_fraction(d.get("balanced_accuracy"), "balanced_accuracy", where),
+            ci95=(_fraction(ci95[0], "ci95", where), _fraction(ci95[1], "ci95", where)),
+            chance=_fraction(d.get("chance"), "chance", where),
+            n=_count(d.get("n"), "n", where),
+            retained=None if retained is None else _number(retained, "retained", where),
         )
+
+
+def _object(value: Any, where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        kind = "null" if value is None else type(value).__name__
+        raise SelectivityError(f"{where}: must be a JSON object, got {kind}")
+    return value
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SelectivityError(f"{where}: field {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def _fraction(value: Any, key: str, where: str) -> float:
+    """A balanced accuracy or chance level: in [0, 1] (NaN where no probe could be fitted)."""
+    number = _number(value, key, where)
+    if not (np.isnan(number) or 0.0 <= number <= 1.0):
+        raise SelectivityError(f"{where}: field {key!r} must lie in [0, 1], got {value!r}")
+    return number
+
+
+def _count(value: Any, key: str, where: str, minimum: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise SelectivityError(
+            f"{where}: field {key!r} must be an integer >= {minimum}, got {value!r}"
+        )
+    return value
+
+
+def _choice(value: Any, key: str, choices: Sequence[str], where: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise SelectivityError(
+            f"{where}: field {key!r} must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return value
+
+
+def _flag(value: Any, key: str, where: str) -> bool | None:
+    if value is not None and not isinstance(value, bool):
+        raise SelectivityError(f"{where}: field {key!r} must be true, false or null")
+    return value
 
 
 @dataclass(frozen=True)
@@ -467,23 +522,41 @@ class Selectivity:
         }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Selectivity:
-        if d.get("schema_version") != SCHEMA_VERSION:
+    def from_dict(cls, d: Any, where: str = FILE_NAME) -> Selectivity:
+        """The one reader of ``selectivity.json``: a wrong type or value (a list, null, an
+        unknown kind, a score above 1) is a SelectivityError naming ``where`` and the field."""
+        d = _object(d, where)
+        version = d.get("schema_version")
+        if isinstance(version, bool) or not isinstance(version, int) or version != SCHEMA_VERSION:
             raise SelectivityError(
-                f"selectivity schema_version {d.get('schema_version')!r} is not supported "
+                f"{where}: selectivity schema_version {version!r} is not supported "
                 f"(expected {SCHEMA_VERSION})"
             )
+        rows, verdicts, dropped = d.get("rows"), d.get("verdicts"), d.get("dropped", [])
+        if not isinstance(rows, list):
+            raise SelectivityError(f"{where}: field 'rows' must be a list")
+        if not isinstance(verdicts, list) or not all(isinstance(v, str) for v in verdicts):
+            raise SelectivityError(f"{where}: field 'verdicts' must be a list of sentences")
+        if not isinstance(dropped, list) or not all(
+            isinstance(x, dict)
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in x.items())
+            for x in dropped
+        ):
+            raise SelectivityError(f"{where}: field 'dropped' must list objects of strings")
+        view_set = d.get("view_set")
+        if not isinstance(view_set, str) or not view_set:
+            raise SelectivityError(f"{where}: field 'view_set' must be a view-set key")
         return cls(
-            view_set=str(d["view_set"]),
-            kind=str(d["kind"]),
-            rows=tuple(Row.from_dict(r) for r in d["rows"]),
-            verdicts=tuple(str(v) for v in d["verdicts"]),
-            removes=d.get("removes"),
-            keeps=d.get("keeps"),
-            clips=int(d["clips"]),
-            views_used=int(d["views_used"]),
-            seed=int(d["seed"]),
-            dropped=tuple(dict(x) for x in d.get("dropped", [])),
+            view_set=view_set,
+            kind=_choice(d.get("kind"), "kind", tuple(PERTURBATION_NAME), where),
+            rows=tuple(Row.from_dict(r, f"{where}: row {i}") for i, r in enumerate(rows)),
+            verdicts=tuple(verdicts),
+            removes=_flag(d.get("removes"), "removes", where),
+            keeps=_flag(d.get("keeps"), "keeps", where),
+            clips=_count(d.get("clips"), "clips", where),
+            views_used=_count(d.get("views_used"), "views_used", where, 1),
+            seed=_count(d.get("seed"), "seed", where),
+            dropped=tuple(dict(x) for x in dropped),
         )
 
     def row(self, label: str, features: str, condition: str) -> Row:
@@ -504,9 +577,28 @@ def load_result(view_set_folder: str | os.PathLike[str]) -> Selectivity | None:
     if not path.exists():
         return None
     try:
-        return Selectivity.from_dict(json.loads(path.read_text(encoding="utf-8")))
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise SelectivityError(f"{path}: unreadable selectivity result ({e})") from None
+        data = json.loads(read_regular_file(path).decode("utf-8"))
+    except OSError as e:
+        raise SelectivityError(f"{path}: unreadable selectivity result ({os_reason(e)})") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON
+        text = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise SelectivityError(f"{path}: unreadable selectivity result ({text})") from None
+    return Selectivity.from_dict(data, str(path))
+
+
+def check_writable(folder: Path) -> None:
+    """Refuse (SelectivityError, one line) a view-set folder the result cannot be written
+    into: forbidden, read-only or full. Checked before the measurement, which takes minutes,
+    by writing and removing a small probe file (a full disk fails the write, not the open)."""
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{FILE_NAME}.probe-") as probe:
+            probe.write(b"\0" * 4096)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as e:
+        raise SelectivityError(
+            f"{folder}: cannot write {FILE_NAME} there ({os_reason(e)}); nothing was measured"
+        ) from None
 
 
 # ----------------------------------------------------------------------------- verdicts
@@ -773,14 +865,16 @@ def run_selectivity(
         raise SelectivityError(f"{path}: no complete view set; run `ncore-prep perturb` first")
     if settings.views < 1 or settings.max_clips < 2 * FOLDS:
         raise SelectivityError(f"need --views >= 1 and --max-clips >= {2 * FOLDS}")
-    cache: dict[str, dict[str, np.ndarray] | str] = {}  # originals, shared by view sets
-    results = []
-    for vs in complete:
-        from pipeline.viewset import cache_folder_problem
+    from pipeline.viewset import cache_folder_problem
 
+    for vs in complete:  # before minutes of analysis, not after them
         misplaced = cache_folder_problem(manifest, path, vs, None)
         if misplaced:  # selectivity.json is written into the view set's own folder only
             raise SelectivityError(f"{path}: {misplaced}")
+        check_writable(vs.folder_path(path))  # only once the folder is known to be its own
+    cache: dict[str, dict[str, np.ndarray] | str] = {}  # originals, shared by view sets
+    results = []
+    for vs in complete:
         views = min(settings.views, vs.views)
         failed = {f.id for f in vs.failures}
         stored = [c.id for c in manifest.clips if c.id not in failed]
@@ -803,7 +897,10 @@ def run_selectivity(
             features_of[c] = [cache[c], *rows]
         result = measure_view_set(manifest, vs, features_of, views, settings.seed)
         out = result_path(vs.folder_path(path))
-        write_json(out, result.to_dict())
+        try:
+            write_json(out, result.to_dict())
+        except OSError as e:
+            raise SelectivityError(f"{out}: cannot write the result ({os_reason(e)})") from None
         results.append((vs, result, out))
     return results
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import zlib
 from collections.abc import Sequence
@@ -229,6 +230,135 @@ def _spans(offsets: np.ndarray) -> list[tuple[int, int]]:
     return [(int(offsets[i]), int(offsets[i + 1])) for i in range(len(offsets) - 1)]
 
 
+# ----- the shard's attributes: one typed parser ---------------------------------------------
+# Drawn parameters whose type the readers rely on (pipeline/perturb.py writes them):
+_DRAWN_RATIOS = ("formant_ratio", "pitch_ratio", "pitch_range_ratio")  # > 0
+_DRAWN_FLAGS = ("f0_shifted", "silent", "rms_scaled")
+_DRAWN_BANDS = ("permuted_bands", "band_sources")  # band indices >= 0, equal lengths
+_EQ_LISTS = ("frequencies_hz", "qs", "gains_db")  # numbers, equal lengths
+
+
+@dataclass(frozen=True)
+class StoredAttributes:
+    """What a shard's Zarr attributes say, typed: the view-set fields, the parameters drawn
+    for views 1..N of every clip (``drawn[i][v - 1]``) and every clip's CRC-32."""
+
+    kind: str
+    views: int
+    seed: int
+    key: str
+    params: dict[str, Any]
+    drawn: tuple[tuple[dict[str, Any], ...], ...]
+    clip_crc32: tuple[int, ...]
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and np.isfinite(value)
+
+
+def _drawn_problem(record: Any) -> str | None:
+    """Why one view's drawn-parameter record is malformed, or None."""
+    if not isinstance(record, dict) or not all(isinstance(k, str) for k in record):
+        return "is not an object"
+    for name in _DRAWN_RATIOS:
+        if name in record and not (_finite(record[name]) and record[name] > 0):
+            return f"{name} {record[name]!r} is not a positive number"
+    for name in _DRAWN_FLAGS:
+        if name in record and not isinstance(record[name], bool):
+            return f"{name} {record[name]!r} is not true or false"
+    for name in ("output_gain", "f0_median_hz"):
+        if record.get(name) is not None and not _finite(record[name]):
+            return f"{name} {record[name]!r} is not a number"
+    if "voiced_frames" in record and not (
+        isinstance(record["voiced_frames"], int)
+        and not isinstance(record["voiced_frames"], bool)
+        and record["voiced_frames"] >= 0
+    ):
+        return f"voiced_frames {record['voiced_frames']!r} is not a count"
+    bands = [record.get(name) for name in _DRAWN_BANDS if name in record]
+    if bands:
+        if len(bands) != 2 or not all(
+            isinstance(b, list)
+            and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in b)
+            for b in bands
+        ):
+            return "permuted_bands / band_sources are not two lists of band indices"
+        if len(bands[0]) != len(bands[1]):
+            return "permuted_bands and band_sources differ in length"
+    if "eq" in record:
+        eq = record["eq"]
+        if not isinstance(eq, dict) or not all(
+            isinstance(eq.get(k), list) and all(_finite(v) for v in eq[k]) for k in _EQ_LISTS
+        ):
+            return "eq does not hold lists of numbers " + ", ".join(_EQ_LISTS)
+        if len({len(eq[k]) for k in _EQ_LISTS}) != 1:
+            return "eq lists differ in length"
+    return None
+
+
+def parse_shard_attributes(attrs: Any, clips: int, rows: int, damaged: Any) -> StoredAttributes:
+    """The one reader of a shard's attributes (``clips`` clips of ``rows`` = 1 + N rows).
+
+    A wrong version is a :class:`ShardError`; any other wrong type or value (``drawn[0] =
+    5``, a string ``formant_ratio``, a CRC-32 that is not a 32-bit count) is
+    ``damaged(what)``, the reader's one-line :class:`ShardDamaged` naming the shard, the
+    attribute and the repair command.
+    """
+    from pipeline.manifest import VIEW_KINDS
+
+    if not isinstance(attrs, dict):
+        raise damaged("its attributes are not an object")
+    version = attrs.get("schema_version")
+    if isinstance(version, bool) or not isinstance(version, int) or version != SHARD_SCHEMA_VERSION:
+        raise ShardError(
+            f"shard schema_version {version!r} is not supported (expected {SHARD_SCHEMA_VERSION})"
+        )
+    kind, views, seed, key = (attrs.get(k) for k in ("kind", "views", "seed", "key"))
+    if kind not in VIEW_KINDS:
+        raise damaged(f"attribute 'kind' {kind!r} is not one of {', '.join(VIEW_KINDS)}")
+    for name, value in (("views", views), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise damaged(f"attribute {name!r} {value!r} is not a count")
+    if views != rows - 1:
+        raise damaged(f"attribute 'views' is {views} but the audio holds {rows} rows per clip")
+    if not isinstance(key, str) or not key:
+        raise damaged(f"attribute 'key' {key!r} is not a view-set key")
+    params = attrs.get("params")
+    if not isinstance(params, dict):
+        raise damaged("attribute 'params' is not an object")
+    drawn = attrs.get("drawn")
+    if not isinstance(drawn, list) or len(drawn) != clips:
+        raise damaged(f"attribute 'drawn' does not hold one list per clip ({clips})")
+    for i, records in enumerate(drawn):
+        if not isinstance(records, list) or len(records) != views:
+            raise damaged(f"attribute 'drawn[{i}]' is not a list of {views} view record(s)")
+        for v, record in enumerate(records, 1):
+            why = _drawn_problem(record)
+            if why is not None:
+                raise damaged(f"attribute 'drawn[{i}]' view {v}: {why}")
+    crcs = attrs.get("clip_crc32")
+    if (
+        not isinstance(crcs, list)
+        or len(crcs) != clips
+        or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c < 2**32 for c in crcs)
+    ):
+        raise damaged("its attribute 'clip_crc32' does not hold one CRC-32 per clip")
+    checksum = attrs.get("checksum")  # absent on shards written before it was recorded
+    if checksum is not None and not (
+        isinstance(checksum, str) and re.fullmatch(r"sha256:[0-9a-f]{64}", checksum)
+    ):
+        raise damaged("its attribute 'checksum' is not a content checksum (sha256:<64 hex>)")
+    return StoredAttributes(
+        kind=kind,
+        views=views,
+        seed=seed,
+        key=key,
+        params=dict(params),
+        drawn=tuple(tuple(records) for records in drawn),
+        clip_crc32=tuple(crcs),
+    )
+
+
 class ShardReader:
     """Read-only access to one shard. Metadata is read on open; audio on demand."""
 
@@ -252,14 +382,17 @@ class ShardReader:
             raise ShardError(
                 f"{self.path.name}: cannot open shard ({type(e).__name__}: {e})"
             ) from e
-        if self.attrs.get("schema_version") != SHARD_SCHEMA_VERSION:
-            raise ShardError(
-                f"{self.path.name}: shard schema_version {self.attrs.get('schema_version')!r} "
-                f"is not supported (expected {SHARD_SCHEMA_VERSION})"
+        try:
+            self.stored = parse_shard_attributes(
+                self.attrs, len(self.clip_ids), int(self._audio.shape[0]), self._damaged
             )
+        except ShardDamaged:
+            raise
+        except ShardError as e:
+            raise ShardError(f"{self.path.name}: {e}") from None
         if len(self.offsets) != len(self.clip_ids) + 1:
             raise self._damaged(f"{len(self.clip_ids)} clip ids but {len(self.offsets)} offsets")
-        self._crcs: list[int] = []
+        self._crcs: list[int] = list(self.stored.clip_crc32)
         if verify:
             self._check_layout()
 
@@ -279,14 +412,6 @@ class ShardReader:
             raise self._damaged(
                 "offsets do not run from 0 to the stored length in increasing steps"
             )
-        crcs = self.attrs.get("clip_crc32")
-        if (
-            not isinstance(crcs, list)
-            or len(crcs) != len(self.clip_ids)
-            or not all(isinstance(c, int) and not isinstance(c, bool) for c in crcs)
-        ):
-            raise self._damaged("its attribute 'clip_crc32' does not hold one CRC-32 per clip")
-        self._crcs = crcs
         if total > 0:
             try:
                 present = self._audio.nchunks_initialized
@@ -368,7 +493,7 @@ class ShardReader:
 
     def drawn(self, i: int) -> list[dict[str, Any]]:
         """Parameters drawn for views 1..N of clip i."""
-        return list(self.attrs.get("drawn", [])[i])
+        return [dict(record) for record in self.stored.drawn[i]]
 
     def checksum(self) -> str:
         """Recompute the content checksum (reads the whole shard)."""
@@ -377,7 +502,7 @@ class ShardReader:
     def clip_crc_mismatches(self, audio: np.ndarray | None = None) -> list[str]:
         """Ids of clips whose stored samples no longer match their CRC-32."""
         audio = np.asarray(self._audio[:]) if audio is None else audio
-        expected = self.attrs.get("clip_crc32", [])
+        expected = self.stored.clip_crc32
         return [
             cid
             for cid, (a, b), crc in zip(self.clip_ids, _spans(self.offsets), expected, strict=False)

@@ -47,6 +47,115 @@ class SplitError(PipelineError):
     """A split that cannot be made (e.g. one speaker only for speaker-held-out)."""
 
 
+# ----- the split settings a manifest records (``Manifest.split``) -----------------------------
+VALIDATION_SPLITS = ("val", "test")
+
+
+def _number(value: Any, key: str, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
+        raise SplitError(f"{where}: field {key!r} must be a number, got {value!r}")
+    return float(value)
+
+
+def parse_test_fraction(value: Any, where: str = "split") -> float:
+    """A test share of all clips: a number in (0, 1)."""
+    fraction = _number(value, "test_fraction", where)
+    if not 0.0 < fraction < 1.0:
+        raise SplitError(f"{where}: field 'test_fraction' must lie in (0, 1), got {value!r}")
+    return fraction
+
+
+def parse_val_fraction(value: Any, test_fraction: float | None, where: str = "split") -> float:
+    """A validation share of all clips: in [0, 1 - test_fraction)."""
+    fraction = _number(value, "val_fraction", where)
+    top = 1.0 - (test_fraction or 0.0)
+    if not 0.0 <= fraction < top:
+        raise SplitError(
+            f"{where}: field 'val_fraction' must lie in [0, {top:g}) (1 - test_fraction), "
+            f"got {value!r}"
+        )
+    return fraction
+
+
+def _choice(value: Any, key: str, choices: tuple[str, ...], where: str) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise SplitError(
+            f"{where}: field {key!r} must be one of {', '.join(choices)}, got {value!r}"
+        )
+    return value
+
+
+def _seed(value: Any, key: str, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SplitError(f"{where}: field {key!r} must be an integer, got {value!r}")
+    return value
+
+
+def _names(value: Any, key: str, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise SplitError(f"{where}: field {key!r} must be a list of names")
+    return tuple(value)
+
+
+@dataclass(frozen=True)
+class SplitSettings:
+    """How a manifest's stored split was drawn (``Manifest.split``, written by
+    :func:`assign_splits`): every field None (or empty) when the manifest does not record it.
+
+    :meth:`from_dict` is the one reader of that object: a wrong type or value is a
+    :class:`SplitError` naming the field, and an unknown field is refused, so a hand-edited
+    ``"test_fraction": "abc"`` never reaches the split code.
+    """
+
+    protocol: str | None = None
+    seed: int | None = None
+    stratify: str | None = None
+    test_fraction: float | None = None
+    val_fraction: float | None = None
+    validation_split: str | None = None
+    test_speakers: tuple[str, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields that are recorded (None fields are left out, as they were absent)."""
+        data = {
+            "protocol": self.protocol,
+            "seed": self.seed,
+            "stratify": self.stratify,
+            "test_fraction": self.test_fraction,
+            "val_fraction": self.val_fraction,
+            "validation_split": self.validation_split,
+            "test_speakers": None if self.test_speakers is None else list(self.test_speakers),
+        }
+        return {k: v for k, v in data.items() if v is not None}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "split") -> SplitSettings:
+        if not isinstance(data, Mapping):
+            raise SplitError(f"{where}: must be an object, got {type(data).__name__}")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = sorted(str(k) for k in set(data) - known)
+        if unknown:
+            raise SplitError(f"{where}: unknown field {unknown[0]!r}")
+
+        def get(key: str, parse: Any) -> Any:
+            value = data.get(key)
+            return None if value is None else parse(value)
+
+        test_fraction = get("test_fraction", lambda v: parse_test_fraction(v, where))
+        return cls(
+            protocol=get("protocol", lambda v: _choice(v, "protocol", PROTOCOLS, where)),
+            seed=get("seed", lambda v: _seed(v, "seed", where)),
+            stratify=get("stratify", lambda v: _choice(v, "stratify", STRATIFY, where)),
+            test_fraction=test_fraction,
+            val_fraction=get("val_fraction", lambda v: parse_val_fraction(v, test_fraction, where)),
+            validation_split=get(
+                "validation_split",
+                lambda v: _choice(v, "validation_split", VALIDATION_SPLITS, where),
+            ),
+            test_speakers=get("test_speakers", lambda v: _names(v, "test_speakers", where)),
+        )
+
+
 @dataclass(frozen=True)
 class SplitItem:
     """What a split needs to know about a clip."""
@@ -256,24 +365,32 @@ class SeedSplit:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> SeedSplit:
-        try:
-            split = cls(
-                seed=int(data["seed"]),
-                mode=str(data["mode"]),
-                protocol=str(data["protocol"]),
-                split_seed=None if data.get("split_seed") is None else int(data["split_seed"]),
-                stratify=str(data["stratify"]),
-                test_fraction=data.get("test_fraction"),
-                val_fraction=data.get("val_fraction"),
-                test_speakers=tuple(str(s) for s in data.get("test_speakers", ())),
-                train=tuple(str(c) for c in data["train"]),
-                val=tuple(str(c) for c in data["val"]),
-                test=tuple(str(c) for c in data["test"]),
-            )
-        except (KeyError, TypeError, ValueError) as error:
-            raise SplitError(f"split record: missing or bad field ({error})") from None
-        if split.mode not in SPLIT_MODES or split.protocol not in PROTOCOLS:
-            raise SplitError(f"split record: unknown mode/protocol {split.mode}/{split.protocol}")
+        where = "split record"
+        if not isinstance(data, Mapping):
+            raise SplitError(f"{where}: must be an object, got {type(data).__name__}")
+        for key in ("seed", "mode", "protocol", "stratify", "train", "val", "test"):
+            if key not in data:
+                raise SplitError(f"{where}: missing field {key!r}")
+        test_fraction = data.get("test_fraction")
+        test_fraction = None if test_fraction is None else parse_test_fraction(test_fraction, where)
+        val_fraction = data.get("val_fraction")
+        val_fraction = (
+            None if val_fraction is None else parse_val_fraction(val_fraction, test_fraction, where)
+        )
+        split_seed = data.get("split_seed")
+        split = cls(
+            seed=_seed(data["seed"], "seed", where),
+            mode=_choice(data["mode"], "mode", SPLIT_MODES, where),
+            protocol=_choice(data["protocol"], "protocol", PROTOCOLS, where),
+            split_seed=None if split_seed is None else _seed(split_seed, "split_seed", where),
+            stratify=_choice(data["stratify"], "stratify", STRATIFY, where),
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+            test_speakers=_names(data.get("test_speakers", []), "test_speakers", where),
+            train=_names(data["train"], "train", where),
+            val=_names(data["val"], "val", where),
+            test=_names(data["test"], "test", where),
+        )
         ids = [*split.train, *split.val, *split.test]
         if len(set(ids)) != len(ids):
             raise SplitError("split record: a clip id is in two splits")
@@ -286,18 +403,19 @@ def stored_seed_split(
     """The manifest's stored split (each clip's ``split``) as training seed ``seed``'s, with
     the settings it was drawn with (``recorded``: ``Manifest.split``); ``protocol`` None
     keeps the recorded one."""
+    settings = SplitSettings.from_dict(recorded)
     by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
     for clip in clips:
         by_split[clip.split].append(clip.id)
     return SeedSplit(
         seed=int(seed),
         mode="fixed",
-        protocol=protocol or str(recorded.get("protocol", "default")),
-        split_seed=None if recorded.get("seed") is None else int(recorded["seed"]),
-        stratify=str(recorded.get("stratify", "emotion")),
-        test_fraction=recorded.get("test_fraction"),
-        val_fraction=recorded.get("val_fraction"),
-        test_speakers=tuple(recorded.get("test_speakers", ())),
+        protocol=protocol or settings.protocol or "default",
+        split_seed=settings.seed,
+        stratify=settings.stratify or "emotion",
+        test_fraction=settings.test_fraction,
+        val_fraction=settings.val_fraction,
+        test_speakers=settings.test_speakers or (),
         train=tuple(sorted(by_split["train"])),
         val=tuple(sorted(by_split["val"])),
         test=tuple(sorted(by_split["test"])),
@@ -334,7 +452,8 @@ def seed_split(
         raise SplitError(f"split mode must be one of {', '.join(SPLIT_MODES)}, got {mode!r}")
     if protocol is not None and protocol not in PROTOCOLS:
         raise SplitError(f"unknown split protocol {protocol!r} (one of {', '.join(PROTOCOLS)})")
-    stored_protocol = recorded.get("protocol")
+    settings = SplitSettings.from_dict(recorded)
+    stored_protocol = settings.protocol
     if mode == "fixed" and protocol is not None and stored_protocol not in (None, protocol):
         if not (protocol == "paper" and not any(c.split == "val" for c in clips)):
             raise SplitError(
@@ -347,14 +466,14 @@ def seed_split(
             "the speaker task cannot be trained on a speaker-held-out split (its test speakers "
             "never appear in training, so it scores 0 by construction): use --protocol default"
         )
-    test_fraction = float(recorded.get("test_fraction", DEFAULT_TEST_FRACTION))
+    test_fraction = settings.test_fraction or DEFAULT_TEST_FRACTION
     if mode == "fixed":
         split = stored_seed_split(clips, recorded, seed, protocol=chosen)
     else:
         if chosen == "paper":
             val_fraction = 0.0
-        elif stored_protocol == chosen and "val_fraction" in recorded:
-            val_fraction = float(recorded["val_fraction"])
+        elif stored_protocol == chosen and settings.val_fraction is not None:
+            val_fraction = settings.val_fraction
         else:
             val_fraction = DEFAULT_VAL_FRACTION
         items = [SplitItem(c.id, c.emotion, c.speaker) for c in clips]

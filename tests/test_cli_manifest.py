@@ -122,3 +122,31 @@ def test_real_process_stderr_for_wrong_column(tmp_path):
         "pass --path-column"
     ]
     assert not list(tmp_path.glob("manifests/*.json"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["manifest", "--dataset", "synthetic", "--jobs", "{n}"],
+        ["perturb", "--dataset", "synthetic", "--workers", "{n}"],
+        ["validate", "m.json", "--repair", "--workers", "{n}"],
+        ["selectivity", "m.json", "--jobs", "{n}"],
+        ["inspect", "m.json", "--html", "page", "--workers", "{n}"],
+    ],
+)
+@pytest.mark.parametrize("n", [0, 100000])
+def test_worker_counts_beyond_the_machine_are_one_line(tmp_path, args, n):
+    """Every process or thread count of the pipeline is 1..os.cpu_count(): 100000 forked
+    until the machine was unusable. Refused before anything runs or is written."""
+    flag = next(a for a in args if a in ("--jobs", "--workers"))
+    old = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        result = CliRunner().invoke(main, [a.format(n=n) for a in args])
+    finally:
+        os.chdir(old)
+    assert result.exit_code == 1, result.output
+    assert result.output.strip().splitlines() == [
+        f"Error: {flag} {n}: must be between 1 and {os.cpu_count()} (this machine's CPU count)"
+    ]
+    assert list(tmp_path.iterdir()) == []

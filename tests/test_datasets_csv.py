@@ -195,3 +195,32 @@ def test_everything_printed_to_a_terminal_is_escaped(tmp_path):
         if args[0] == "inspect":
             assert result.exit_code == 0, result.output
             assert "x\\x1b]0;pwned\\x07" in result.output
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder"])
+def test_a_label_file_that_is_not_a_regular_file_is_refused_at_once(tmp_path, kind):
+    """A FIFO as labels.csv used to block the import forever (nobody writes to it): it is
+    refused in one line before it is opened for reading, and so is a folder."""
+    import os
+    import subprocess
+    import sys
+
+    root = _corpus(tmp_path / "corpus")
+    labels = root / "labels.csv"
+    labels.unlink()
+    if kind == "fifo":
+        os.mkfifo(labels)
+    else:
+        labels.mkdir()
+    with pytest.raises(DatasetError, match=r"labels\.csv is a (FIFO|folder), not a regular file"):
+        build_manifest("csv", root, seed=1)
+    # The command: one line, exit 1, within the timeout (a hang fails the test).
+    args = ["manifest", "--dataset", "csv", "--data-dir", str(root)]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args, "--manifest-dir", str(tmp_path / "m")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "not a regular file" in result.stderr

@@ -181,3 +181,42 @@ def test_split_record_round_trips_and_refuses_overlaps():
     bad["val"] = [*bad["val"], bad["test"][0]]
     with pytest.raises(SplitError, match="two splits"):
         SeedSplit.from_dict(bad)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("test_fraction", "abc", "'test_fraction' must be a number"),
+        ("val_fraction", 2.5, "'val_fraction' must lie in"),
+        ("protocol", "nonsense", "'protocol' must be one of"),
+        ("seed", 1.5, "'seed' must be an integer"),
+    ],
+)
+def test_recorded_settings_are_typed_before_a_split_is_drawn(field, value, message):
+    """seed_split reads the manifest's settings through SplitSettings: one SplitError
+    naming the field (not a ValueError traceback from float("abc") or a KeyError)."""
+    clips, info = _clips()
+    info = {**info, field: value}
+    for mode in ("per-seed", "fixed"):
+        with pytest.raises(SplitError, match=message):
+            seed_split(clips, info, 1, "emotion", mode=mode)
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("test_fraction", "abc", "'test_fraction' must be a number"),
+        ("seed", "9", "'seed' must be an integer"),
+        ("train", [1, 2], "'train' must be a list of names"),
+        ("mode", "sometimes", "'mode' must be one of"),
+        ("stratify", None, "'stratify' must be one of"),
+    ],
+)
+def test_split_record_fields_are_typed(field, value, message):
+    clips, info = _clips()
+    record = seed_split(clips, info, 9, "emotion").to_dict()
+    record[field] = value
+    with pytest.raises(SplitError, match=rf"split record: field {message}"):
+        SeedSplit.from_dict(record)
+    with pytest.raises(SplitError, match="must be an object"):
+        SeedSplit.from_dict([])

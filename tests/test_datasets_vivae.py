@@ -89,3 +89,28 @@ def test_vivae_missing_folder_says_where_to_get_it(tmp_path, monkeypatch):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetError, match="no full_set/ folder"):
         build_manifest("vivae", tmp_path / "empty")
+
+
+def test_a_file_name_that_is_not_utf8_is_one_failure_and_the_rest_imports(tmp_path):
+    """A name whose bytes are not UTF-8 (Latin-1 'é' here) used to abort the whole import
+    (the manifest could not be written): it is a recorded failure with the bytes escaped."""
+    import json
+    import os
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.manifest import Manifest
+
+    root = make_vivae(tmp_path / "VIVAE", NAMES)
+    full = os.fsencode(root / "full_set")
+    os.rename(full + b"/S03_fear_moderate_07.wav", full + b"/S03_fear_moderate_07\xe9.wav")
+    args = ["manifest", "--dataset", "vivae", "--data-dir", str(root)]
+    result = CliRunner().invoke(main, [*args, "--manifest-dir", str(tmp_path / "m")])
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.load(tmp_path / "m" / "vivae.json")
+    escaped = [f for f in manifest.failures if "\\xe9" in f.path]
+    assert len(escaped) == 1 and escaped[0].path == "full_set/S03_fear_moderate_07\\xe9.wav"
+    assert "S03_fear_moderate_07" not in {c.id for c in manifest.clips}
+    assert len(manifest.clips) + len(manifest.failures) == len(NAMES)
+    json.loads((tmp_path / "m" / "vivae.json").read_text(encoding="utf-8"))  # real UTF-8

@@ -147,7 +147,14 @@ DAMAGE = {
     "truncated optimizer": lambda c: _truncate(c / "optim.pt"),
     "garbled state": lambda c: (c / "state.json").write_text('{"schema_version": 1, "seed": "x"'),
     "state fields missing": lambda c: (c / "state.json").write_text('{"schema_version": 1}'),
+    "negative step": lambda c: _edit_state(c, step=-5),
+    "best epoch after the checkpoint": lambda c: _edit_state(c, best_epoch=99),
 }
+
+
+def _edit_state(checkpoint: Path, **changes) -> None:
+    state = json.loads((checkpoint / "state.json").read_text())
+    (checkpoint / "state.json").write_text(json.dumps({**state, **changes}))
 
 
 @pytest.mark.parametrize("how", sorted(DAMAGE))

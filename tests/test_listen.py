@@ -442,3 +442,75 @@ def test_killing_the_page_build_leaves_no_worker_behind(manifest_path, tmp_path)
     workers = kill_once_workers_run(cmd, tmp_path, 2)
     _, alive = psutil.wait_procs(workers, timeout=60)
     assert not alive, f"{len(alive)} worker(s) of the killed page build are still running"
+
+
+@pytest.mark.parametrize("damage", ["truncated chunk", "garbled drawn attribute"])
+def test_a_damaged_shard_marks_its_clips_and_the_rest_of_the_page_builds(
+    manifest_path, tmp_path, damage
+):
+    """A truncated chunk (zarr's codec error) or unreadable attributes mark the clips of that
+    shard as damaged on the page; every other clip is built with its exact samples."""
+    import zarr
+
+    root = tmp_path / "copy"
+    shutil.copytree(manifest_path.parents[1], root)
+    copy = root / manifest_path.relative_to(manifest_path.parents[1])
+    m = Manifest.load(copy)
+    vs = m.view_sets[0]
+    shard = vs.shard_paths(copy)[1]
+    hit = set(ShardReader(shard).clip_ids)
+    if damage == "truncated chunk":
+        chunk = shard / "audio" / "c" / "0" / "0"
+        with open(chunk, "r+b") as f:
+            f.truncate(chunk.stat().st_size // 2)
+        words = "damaged: samples cannot be decoded in shard-00001.zarr"
+    else:
+        group = zarr.open_group(shard, mode="r+", zarr_format=3)
+        attrs = dict(group.attrs)
+        attrs["drawn"][0] = 5
+        group.attrs.put(attrs)
+        words = "damaged: attribute &#x27;drawn[0]&#x27; is not a list"
+    result = CliRunner().invoke(main, ["inspect", str(copy), "--html", str(tmp_path / "page")])
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+    parsed = PageCells(text)
+    for cid in hit:
+        assert any(r["key"] == vs.key and r["data-clip"] == cid for r in parsed.rows)
+        assert re.search(rf'data-clip="{re.escape(cid)}".*?{re.escape(words)}', text, re.S), cid
+    shown = {(c["key"], c["clip"]) for c in parsed.cells}
+    assert not {(vs.key, cid) for cid in hit} & shown
+    rows = stored_rows(manifest_path)
+    assert len(shown) == len(rows) - len(hit)  # every other stored clip is on the page
+    for cell in parsed.cells:
+        samples, _ = sf.read(tmp_path / "page" / cell["audio"], dtype="int16")
+        assert np.array_equal(samples, rows[cell["key"], cell["clip"]][int(cell["data-view"])])
+
+
+@pytest.mark.parametrize(("limit", "words"), [(100, "cannot write there"), (20000, "")])
+def test_a_full_disk_is_one_line_and_leaves_nothing(manifest_path, tmp_path, limit, words):
+    """ "Disk full" is a real RLIMIT_FSIZE in a real child process: refused by the probe
+    before drawing (100 bytes), or at the first audio file that does not fit (20 kB):
+    one line, exit 1, no page and no temporary folder left."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    out = tmp_path / "page"
+    args = ["inspect", str(manifest_path), "--html", str(out), "--workers", "1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        preexec_fn=limited,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},  # no truncated .pyc files
+        timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {out}"), result.stderr
+    assert "File too large" in lines[0] and words in lines[0]
+    assert list(tmp_path.iterdir()) == []

@@ -110,3 +110,93 @@ def test_a_hard_linked_manifest_is_refused_by_every_writer(tmp_path):
     os.unlink(tmp_path / "alias.json")
     with ManifestFile(path, "x") as file:
         file.save(file.load())
+
+
+@pytest.mark.parametrize("version", [True, 1.0, "1", None, [1]])
+def test_schema_version_must_be_the_integer_itself(tmp_path, version):
+    """``true == 1`` and ``1.0 == 1`` in Python: a version is refused unless it is the int."""
+    data = _manifest().to_dict()
+    data["schema_version"] = version
+    with pytest.raises(ManifestError, match=r"m\.json: manifest schema_version .* not supported"):
+        Manifest.load(_write(tmp_path, data))
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("test_fraction", "abc", "field 'test_fraction' must be a number"),
+        ("test_fraction", 1.5, "field 'test_fraction' must lie in"),
+        ("val_fraction", 2.5, "field 'val_fraction' must lie in"),
+        ("val_fraction", 0.9, "field 'val_fraction' must lie in"),  # 0.9 >= 1 - 0.2
+        ("protocol", "nonsense", "field 'protocol' must be one of"),
+        ("stratify", 3, "field 'stratify' must be one of"),
+        ("seed", True, "field 'seed' must be an integer"),
+        ("validation_split", "dev", "field 'validation_split' must be one of"),
+        ("test_speakers", "s1", "field 'test_speakers' must be a list"),
+        ("test_fracton", 0.2, "unknown field 'test_fracton'"),
+    ],
+)
+def test_split_settings_are_typed_when_read(tmp_path, field, value, message):
+    """The manifest's ``split`` object is read by one typed parser (SplitSettings): a wrong
+    type or value is one line naming the file and the field, not a traceback later."""
+    data = _manifest(
+        split={"protocol": "default", "seed": 1, "test_fraction": 0.2, "val_fraction": 0.1}
+    ).to_dict()
+    data["split"][field] = value
+    path = _write(tmp_path, data)
+    with pytest.raises(ManifestError, match=rf"m\.json: manifest: split: {message}") as caught:
+        Manifest.load(path)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(ManifestError, match=message):  # built in code: the same check
+        _manifest(split=data["split"])
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    for command in ("validate", "inspect", "selectivity"):  # every command reads it so
+        result = CliRunner().invoke(main, [command, str(path)])
+        assert result.exit_code == 1 and message in result.output, result.output
+        assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+        if command != "validate":  # validate lists its problems, then counts them
+            assert len(result.output.strip().splitlines()) == 1, result.output
+
+
+def test_split_settings_round_trip(tmp_path):
+    split = {
+        "protocol": "speaker-held-out",
+        "seed": 3,
+        "stratify": "emotion",
+        "test_fraction": 0.25,
+        "val_fraction": 0.1,
+        "validation_split": "val",
+        "test_speakers": ["s2"],
+    }
+    _manifest(split=split).save(tmp_path / "m.json")
+    assert Manifest.load(tmp_path / "m.json").split == split
+
+
+def test_a_lone_surrogate_in_any_string_is_refused(tmp_path):
+    """JSON can spell a lone surrogate ("\\udce9"): not text, it could never be written back."""
+    data = _manifest().to_dict()
+    text = json.dumps(data).replace('"x/c.wav"', '"x/c\\udce9.wav"')
+    path = tmp_path / "m.json"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=r"failure 'c': field 'path' is not valid UTF-8"):
+        Manifest.load(path)
+
+
+def test_a_fifo_in_place_of_a_manifest_is_refused_without_blocking(tmp_path):
+    """A FIFO blocks a reader until someone writes to it: refused on the descriptor."""
+    import os
+
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    path = tmp_path / "m.json"
+    os.mkfifo(path)
+    with pytest.raises(ManifestError, match=r"m\.json: cannot read manifest \(is a FIFO"):
+        Manifest.load(path)
+    for command in ("validate", "inspect"):
+        result = CliRunner().invoke(main, [command, str(path)])
+        assert result.exit_code == 1 and "is a FIFO, not a regular file" in result.output

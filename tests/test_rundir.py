@@ -255,3 +255,205 @@ def test_resume_and_evaluation_use_the_view_set_the_run_recorded(tmp_path) -> No
         with pytest.raises(TrainerError, match="'test' is not in the manifest") as error:
             attempt()
         assert "\n" not in str(error.value)
+
+
+# ----- every run file is read through a typed reader (issue 22, section 4) ------------------
+def _evaluated_run(tmp_path: Path) -> RunDir:
+    """A run folder holding one seed's evaluation.json, test_embeddings.npz and the
+    summary.json over it, as ``ncore-train evaluate`` writes them."""
+    from trainer.summary import seed_record, summarize
+
+    y = np.array([0, 0, 1, 1, 2, 2])
+    probe = {"balanced_accuracy": 0.5, "chance": 0.5, "classes": 2, "samples": 6}
+    record = seed_record(
+        7, ["calm", "angry", "sad"], ["S1", "S2"], y, y % 2, y, y % 2, {"finetuned": {"adv": probe}}
+    )
+    run = RunDir(tmp_path / "run")
+    seed = run.seed(7)
+    seed.path.mkdir(parents=True)
+    seed.write_evaluation(record)
+    write_json(run.summary_json, summarize([record], {"run": "run", "dataset": "d"}))
+    np.savez(
+        seed.embeddings,
+        clip_ids=np.array([f"c{i}" for i in range(6)]),
+        y_task=y,
+        y_adv=y % 2,
+        embeddings=np.ones((6, 4), np.float32),
+        backbone_embeddings=np.zeros((6, 4), np.float32),
+    )
+    return run
+
+
+def test_evaluated_run_files_read_back(tmp_path) -> None:
+    run = _evaluated_run(tmp_path)
+    assert run.read_summary()["seeds"] == [7]
+    assert run.seed(7).read_evaluation()["seed"] == 7
+    arrays = run.seed(7).read_embeddings()
+    assert arrays["embeddings"].shape == (6, 4) and str(arrays["clip_ids"][0]) == "c0"
+
+
+SUMMARY_DAMAGE = {
+    "a list": (lambda d: [], "expected a JSON object, got a list"),
+    "null": (lambda d: None, "expected a JSON object, got null"),
+    "version 9": (lambda d: {**d, "schema_version": 9}, "schema_version 9 is not supported"),
+    "version true": (lambda d: {**d, "schema_version": True}, "schema_version True is not"),
+    "version 1.0": (lambda d: {**d, "schema_version": 1.0}, "schema_version 1.0 is not"),
+    "version null": (lambda d: {**d, "schema_version": None}, "schema_version None is not"),
+    "mean a string": (
+        lambda d: {**d, "metrics": {**d["metrics"], "accuracy": {"mean": "high"}}},
+        "'metrics.accuracy.mean' must be a number",
+    ),
+    "seeds a string": (lambda d: {**d, "seeds": "7"}, "'seeds' must be a non-empty list"),
+    "chance a string": (
+        lambda d: {**d, "chance": "low"},
+        "'chance': expected a JSON object, got a string",
+    ),
+    "chance.adv a string": (
+        lambda d: {**d, "chance": {"adv": "low"}},
+        "'chance.adv' must be a number",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(SUMMARY_DAMAGE))
+def test_a_damaged_summary_is_one_line_naming_the_file(tmp_path, how) -> None:
+    """summary.json = [] was a traceback in the report; schema_version 9 was read as 1."""
+    run = _evaluated_run(tmp_path)
+    damage, message = SUMMARY_DAMAGE[how]
+    write_json(run.summary_json, damage(json.loads(run.summary_json.read_text())))
+    with pytest.raises(TrainerError, match=r"summary\.json: .*" + message.replace("(", r"\(")):
+        run.read_summary()
+    from click.testing import CliRunner
+
+    from trainer.eval_cli import report_command
+
+    result = CliRunner().invoke(report_command, [str(run.path)])
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and "summary.json" in result.output
+
+
+EVALUATION_DAMAGE = {
+    "a list": (lambda d: [], "expected a JSON object, got a list"),
+    "version true": (lambda d: {**d, "schema_version": True}, "schema_version True"),
+    "seed a string": (lambda d: {**d, "seed": "7"}, "'seed' must be an integer"),
+    "metric a string": (
+        lambda d: {**d, "metrics": {**d["metrics"], "uar": "good"}},
+        "'metrics.uar' must be a number",
+    ),
+    "matrix ragged": (lambda d: {**d, "confusion_matrix": [[1]]}, "'confusion_matrix' must be"),
+    "labels missing": (lambda d: {k: v for k, v in d.items() if k != "labels"}, "'labels'"),
+    "clip ids short": (
+        lambda d: {**d, "clips": {"ids": ["a"], "y_task": [0, 1]}},
+        "'clips.y_task' must be 1 integer labels",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(EVALUATION_DAMAGE))
+def test_a_damaged_evaluation_record_is_one_line_naming_the_file(tmp_path, how) -> None:
+    run = _evaluated_run(tmp_path)
+    seed = run.seed(7)
+    damage, message = EVALUATION_DAMAGE[how]
+    write_json(seed.evaluation, damage(json.loads(seed.evaluation.read_text())))
+    with pytest.raises(TrainerError, match=r"evaluation\.json: .*" + message):
+        seed.read_evaluation()
+
+
+def _replace_array(path: Path, name: str, value: np.ndarray) -> None:
+    with np.load(path) as data:
+        arrays = dict(data)
+    np.savez(path, **{**arrays, name: value})
+
+
+def _npy_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz_with_object_array(path: Path) -> None:
+    np.savez(
+        path,
+        clip_ids=np.array(["a", "b"], dtype=object),  # pickled on save
+        y_task=np.array([0, 1]),
+        y_adv=np.array([0, 1]),
+        embeddings=np.ones((2, 3), np.float32),
+        backbone_embeddings=np.ones((2, 3), np.float32),
+    )
+
+
+EMBEDDINGS_DAMAGE = {
+    "0 bytes": (lambda p: p.write_bytes(b""), "unreadable test embeddings"),
+    "truncated": (
+        lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+        "unreadable test embeddings",
+    ),
+    "an object array": (_npz_with_object_array, "unreadable test embeddings"),
+    "a float label": (
+        lambda p: _replace_array(p, "y_task", np.zeros(6, "float64")),
+        "array 'y_task' has dtype float64",
+    ),
+    "missing rows": (
+        lambda p: _replace_array(p, "embeddings", np.ones((5, 4), "float32")),
+        "array 'embeddings' has 5 rows for 6 clip ids",
+    ),
+    "one array, not an archive": (
+        lambda p: p.write_bytes(_npy_bytes(np.ones(3))),
+        "not an .npz archive",
+    ),
+}
+
+
+@pytest.mark.parametrize("how", sorted(EMBEDDINGS_DAMAGE))
+def test_damaged_test_embeddings_are_one_line_and_never_unpickled(tmp_path, how) -> None:
+    run = _evaluated_run(tmp_path)
+    seed = run.seed(7)
+    damage, message = EMBEDDINGS_DAMAGE[how]
+    damage(seed.embeddings)
+    with pytest.raises(TrainerError, match=r"test_embeddings\.npz: .*" + message) as caught:
+        seed.read_embeddings()
+    assert "\n" not in str(caught.value)
+
+
+def test_counters_of_run_records_are_in_range_and_versions_are_integers(tmp_path) -> None:
+    with pytest.raises(TrainerError, match="'epoch' must be >= 1, got 0"):
+        ModelRecord.from_dict({**MODEL.to_dict(), "epoch": 0})
+    with pytest.raises(TrainerError, match="'step' must be >= 0, got -5"):
+        EpochRow.from_dict({**row(1).to_dict(), "step": -5})
+    seed = SeedRecord(seed=1, best_epoch=3, val_acc_task=0.5, last_epoch=5, steps=20)
+    with pytest.raises(TrainerError, match="'steps' must be >= 0"):
+        SeedRecord.from_dict({**seed.to_dict(), "steps": -1})
+    for version in (True, 1.0):  # equal to 1 in Python, but not the version
+        with pytest.raises(TrainerError, match=r"schema_version .* not supported"):
+            ModelRecord.from_dict({**MODEL.to_dict(), "schema_version": version})
+    # split.json holding a list: one line, not an AttributeError.
+    seed_dir = RunDir(tmp_path).seed(1)
+    seed_dir.path.mkdir()
+    seed_dir.split_path.write_text("[]")
+    with pytest.raises(TrainerError, match=r"split\.json: expected a JSON object, got a list"):
+        seed_dir.read_split()
+
+
+def test_a_metrics_file_that_is_not_utf8_is_one_line(tmp_path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_bytes(b'{"epoch": 1}\n\xff\xfe\n')
+    with pytest.raises(TrainerError, match=r"metrics\.jsonl: unreadable"):
+        read_epoch_rows(path)
+    path.write_text("[" * 100000 + "\n")
+    with pytest.raises(TrainerError, match=r"metrics\.jsonl:1: not a JSON row"):
+        read_epoch_rows(path)
+
+
+def test_a_fifo_in_place_of_a_run_file_is_refused_without_blocking(tmp_path) -> None:
+    run = _evaluated_run(tmp_path)
+    for path, read in (
+        (run.summary_json, run.read_summary),
+        (run.seed(7).evaluation, run.seed(7).read_evaluation),
+        (run.seed(7).metrics, lambda: read_epoch_rows(run.seed(7).metrics)),
+    ):
+        path.unlink(missing_ok=True)
+        os.mkfifo(path)
+        with pytest.raises(TrainerError, match="is a FIFO, not a regular file"):
+            read()

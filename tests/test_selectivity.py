@@ -16,6 +16,7 @@ rendered from the clip parameters, so what each one removes is known by construc
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -338,3 +339,146 @@ def test_killing_selectivity_leaves_no_worker_behind(tmp_path):
     workers = kill_once_workers_run(cmd, tmp_path, 2)
     _, alive = psutil.wait_procs(workers, timeout=60)
     assert not alive, f"{len(alive)} worker(s) of the killed command are still running"
+
+
+# ----- selectivity.json is read by one typed reader; the output folder is checked first ------
+def _stored_result(folder: Path) -> Path:
+    """A selectivity.json as ``ncore-prep selectivity`` writes it, in ``folder``."""
+    from pipeline.selectivity import Selectivity, result_path
+
+    rows = _rows("speaker", "envelope", 0.85, 0.3, 0.3) + _rows(
+        "emotion", "f0_contour", 0.85, 0.8, 0.8
+    )
+    lines, removes, keeps = verdicts("speaker", rows)
+    result = Selectivity("k1", "speaker", tuple(rows), tuple(lines), removes, keeps, 100, 2, 0)
+    folder.mkdir(parents=True, exist_ok=True)
+    result_path(folder).write_text(json.dumps(result.to_dict()))
+    assert load_result(folder) == result
+    return result_path(folder)
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def edit(data):
+        target = data
+        for key in keys[:-1]:
+            target = target[key]
+        target[keys[-1]] = value
+        return data
+
+    return edit
+
+
+STORED_DAMAGE = {
+    "a list": (lambda d: [], "must be a JSON object, got list"),
+    "null": (lambda d: None, "must be a JSON object, got null"),
+    "unknown kind": (_set("kind", "tempo"), "field 'kind' must be one of"),
+    "version true": (_set("schema_version", True), "schema_version True"),
+    "rows an object": (_set("rows", {}), "field 'rows' must be a list"),
+    "score a string": (
+        _set("rows", 0, "balanced_accuracy", "0.9"),
+        "row 0: field 'balanced_accuracy' must be a number",
+    ),
+    "score above 1": (_set("rows", 1, "chance", 4.0), "row 1: field 'chance' must lie"),
+    "unknown condition": (_set("rows", 2, "condition", "x"), "row 2: field 'condition'"),
+    "removes a string": (_set("removes", "yes"), "field 'removes' must be true"),
+    "clips negative": (_set("clips", -1), "field 'clips' must be an integer >= 0"),
+}
+
+
+@pytest.mark.parametrize("how", sorted(STORED_DAMAGE))
+def test_a_damaged_selectivity_json_is_one_line_naming_the_file(tmp_path, how):
+    from pipeline.selectivity import SelectivityError
+
+    path = _stored_result(tmp_path / "speaker-n2-k1")
+    damage, message = STORED_DAMAGE[how]
+    path.write_text(json.dumps(damage(json.loads(path.read_text()))))
+    with pytest.raises(SelectivityError, match=rf"selectivity\.json: .*{message}") as caught:
+        load_result(path.parent)
+    assert "\n" not in str(caught.value)
+
+
+def _limited(limit_bytes: int):
+    import resource
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def test_a_full_disk_is_refused_before_the_measurement(tmp_path):
+    """A view-set folder the result cannot be written into is one line before minutes of
+    analysis ("disk full": a real RLIMIT_FSIZE in a real child process: writes fail)."""
+    path = write_known_corpus(tmp_path)
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", "selectivity", str(path), "--views", "1"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},  # no truncated .pyc
+        preexec_fn=_limited(1024),
+        timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr  # no progress line: nothing was analysed
+    assert "cannot write selectivity.json there" in lines[0] and "nothing was measured" in lines[0]
+    assert not list(tmp_path.rglob("selectivity.json")) and not list(tmp_path.rglob(".selec*"))
+
+
+@pytest.mark.slow
+def test_a_full_disk_at_the_write_is_one_line(tmp_path):
+    """The probe fits, the result does not: the write's OSError is one line, no traceback."""
+    path = write_known_corpus(tmp_path)
+    args = ["selectivity", str(path), "--views", "1", "--view-set", "identity", "--jobs", "1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},  # no truncated .pyc
+        preexec_fn=_limited(6000),  # the 4 kB probe fits; the result (about 20 kB) does not
+        timeout=600,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    error = [line for line in result.stderr.splitlines() if line.startswith("Error: ")]
+    assert len(error) == 1 and "cannot write the result" in error[0], result.stderr
+    assert not list(tmp_path.rglob("selectivity.json"))
+
+
+def test_a_fifo_in_place_of_selectivity_json_is_refused_without_blocking(tmp_path):
+    from pipeline.selectivity import SelectivityError
+
+    path = _stored_result(tmp_path / "speaker-n2-k1")
+    path.unlink()
+    os.mkfifo(path)
+    with pytest.raises(SelectivityError, match="is a FIFO, not a regular file"):
+        load_result(path.parent)
+
+
+def test_a_view_set_folder_out_of_its_cache_root_is_refused_before_any_write(tmp_path):
+    """The folder is checked to be the view set's own (pipeline.viewset.cache_folder_problem)
+    before anything, the writability probe included, is written there: with writes failing
+    (RLIMIT_FSIZE), the refusal is the folder's, not the probe's."""
+    import shutil
+
+    path = write_known_corpus(tmp_path)
+    own = tmp_path / "cache" / "known" / view_folder("identity")
+    elsewhere = tmp_path / "elsewhere" / own.name
+    elsewhere.parent.mkdir()
+    shutil.move(own, elsewhere)
+    own.symlink_to(elsewhere, target_is_directory=True)  # resolves out of the cache root
+    before = sorted(p.name for p in elsewhere.iterdir())
+    args = ["selectivity", str(path), "--views", "1", "--view-set", "identity", "--jobs", "1"]
+    result = subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        preexec_fn=_limited(1024),
+        timeout=300,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the folder this toolkit gives it" in lines[0], result.stderr
+    assert sorted(p.name for p in elsewhere.iterdir()) == before

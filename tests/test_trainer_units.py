@@ -199,3 +199,126 @@ def test_a_checkpoint_inside_an_epoch_sorts_between_the_epochs_around_it(tmp_pat
     assert torch.equal(state["rng"][0]["torch"], rng[0]["torch"])  # read with weights_only
     save(4, keep=1)  # the end of epoch 4 replaces everything before it
     assert [p.name for p in tmp_path.iterdir()] == ["epoch-0004"]
+
+
+# ----- typed reading of checkpoints, the selected model and config ranges (issue 22) ----------
+def _resumable_state(**changes):
+    """A state.json as the training loop writes it after epoch 3."""
+    state = {
+        "seed": 1,
+        "step": 12,
+        "best_acc": 0.5,
+        "best_val_acc": 0.5,
+        "best_epoch": 2,
+        "bad_epochs": 1,
+        "loader": {"epoch": 3, "batches": 4, "seed": 1, "num_workers": 0, "next_epoch": 4},
+        "splits": "abc",
+    }
+    return {**state, **changes}
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"step": -5}, "'step' is -5, below 0"),
+        ({"bad_epochs": -1}, "'bad_epochs' is -1"),
+        ({"best_epoch": 9}, "'best_epoch' is 9, after the checkpoint's epoch 3"),
+        ({"best_acc": 7.0}, "'best_acc' is 7.0, not a fraction"),
+        ({"best_acc": True}, "'best_acc' is missing or not a number"),
+        ({"step": 1.5}, "'step' is missing or not an integer"),
+        ({"loader": {"next_epoch": 0}}, "'loader.next_epoch' is 0, below 1"),
+        ({"loader": {"next_epoch": 9}}, "'loader.next_epoch' is 9 for epoch 3"),
+        ({"loader": []}, "'loader' is missing or not an object"),
+    ],
+)
+def test_impossible_checkpoint_counters_are_refused_in_one_line(tmp_path, changes, field) -> None:
+    from trainer.checkpoint import check_resume_state
+
+    model = small_model(1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    config = TrainConfig(manifest="m.json")
+    path = save_checkpoint(tmp_path, 3, model, optimizer, scheduler, _resumable_state(), config)
+    check_resume_state(path, load_checkpoint(path, model, config=config))  # as written: fine
+    saved = json.loads((path / "state.json").read_text())
+    (path / "state.json").write_text(json.dumps({**saved, **changes}))
+    state = load_checkpoint(path, model, config=config)
+    with pytest.raises(TrainerError, match=rf"checkpoint {path} is damaged .*{field}") as caught:
+        check_resume_state(path, state)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "missing", "another shape"])
+def test_a_damaged_selected_heads_file_is_one_line(tmp_path, how) -> None:
+    from safetensors.torch import save_file
+
+    from trainer.checkpoint import load_selected_heads, save_selected
+    from trainer.rundir import HEADS_FILE, ModelRecord, RunDir
+
+    model = small_model(1)
+    seed_dir = RunDir(tmp_path / "run").seed(1)
+    seed_dir.path.mkdir(parents=True)
+    record = ModelRecord(1, 0.5, 1, "emotion", ("a", "b", "c"), ("s1", "s2"))
+    save_selected(model, seed_dir, record)
+    load_selected_heads(small_model(2), seed_dir)  # as written: fine
+    heads = seed_dir.best / HEADS_FILE
+    if how == "truncated":
+        heads.write_bytes(heads.read_bytes()[: heads.stat().st_size // 2])
+    elif how == "empty":
+        heads.write_bytes(b"")
+    elif how == "missing":
+        heads.unlink()
+    else:
+        save_file({"task_head.0.weight": torch.zeros(2, 2)}, str(heads))
+    with pytest.raises(TrainerError, match=r"heads\.safetensors") as caught:
+        load_selected_heads(small_model(2), seed_dir)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"seeds": (1, 1)}, "seeds must be distinct, got 1 twice"),
+        ({"seeds": (3, 1, 3)}, "seeds must be distinct, got 3 twice"),
+        ({"lambda_reg": -0.1}, "lambda_reg must be >= 0"),
+        ({"lambda_ce": -1.0}, "lambda_ce must be >= 0"),
+        ({"lambda_grl": -0.01}, "lambda_grl must be >= 0"),
+        ({"weight_decay": -0.01}, "weight_decay must be >= 0"),
+        ({"grl_alpha": -1.0}, "grl_alpha must be >= 0"),
+        ({"clip_grad_norm": -1.0}, "clip_grad_norm must be > 0"),
+        ({"clip_grad_norm": 0.0}, "clip_grad_norm must be > 0"),
+        ({"num_workers": 100000}, "num_workers must be at most"),
+    ],
+)
+def test_config_ranges_are_refused_in_one_line(changes, message) -> None:
+    with pytest.raises(TrainerError, match=f"config: {message}"):
+        TrainConfig(manifest="m.json", **changes)
+    with pytest.raises(TrainerError, match=f"config: {message}"):  # from a file: the same
+        TrainConfig.from_dict({"manifest": "m.json", **changes})
+
+
+def test_num_workers_up_to_the_cpu_count_and_a_recorded_larger_value_still_reads() -> None:
+    import os
+
+    from trainer.rundir import RunRecord
+
+    cores = os.cpu_count() or 1
+    assert TrainConfig(manifest="m.json", num_workers=cores).num_workers == cores
+    # A run trained on a larger machine: its config.json still reads here (the value is
+    # resume-neutral), as this machine's count.
+    recorded = {**TrainConfig(manifest="m.json").to_dict(), "num_workers": cores + 64}
+    record = RunRecord.from_dict({**recorded, "resolved_views": 2, "view_set": "k"})
+    assert record.config.num_workers == cores
+
+
+@pytest.mark.parametrize("version", [True, 1.0])
+def test_a_checkpoint_version_equal_to_1_but_not_the_integer_is_refused(tmp_path, version):
+    model = small_model(1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    config = TrainConfig(manifest="m.json")
+    path = save_checkpoint(tmp_path, 3, model, optimizer, scheduler, _resumable_state(), config)
+    saved = json.loads((path / "state.json").read_text())
+    (path / "state.json").write_text(json.dumps({**saved, "schema_version": version}))
+    with pytest.raises(TrainerError, match=r"schema_version .* is not supported"):
+        load_checkpoint(path, model, config=config)

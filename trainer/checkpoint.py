@@ -35,9 +35,17 @@ import torch
 from torch import nn
 
 from pipeline.atomic import replace_folder, write_text
+from pipeline.manifest import read_regular_file
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
-from trainer.rundir import BACKBONE_DIR, HEADS_FILE, WEIGHTS_FILE, ModelRecord, SeedDir
+from trainer.rundir import (
+    BACKBONE_DIR,
+    HEADS_FILE,
+    WEIGHTS_FILE,
+    ModelRecord,
+    SeedDir,
+    recorded_config,
+)
 
 CHECKPOINT_SCHEMA_VERSION = 1
 PREFIX = "epoch-"
@@ -147,12 +155,17 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The ``state.json`` of checkpoint ``path``, its version checked."""
     path = Path(path)
     try:
-        state = json.loads((path / "state.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        state = json.loads(read_regular_file(path / "state.json").decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise TrainerError(damaged_checkpoint(path, error)) from None
     if not isinstance(state, dict):
         raise TrainerError(damaged_checkpoint(path, ValueError("state.json is not an object")))
-    if state.get("schema_version") != CHECKPOINT_SCHEMA_VERSION:
+    version = state.get("schema_version")
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or version != CHECKPOINT_SCHEMA_VERSION
+    ):
         raise TrainerError(
             f"checkpoint {path}: schema_version {state.get('schema_version')!r} is not "
             f"supported (this toolkit reads version {CHECKPOINT_SCHEMA_VERSION})"
@@ -163,22 +176,76 @@ def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
     return state
 
 
+def _state_problem(state: dict[str, Any]) -> str | None:
+    """Why ``state.json`` cannot be resumed from (a wrong type or an impossible value of a
+    field a resume reads), or None. Counters are integers >= 0, epochs >= 1, scores
+    fractions (or -1 before any epoch was scored), and they agree with each other."""
+
+    def integer(name: str, value: Any, minimum: int) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return f"field {name!r} is missing or not an integer"
+        if value < minimum:
+            return f"field {name!r} is {value}, below {minimum}"
+        return None
+
+    def score(name: str, value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"field {name!r} is missing or not a number"
+        if not (math.isnan(value) or -1.0 <= value <= 1.0):
+            return f"field {name!r} is {value}, not a fraction (or -1 before the first epoch)"
+        return None
+
+    loader = state.get("loader")
+    if not isinstance(loader, dict):
+        return "field 'loader' is missing or not an object"
+    epoch = state.get("epoch")
+    problems = [
+        integer("epoch", epoch, 1),
+        integer("seed", state.get("seed"), -(2**63)),
+        integer("step", state.get("step"), 0),
+        integer("best_epoch", state.get("best_epoch"), 0),
+        integer("bad_epochs", state.get("bad_epochs"), 0),
+        score("best_acc", state.get("best_acc")),
+        None if "best_val_acc" not in state else score("best_val_acc", state["best_val_acc"]),
+        integer("loader.next_epoch", loader.get("next_epoch"), 1),
+    ]
+    partial = "partial_epoch" in state
+    if partial:
+        problems.append(integer("loader.batches", loader.get("batches"), 0))
+        block = state["partial_epoch"]
+        if not (
+            isinstance(block, dict)
+            and isinstance(block.get("sums"), list)
+            and isinstance(block.get("alphas"), list)
+            and all(
+                isinstance(v, int | float) and not isinstance(v, bool)
+                for v in (*block["sums"], *block["alphas"])
+            )
+        ):
+            problems.append("field 'partial_epoch' must hold number lists 'sums' and 'alphas'")
+    found = next((p for p in problems if p is not None), None)
+    if found is not None:
+        return found
+    if state["best_epoch"] > epoch:
+        return f"field 'best_epoch' is {state['best_epoch']}, after the checkpoint's epoch {epoch}"
+    if loader["next_epoch"] != (epoch if partial else epoch + 1):
+        return f"field 'loader.next_epoch' is {loader['next_epoch']} for epoch {epoch}"
+    if "splits" in state and not isinstance(state["splits"], str):
+        return "field 'splits' is not a string"
+    return None
+
+
 def check_resume_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Refuse (one line) a checkpoint whose ``state.json`` lacks what a resume reads."""
-    types = {"seed": int, "step": int, "best_epoch": int, "bad_epochs": int}
-    types |= {"best_acc": (int, float), "loader": dict}
-    for name, kind in types.items():
-        if not isinstance(state.get(name), kind) or isinstance(state.get(name), bool):
-            problem = ValueError(f"state.json field {name!r} is missing or of the wrong type")
-            raise TrainerError(damaged_checkpoint(Path(path), problem))
-    if not isinstance(state["loader"].get("next_epoch"), int):
-        problem = ValueError("state.json loader is garbled")
-        raise TrainerError(damaged_checkpoint(Path(path), problem))
+    """Refuse (one line naming the checkpoint and the field) a checkpoint whose
+    ``state.json`` lacks what a resume reads or holds an impossible value (``step: -5``)."""
+    problem = _state_problem(state)
+    if problem is not None:
+        raise TrainerError(damaged_checkpoint(Path(path), ValueError(f"state.json {problem}")))
 
 
 def check_same_config(path: str | os.PathLike[str], state: dict[str, Any], config: TrainConfig):
     """Refuse (one line) to resume a checkpoint written under another config."""
-    saved = TrainConfig.from_dict(state["config"])
+    saved = recorded_config(state["config"], f"checkpoint {path}: state.json config")
     difference = config.first_difference(saved)
     if difference is not None:
         name, theirs, mine = difference
@@ -256,8 +323,27 @@ def load_selected_heads(model: nn.Module, seed_dir: SeedDir) -> None:
     """Load ``best/heads.safetensors`` into ``model`` (whose backbone is already loaded)."""
     from safetensors.torch import load_file
 
-    heads = load_file(str(seed_dir.best / HEADS_FILE))
-    missing, unexpected = model.load_state_dict(heads, strict=False)
+    path = seed_dir.best / HEADS_FILE
+    retrain = (
+        f"delete {seed_dir.path} and re-run ncore-train --resume with the same settings to "
+        "train that seed again"
+    )
+    try:
+        heads = load_file(str(path))
+    except FileNotFoundError:
+        raise TrainerError(f"{path}: no such file; {retrain}") from None
+    except Exception as error:  # safetensors raises its own type for truncated headers/data
+        text = str(error).strip().splitlines()[0][:160] if str(error).strip() else ""
+        raise TrainerError(
+            f"{path}: unreadable ({type(error).__name__}{': ' + text if text else ''}); {retrain}"
+        ) from None
+    try:
+        missing, unexpected = model.load_state_dict(heads, strict=False)
+    except RuntimeError as error:  # a tensor of another shape
+        text = str(error).strip().splitlines()
+        raise TrainerError(
+            f"{path} does not match the model ({text[-1].strip()[:160] if text else 'shapes'})"
+        ) from None
     missing = [k for k in missing if not k.startswith("backbone.")]
     if missing or unexpected:
         raise TrainerError(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -202,11 +203,30 @@ class TrainConfig:
         )
         check(0 <= self.dropout < 1, f"dropout must be in [0, 1), got {self.dropout}")
         check(len(self.seeds) >= 1, "seeds must not be empty")
+        repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
+        check(not repeated, f"seeds must be distinct, got {repeated[0] if repeated else ''} twice")
+        # grl_alpha < 0 would turn the reversal off (the encoder would help the adversary).
+        for name in ("lambda_ce", "lambda_reg", "lambda_grl", "weight_decay", "grl_alpha"):
+            value = getattr(self, name)
+            check(value >= 0, f"{name} must be >= 0, got {value}")
+        check(
+            self.clip_grad_norm > 0,
+            f"clip_grad_norm must be > 0 (the norm gradients are clipped to), got "
+            f"{self.clip_grad_norm}",
+        )
         check(
             self.max_seconds is None or self.max_seconds > 0,
             f"max_seconds must be > 0, got {self.max_seconds}",
         )
         check(self.num_workers >= 0, f"num_workers must be >= 0, got {self.num_workers}")
+        # Each loader worker is a process: more than the machine has cores only thrashes it
+        # (100000 forks until the machine is unusable).
+        cores = os.cpu_count() or 1
+        check(
+            self.num_workers <= cores,
+            f"num_workers must be at most {cores} (this machine's CPU count), got "
+            f"{self.num_workers}",
+        )
         check(
             self.checkpoint_every >= 0,
             f"checkpoint_every must be >= 0, got {self.checkpoint_every}",

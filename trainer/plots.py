@@ -186,7 +186,7 @@ def write_figures(run: RunDir, seed_dir: SeedDir, summary: dict[str, Any]) -> li
         name = f"{run.name} (seed {seed_dir.seed})"
         written.append(plot_loss_curves(rows, folder / "loss_curves.png", name))
         written.append(plot_accuracy_curves(rows, folder / "accuracy_curves.png", name))
-    data = np.load(seed_dir.embeddings)
+    data = seed_dir.read_embeddings()  # typed: no pickle, dtypes and shapes checked
     if len(data["clip_ids"]) >= 4:
         labels = {"task": data["y_task"], "adv": data["y_adv"]}
         names = {"task": summary["labels"]["task"], "adv": summary["labels"]["adv"]}

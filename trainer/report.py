@@ -274,7 +274,7 @@ def report_runs(
     if baseline is not None:
 
         def records(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
-            return [d.read_evaluation() for d in RunDir(run).seeds_with_model()]
+            return [d.read_evaluation(complete=False) for d in RunDir(run).seeds_with_model()]
 
         base = records(baseline)
         rows = [

@@ -40,6 +40,7 @@ from typing import Any
 
 from pipeline.atomic import write_json, write_text
 from pipeline.locks import LockHeld, exclusive_lock
+from pipeline.manifest import read_regular_file
 from trainer.config import ADV_CONDITIONS, ADV_INPUTS, TrainConfig
 from trainer.errors import TrainerError
 
@@ -69,7 +70,12 @@ LEGACY_TEST_METRICS_FILE = "test_metrics.json"  # the finished-seed mark before 
 # ----- field parsing (one-line errors naming the file and field) ------------------------------
 def _version(data: dict[str, Any], where: str) -> int:
     version = data.get("schema_version", LEGACY_VERSION)
-    if version not in (LEGACY_VERSION, RUN_SCHEMA_VERSION):
+    # ``true`` and ``1.0`` compare equal to 1: only the integer itself is a version.
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or version not in (LEGACY_VERSION, RUN_SCHEMA_VERSION)
+    ):
         raise TrainerError(
             f"{where}: schema_version {version!r} is not supported (this toolkit reads "
             f"version {RUN_SCHEMA_VERSION} and unversioned records of the layout before it)"
@@ -89,9 +95,11 @@ def _check_keys(data: Any, cls: type, where: str, optional: frozenset[str]) -> N
         raise TrainerError(f"{where}: missing field {missing[0]!r}")
 
 
-def _int(value: Any, name: str, where: str) -> int:
+def _int(value: Any, name: str, where: str, minimum: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
         raise TrainerError(f"{where}: field {name!r} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise TrainerError(f"{where}: field {name!r} must be >= {minimum}, got {value!r}")
     return value
 
 
@@ -111,11 +119,153 @@ def _names(value: Any, name: str, where: str) -> tuple[str, ...]:
 
 def _read_json(path: Path) -> Any:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(read_regular_file(path).decode("utf-8"))
     except FileNotFoundError:
         raise TrainerError(f"{path}: no such file") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise TrainerError(f"{path}: unreadable ({error})") from None
+
+
+def _object(data: Any, where: str) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise TrainerError(f"{where}: expected a JSON object, got {_json_kind(data)}")
+    return data
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    return {list: "a list", str: "a string", dict: "an object"}.get(type(value), "a number")
+
+
+def _number_or_null(value: Any, name: str, where: str) -> None:
+    if value is not None:
+        _float(value, name, where)
+
+
+def _labels(data: dict[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    labels = _object(data.get("labels"), f"{where}: field 'labels'")
+    return (
+        _names(labels.get("task"), "labels.task", where),
+        _names(labels.get("adv"), "labels.adv", where),
+    )
+
+
+def _clips_block(clips: dict[str, Any], where: str) -> None:
+    """The per-clip predictions of an evaluation (``clips``): ids and equal-length lists."""
+    ids = _names(clips.get("ids"), "clips.ids", where)
+    columns = {k: clips.get(k) for k in ("y_task", "y_adv", "task_pred")}
+    probe = _object(clips.get("probe_pred", {}), f"{where}: field 'clips.probe_pred'")
+    columns |= {f"probe_pred.{k}": v for k, v in probe.items()}
+    for name, values in columns.items():
+        if (
+            not isinstance(values, list)
+            or len(values) != len(ids)
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
+        ):
+            raise TrainerError(
+                f"{where}: field 'clips.{name}' must be {len(ids)} integer labels (one per id)"
+            )
+
+
+def parse_evaluation(
+    data: Any, where: str = EVALUATION_FILE, complete: bool = True
+) -> dict[str, Any]:
+    """``evaluation.json`` (one seed's test record, ``trainer.summary.seed_record``), its
+    version and fields checked; returned as the dict.
+
+    ``complete``: the fields the summary reads (labels, metrics, per-class report,
+    confusion matrix) must be there; without it (the report's paired differences read only
+    ``seed`` and ``clips``) each is checked when present.
+    """
+    data = _object(data, where)
+    _version(data, where)
+    if "seed" not in data:
+        raise TrainerError(f"{where}: missing field 'seed'")
+    _int(data["seed"], "seed", where)
+    if complete:
+        for key in ("labels", "metrics", "per_class", "confusion_matrix"):
+            if key not in data:
+                raise TrainerError(f"{where}: missing field {key!r}")
+    task_names: tuple[str, ...] | None = None
+    if "labels" in data:
+        task_names, _ = _labels(data, where)
+    if "metrics" in data:
+        metrics = _object(data["metrics"], f"{where}: field 'metrics'")
+        for name, value in metrics.items():
+            _number_or_null(value, f"metrics.{name}", where)
+    if "per_class" in data:
+        per_class = _object(data["per_class"], f"{where}: field 'per_class'")
+        for name in task_names or ():
+            row = _object(per_class.get(name), f"{where}: field 'per_class.{name}'")
+            for key in ("precision", "recall", "f1", "support"):
+                _float(row.get(key), f"per_class.{name}.{key}", where)
+    if "confusion_matrix" in data:
+        matrix, size = data["confusion_matrix"], len(task_names or ())
+        if (
+            not isinstance(matrix, list)
+            or (task_names is not None and len(matrix) != size)
+            or not all(
+                isinstance(r, list)
+                and len(r) == len(matrix)
+                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in r)
+                for r in matrix
+            )
+        ):
+            raise TrainerError(
+                f"{where}: field 'confusion_matrix' must be a square matrix of counts, one row "
+                "per task label"
+            )
+    for key in ("probes", "selection", "split", "perturbation"):
+        if data.get(key) is not None:
+            _object(data[key], f"{where}: field {key!r}")
+    if data.get("clips") is not None:
+        _clips_block(_object(data["clips"], f"{where}: field 'clips'"), where)
+    return data
+
+
+def parse_summary(data: Any, where: str = SUMMARY_JSON) -> dict[str, Any]:
+    """``summary.json`` (``trainer.summary.summarize``): its version and the type of every
+    field the report and the Markdown read, checked; returned as the dict. (A field that is
+    absent is shown as "n/a" by the report; one that is present must be well formed.)"""
+    from trainer.summary import SUMMARY_SCHEMA_VERSION
+
+    data = _object(data, where)
+    version = data.get("schema_version", SUMMARY_SCHEMA_VERSION)
+    if (
+        isinstance(version, bool)
+        or not isinstance(version, int)
+        or version != SUMMARY_SCHEMA_VERSION
+    ):
+        raise TrainerError(
+            f"{where}: schema_version {version!r} is not supported (this toolkit reads "
+            f"version {SUMMARY_SCHEMA_VERSION}); re-run `ncore-train evaluate --force`"
+        )
+    if "seeds" in data:
+        seeds = data["seeds"]
+        if not isinstance(seeds, list) or not seeds:
+            raise TrainerError(f"{where}: field 'seeds' must be a non-empty list of seeds")
+        for seed in seeds:
+            _int(seed, "seeds", where)
+    for key in ("run", "dataset", "task", "adversarial_label"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise TrainerError(f"{where}: field {key!r} must be a string, got {data[key]!r}")
+    if "labels" in data:
+        _labels(data, where)
+    metrics = _object(data.get("metrics", {}), f"{where}: field 'metrics'")
+    for name, stat in metrics.items():
+        stat = _object(stat, f"{where}: field 'metrics.{name}'")
+        for key in ("mean", "std"):
+            _number_or_null(stat.get(key), f"metrics.{name}.{key}", where)
+    chance = _object(data.get("chance", {}), f"{where}: field 'chance'")
+    for key, value in chance.items():
+        _number_or_null(value, f"chance.{key}", where)
+    for key in ("selection", "splits", "per_class", "confusion_matrix", "perturbation"):
+        if data.get(key) is not None:
+            _object(data[key], f"{where}: field {key!r}")
+    return data
 
 
 # ----- records -------------------------------------------------------------------------------
@@ -187,7 +337,7 @@ class ModelRecord:
             raise TrainerError(f"{where}: field 'task' must be emotion or speaker, got {task!r}")
         return cls(
             schema_version=_version(data, where),
-            epoch=_int(data["epoch"], "epoch", where),
+            epoch=_int(data["epoch"], "epoch", where, 1),
             val_acc_task=_float(data["val_acc_task"], "val_acc_task", where),
             seed=_int(data["seed"], "seed", where),
             task=task,
@@ -233,13 +383,13 @@ class SeedRecord:
     def from_dict(cls, data: Any, where: str = SEED_RECORD_FILE) -> SeedRecord:
         _check_keys(data, cls, where, frozenset({"last_epoch", "steps"}))
         optional_int = {
-            k: None if data.get(k) is None else _int(data[k], k, where)
+            k: None if data.get(k) is None else _int(data[k], k, where, 0)
             for k in ("last_epoch", "steps")
         }
         return cls(
             schema_version=_version(data, where),
             seed=_int(data["seed"], "seed", where),
-            best_epoch=_int(data["best_epoch"], "best_epoch", where),
+            best_epoch=_int(data["best_epoch"], "best_epoch", where, 0),
             val_acc_task=_float(data["val_acc_task"], "val_acc_task", where),
             **optional_int,
         )
@@ -292,7 +442,7 @@ class EpochRow:
             if f.name == "schema_version":
                 continue
             if f.name in ("epoch", "step", "train_clips"):
-                values[f.name] = _int(data[f.name], f.name, where)
+                values[f.name] = _int(data[f.name], f.name, where, 1 if f.name == "epoch" else 0)
             else:
                 value = data.get(f.name)
                 values[f.name] = _float(value, f.name, where, f.name in optional)
@@ -324,11 +474,33 @@ class RunRecord:
         splits = data.pop("splits", None)
         if splits is not None and not isinstance(splits, str):
             raise TrainerError(f"{where}: field 'splits' must be a string, got {splits!r}")
-        try:
-            config = TrainConfig.from_dict(data)
-        except TrainerError as error:
-            raise TrainerError(f"{where}: {error}") from None
-        return cls(config, views, key, splits)
+        if views is not None and (
+            isinstance(views, bool) or not isinstance(views, int) or views < 0
+        ):
+            raise TrainerError(f"{where}: field 'resolved_views' must be an integer >= 0")
+        if key is not None and not isinstance(key, str):
+            raise TrainerError(f"{where}: field 'view_set' must be a string, got {key!r}")
+        return cls(recorded_config(data, where), views, key, splits)
+
+
+def recorded_config(data: Any, where: str) -> TrainConfig:
+    """The TrainConfig a run folder or checkpoint recorded (``where`` names the file).
+
+    ``num_workers`` is resume-neutral (how the machine that wrote it loaded batches, not
+    what was computed): a value above this machine's CPU count, which a new config refuses,
+    is read as that count, so a run trained on a larger machine can be evaluated or
+    resumed here.
+    """
+    if not isinstance(data, dict):
+        raise TrainerError(f"{where}: the config must be a JSON object, got {_json_kind(data)}")
+    data = dict(data)
+    workers = data.get("num_workers")
+    if isinstance(workers, int) and not isinstance(workers, bool):
+        data["num_workers"] = min(workers, os.cpu_count() or 1)
+    try:
+        return TrainConfig.from_dict(data)
+    except TrainerError as error:
+        raise TrainerError(f"{where}: {error}") from None
 
 
 # ----- paths ---------------------------------------------------------------------------------
@@ -379,9 +551,9 @@ class SeedDir:
 
         if not self.split_path.is_file():
             return None
-        data = _read_json(self.split_path)
         where = str(self.split_path)
-        _version(data if isinstance(data, dict) else {}, where)
+        data = _object(_read_json(self.split_path), where)
+        _version(data, where)
         try:
             split = SeedSplit.from_dict({k: v for k, v in data.items() if k != "schema_version"})
         except SplitError as error:
@@ -436,13 +608,66 @@ class SeedDir:
     def write_seed_record(self, record: SeedRecord) -> None:
         write_json(self.record_path, record.to_dict())
 
-    def read_evaluation(self) -> dict[str, Any]:
-        """``evaluation.json`` (a dict from trainer/summary.py's ``seed_record``)."""
-        data = _read_json(self.evaluation)
-        if not isinstance(data, dict):
-            raise TrainerError(f"{self.evaluation}: expected a JSON object")
-        _version(data, str(self.evaluation))
-        return data
+    def read_evaluation(self, complete: bool = True) -> dict[str, Any]:
+        """``evaluation.json`` (a dict from trainer/summary.py's ``seed_record``), checked
+        by :func:`parse_evaluation` (``complete``: as the summary needs it)."""
+        return parse_evaluation(_read_json(self.evaluation), str(self.evaluation), complete)
+
+    def read_embeddings(self) -> dict[str, Any]:
+        """``test_embeddings.npz``: ``clip_ids`` (n,) strings, ``y_task`` / ``y_adv`` (n,)
+        integer labels, ``embeddings`` / ``backbone_embeddings`` (n, D) floats.
+
+        Read without pickle (an object array is refused, never unpickled) and every array's
+        dtype and shape checked: a truncated, empty or foreign file is one TrainerError
+        naming the file and the array.
+        """
+        import zipfile
+
+        import numpy as np
+
+        path = self.embeddings
+        expected = {
+            "clip_ids": ("U", 1),
+            "y_task": ("i", 1),
+            "y_adv": ("i", 1),
+            "embeddings": ("f", 2),
+            "backbone_embeddings": ("f", 2),
+        }
+        arrays: dict[str, Any] = {}
+        try:
+            data = np.load(path, allow_pickle=False)
+            if not hasattr(data, "files"):
+                raise TrainerError(f"{path}: not an .npz archive (a single array)")
+            with data:
+                for name, (kind, ndim) in expected.items():
+                    if name not in data.files:
+                        raise TrainerError(f"{path}: no array {name!r}")
+                    array = data[name]
+                    if array.dtype.kind not in ({kind, "u"} if kind == "i" else {kind}):
+                        raise TrainerError(
+                            f"{path}: array {name!r} has dtype {array.dtype}, expected "
+                            f"{ {'U': 'strings', 'i': 'integers', 'f': 'floats'}[kind] }"
+                        )
+                    if array.ndim != ndim:
+                        raise TrainerError(
+                            f"{path}: array {name!r} has shape {array.shape}, expected {ndim} axes"
+                        )
+                    arrays[name] = array
+        except FileNotFoundError:
+            raise TrainerError(f"{path}: no such file (run `ncore-train evaluate`)") from None
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            # numpy: ValueError for pickled (object) arrays with allow_pickle=False and for
+            # bytes that are no array; EOFError for an empty file; BadZipFile for truncation.
+            text = str(error).splitlines()[0][:160] if str(error) else type(error).__name__
+            raise TrainerError(f"{path}: unreadable test embeddings ({text})") from None
+        n = len(arrays["clip_ids"])
+        for name, array in arrays.items():
+            if len(array) != n:
+                raise TrainerError(f"{path}: array {name!r} has {len(array)} rows for {n} clip ids")
+        for name in ("embeddings", "backbone_embeddings"):
+            if not np.all(np.isfinite(arrays[name])):
+                raise TrainerError(f"{path}: array {name!r} holds non-finite values")
+        return arrays
 
     def write_evaluation(self, record: dict[str, Any]) -> None:
         write_json(self.evaluation, {"schema_version": RUN_SCHEMA_VERSION, **record})
@@ -572,11 +797,11 @@ class RunDir:
             )
 
     def read_summary(self) -> dict[str, Any]:
-        if not self.summary_json.is_file():
+        if not self.summary_json.exists():
             raise TrainerError(
                 f"{self.path}: no {SUMMARY_JSON} (evaluate the run first: ncore-train evaluate RUN)"
             )
-        return _read_json(self.summary_json)
+        return parse_summary(_read_json(self.summary_json), str(self.summary_json))
 
 
 def seed_dir_of(path: str | os.PathLike[str], seed: int | None = None) -> SeedDir:
@@ -614,7 +839,11 @@ def read_epoch_rows(path: str | os.PathLike[str]) -> list[EpochRow]:
     if not path.exists():
         return []
     rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    try:
+        text = read_regular_file(path).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise TrainerError(f"{path}: unreadable ({error})") from None
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
         where = f"{path}:{number}"
@@ -622,6 +851,8 @@ def read_epoch_rows(path: str | os.PathLike[str]) -> list[EpochRow]:
             data = json.loads(line)
         except json.JSONDecodeError as error:
             raise TrainerError(f"{where}: not a JSON row ({error.msg})") from None
+        except RecursionError:
+            raise TrainerError(f"{where}: not a JSON row (nested too deeply)") from None
         rows.append(EpochRow.from_dict(data, where))
     return rows
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import stat
 from pathlib import Path, PurePosixPath
 
 from pipeline.datasets.base import (
@@ -24,6 +25,29 @@ from pipeline.datasets.base import (
 from pipeline.manifest import Failure
 
 
+def _regular_file(path: Path) -> int:
+    """A read descriptor of ``path``, refused (DatasetError) unless it is a regular file: a
+    FIFO, socket or device as the label file would block the import or never end. Opened
+    non-blocking and checked on the descriptor itself (no race with a swapped file)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            what = (
+                "a FIFO"
+                if stat.S_ISFIFO(mode)
+                else "a folder"
+                if stat.S_ISDIR(mode)
+                else ("a device or socket")
+            )
+            raise DatasetError(f"label file {path} is {what}, not a regular file")
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def read_rows(
     csv_path: Path, required: list[str], hints: dict[str, str] | None = None
 ) -> tuple[list[str], list[tuple[int, dict]]]:
@@ -34,7 +58,7 @@ def read_rows(
     Accepts a UTF-8 BOM and CRLF line endings.
     """
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        with open(_regular_file(csv_path), newline="", encoding="utf-8-sig") as f:
             reader = csv.DictReader(f)
             header = [h.strip() for h in (reader.fieldnames or [])]
             twice = sorted({h for h in header if h and header.count(h) > 1})

@@ -45,6 +45,44 @@ from pipeline.splits import SplitError, SplitItem, assign_splits
 log = logging.getLogger(__name__)
 
 
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is real text: a file name whose bytes are not UTF-8 arrives from the
+    operating system with lone surrogates (``surrogateescape``), which JSON cannot store."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _shown(value: str) -> str:
+    """``value`` with its undecodable bytes written as ``\\xNN`` (for records and messages)."""
+    return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def _text_names_only(listing: Listing) -> Listing:
+    """A clip whose file name (or any field) is not UTF-8 text becomes a recorded failure of
+    that clip, its path written with the bytes escaped; the rest of the corpus imports."""
+    candidates, rejected = [], []
+    for c in listing.candidates:
+        fields = (c.id, c.path, c.emotion, c.speaker, *c.extra, *c.extra.values())
+        if all(_is_text(v) for v in fields):
+            candidates.append(c)
+            continue
+        reason = f"file name is not valid UTF-8: {_shown(c.path)}"
+        rejected.append(Failure(safe_id(_shown(c.id)), IMPORT_STAGE, reason, _shown(c.path)))
+    for f in listing.rejected:
+        if all(_is_text(v) for v in (f.id, f.reason, f.path)):
+            rejected.append(f)
+        else:
+            rejected.append(
+                Failure(safe_id(_shown(f.id)), f.stage, _shown(f.reason), _shown(f.path))
+            )
+    if rejected == listing.rejected:
+        return listing
+    return replace(listing, candidates=candidates, rejected=rejected)
+
+
 def _inside(data_dir: Path, rel: str) -> Path | str:
     """The absolute path of ``rel`` when it stays inside ``data_dir``, else a failure reason.
 
@@ -260,7 +298,7 @@ def build_manifest(
     if safe_id(name) != name:
         raise DatasetError(f"--name {name!r}: use letters, digits, '.', '_' or '-' only")
 
-    listing = spec.list_clips(folder, seed, **options)
+    listing = _text_names_only(spec.list_clips(folder, seed, **options))
     candidates, duplicates = _unique_ids(listing)
     candidates, label_failures = _clean_labels(candidates)
     decoded, decode_failures = decode_candidates(folder, candidates, jobs)
