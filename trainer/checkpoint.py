@@ -99,12 +99,15 @@ def save_checkpoint(
     keep: int = 1,
     batch: int | None = None,
     rng: Any = None,
+    clips: Any = None,
 ) -> Path:
     """Write ``folder/epoch-XXXX`` (``-batch-YYYYYY`` inside an epoch) atomically and delete
     all but the newest ``keep``.
 
     ``state`` is JSON-ready (numbers, strings, lists, dicts); the config and epoch are added.
-    ``rng`` (tensors, numbers, lists, dicts) is stored beside the optimizer state.
+    ``rng`` (tensors, numbers, lists, dicts) is stored beside the optimizer state, and so is
+    ``clips`` (inside an epoch: each rank's detached embeddings and labels of the epoch so
+    far, which the adversary's end-of-epoch instruments read).
     """
     from safetensors.torch import save_model
 
@@ -116,6 +119,8 @@ def save_checkpoint(
         blob = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
         if rng is not None:
             blob["rng"] = rng
+        if clips is not None:
+            blob["epoch_clips"] = clips
         torch.save(blob, tmp / "optim.pt")
         record = {
             "schema_version": CHECKPOINT_SCHEMA_VERSION,
@@ -284,6 +289,8 @@ def load_checkpoint(
                 scheduler.load_state_dict(blob["scheduler"])
             if "rng" in blob:
                 state["rng"] = blob["rng"]
+            if "epoch_clips" in blob:
+                state["epoch_clips"] = blob["epoch_clips"]
     except Exception as error:  # truncated or garbled files raise many types
         raise TrainerError(damaged_checkpoint(path, error)) from None
     return state

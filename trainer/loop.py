@@ -242,6 +242,7 @@ def train_seed(
         loader_state: dict[str, Any],
         batch: int | None = None,
         rng: list[dict[str, Any]] | None = None,
+        clips: list[list[tuple[torch.Tensor, ...]]] | None = None,
         **extra: Any,
     ) -> None:
         """Save the run as it stands now (the loop's current epoch, step, best metric);
@@ -266,6 +267,7 @@ def train_seed(
             config=config.replace(seeds=(seed,)),
             batch=batch,
             rng=rng,
+            clips=clips,
         )
 
     # -- epochs ---------------------------------------------------------------------------
@@ -292,6 +294,13 @@ def train_seed(
             micro = partial["loader"]["batches"]
             loader.load_state_dict(partial["loader"])
             restore_rng = partial["rng"]
+            # The epoch's clips so far, for the adversary's instruments at its end: each
+            # rank its own (under another number of processes, rank 0 all of them).
+            saved = partial.get("epoch_clips") or []
+            if len(saved) == ddp.world_size:
+                epoch_clips = [tuple(part) for part in saved[ddp.rank]]
+            elif ddp.main:
+                epoch_clips = [tuple(part) for rank in saved for part in rank]
             partial = None
         for batch, weight, last in lockstep(loader, ddp, device):
             if restore_rng is not None:
@@ -349,6 +358,11 @@ def train_seed(
                 and step % config.checkpoint_every == 0
             ):
                 rng = gather_rng_states(ddp, device)
+                clips = (  # every rank's, in rank order (a collective under DDP)
+                    all_gather_objects([tuple(t.cpu() for t in p) for p in epoch_clips], ddp)
+                    if config.adversary
+                    else None
+                )
                 total = sums.reduced(ddp)  # the epoch's sums so far, over all ranks
                 if ddp.main:
                     # micro, not the loader's count: lockstep reads one batch ahead.
@@ -356,6 +370,7 @@ def train_seed(
                         {**loader.state_dict(), "batches": micro, "next_epoch": epoch},
                         batch=micro,
                         rng=rng,
+                        clips=clips,
                         partial_epoch={
                             "sums": total.to_list(),
                             "alphas": alphas,
