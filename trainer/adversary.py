@@ -28,6 +28,7 @@ embeddings it was trained on against a standardised linear probe on the same emb
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -121,19 +122,30 @@ def adversary_updates(
     y_task: torch.Tensor,
     y_adv: torch.Tensor,
     steps: int,
+    seed: int | None = None,
 ) -> None:
     """Fold ``x`` into the adversary's input statistics, then ``steps`` updates of the
     adversary alone on ``x`` (the detached view-0 embeddings (n, D) of one optimizer step's
     clips). ``optimizer`` holds the adversary in its own group; the other parameters get
-    no gradient here, so AdamW leaves them untouched."""
+    no gradient here, so AdamW leaves them untouched.
+
+    ``seed``: the head's dropout masks are drawn from a generator seeded with it (the
+    global generators are left as they were), so every DDP rank, updating on the same
+    gathered clips, draws the same masks and keeps the same weights; None: the global
+    generator (one process)."""
     if model.adv_norm is not None:
         model.adv_norm.update(x)
     x = x.detach()
-    for _ in range(steps):
-        optimizer.zero_grad(set_to_none=True)
-        logits = model.adversary_logits(x, y_task)
-        adversary_loss(logits, y_adv, model.adversary_weights(y_task, y_adv)).backward()
-        optimizer.step()
+    devices = [x.device] if x.device.type == "cuda" else []
+    forked = torch.random.fork_rng(devices=devices) if seed is not None else nullcontext()
+    with forked:
+        if seed is not None:
+            torch.manual_seed(seed % 2**63)
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            logits = model.adversary_logits(x, y_task)
+            adversary_loss(logits, y_adv, model.adversary_weights(y_task, y_adv)).backward()
+            optimizer.step()
     optimizer.zero_grad(set_to_none=True)
 
 

@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from pipeline.memory import tune_malloc
+from pipeline.rng import stable_seed
 from trainer.adversary import (
     adversary_competence,
     adversary_updates,
@@ -345,7 +346,13 @@ def train_seed(
                 if own_adversary and config.adv_steps:  # a collective: every rank, every step
                     gathered = gathered_clips(step_clips, ddp, device)
                     if gathered is not None:
-                        adversary_updates(raw_model, optimizer, *gathered, config.adv_steps)
+                        adversary_updates(
+                            raw_model,
+                            optimizer,
+                            *gathered,
+                            config.adv_steps,
+                            seed=stable_seed("adversary", seed, step),  # same on every rank
+                        )
                 epoch_clips.extend(tuple(t.cpu() for t in part) for part in step_clips)
                 step_clips = []
             if weight:
