@@ -129,10 +129,10 @@ def adversary_updates(
     clips). ``optimizer`` holds the adversary in its own group; the other parameters get
     no gradient here, so AdamW leaves them untouched.
 
-    ``seed``: the head's dropout masks are drawn from a generator seeded with it (the
-    global generators are left as they were), so every DDP rank, updating on the same
+    ``seed`` (under DDP): the head's dropout masks are drawn from a generator seeded with
+    it (the global generators are left as they were), so every rank, updating on the same
     gathered clips, draws the same masks and keeps the same weights; None: the global
-    generator (one process)."""
+    generator (one process, the stream of earlier versions)."""
     if model.adv_norm is not None:
         model.adv_norm.update(x)
     x = x.detach()

@@ -351,7 +351,9 @@ def train_seed(
                             optimizer,
                             *gathered,
                             config.adv_steps,
-                            seed=stable_seed("adversary", seed, step),  # same on every rank
+                            # DDP: masks from a generator every rank seeds alike; one
+                            # process: the global generator, as before.
+                            seed=stable_seed("adversary", seed, step) if ddp.enabled else None,
                         )
                 epoch_clips.extend(tuple(t.cpu() for t in part) for part in step_clips)
                 step_clips = []
