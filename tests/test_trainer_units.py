@@ -322,3 +322,19 @@ def test_a_checkpoint_version_equal_to_1_but_not_the_integer_is_refused(tmp_path
     (path / "state.json").write_text(json.dumps({**saved, "schema_version": version}))
     with pytest.raises(TrainerError, match=r"schema_version .* is not supported"):
         load_checkpoint(path, model, config=config)
+
+
+def test_a_config_file_that_is_a_fifo_or_not_utf8_is_refused_in_one_line(tmp_path) -> None:
+    """``--config`` is read like every record: a FIFO is refused, not waited on forever."""
+    import os
+
+    from trainer.config import read_config_file
+
+    fifo = tmp_path / "run.toml"
+    os.mkfifo(fifo)
+    with pytest.raises(TrainerError, match=r"run.toml: cannot read config file \(.*FIFO"):
+        read_config_file(fifo)
+    latin = tmp_path / "latin.toml"
+    latin.write_bytes("lr = 0.001 # caf\xe9\n".encode("latin-1"))
+    with pytest.raises(TrainerError, match="not UTF-8"):
+        read_config_file(latin)

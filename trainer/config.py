@@ -338,11 +338,15 @@ def parse_seeds(value: Any) -> tuple[int, ...]:
 def read_config_file(path: str | Path) -> dict[str, Any]:
     """Settings from a ``.toml`` or ``.json`` file, keys spelt like the options
     (``lambda-reg`` or ``lambda_reg``). A ``[train]`` table in TOML is also accepted."""
+    from pipeline.manifest import read_regular_file
+
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
+    try:  # a FIFO in its place is refused, not waited on (as every record the toolkit reads)
+        text = read_regular_file(path).decode("utf-8")
     except OSError as error:
         raise TrainerError(f"{path}: cannot read config file ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise TrainerError(f"{path}: config file is not UTF-8 text") from None
     try:
         if path.suffix.lower() == ".toml":
             data = tomllib.loads(text)

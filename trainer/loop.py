@@ -351,8 +351,10 @@ def train_seed(
                             optimizer,
                             *gathered,
                             config.adv_steps,
-                            # DDP: masks from a generator every rank seeds alike; one
-                            # process: the global generator, as before.
+                            # Under DDP each rank's global generator differs: draw the
+                            # masks from one seeded by (seed, step), the same on every rank.
+                            # One process keeps the global generator (its runs, and the
+                            # published positive control, stay as they were).
                             seed=stable_seed("adversary", seed, step) if ddp.enabled else None,
                         )
                 epoch_clips.extend(tuple(t.cpu() for t in part) for part in step_clips)
