@@ -273,3 +273,15 @@ def os_error_line(error: OSError, fallback: object = "") -> str:
     if where:
         return f"{where}: {os_reason(error)}"
     return f"a file could not be written or read ({os_reason(error)})"
+
+
+def probe_writable(folder: str | os.PathLike[str], prefix: str) -> None:
+    """Write, flush to disk and remove a 4 KiB file named ``<prefix>*`` in ``folder``: an
+    ``OSError`` now (full disk, read-only or forbidden folder) instead of after a long
+    computation. A full disk fails the write, not the open, hence the bytes and the fsync."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=prefix) as probe:
+        probe.write(b"\0" * 4096)
+        probe.flush()
+        os.fsync(probe.fileno())

@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import kill_point, write_bytes, write_text
+from pipeline.atomic import kill_point, probe_writable, write_bytes, write_text
 from pipeline.inspection import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,
@@ -941,7 +941,6 @@ def _check_writable(out: Path) -> None:
     disk) before any drawing: a small probe file is written where the page's files go (the
     folder, already checked new, empty or this toolkit's; else its nearest existing parent,
     where the folder would be made) and removed."""
-    import tempfile
 
     from pipeline.atomic import os_reason
 
@@ -949,10 +948,7 @@ def _check_writable(out: Path) -> None:
     while not where.is_dir() and where != where.parent:
         where = where.parent
     try:
-        with tempfile.NamedTemporaryFile(dir=where, prefix=".ncore-page.probe-") as probe:
-            probe.write(b"\0" * 4096)
-            probe.flush()
-            os.fsync(probe.fileno())
+        probe_writable(where, ".ncore-page.probe-")
     except OSError as e:
         raise InspectError(
             f"{out}: cannot write there ({os_reason(e)}); nothing was written"

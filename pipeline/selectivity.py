@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -51,7 +50,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.atomic import os_reason, write_json
+from pipeline.atomic import os_reason, probe_writable, write_json
 from pipeline.errors import PipelineError
 from pipeline.manifest import SAMPLE_RATE, Manifest, ViewSet, other_label, read_regular_file
 from pipeline.rng import make_rng, stable_seed
@@ -591,10 +590,7 @@ def check_writable(folder: Path) -> None:
     into: forbidden, read-only or full. Checked before the measurement, which takes minutes,
     by writing and removing a small probe file (a full disk fails the write, not the open)."""
     try:
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=f".{FILE_NAME}.probe-") as probe:
-            probe.write(b"\0" * 4096)
-            probe.flush()
-            os.fsync(probe.fileno())
+        probe_writable(folder, f".{FILE_NAME}.probe-")
     except OSError as e:
         raise SelectivityError(
             f"{folder}: cannot write {FILE_NAME} there ({os_reason(e)}); nothing was measured"
