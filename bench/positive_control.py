@@ -8,15 +8,17 @@ Usage (a long CPU run; the table goes to README)::
 Steps, each skipped when its output is already there:
 
 1. Training corpus: the synthetic ``premise`` preset (speaker only in cues p_s randomises,
-   emotion only in cues it keeps), 240 clips, 6 speakers x 4 emotions, **entanglement
-   0.9** (90 % of an emotion's clips from one speaker: the speaker is a shortcut to the
-   emotion). Speaker-perturbed views p_s, N = 2, DIO, default parameters.
+   emotion only in cues it keeps), 240 clips, 6 speakers x 4 emotions, entanglement
+   ``--entanglement`` (default 0.9: 90 % of an emotion's clips from one speaker, the
+   speaker a shortcut to the emotion). Speaker-perturbed views p_s, N = 2, DIO.
 2. Probe corpus: the same preset and speakers, another generator seed (no shared clip),
-   480 clips, entanglement 0 (speaker and emotion independent), its own 70/30 train/test
-   split stratified on emotion.
+   960 clips (``--probe-clips``), entanglement 0 (speaker and emotion independent), its own
+   train/test split stratified on emotion (``--probe-test-fraction``, 0.5: 480 test clips).
 3. Runs with ``ncore-train`` (subprocesses), tiny backbone, lr 1e-3, ``--epochs`` epochs,
    1 s crops, one split per seed: ``backbone-only`` (no views, no adversary: the task head
-   alone) and ``ncore`` (N = 2, the paper's loss weights lambda_REG 0.005, lambda_GRL 0.01),
+   alone), ``ncore-nN`` (``--recipe paper``: appendix A.1, lambda_REG 0.005, lambda_GRL
+   0.01; ``--no-paper`` drops it) and ``recommended-nN`` (the defaults, ``--recipe ncore``:
+   the same loss weights with an adversary that can learn; ``--no-recommended`` drops it),
    plus ``--variant name:--option value ...`` rows.
 4. For every run and seed: emotion-task test metrics (``summary.json``); the probe corpus
    embedded with the selected model (``ncore-train embed``); linear probes of speaker and
