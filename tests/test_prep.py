@@ -530,9 +530,12 @@ def test_ctrl_c_stops_perturb_promptly_and_keeps_what_is_done(
     cmd = [sys.executable, "-m", "pipeline.cli", "perturb", *CLI_ARGS, "--workers", "1"]
     cmd += ["--executor", executor]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    # A shell without job control starts background commands with SIGINT ignored, and
+    # Python keeps an inherited SIG_IGN: give the command the disposition a terminal gives.
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     try:
         listed = _wait_for_listed(proc, path, 1)

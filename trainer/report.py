@@ -48,13 +48,14 @@ COLUMNS = (
     Column("backbone_probe_adv", "Backbone probe y-", None),
     Column("labels_only_probe_adv", "y- from y+ label", None),
     Column("chance_adv", "Chance y-", None),
+    # How far the run's views move a test clip, in between-class spreads of y-.
+    Column("view_shift", "View shift (y- spreads)", None, percent=False),
     Column("adv_head_accuracy", "Adv. head acc.", None),
     # The adversary's instruments (trainer/adversary.py): what it reads of y- on its own
-    # training clips against a linear probe on the same clips, and how far the run's views
-    # move a test clip in between-class spreads of y-.
+    # training clips against a linear probe on the same clips (runs without an adversary:
+    # "–", as its head's accuracy).
     Column("adversary_fit_head", "Adversary, train clips", None),
     Column("adversary_fit_probe", "Linear probe, same clips", None),
-    Column("view_shift", "View shift (y- spreads)", None, percent=False),
 )
 
 
