@@ -149,6 +149,56 @@ def adversary_updates(
     optimizer.zero_grad(set_to_none=True)
 
 
+def linear_leakage(
+    z: torch.Tensor,
+    y_adv: torch.Tensor,
+    adv_classes: int,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The linear eraser's loss: how much of y- a linear map can read from ``z`` (n, D), the
+    adversary's input (whitened: every direction counts alike), as the squared Frobenius
+    norm of the cross-covariance of ``z`` with y-'s one-hot coding, estimated over the
+    pairs of distinct clips (the i = j terms, a positive bias of order D / n, left out).
+
+    It is zero exactly when y-'s class means of ``z`` coincide, the condition under which no
+    linear classifier reads y- better than the class priors (linear guardedness; Belrose et
+    al. 2023, LEACE). Unlike a trained adversary it needs no race to keep up with the
+    encoder: it is the closed-form answer at every step. ``groups`` (n,), e.g. y+: ``z``
+    and the one-hot are centred within each group, so only y- beyond the group is counted
+    (the partial cross-covariance: with entangled labels, the speaker beyond the emotion).
+    Fewer than two clips: 0, still in the graph."""
+    n = z.shape[0]
+    if n < 2:
+        return z.sum() * 0.0
+    z = z.float()
+    onehot = F.one_hot(y_adv.long(), adv_classes).to(z.dtype)
+    if groups is None:
+        groups = torch.zeros(n, dtype=torch.long, device=z.device)
+    groups = groups.long()
+    count = torch.bincount(groups).clamp(min=1).to(z.dtype)[:, None]
+    z = (
+        z
+        - (
+            torch.zeros(count.shape[0], z.shape[1], dtype=z.dtype, device=z.device).index_add(
+                0, groups, z
+            )
+            / count
+        )[groups]
+    )
+    onehot = (
+        onehot
+        - (
+            torch.zeros(count.shape[0], adv_classes, dtype=z.dtype, device=z.device).index_add(
+                0, groups, onehot
+            )
+            / count
+        )[groups]
+    )
+    gram, label_gram = z @ z.T, onehot @ onehot.T
+    pairs = (gram * label_gram).sum() - (gram.diagonal() * label_gram.diagonal()).sum()
+    return pairs / (n * (n - 1))
+
+
 def gradient_share(ce: torch.Tensor, reversed_part: torch.Tensor, x: torch.Tensor) -> float:
     """||d(reversed adversarial term)/dx|| over ||d(task CE term)/dx||: how much of the
     encoder's push at the embedding ``x`` comes from the adversary (weights and the GRL's

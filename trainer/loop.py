@@ -33,6 +33,7 @@ from trainer.adversary import (
     adversary_updates,
     behind_warning,
     gradient_share,
+    linear_leakage,
     pair_weights,
 )
 from trainer.checkpoint import (
@@ -322,6 +323,14 @@ def train_seed(
             with sync:
                 with autocast(device):
                     out = model(audio, lengths, y_task)
+                erasure = None
+                if config.lambda_erase and out.adv_logits is not None:
+                    erasure = linear_leakage(
+                        raw_model.adversary_input(out.embeddings[:, 0].float()),
+                        y_adv,
+                        len(plan.adv_names),
+                        y_task if raw_model.adv_condition != "none" else None,
+                    )
                 terms = ncore_loss(
                     out,
                     y_task,
@@ -332,6 +341,9 @@ def train_seed(
                     config.grl_objective,
                     config.consistency_norm,
                     raw_model.adversary_weights(y_task, y_adv) if config.adversary else None,
+                    erasure,
+                    # The eraser removes y- as the reversal does: scaled by its strength.
+                    config.lambda_erase * raw_model.grl_alpha,
                 )
                 if weight and out.adv_logits is not None:
                     shares.append(gradient_share(terms.task_term, terms.adv_term, out.embeddings))
