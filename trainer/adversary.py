@@ -156,17 +156,20 @@ def linear_leakage(
     groups: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The linear eraser's loss: how much of y- a linear map can read from ``z`` (n, D), the
-    adversary's input (whitened: every direction counts alike), as the squared Frobenius
-    norm of the cross-covariance of ``z`` with y-'s one-hot coding, estimated over the
-    pairs of distinct clips (the i = j terms, a positive bias of order D / n, left out).
+    adversary's input (whitened: every direction counts alike). It is the squared Frobenius
+    norm of the cross-covariance of ``z`` with y-'s one-hot coding, estimated over the pairs
+    of distinct clips (the i = j terms, a positive bias of order D / n, left out), over the
+    batch's mean variance per dimension of ``z`` (with its gradient): scale-free, so the
+    encoder cannot lower it by shrinking every embedding, only by making y-'s class means
+    coincide relative to the spread of the clips.
 
-    It is zero exactly when y-'s class means of ``z`` coincide, the condition under which no
-    linear classifier reads y- better than the class priors (linear guardedness; Belrose et
-    al. 2023, LEACE). Unlike a trained adversary it needs no race to keep up with the
-    encoder: it is the closed-form answer at every step. ``groups`` (n,), e.g. y+: ``z``
-    and the one-hot are centred within each group, so only y- beyond the group is counted
-    (the partial cross-covariance: with entangled labels, the speaker beyond the emotion).
-    Fewer than two clips: 0, still in the graph."""
+    Zero in expectation exactly when y-'s class means of ``z`` coincide, the condition under
+    which no linear classifier reads y- better than the class priors (linear guardedness;
+    Belrose et al. 2023, LEACE). Unlike a trained adversary it needs no race to keep up
+    with the encoder: it is the closed-form answer at every step. ``groups`` (n,), e.g. y+:
+    ``z`` and the one-hot are centred within each group, so only y- beyond the group is
+    counted (the partial cross-covariance: with entangled labels, the speaker beyond the
+    emotion). Fewer than two clips: 0, still in the graph."""
     n = z.shape[0]
     if n < 2:
         return z.sum() * 0.0
@@ -174,29 +177,19 @@ def linear_leakage(
     onehot = F.one_hot(y_adv.long(), adv_classes).to(z.dtype)
     if groups is None:
         groups = torch.zeros(n, dtype=torch.long, device=z.device)
-    groups = groups.long()
-    count = torch.bincount(groups).clamp(min=1).to(z.dtype)[:, None]
-    z = (
-        z
-        - (
-            torch.zeros(count.shape[0], z.shape[1], dtype=z.dtype, device=z.device).index_add(
-                0, groups, z
-            )
-            / count
-        )[groups]
-    )
-    onehot = (
-        onehot
-        - (
-            torch.zeros(count.shape[0], adv_classes, dtype=z.dtype, device=z.device).index_add(
-                0, groups, onehot
-            )
-            / count
-        )[groups]
-    )
+    z, onehot = _centred_within(z, groups), _centred_within(onehot, groups)
     gram, label_gram = z @ z.T, onehot @ onehot.T
     pairs = (gram * label_gram).sum() - (gram.diagonal() * label_gram.diagonal()).sum()
-    return pairs / (n * (n - 1))
+    spread = gram.diagonal().mean() / z.shape[1]  # mean variance per dimension
+    return pairs / (n * (n - 1)) / (spread + 1e-12)
+
+
+def _centred_within(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """``x`` (n, C) minus the mean of its rows' group (``groups`` (n,) integers >= 0)."""
+    groups = groups.long()
+    count = torch.bincount(groups).clamp(min=1).to(x.dtype)[:, None]
+    sums = torch.zeros(count.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
+    return x - (sums.index_add(0, groups, x) / count)[groups]
 
 
 def gradient_share(ce: torch.Tensor, reversed_part: torch.Tensor, x: torch.Tensor) -> float:

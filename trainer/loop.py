@@ -88,6 +88,7 @@ class EpochSums:
     task_hits: float = 0.0
     adv_hits: float = 0.0
     clips: float = 0.0
+    erasure: float = 0.0  # last: checkpoints saved before it hold one value fewer
 
     def add(self, terms: Any, out: Any, y_task: torch.Tensor, y_adv: torch.Tensor) -> None:
         """Count one micro-batch (``terms``: its LossTerms, ``out``: its ModelOutput)."""
@@ -99,6 +100,8 @@ class EpochSums:
         if out.adv_logits is not None:
             self.adv_hits += (out.adv_logits.argmax(-1) == y_adv).sum().item()
         self.clips += n
+        if terms.erasure is not None:
+            self.erasure += terms.erasure.item() * n
 
     def to_list(self) -> list[float]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -436,6 +439,7 @@ def train_seed(
             adv_fit_acc=adv_fit,
             probe_fit_acc_adv=probe_fit,
             adv_grad_share=float(np.mean(shares)) if shares else None,
+            train_erase=sums.erasure / clips if config.lambda_erase and config.adversary else None,
         )
         improved = score > best_acc
         if improved:
