@@ -357,3 +357,26 @@ def test_ncore_train_on_an_old_manifest_reads_the_view_set_it_names(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "named" / "config.json").read_text())["view_set"] == old.key
+
+
+def test_the_commands_defaults_are_the_librarys():
+    """``pipeline/cli.py`` spells the defaults out (its --help imports no numpy)."""
+    import inspect
+
+    from pipeline.prep import PerturbSettings
+
+    options = {p.name: p.default for p in main.commands["perturb"].params}
+    library = inspect.signature(analyse).parameters
+    assert options["f0_floor_hz"] == library["f0_floor_hz"].default == DEFAULT_F0_FLOOR_HZ
+    assert options["f0_ceil_hz"] == library["f0_ceil_hz"].default == DEFAULT_F0_CEIL_HZ
+    assert (PerturbSettings().f0_floor_hz, PerturbSettings().f0_ceil_hz) == (71.0, 2000.0)
+
+
+@pytest.mark.parametrize(("f0_hz", "voiced"), [(1320.0, True), (1345.0, False), (1500.0, False)])
+def test_dio_is_unvoiced_above_a_twelfth_of_the_sample_rate(f0_hz, voiced):
+    """StoneMask, which refines dio (and praat), unvoices F0 above 16 kHz / 12 = 1333 Hz:
+    the documented reason to keep harvest for screams above it."""
+    analysis = analyse(signals.scream(f0_hz, 0.0, 0.5), f0_method="dio")
+    assert bool(analysis.voiced.mean() > 0.9) == voiced
+    if voiced:
+        assert np.median(analysis.f0[analysis.voiced]) == pytest.approx(f0_hz, rel=0.01)
