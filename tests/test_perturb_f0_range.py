@@ -350,6 +350,7 @@ def test_ncore_train_on_an_old_manifest_reads_the_view_set_it_names(tmp_path):
     assert result.exit_code == 0, result.output
     recorded = json.loads((tmp_path / "run" / "config.json").read_text())
     assert recorded["view_set"] == old.key
+    assert f"view set {old.key}, F0 71-800 Hz" in result.output  # and says which
     # After a perturb under the new default, the old view set stays nameable.
     assert _perturb(tmp_path, "--kind", "speaker", dataset=NAME).exit_code == 0
     result = CliRunner().invoke(
@@ -357,6 +358,7 @@ def test_ncore_train_on_an_old_manifest_reads_the_view_set_it_names(tmp_path):
     )
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "named" / "config.json").read_text())["view_set"] == old.key
+    assert f"view set {old.key}, F0 71-800 Hz" in result.output
 
 
 def test_the_commands_defaults_are_the_librarys():
