@@ -564,12 +564,15 @@ def _train_locked(
         plan.run.write_record(record)
         split = plan.seed_splits[config.seeds[0]]
         log.info(
-            "training %s on %s (%s views of %s, %d train clips; %s split%s, protocol %s, "
-            "epoch selected on %s by %s) -> %s",
+            "training %s on %s (%s views of %s, view set %s, F0 %g-%g Hz, %d train clips; %s "
+            "split%s, protocol %s, epoch selected on %s by %s) -> %s",
             config.task,
             device,
             plan.views,
             config.view_kind,
+            plan.view_set.key,
+            plan.view_set.f0_floor_hz,
+            plan.view_set.f0_ceil_hz,
             plan.train_clips,
             split.mode,
             f" stratified on {split.stratify}" if split.mode == "per-seed" else "",
