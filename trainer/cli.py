@@ -169,9 +169,10 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
     "--lambda-erase",
     type=click.FloatRange(min=0),
     default=None,
-    help="Weight of the linear eraser (not in the paper): the in-batch cross-covariance of "
-    "the adversary's input with y-, within y+ classes under --adv-condition; scaled by the "
-    "GRL strength. [default: from --recipe]",
+    help="Strength of the linear eraser (not in the paper), which lowers the in-batch "
+    "cross-covariance of the adversary's whitened input with y- (within y+ classes under "
+    "--adv-condition): its gradient at the embedding as a fraction of the task CE's, times "
+    "the GRL strength. [default: from --recipe]",
 )
 @click.option(
     "--consistency-norm",

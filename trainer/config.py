@@ -85,9 +85,10 @@ class TrainConfig:
     embedding ``standardize``d per dimension or ``whiten``ed with running statistics),
     ``adv_condition`` how it handles entangled labels (``task-label``: it is also given
     y+; ``reweight``: its loss is weighted so y+ and y- are independent).
-    ``lambda_erase`` weighs the linear eraser (``trainer.adversary.linear_leakage``, not in
-    the paper): the in-batch cross-covariance of the adversary's (whitened) input with y-,
-    within y+ classes when ``adv_condition`` is not ``none``; scaled by the GRL strength.
+    ``lambda_erase`` is the linear eraser's strength (``trainer.adversary.linear_leakage``,
+    not in the paper: the in-batch cross-covariance of the adversary's whitened input with
+    y-, within y+ classes when ``adv_condition`` is not ``none``): its gradient at the
+    embedding as a fraction of the task CE's, set every batch, times the GRL strength.
     ``consistency_norm``: ``none`` is eq. 1 (the paper); ``batch-variance`` (not in the
     paper) divides it by the batch's embedding variance, making it scale-free.
     ``protocol``: the split protocol (None: the manifest's); every seed draws its own split

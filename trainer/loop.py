@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.memory import tune_malloc
@@ -31,6 +32,7 @@ from pipeline.rng import stable_seed
 from trainer.adversary import (
     adversary_competence,
     adversary_updates,
+    balanced_weight,
     behind_warning,
     gradient_share,
     linear_leakage,
@@ -326,13 +328,21 @@ def train_seed(
             with sync:
                 with autocast(device):
                     out = model(audio, lengths, y_task)
-                erasure = None
+                erasure, erase_weight = None, 0.0
                 if config.lambda_erase and out.adv_logits is not None:
                     erasure = linear_leakage(
                         raw_model.adversary_input(out.embeddings[:, 0].float()),
                         y_adv,
                         len(plan.adv_names),
                         y_task if raw_model.adv_condition != "none" else None,
+                    )
+                    # Its push at the embedding: lambda_erase times the task CE's, scaled
+                    # like the reversal by the GRL strength.
+                    erase_weight = balanced_weight(
+                        config.lambda_ce * F.cross_entropy(out.task_logits.float(), y_task),
+                        erasure,
+                        out.embeddings,
+                        config.lambda_erase * raw_model.grl_alpha,
                     )
                 terms = ncore_loss(
                     out,
@@ -345,8 +355,7 @@ def train_seed(
                     config.consistency_norm,
                     raw_model.adversary_weights(y_task, y_adv) if config.adversary else None,
                     erasure,
-                    # The eraser removes y- as the reversal does: scaled by its strength.
-                    config.lambda_erase * raw_model.grl_alpha,
+                    erase_weight,
                 )
                 if weight and out.adv_logits is not None:
                     shares.append(gradient_share(terms.task_term, terms.adv_term, out.embeddings))
