@@ -253,3 +253,15 @@ def test_the_eraser_is_off_by_default_off_in_old_records_and_needs_an_adversary(
     assert given.lambda_erase == 2.0
     with pytest.raises(TrainerError, match="lambda_erase needs the adversary"):
         resolve_config(None, {"manifest": "m.json", "lambda_erase": 1.0, "adversary": False})
+
+
+def test_the_erasers_weight_gives_its_gradient_the_asked_share_of_the_task_gradient():
+    from trainer.adversary import balanced_weight
+
+    x = torch.randn(8, 5, requires_grad=True)
+    anchor = (x[:, 0] * 3.0).sum()  # gradient norm 3 * sqrt(8)
+    term = (x**2).sum()  # gradient 2x
+    weight = balanced_weight(anchor, term, x, 0.5)
+    expected = 0.5 * 3.0 * np.sqrt(8) / float((2 * x).norm())
+    assert weight == pytest.approx(expected, rel=1e-5)
+    assert balanced_weight(anchor, term, x, 0.0) == 0.0
