@@ -34,7 +34,6 @@ from pipeline.selectivity import (
     THRESHOLDS,
     Row,
     SelectivitySettings,
-    balanced_accuracy_ci,
     load_result,
     run_selectivity,
     verdicts,
@@ -207,15 +206,6 @@ def test_same_command_same_bytes(known, tmp_path):
     assert (
         path.parent / "cache" / "known" / view_folder("identity") / "selectivity.json"
     ).read_bytes() == first
-
-
-def test_balanced_accuracy_ci_against_hand_computed_values():
-    # Class 0: 3 clips, 2 right; class 1: 1 clip with 2 predictions, 1 right.
-    y = np.array([0, 0, 0, 1])
-    correct = np.array([[1, 1], [1, 1], [0, 0], [1, 0]])
-    point, lo, hi = balanced_accuracy_ci(y, correct, np.random.default_rng(0), 2000)
-    assert point == pytest.approx((4 / 6 + 1 / 2) / 2)
-    assert lo < point < hi and 0.0 <= lo and hi <= 1.0
 
 
 def _rows(label, features, orig, views, transfer, chance=0.25, ref=0.25):
