@@ -50,10 +50,10 @@ def balanced_accuracy(
     if y.size == 0:
         return float("nan")
     hits = np.asarray(correct, dtype=np.float64).reshape(len(y), -1)
-    classes = np.unique(y)
-    member = y[None, :] == classes[:, None]  # (C, n)
-    right = np.array([hits[m].sum() for m in member])
-    return float(np.mean(right / (member.sum(axis=1) * hits.shape[1])))
+    _, member = np.unique(y, return_inverse=True)
+    # Whole numbers summed in any order are exact: right / count is the class's recall.
+    right = np.bincount(member.ravel(), weights=hits.sum(axis=1))
+    return float(np.mean(right / (np.bincount(member.ravel()) * hits.shape[1])))
 
 
 def uar(y_true: Sequence[int] | np.ndarray, y_pred: Sequence[int] | np.ndarray) -> float:
