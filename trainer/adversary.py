@@ -244,12 +244,13 @@ def adversary_competence(
     one-hot y+; both are scored on the clips they were fitted on: what each *can read*, not
     what generalises. A probe far above the adversary means the reversed gradient carries
     little of the y- information there is (:data:`BEHIND`)."""
-    from trainer.probes import fit_accuracy
+    from trainer.probes import fit_accuracy, one_hot
 
     head = adversary_accuracy(model, x, y_task, y_adv)
     features = x.detach().float().cpu().numpy()
     if model.adv_condition == "task-label":
-        features = np.concatenate([features, np.eye(model.task_classes)[y_task.cpu().numpy()]], 1)
+        task = one_hot(y_task.cpu().numpy(), np.arange(model.task_classes))
+        features = np.concatenate([features, task], 1)
     return head, fit_accuracy(features, y_adv.cpu().numpy())
 
 
