@@ -1,13 +1,17 @@
-"""``ncore-prep inspect MANIFEST --html DIR``: an offline page to listen to cached views.
+"""``ncore-prep listen MANIFEST DIR`` (alias ``inspect MANIFEST --html DIR``): an offline
+page to listen to cached views.
 
 The folder it writes opens from ``file://`` with no network: ``index.html`` (inline CSS and
-a few lines of script, no CDN, no web font), ``audio/`` and ``img/``. For each chosen view
-set the page has a header (kind, N, seed, key, parameters, clips in = stored + failed,
-bytes per second of audio, the failures with their reasons, and the selectivity table when
-``ncore-prep selectivity`` has measured it), then a grid: one row per sampled clip
-(label, speaker, duration, split) and one cell per row of the shard (the original, then
-views 1..N), each with an audio player, a spectrogram thumbnail with the F0 track and the
-parameters drawn for that view.
+a few lines of script, no CDN, no web font), ``audio/`` and ``img/``. ``index.html`` is
+``pipeline/templates/listen.html.j2`` (jinja2, autoescape on) rendered over a view model of
+frozen records (:class:`PageView`), with ``listen.css`` and ``listen.js`` inlined.
+
+For each chosen view set the page has a header (kind, N, seed, key, parameters, clips in =
+stored + failed, bytes per second of audio, the failures with their reasons, and the
+selectivity table when ``ncore-prep selectivity`` has measured it), then a grid: one row
+per sampled clip (label, speaker, duration, split) and one cell per row of the shard (the
+original, then views 1..N), each with an audio player, a spectrogram thumbnail with the F0
+track and the parameters drawn for that view.
 
 - The audio is the shard's own int16 data written losslessly (WAV or FLAC, 16 kHz,
   PCM_16): what the trainer reads, not a re-rendering.
