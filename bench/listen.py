@@ -1,4 +1,4 @@
-"""Benchmark of ``ncore-prep inspect --html`` (reported in the README, never asserted in tests).
+"""Benchmark of ``ncore-prep listen`` (reported in the README, never asserted in tests).
 
 Builds a corpus with 7 labels (the synthetic generator's voices, relabelled round-robin into
 7 classes through the CSV importer; 0.6-2.5 s clips, like ReCANVo's), perturbs it for real

@@ -526,6 +526,93 @@ def perturb_command(
         )
 
 
+def _page_options(hidden: bool = False):
+    """The options of the listening page: ``ncore-prep listen``'s, and (hidden) those of its
+    alias ``inspect --html``."""
+    options = (
+        click.option(
+            "--view-set",
+            "view_sets",
+            multiple=True,
+            hidden=hidden,
+            help="A view set by kind, key or folder name (repeatable; default all).",
+        ),
+        click.option(
+            "--per-label",
+            type=int,
+            default=10,
+            show_default=True,
+            hidden=hidden,
+            help="Clips per emotion label.",
+        ),
+        click.option(
+            "--sample-seed",
+            type=int,
+            default=0,
+            show_default=True,
+            hidden=hidden,
+            help="Seed of the clip sample.",
+        ),
+        click.option(
+            "--ids",
+            default=None,
+            hidden=hidden,
+            help="These clip ids (comma-separated) instead of a sample.",
+        ),
+        click.option(
+            "--audio-format",
+            type=click.Choice(["wav", "flac"]),
+            default="wav",
+            show_default=True,
+            hidden=hidden,
+            help="Lossless format of the audio files.",
+        ),
+        click.option(
+            "--workers",
+            type=int,
+            default=None,
+            callback=_within_cpus,
+            hidden=hidden,
+            help="Processes drawing the thumbnails (default one per core).",
+        ),
+    )
+
+    def decorate(fn):
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def _write_page(manifest: Path, out_dir: Path, listen: dict[str, Any]) -> None:
+    """Build the listening page (``pipeline.listen.build_page``) and say what it wrote."""
+    from pipeline.listen import ListenOptions, build_page
+
+    ids = tuple(i.strip() for i in (listen.pop("ids") or "").split(",") if i.strip())
+    listen["view_sets"] = tuple(listen["view_sets"])
+    options = ListenOptions(clip_ids=ids, seed=listen.pop("sample_seed"), **listen)
+    echo(build_page(manifest, out_dir, options).summary())
+
+
+@main.command("listen")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("out_dir", metavar="DIR", type=click.Path(path_type=Path))
+@_page_options()
+def listen_command(manifest: Path, out_dir: Path, **listen: Any) -> None:
+    """Write an offline listening page (index.html, audio, images) of sampled clips across
+    view sets into DIR: a new or empty folder, or one holding an earlier page."""
+    from pipeline.errors import PipelineError
+    from pipeline.manifest import os_reason
+
+    try:
+        _write_page(manifest, out_dir, listen)
+    except PipelineError as e:
+        raise click.ClickException(str(e)) from None
+    except OSError as e:  # a full disk, a read-only folder
+        raise click.ClickException(f"{e.filename or out_dir}: {os_reason(e)}") from None
+
+
 @main.command("inspect")
 @click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--clip", "clip_id", default=None, help="Export every view of this clip.")
@@ -540,50 +627,14 @@ def perturb_command(
     "html_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Write an offline listening page (index.html, audio, images) into this folder.",
+    help="The listening page: the same as `ncore-prep listen MANIFEST DIR` (its options too).",
 )
-@click.option(
-    "--view-set",
-    "view_sets",
-    multiple=True,
-    help="With --html: a view set by kind, key or folder name (repeatable; default all).",
-)
-@click.option(
-    "--per-label",
-    type=int,
-    default=10,
-    show_default=True,
-    help="With --html: clips per emotion label.",
-)
-@click.option(
-    "--sample-seed",
-    type=int,
-    default=0,
-    show_default=True,
-    help="With --html: seed of the clip sample.",
-)
-@click.option(
-    "--ids", default=None, help="With --html: these clip ids (comma-separated) instead of a sample."
-)
-@click.option(
-    "--audio-format",
-    type=click.Choice(["wav", "flac"]),
-    default="wav",
-    show_default=True,
-    help="With --html: lossless format of the audio files.",
-)
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    callback=_within_cpus,
-    help="With --html: processes drawing the thumbnails (default one per core).",
-)
+@_page_options(hidden=True)
 def inspect_command(
     manifest: Path, clip_id: str | None, out: Path | None, html_dir: Path | None, **listen: Any
 ) -> None:
-    """Summarise a manifest and its view sets, export the views of one clip (--clip), or
-    write a listening page of sampled clips across view sets (--html DIR)."""
+    """Summarise a manifest and its view sets, or export the views of one clip (--clip).
+    --html DIR writes the listening page (the same as `ncore-prep listen`)."""
     from pipeline.errors import PipelineError
     from pipeline.inspection import InspectError, describe, export_clip
     from pipeline.manifest import name_problem, os_reason
@@ -596,16 +647,7 @@ def inspect_command(
                 raise InspectError(
                     "--clip and --out export one clip; --html writes a page: not both"
                 )
-            from pipeline.listen import ListenOptions, build_page
-
-            ids = tuple(i.strip() for i in (listen.pop("ids") or "").split(",") if i.strip())
-            listen["view_sets"] = tuple(listen["view_sets"])
-            page = build_page(
-                manifest,
-                html_dir,
-                ListenOptions(clip_ids=ids, seed=listen.pop("sample_seed"), **listen),
-            )
-            echo(page.summary())
+            _write_page(manifest, html_dir, listen)
             return
         if clip_id is None:
             echo(describe(manifest))

@@ -54,7 +54,8 @@ def _table(title: str, rows: dict[str, Counter[str]], columns: tuple[str, ...]) 
     return lines
 
 
-def _human_bytes(n: float) -> str:
+def human_bytes(n: float) -> str:
+    """``n`` bytes in B, KB, MB or GB (powers of 1024), to one decimal."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -127,13 +128,13 @@ def _describe_view_set(m: Manifest, vs: ViewSet, path: Path, max_listed: int) ->
         f"code={vs.code_version}: {state}, {len(vs.shards)}/{vs.num_shards} shards of "
         f"{vs.shard_size} clips",
         f"  clips: {len(m.clips)} in = {stored} stored + {len(vs.failures)} failed",
-        f"  folder {folder} ({_human_bytes(on_disk)} on disk{per_second})",
+        f"  folder {folder} ({human_bytes(on_disk)} on disk{per_second})",
         "  params: " + ", ".join(f"{k}={v}" for k, v in vs.params.items()),
     ]
     for s in sorted(vs.shards, key=lambda s: s.index)[:max_listed]:
         lines.append(
             f"  {s.path}: {s.clips} clips, {s.samples / SAMPLE_RATE:.1f} s, "
-            f"{_human_bytes(folder_bytes(folder / s.path))}, {s.checksum[:19]}"
+            f"{human_bytes(folder_bytes(folder / s.path))}, {s.checksum[:19]}"
         )
     if len(vs.shards) > max_listed:
         lines.append(f"  ... and {len(vs.shards) - max_listed} more shards")
@@ -177,7 +178,7 @@ class ClipExport:
         out = [f"clip {self.clip_id}:"]
         for label, wav in self.views.items():
             params = self.drawn.get(label)
-            text = ", ".join(f"{k}={_short(v)}" for k, v in _flat(params or {}).items())
+            text = ", ".join(f"{k}={short_value(v)}" for k, v in flat_params(params or {}).items())
             out.append(f"  {label}: {wav}" + (f"\n    {text}" if text else ""))
         out.extend(f"  note: {n}" for n in self.notes)
         if self.png is not None:
@@ -185,22 +186,23 @@ class ClipExport:
         return out
 
 
-def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+def flat_params(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     """Nested parameter records as one level of dotted names (``eq.gains_db``)."""
     out: dict[str, Any] = {}
     for k, v in params.items():
         if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
+            out.update(flat_params(v, f"{prefix}{k}."))
         else:
             out[f"{prefix}{k}"] = v
     return out
 
 
-def _short(value: Any) -> str:
+def short_value(value: Any) -> str:
+    """A parameter value in a few characters: floats to 4 significant digits, lists of them."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list):
-        return "[" + ", ".join(_short(v) for v in value) + "]"
+        return "[" + ", ".join(short_value(v) for v in value) + "]"
     return str(value)
 
 
@@ -209,12 +211,12 @@ def _views_of(
 ) -> tuple[np.ndarray | None, list[dict[str, Any]], str | None]:
     """The clip's rows (1 + N, T) in ``vs`` and their drawn parameters, or a note why not."""
     from pipeline.shards import ShardError, open_shard
+    from pipeline.viewset import shard_members
 
     failed = {f.id: f.reason for f in vs.failures}
     if clip_id in failed:
         return None, [], f"{vs.kind}-{vs.key}: failed ({failed[clip_id]})"
-    position = next(i for i, c in enumerate(m.clips) if c.id == clip_id)
-    index = position // vs.shard_size
+    index = next(i for i, ids in enumerate(shard_members(m, vs.shard_size)) if clip_id in ids)
     entry = next((s for s in vs.shards if s.index == index), None)
     if entry is None:
         return None, [], f"{vs.kind}-{vs.key}: shard {index} not computed yet"

@@ -1,13 +1,17 @@
-"""``ncore-prep inspect MANIFEST --html DIR``: an offline page to listen to cached views.
+"""``ncore-prep listen MANIFEST DIR`` (alias ``inspect MANIFEST --html DIR``): an offline
+page to listen to cached views.
 
 The folder it writes opens from ``file://`` with no network: ``index.html`` (inline CSS and
-a few lines of script, no CDN, no web font), ``audio/`` and ``img/``. For each chosen view
-set the page has a header (kind, N, seed, key, parameters, clips in = stored + failed,
-bytes per second of audio, the failures with their reasons, and the selectivity table when
-``ncore-prep selectivity`` has measured it), then a grid: one row per sampled clip
-(label, speaker, duration, split) and one cell per row of the shard (the original, then
-views 1..N), each with an audio player, a spectrogram thumbnail with the F0 track and the
-parameters drawn for that view.
+a few lines of script, no CDN, no web font), ``audio/`` and ``img/``. ``index.html`` is
+``pipeline/templates/listen.html.j2`` (jinja2, autoescape on) rendered over a view model of
+frozen records (:class:`PageView`), with ``listen.css`` and ``listen.js`` inlined.
+
+For each chosen view set the page has a header (kind, N, seed, key, parameters, clips in =
+stored + failed, bytes per second of audio, the failures with their reasons, and the
+selectivity table when ``ncore-prep selectivity`` has measured it), then a grid: one row
+per sampled clip (label, speaker, duration, split) and one cell per row of the shard (the
+original, then views 1..N), each with an audio player, a spectrogram thumbnail with the F0
+track and the parameters drawn for that view.
 
 - The audio is the shard's own int16 data written losslessly (WAV or FLAC, 16 kHz,
   PCM_16): what the trainer reads, not a re-rendering.
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import html
 import io
 import json
 import math
@@ -43,6 +46,7 @@ from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +57,11 @@ from pipeline.inspection import (
     F0_CEIL_HZ,
     F0_FLOOR_HZ,
     InspectError,
-    _flat,
-    _human_bytes,
-    _short,
     f0_track,
+    flat_params,
     folder_bytes,
+    human_bytes,
+    short_value,
 )
 from pipeline.manifest import SAMPLE_RATE, Clip, Manifest, ViewSet
 from pipeline.rng import make_rng
@@ -127,6 +131,7 @@ class ListenPage:
     audio_seconds: float
     shards_read: int
     seconds: float
+    view: PageView  # what the page shows, as the template received it
 
     def summary(self) -> str:
         return (
@@ -213,9 +218,12 @@ def read_view_set(
 ) -> tuple[dict[str, ClipViews], int]:
     """The rows of ``clips`` in ``vs``, one zarr read per shard; (by clip id, shards read)."""
     from pipeline.shards import ShardDamaged, ShardError, open_shard
+    from pipeline.viewset import shard_members
 
     failed = {f.id: f.reason for f in vs.failures}
-    position = {c.id: i for i, c in enumerate(m.clips)}
+    shard_of = {
+        cid: index for index, ids in enumerate(shard_members(m, vs.shard_size)) for cid in ids
+    }
     entries = {s.index: s for s in vs.shards}
     out: dict[str, ClipViews] = {}
     wanted: dict[int, list[str]] = defaultdict(list)
@@ -223,7 +231,7 @@ def read_view_set(
         if c.id in failed:
             out[c.id] = ClipViews(note=f"failed: {failed[c.id]}")
             continue
-        index = position[c.id] // vs.shard_size
+        index = shard_of[c.id]
         if index not in entries:
             out[c.id] = ClipViews(note=f"shard {index} not computed yet (re-run perturb)")
             continue
@@ -406,7 +414,7 @@ def draw_thumbnails(rows: Sequence[np.ndarray]) -> list[Thumbnail]:
     return [draw_thumbnail(r) for r in rows]
 
 
-# ---------------------------------------------------------------- the page
+# ---------------------------------------------------------------- what the page shows
 
 
 def row_hash(samples: np.ndarray) -> str:
@@ -415,69 +423,152 @@ def row_hash(samples: np.ndarray) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
-class Markup(str):
-    """Text that is already HTML: made only by :func:`el`, :func:`cat` and :func:`trusted`.
-
-    Every other value put into the page, whatever its type or origin (labels, ids,
-    failure reasons, parameters drawn and stored in a shard, JSON), is escaped when it is
-    placed: by construction, not by a call each site must remember.
-    """
-
-    __slots__ = ()
+# The view model: everything the page shows, as text already formatted, in frozen records
+# built from the manifest, the shards and the thumbnails. The template
+# (pipeline/templates/listen.html.j2) only lays it out; jinja2's autoescape escapes every
+# value it places, whatever its origin (labels, ids, failure reasons, drawn parameters).
 
 
-VOID_TAGS = frozenset({"img", "meta", "br"})
+@dataclass(frozen=True)
+class Param:
+    """One drawn parameter of a view: ``name`` then ``value`` in bold; ``key`` is the
+    record's key (``data-k``), ``title`` the tooltip, ``css`` the span's classes."""
+
+    key: str
+    name: str
+    value: str
+    title: str | None = None
+    css: str = "p"
 
 
-def text(value: Any) -> Markup:
-    """``value`` as HTML text: escaped (quotes too), unless it is already :class:`Markup`."""
-    if isinstance(value, Markup):
-        return value
-    return Markup(html.escape(str(value), quote=True))
+@dataclass(frozen=True)
+class AudioSource:
+    """One stored row of a clip (the original or view ``view``): its audio and thumbnail
+    files, the median F0 and level under the thumbnail, and the parameters drawn for it."""
+
+    view: int
+    name: str  # "original", "view 1", ...
+    audio: str  # path relative to the page folder
+    image: str
+    samples: int
+    measure: str  # "F0 212 Hz · -23.4 dBFS"
+    params: tuple[Param, ...]
+    flags: str  # outcome flags ("silent; peak-limited x0.912"), "" for none
+    drawn_json: str  # the exact record, for the cell's data-drawn attribute
 
 
-def cat(*parts: Any) -> Markup:
-    """The parts one after the other, each through :func:`text`."""
-    return Markup("".join(text(p) for p in parts))
+@dataclass(frozen=True)
+class ClipRow:
+    """A clip's row in one view set: its stored rows, or ``note`` saying why there are none."""
+
+    id: str
+    emotion: str
+    speaker: str
+    duration: str  # "0.31 s"
+    split: str
+    sources: tuple[AudioSource, ...]
+    note: str | None = None
 
 
-def trusted(source: str) -> Markup:
-    """A constant of this module (the CSS, the script, the doctype) as HTML, unescaped:
-    never for data."""
-    return Markup(source)
+@dataclass(frozen=True)
+class LabelGroup:
+    """The rows of one emotion label, with the anchor the label links jump to."""
+
+    label: str
+    anchor: str
+    rows: tuple[ClipRow, ...]
 
 
-def el(tag: str, *children: Any, **attrs: Any) -> Markup:
-    """``<tag attrs>children</tag>``: every attribute value and every child that is not
-    :class:`Markup` is escaped. ``class_`` is ``class``; other underscores become hyphens
-    (``data_k`` is ``data-k``); an attribute whose value is None or False is left out, True
-    writes it bare."""
-    parts = [tag]
-    for name, value in attrs.items():
-        if value is None or value is False:
-            continue
-        name = name.rstrip("_").replace("_", "-")
-        parts.append(name if value is True else f'{name}="{html.escape(str(value), quote=True)}"')
-    start = f"<{' '.join(parts)}>"
-    if tag in VOID_TAGS:
-        return Markup(start)
-    return Markup(f"{start}{cat(*children)}</{tag}>")
+@dataclass(frozen=True)
+class SelectivityRow:
+    """One (label, feature set) of the selectivity table: chance, then per condition the
+    balanced accuracy with its 95 % interval ("" where not measured), retained shares, n."""
+
+    label: str
+    features: str
+    chance: str
+    cells: tuple[tuple[str, str], ...]  # (condition, "90.0 [82.0–96.0]")
+    retained: str
+    n: str
+
+
+@dataclass(frozen=True)
+class SelectivityTable:
+    """A view set's selectivity as ``ncore-prep selectivity`` measured it: ``rows`` and
+    ``verdicts``; or ``note`` saying why there is none (``measured`` False: never run)."""
+
+    measured: bool
+    note: str | None = None
+    title: str = ""
+    caption: str = ""
+    conditions: tuple[str, ...] = ()
+    rows: tuple[SelectivityRow, ...] = ()
+    verdicts: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ViewSetHeader:
+    """What a view set's header lists (see the module doc)."""
+
+    kind: str
+    views: int
+    seed: int
+    key: str
+    f0_method: str
+    code_version: str
+    params: tuple[tuple[str, str], ...]  # (name, JSON value)
+    clip_counts: str  # "14 in = 12 stored + 2 failed"
+    shards: str
+    disk: str  # "1.2 MB for 3.4 s of audio"
+    bytes_per_second: str  # "12.3 KB"
+    folder: str
+    failures: tuple[tuple[str, str], ...]  # (clip id, reason), at most MAX_LISTED_FAILURES
+    failed: int  # all failures, listed or not
+    selectivity: SelectivityTable
+
+
+@dataclass(frozen=True)
+class Section:
+    """One view set: its anchor, title, header, column names and rows grouped by label."""
+
+    anchor: str
+    title: str
+    header: ViewSetHeader
+    columns: tuple[str, ...]  # "original", "view 1", ...
+    groups: tuple[LabelGroup, ...]
+
+    @property
+    def rows(self) -> tuple[ClipRow, ...]:
+        return tuple(r for g in self.groups for r in g.rows)
+
+
+@dataclass(frozen=True)
+class PageView:
+    """The whole page: the corpus line, the legend, the filters' choices and the sections."""
+
+    dataset: str
+    generator: str
+    summary: str  # "manifest x.json · 14 clips · shown: ..."
+    legend: str
+    labels: tuple[str, ...]  # the label filter's choices
+    speakers: tuple[str, ...]
+    sections: tuple[Section, ...]
 
 
 def _fmt_ratio(v: Any) -> str:
     return f"{float(v):.3f}"
 
 
-def params_html(drawn: dict[str, Any]) -> Markup:
-    """The drawn parameters of one view, compact: each value in a ``span.p[data-k]``.
+def view_params(drawn: dict[str, Any]) -> tuple[tuple[Param, ...], str]:
+    """The drawn parameters of one view, compact, and its outcome flags.
 
     p_s: r1 (formant ratio), r2 (pitch ratio), r3 (pitch-range ratio) to 3 decimals and the
     EQ gains in dB (frequencies and Qs in the tooltip); p_e: the permuted bands as
-    ``target<-source``. Any other key is shown as ``name=value``. Outcome flags (F0 left
-    alone, silence, a peak-limiting gain) follow. The values come from the shard's
-    attributes: all of them are escaped (:func:`el`), whatever their type.
+    ``target<-source``. Any other key is shown as ``name=value``. The flags say when F0 was
+    left alone, the view is silent or its peak was limited. Values not of the type perturb
+    writes are shown as they are, never interpreted.
     """
-    parts: list[Markup] = []
+    parts: list[Param] = []
     rest = dict(drawn)
     for key, name, title in (
         ("formant_ratio", "r1", "formant ratio r1"),
@@ -486,10 +577,8 @@ def params_html(drawn: dict[str, Any]) -> Markup:
     ):
         if key in rest:
             value = rest.pop(key)
-            shown = _fmt_ratio(value) if _is_number(value) else _short(value)
-            parts.append(
-                el("span", f"{name} ", el("b", shown), class_="p", data_k=key, title=title)
-            )
+            shown = _fmt_ratio(value) if _is_number(value) else short_value(value)
+            parts.append(Param(key, f"{name} ", shown, title))
     eq = rest.pop("eq", None)
     if _is_eq(eq):
         tip = "EQ: " + "; ".join(
@@ -497,9 +586,7 @@ def params_html(drawn: dict[str, Any]) -> Markup:
             for f, g, q in zip(eq["frequencies_hz"], eq["gains_db"], eq["qs"], strict=True)
         )
         gains = " ".join(f"{float(g):+.1f}" for g in eq["gains_db"])
-        parts.append(
-            el("span", "EQ dB ", el("b", gains), class_="p eq", data_k="eq.gains_db", title=tip)
-        )
+        parts.append(Param("eq.gains_db", "EQ dB ", gains, tip, "p eq"))
     elif eq is not None:
         rest["eq"] = eq
     if "permuted_bands" in rest and "band_sources" in rest:
@@ -507,18 +594,10 @@ def params_html(drawn: dict[str, Any]) -> Markup:
         if isinstance(targets, list) and isinstance(sources, list):
             pairs = " ".join(f"{t}\u2190{s}" for t, s in zip(targets, sources, strict=False))
             count = len(targets)
-        else:  # not what perturb writes: shown as it is (escaped), never interpreted
-            pairs, count = f"{_short(targets)} \u2190 {_short(sources)}", "?"
-        parts.append(
-            el(
-                "span",
-                "bands ",
-                el("b", pairs or "none"),
-                class_="p bands",
-                data_k="permuted_bands",
-                title=f"band target\u2190source ({count} bands moved)",
-            )
-        )
+        else:
+            pairs, count = f"{short_value(targets)} \u2190 {short_value(sources)}", "?"
+        title = f"band target\u2190source ({count} bands moved)"
+        parts.append(Param("permuted_bands", "bands ", pairs or "none", title, "p bands"))
     flags = []
     if rest.pop("f0_shifted", True) is False:
         flags.append("F0 not shifted (unvoiced)")
@@ -531,11 +610,9 @@ def params_html(drawn: dict[str, Any]) -> Markup:
         flags.append(f"peak-limited x{gain:.3f}")
     for key in ("voiced_frames", "f0_median_hz"):  # known outcome fields, shown as F0 below
         rest.pop(key, None)
-    for key, value in _flat(rest).items():
-        parts.append(el("span", f"{key}=", el("b", _short(value)), class_="p", data_k=key))
-    if flags:
-        parts.append(el("span", "; ".join(flags), class_="flags"))
-    return Markup(" ".join(parts))
+    for key, value in flat_params(rest).items():
+        parts.append(Param(key, f"{key}=", short_value(value)))
+    return tuple(parts), "; ".join(flags)
 
 
 def _is_number(value: Any) -> bool:
@@ -554,77 +631,19 @@ def _is_eq(eq: Any) -> bool:
     )
 
 
-def _measure_html(t: Thumbnail) -> Markup:
+def _measure(t: Thumbnail) -> str:
     f0 = f"F0 {t.f0_median_hz:.0f} Hz" if t.f0_median_hz is not None else "unvoiced"
     rms = f"{t.rms_dbfs:.1f} dBFS" if t.rms_dbfs is not None else "silent"
-    return el("span", f"{f0} \u00b7 {rms}", class_="m")
+    return f"{f0} \u00b7 {rms}"
 
 
-CSS = """
-body{font:13px/1.35 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;margin:0;
- color:#222;background:#fafafa}
-header.page{padding:12px 18px;background:#1d2733;color:#eee}
-header.page h1{font-size:18px;margin:0 0 4px}
-header.page a{color:#9cd}
-.filters{position:sticky;top:0;z-index:3;background:#eef2f6;padding:6px 18px;
- border-bottom:1px solid #ccd}
-.filters label{margin-right:14px}
-section.vs{padding:10px 18px 24px}
-section.vs h2{font-size:16px;margin:10px 0 6px}
-table.meta{border-collapse:collapse;margin-bottom:6px}
-table.meta th{text-align:left;padding:1px 10px 1px 0;color:#555;font-weight:600;vertical-align:top}
-table.meta td{padding:1px 0}
-table.sel{border-collapse:collapse;margin:6px 0}
-table.sel th,table.sel td{border:1px solid #ccd;padding:2px 6px;text-align:right}
-table.sel td:first-child,table.sel td:nth-child(2){text-align:left}
-.note{color:#a33}
-nav.labels a{margin-right:10px}
-table.grid{border-collapse:collapse;margin-top:8px}
-table.grid thead th{position:sticky;top:30px;background:#dde4ec;z-index:2;padding:3px 4px}
-table.grid th.clip{text-align:left;vertical-align:top;padding:4px 8px 4px 0;min-width:140px;
- max-width:170px;font-weight:normal;word-break:break-all}
-table.grid th.clip b{font-weight:600}
-tr.group th{background:#e4e9ef;text-align:left;padding:4px 6px;font-size:14px}
-td.cell{vertical-align:top;padding:4px;border-left:1px solid #e2e2e2;width:THUMB_Wpx}
-td.cell audio{width:THUMB_Wpx;height:32px;display:block}
-td.cell img{display:block;width:THUMB_Wpx;height:THUMB_Hpx}
-td.cell .m{display:block;color:#555;font-size:11px}
-td.cell .p{white-space:nowrap;margin-right:6px;font-size:11px}
-td.cell .eq,td.cell .bands{white-space:normal;display:block}
-td.cell .flags{display:block;color:#a33;font-size:11px}
-td.missing{color:#a33;padding:8px}
-"""
-
-CSS = CSS.replace("THUMB_W", str(THUMB_WIDTH)).replace("THUMB_H", str(THUMB_HEIGHT))
-
-SCRIPT = """
-(function(){
-  var fl=document.getElementById('f-label'), fs=document.getElementById('f-speaker');
-  function apply(){
-    var l=fl.value, s=fs.value;
-    document.querySelectorAll('tr[data-label]').forEach(function(tr){
-      tr.hidden=(l!=='' && tr.dataset.label!==l)||(s!=='' && tr.dataset.speaker!==s);
-    });
-    document.querySelectorAll('tr.group').forEach(function(tr){
-      tr.hidden=(l!=='' && tr.dataset.group!==l);
-    });
-  }
-  fl.addEventListener('change',apply); fs.addEventListener('change',apply);
-  document.addEventListener('play',function(e){
-    document.querySelectorAll('audio').forEach(function(a){ if(a!==e.target) a.pause(); });
-  },true);
-})();
-"""
-
-
-def _meta_rows(pairs: Sequence[tuple[str, Any]]) -> Markup:
-    return cat(*(el("tr", el("th", k), el("td", v)) for k, v in pairs))
-
-
-def _selectivity_html(folder: Path) -> Markup:
+def selectivity_table(folder: Path) -> SelectivityTable:
     """The view set's selectivity (``ncore-prep selectivity``), laid out as ``inspect``'s
     table: per label and feature set, chance, balanced accuracy [95 % interval] in each
-    condition, the retained shares and n; then the verdicts. Or why there is none."""
+    condition, the retained shares and n; then the verdicts. Or why there is none.
+
+    The one place the page reads selectivity records; its rows are selectivity's one row
+    walk (``pipeline.selectivity.table_rows``)."""
     from pipeline.selectivity import (
         CONDITIONS,
         PERTURBATION_NAME,
@@ -636,118 +655,194 @@ def _selectivity_html(folder: Path) -> Markup:
     try:
         result = load_result(folder)
     except SelectivityError as e:
-        return el("p", f"selectivity: {e}", class_="note")
+        return SelectivityTable(measured=True, note=f"selectivity: {e}")
     if result is None:
-        return el(
-            "p", "selectivity: not measured (", el("code", "ncore-prep selectivity MANIFEST"), ")"
-        )
-    body = [
-        el(
-            "tr",
-            el("td", row.label),
-            el("td", row.features),
-            el("td", f"{100 * row.chance:.1f}"),
-            *(
-                el("td", row.score(c, "html"), data_k=c) if row.score(c, "html") else el("td")
-                for c in CONDITIONS
-            ),
-            el("td", row.retained_text("\u2013", "/")),
-            el("td", row.n),
+        return SelectivityTable(measured=False)
+    rows = tuple(
+        SelectivityRow(
+            row.label,
+            row.features,
+            f"{100 * row.chance:.1f}",
+            tuple((c, row.score(c, "html")) for c in CONDITIONS),
+            row.retained_text("\u2013", "/"),
+            str(row.n),
         )
         for row in table_rows(result)
-    ]
-    head = cat(*(el("th", c) for c in CONDITIONS))
-    verdicts = cat(*(el("li", v) for v in result.verdicts))
-    name = PERTURBATION_NAME.get(result.kind, result.kind)
-    table = el(
-        "table",
-        el(
-            "thead",
-            el("tr", el("th", "label"), el("th", "features"), el("th", "chance"), head,
-               el("th", "retained"), el("th", "n")),
+    )
+    return SelectivityTable(
+        measured=True,
+        title=f"Selectivity of {PERTURBATION_NAME.get(result.kind, result.kind)}",
+        caption=(
+            f"({result.clips} clips, {result.views_used} view(s) each; balanced accuracy % "
+            "[95 % interval]; retained = share of (originals \u2212 floor) left in "
+            "views/transfer)"
         ),
-        el("tbody", *body),
-        class_="sel",
-    )  # fmt: skip
-    return el(
-        "div",
-        el("b", f"Selectivity of {name}"),
-        f" ({result.clips} clips, {result.views_used} view(s) each; balanced accuracy % "
-        "[95 % interval]; retained = share of (originals \u2212 floor) left in "
-        "views/transfer)",
-        table,
-        el("ul", verdicts) if verdicts else "",
-        class_="selectivity",
+        conditions=tuple(CONDITIONS),
+        rows=rows,
+        verdicts=tuple(result.verdicts),
     )
 
 
-def _view_set_header(m: Manifest, vs: ViewSet, manifest_path: Path) -> Markup:
+def view_set_header(m: Manifest, vs: ViewSet, manifest_path: Path) -> ViewSetHeader:
+    """The header of ``vs``: its settings, counts, size on disk, failures and selectivity."""
     folder = vs.folder_path(manifest_path)
     stored = sum(s.clips for s in vs.shards)
     seconds = sum(s.samples for s in vs.shards) / SAMPLE_RATE
     on_disk = folder_bytes(folder)
-    per_second = f"{on_disk / seconds / 1024:.1f} KB" if seconds else "n/a"
     state = "complete" if vs.complete else "INCOMPLETE"
-    params = Markup(
-        " ".join(
-            el("span", f"{k}=", el("b", json.dumps(v)), class_="vp", data_k=k)
-            for k, v in vs.params.items()
-        )
+    return ViewSetHeader(
+        kind=vs.kind,
+        views=vs.views,
+        seed=vs.seed,
+        key=vs.key,
+        f0_method=vs.f0_method,
+        code_version=vs.code_version,
+        params=tuple((k, json.dumps(v)) for k, v in vs.params.items()),
+        clip_counts=f"{len(m.clips)} in = {stored} stored + {len(vs.failures)} failed",
+        shards=f"{len(vs.shards)}/{vs.num_shards} ({state}), {vs.shard_size} clips each",
+        disk=f"{human_bytes(on_disk)} for {seconds:.1f} s of audio",
+        bytes_per_second=f"{on_disk / seconds / 1024:.1f} KB" if seconds else "n/a",
+        folder=vs.folder,
+        failures=tuple((f.id, f.reason) for f in vs.failures[:MAX_LISTED_FAILURES]),
+        failed=len(vs.failures),
+        selectivity=selectivity_table(folder),
     )
-    meta = [
-        ("kind", vs.kind),
-        ("N (views per clip)", el("span", vs.views, data_k="views")),
-        ("seed", el("span", vs.seed, data_k="seed")),
-        ("key", el("span", vs.key, data_k="key")),
-        ("F0 method (perturbation)", vs.f0_method),
-        ("code version", vs.code_version),
-        ("parameters", params or "none"),
-        (
-            "clips",
-            el(
-                "span",
-                f"{len(m.clips)} in = {stored} stored + {len(vs.failures)} failed",
-                data_k="clip-counts",
-            ),
-        ),
-        ("shards", f"{len(vs.shards)}/{vs.num_shards} ({state}), {vs.shard_size} clips each"),
-        (
-            "disk",
-            cat(
-                f"{_human_bytes(on_disk)} for {seconds:.1f} s of audio: ",
-                el("span", per_second, data_k="bytes-per-second"),
-                " per second of audio (1 + N rows)",
-            ),
-        ),
-        ("folder", vs.folder),
-    ]
-    failures: Markup = cat()
-    if vs.failures:
-        items = [
-            el("li", el("b", f.id), f": {f.reason}") for f in vs.failures[:MAX_LISTED_FAILURES]
-        ]
-        more = len(vs.failures) - MAX_LISTED_FAILURES
-        if more > 0:
-            items.append(el("li", f"... and {more} more (ncore-prep inspect lists them)"))
-        failures = el(
-            "details",
-            el("summary", f"{len(vs.failures)} failed clip(s)"),
-            el("ul", *items),
-            class_="failures",
-            open=True,
+
+
+def clip_row(
+    c: Clip, cv: ClipViews, drawn_rows: dict[str, Thumbnail], audio_format: str
+) -> ClipRow:
+    """A clip's row: one :class:`AudioSource` per stored row (files named by
+    :func:`row_hash`), or the note saying why it has none."""
+    sources = []
+    for v, row in enumerate(cv.rows if cv.rows is not None else ()):
+        h = row_hash(row)
+        drawn = cv.drawn[v - 1] if 0 < v <= len(cv.drawn) else {}
+        if not isinstance(drawn, dict):
+            drawn = {"drawn": drawn}
+        params, flags = view_params(drawn) if v else ((), "")
+        sources.append(
+            AudioSource(
+                view=v,
+                name="original" if v == 0 else f"view {v}",
+                audio=f"audio/{h}.{audio_format}",
+                image=f"img/{h}.png",
+                samples=int(row.size),
+                measure=_measure(drawn_rows[h]),
+                params=params,
+                flags=flags,
+                drawn_json=json.dumps(drawn, sort_keys=True, default=str),
+            )
         )
-    return cat(el("table", _meta_rows(meta), class_="meta"), failures, _selectivity_html(folder))
+    return ClipRow(
+        id=c.id,
+        emotion=c.emotion,
+        speaker=c.speaker,
+        duration=f"{c.duration:.2f} s",
+        split=c.split,
+        sources=tuple(sources),
+        note=cv.note if cv.rows is None else None,
+    )
 
 
-def _clip_header(c: Clip) -> Markup:
-    return el(
-        "th",
-        el("b", c.id),
-        el("br"),
-        f"{c.emotion} \u00b7 {c.speaker}",
-        el("br"),
-        f"{c.duration:.2f} s \u00b7 {c.split}",
-        class_="clip",
+def section_view(
+    m: Manifest,
+    vs: ViewSet,
+    path: Path,
+    number: int,
+    clips: Sequence[Clip],
+    views: dict[str, ClipViews],
+    drawn_rows: dict[str, Thumbnail],
+    audio_format: str,
+) -> Section:
+    """View set ``vs`` (the ``number``-th on the page) with the rows of ``clips``."""
+    anchor = f"vs{number}"
+    labels = list(dict.fromkeys(c.emotion for c in clips))
+    groups = tuple(
+        LabelGroup(
+            label=label,
+            anchor=f"{anchor}-label-{i}",
+            rows=tuple(
+                clip_row(c, views[c.id], drawn_rows, audio_format)
+                for c in clips
+                if c.emotion == label
+            ),
+        )
+        for i, label in enumerate(labels)
+    )
+    return Section(
+        anchor=anchor,
+        title=f"{vs.kind} views, N = {vs.views}, seed {vs.seed}, key {vs.key}",
+        header=view_set_header(m, vs, path),
+        columns=tuple("original" if i == 0 else f"view {i}" for i in range(1 + vs.views)),
+        groups=groups,
+    )
+
+
+def page_view(
+    m: Manifest,
+    path: Path,
+    clips: Sequence[Clip],
+    sections: Sequence[Section],
+    options: ListenOptions,
+) -> PageView:
+    """The page around ``sections``: the corpus line, the legend and the filters' choices."""
+    how = (
+        f"clips {', '.join(options.clip_ids)}"
+        if options.clip_ids
+        else f"up to {options.per_label} clips per emotion label, sample seed {options.seed}"
+    )
+    import_failures = (
+        f"; {len(m.failures)} clip(s) not imported (ncore-prep inspect lists them)"
+        if m.failures
+        else ""
+    )
+    legend = (
+        "Each cell: the stored int16 audio of that row (lossless "
+        f"{options.audio_format.upper()}); a spectrogram, log frequency "
+        f"{SPEC_FMIN_HZ:.0f} Hz\u2013{SPEC_FMAX_HZ / 1000:.0f} kHz, loudest "
+        f"{SPEC_RANGE_DB:.0f} dB of the image, with the F0 track in cyan on the same axis "
+        f"(WORLD {F0_METHOD} + stonemask, {F0_FLOOR_HZ:.0f}\u2013{F0_CEIL_HZ:.0f} Hz); median "
+        "F0 and RMS level. Speaker views: r1 formant ratio, r2 pitch ratio, r3 pitch-range "
+        "ratio (below 1 lowers), EQ gains in dB from the 60 Hz low shelf to the high shelf "
+        "(hover for frequencies and Qs). Emotion views: STFT bands moved, target\u2190source."
+    )
+    speaker_order = m.label_index("speaker")
+    return PageView(
+        dataset=m.dataset,
+        generator=GENERATOR,
+        summary=(
+            f"manifest {path.name} \u00b7 {len(m.clips)} clips{import_failures} "
+            f"\u00b7 shown: {how}, {len(clips)} clips"
+        ),
+        legend=legend,
+        labels=tuple(dict.fromkeys(c.emotion for c in clips)),
+        speakers=tuple(sorted({c.speaker for c in clips}, key=speaker_order.__getitem__)),
+        sections=tuple(sections),
+    )
+
+
+def render_page(page: PageView) -> str:
+    """``index.html`` of ``page``: the template with the stylesheet and the script inlined
+    (package files beside it), so the page opens from ``file://`` with no server."""
+    import jinja2
+    from markupsafe import Markup
+
+    templates = resources.files("pipeline") / "templates"
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("pipeline", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    # The two package files are trusted source, placed as they are; every value of the
+    # view model is escaped by autoescape.
+    css = Markup((templates / "listen.css").read_text("utf-8"))
+    script = Markup((templates / "listen.js").read_text("utf-8"))
+    return env.get_template("listen.html.j2").render(
+        page=page, css=css, script=script, thumb_width=THUMB_WIDTH, thumb_height=THUMB_HEIGHT
     )
 
 
@@ -775,7 +870,7 @@ def build_page(
         else sample_clips(m, options.per_label, options.seed)
     )
     drawn_rows: dict[str, Thumbnail] = {}
-    sections: list[Markup] = []
+    sections: list[Section] = []
     cells = shards_read = 0
     audio_seconds = 0.0
     owned = PageFolder(out, previous)
@@ -790,11 +885,14 @@ def build_page(
                         cells += cv.rows.shape[0]
                         audio_seconds += cv.rows.size / SAMPLE_RATE
                 sections.append(
-                    _section_html(m, vs, path, number, clips, views, drawn_rows, options)
+                    section_view(
+                        m, vs, path, number, clips, views, drawn_rows, options.audio_format
+                    )
                 )
                 del views
+        view = page_view(m, path, clips, sections, options)
         kill_point("listen:files")
-        owned.write_text("index.html", _page_html(m, path, view_sets, clips, sections, options))
+        owned.write_text("index.html", render_page(view))
         kill_point("listen:index")
         owned.finish()
     except BaseException as e:
@@ -813,6 +911,7 @@ def build_page(
         audio_seconds=audio_seconds,
         shards_read=shards_read,
         seconds=time.perf_counter() - start,
+        view=view,
     )
 
 
@@ -1036,175 +1135,3 @@ def _draw_missing(
             owned.write_bytes(f"audio/{h}.{audio_format}", buffer.getvalue())
             owned.write_bytes(f"img/{h}.png", thumb.png)
             drawn_rows[h] = thumb
-
-
-def _section_html(
-    m: Manifest,
-    vs: ViewSet,
-    path: Path,
-    number: int,
-    clips: Sequence[Clip],
-    views: dict[str, ClipViews],
-    drawn_rows: dict[str, Thumbnail],
-    options: ListenOptions,
-) -> Markup:
-    sid = f"vs{number}"
-    labels = list(dict.fromkeys(c.emotion for c in clips))
-    nav = Markup(
-        " ".join(
-            el(
-                "a",
-                f"{label} ({sum(1 for c in clips if c.emotion == label)})",
-                href=f"#{sid}-label-{i}",
-            )
-            for i, label in enumerate(labels)
-        )
-    )
-    head = cat(*(el("th", "original" if i == 0 else f"view {i}") for i in range(1 + vs.views)))
-    body: list[Markup] = []
-    previous: str | None = None
-    for c in clips:
-        if c.emotion != previous:
-            previous = c.emotion
-            i = labels.index(c.emotion)
-            body.append(
-                el(
-                    "tr",
-                    el("th", c.emotion, colspan=2 + vs.views),
-                    class_="group",
-                    id=f"{sid}-label-{i}",
-                    data_group=c.emotion,
-                )
-            )
-        cv = views[c.id]
-        row_attrs = {"data_clip": c.id, "data_label": c.emotion, "data_speaker": c.speaker}
-        if cv.rows is None:
-            body.append(
-                el(
-                    "tr",
-                    _clip_header(c),
-                    el("td", cv.note, class_="missing", colspan=1 + vs.views),
-                    **row_attrs,
-                )
-            )
-            continue
-        tds = []
-        for v, row in enumerate(cv.rows):
-            h = row_hash(row)
-            name = "original" if v == 0 else f"view {v}"
-            drawn = cv.drawn[v - 1] if 0 < v <= len(cv.drawn) else {}
-            if not isinstance(drawn, dict):
-                drawn = {"drawn": drawn}
-            tds.append(
-                el(
-                    "td",
-                    el(
-                        "audio",
-                        controls=True,
-                        preload="metadata",
-                        src=f"audio/{h}.{options.audio_format}",
-                        title=f"{c.id}: {name}",
-                    ),
-                    el(
-                        "img",
-                        src=f"img/{h}.png",
-                        width=THUMB_WIDTH,
-                        height=THUMB_HEIGHT,
-                        alt=f"spectrogram and F0 of {c.id}, {name}",
-                    ),
-                    _measure_html(drawn_rows[h]),
-                    params_html(drawn) if v else "",
-                    class_="cell",
-                    data_view=v,
-                    data_samples=row.size,
-                    data_drawn=json.dumps(drawn, sort_keys=True, default=str),
-                )
-            )
-        body.append(el("tr", _clip_header(c), *tds, **row_attrs))
-    title = f"{vs.kind} views, N = {vs.views}, seed {vs.seed}, key {vs.key}"
-    return el(
-        "section",
-        el("h2", title),
-        _view_set_header(m, vs, path),
-        el("nav", "labels: ", nav, class_="labels"),
-        el(
-            "table",
-            el("thead", el("tr", el("th", "clip", class_="clip"), head)),
-            el("tbody", *body),
-            class_="grid",
-        ),
-        class_="vs",
-        id=sid,
-        data_kind=vs.kind,
-        data_key=vs.key,
-        data_views=vs.views,
-    )
-
-
-def _page_html(
-    m: Manifest,
-    path: Path,
-    view_sets: Sequence[ViewSet],
-    clips: Sequence[Clip],
-    sections: Sequence[Markup],
-    options: ListenOptions,
-) -> str:
-    toc = Markup(
-        " \u00b7 ".join(
-            el("a", f"{vs.kind} N={vs.views} ({vs.key})", href=f"#vs{i}")
-            for i, vs in enumerate(view_sets)
-        )
-    )
-    how = (
-        f"clips {', '.join(options.clip_ids)}"
-        if options.clip_ids
-        else f"up to {options.per_label} clips per emotion label, sample seed {options.seed}"
-    )
-    import_failures = (
-        f"; {len(m.failures)} clip(s) not imported (ncore-prep inspect lists them)"
-        if m.failures
-        else ""
-    )
-
-    def options_of(values: Sequence[str]) -> Markup:
-        return cat(el("option", "all", value=""), *(el("option", v, value=v) for v in values))
-
-    labels = list(dict.fromkeys(c.emotion for c in clips))
-    speakers = sorted({c.speaker for c in clips}, key=m.label_index("speaker").__getitem__)
-    legend = (
-        "Each cell: the stored int16 audio of that row (lossless "
-        f"{options.audio_format.upper()}); a spectrogram, log frequency "
-        f"{SPEC_FMIN_HZ:.0f} Hz\u2013{SPEC_FMAX_HZ / 1000:.0f} kHz, loudest "
-        f"{SPEC_RANGE_DB:.0f} dB of the image, with the F0 track in cyan on the same axis "
-        f"(WORLD {F0_METHOD} + stonemask, {F0_FLOOR_HZ:.0f}\u2013{F0_CEIL_HZ:.0f} Hz); median "
-        "F0 and RMS level. Speaker views: r1 formant ratio, r2 pitch ratio, r3 pitch-range "
-        "ratio (below 1 lowers), EQ gains in dB from the 60 Hz low shelf to the high shelf "
-        "(hover for frequencies and Qs). Emotion views: STFT bands moved, target\u2190source."
-    )
-    head = el(
-        "head",
-        el("meta", charset="utf-8"),
-        el("meta", name="generator", content=GENERATOR),
-        el("title", f"{m.dataset}: listening page"),
-        el("style", trusted(CSS)),
-    )
-    header = el(
-        "header",
-        el("h1", f"{m.dataset}: cached views"),
-        el(
-            "div",
-            f"manifest {path.name} \u00b7 {len(m.clips)} clips{import_failures} "
-            f"\u00b7 shown: {how}, {len(clips)} clips",
-        ),
-        el("div", "view sets: ", toc),
-        el("div", legend),
-        class_="page",
-    )
-    filters = el(
-        "div",
-        el("label", "label ", el("select", options_of(labels), id="f-label")),
-        el("label", "speaker ", el("select", options_of(speakers), id="f-speaker")),
-        class_="filters",
-    )
-    body = el("body", header, filters, *sections, el("script", trusted(SCRIPT)))
-    return "<!DOCTYPE html>\n" + el("html", head, body, lang="en") + "\n"

@@ -132,6 +132,7 @@ def test_real_process_stderr_for_wrong_column(tmp_path):
         ["validate", "m.json", "--repair", "--workers", "{n}"],
         ["selectivity", "m.json", "--jobs", "{n}"],
         ["inspect", "m.json", "--html", "page", "--workers", "{n}"],
+        ["listen", "m.json", "page", "--workers", "{n}"],
     ],
 )
 @pytest.mark.parametrize("n", [0, 100000])

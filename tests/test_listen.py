@@ -26,11 +26,14 @@ from pipeline.listen import (
     SPEC_FMAX_HZ,
     SPEC_FMIN_HZ,
     ListenOptions,
+    PageView,
     build_page,
     draw_thumbnail,
     png_bytes,
+    render_page,
     sample_clips,
     spectrogram_rgb,
+    view_params,
 )
 from pipeline.manifest import SAMPLE_RATE, Manifest
 from pipeline.selectivity import Row, Selectivity, result_path
@@ -87,19 +90,40 @@ def test_every_player_holds_the_exact_stored_samples(manifest_path, page):
 
 
 def test_failed_clips_show_their_reason_and_the_header_its_counts(manifest_path, page):
-    out, _ = page
-    text = (out / "index.html").read_text(encoding="utf-8")
-    parsed = PageCells(text)
+    _, result = page
     m = Manifest.load(manifest_path)
-    for vs in m.view_sets:
-        rows = [r for r in parsed.rows if r["key"] == vs.key]
-        assert {r["data-clip"] for r in rows} == {c.id for c in m.clips}
+    assert [s.header.key for s in result.view.sections] == [vs.key for vs in m.view_sets]
+    for vs, section in zip(m.view_sets, result.view.sections, strict=True):
+        assert {r.id for r in section.rows} == {c.id for c in m.clips}
         stored = sum(s.clips for s in vs.shards)
         assert stored == len(m.clips) - 2
-        assert f"{len(m.clips)} in = {stored} stored + 2 failed" in text
-    assert text.count("clip too short for WORLD") == 2 * 2  # header list + grid row, per set
-    assert text.count(f"missing file: {GONE_ID.removeprefix('wav__')}.wav") == 2 * 2
-    assert re.search(rf"data-clip=\"{SHORT_ID}\".*?failed: clip too short", text, re.S)
+        assert section.header.clip_counts == f"{len(m.clips)} in = {stored} stored + 2 failed"
+        reasons = dict(section.header.failures)
+        assert section.header.failed == 2 and set(reasons) == {SHORT_ID, GONE_ID}
+        assert "clip too short for WORLD" in reasons[SHORT_ID]
+        assert f"missing file: {GONE_ID.removeprefix('wav__')}.wav" in reasons[GONE_ID]
+        notes = {r.id: r.note for r in section.rows if r.note is not None}
+        assert notes == {cid: f"failed: {reason}" for cid, reason in reasons.items()}
+        assert all(not r.sources for r in section.rows if r.id in notes)
+
+
+def test_the_page_shows_its_view_model(page):
+    """The template renders every row and cell of the view model, in order, with its files."""
+    out, result = page
+    parsed = PageCells((out / "index.html").read_text(encoding="utf-8"))
+    rows = [(s.header.key, r.id) for s in result.view.sections for r in s.rows]
+    assert [(r["key"], r["data-clip"]) for r in parsed.rows] == rows
+    cells = [
+        (s.header.key, r.id, str(a.view), a.audio, a.image, str(a.samples))
+        for s in result.view.sections
+        for r in s.rows
+        for a in r.sources
+    ]
+    shown = [
+        (c["key"], c["clip"], c["data-view"], c["audio"], c["img"], c["data-samples"])
+        for c in parsed.cells
+    ]
+    assert shown == cells and len(cells) == result.cells
 
 
 def test_page_refers_to_nothing_outside_its_folder(page):
@@ -118,10 +142,9 @@ def test_page_refers_to_nothing_outside_its_folder(page):
 
 
 def test_bytes_per_second_of_audio_as_measured_on_disk(manifest_path, page):
-    out, _ = page
-    text = (out / "index.html").read_text(encoding="utf-8")
+    _, result = page
     m = Manifest.load(manifest_path)
-    shown = [float(v) for v in re.findall(r'data-k="bytes-per-second">([\d.]+) KB', text)]
+    shown = [float(s.header.bytes_per_second.removesuffix(" KB")) for s in result.view.sections]
     expected = []
     for vs in m.view_sets:
         folder = vs.folder_path(manifest_path)
@@ -198,18 +221,25 @@ def test_selectivity_table_is_shown_when_it_has_been_measured(manifest_path, tmp
     )
     result_path(speaker.folder_path(copy)).write_text(json.dumps(result.to_dict()))
     result_path(emotion.folder_path(copy)).write_text('{"schema_version": 7}')
-    build_page(copy, tmp_path / "page", ListenOptions(workers=1))
-    text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
-    head_speaker, head_emotion = text.split('<section class="vs"')[1:]
-    row = re.search(r"<tr><td>speaker</td><td>envelope</td>(.*?)</tr>", head_speaker).group(1)
-    cells = re.findall(r"<td[^>]*>(.*?)</td>", row)
+    view = build_page(copy, tmp_path / "page", ListenOptions(workers=1)).view
+    table, unreadable = (s.header.selectivity for s in view.sections)
+    assert table.measured and table.note is None and len(table.rows) == 1
+    (row,) = table.rows
     dash = "\u2013"
-    assert cells == [
-        "50.0", f"90.0 [82.0{dash}96.0]", f"30.0 [22.0{dash}37.0]", f"60.0 [52.0{dash}67.0]",
-        "0.00/0.25", "22",
-    ]  # fmt: skip
-    assert "p_s removes the speaker cue (xyzzy)" in head_speaker and "11 clips" in head_speaker
-    assert "schema_version 7 is not supported" in head_emotion and "xyzzy" not in head_emotion
+    assert (row.label, row.features, row.chance, row.retained, row.n) == (
+        "speaker", "envelope", "50.0", "0.00/0.25", "22"
+    )  # fmt: skip
+    assert row.cells == (
+        ("originals", f"90.0 [82.0{dash}96.0]"),
+        ("views", f"30.0 [22.0{dash}37.0]"),
+        ("transfer", f"60.0 [52.0{dash}67.0]"),
+    )
+    assert table.verdicts == ("p_s removes the speaker cue (xyzzy)",)
+    assert table.title == "Selectivity of p_s" and "11 clips" in table.caption
+    assert unreadable.measured and not unreadable.rows
+    assert "schema_version 7 is not supported" in unreadable.note
+    text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
+    assert text.count("xyzzy") == 1 and text.count("schema_version 7 is not supported") == 1
 
 
 def test_out_folder_holding_something_else_is_refused_and_kept(manifest_path, page, tmp_path):
@@ -226,13 +256,13 @@ def test_out_folder_holding_something_else_is_refused_and_kept(manifest_path, pa
     (again / "audio" / "stale.wav").write_bytes(b"x")  # not the page's: kept
     (again / "NOTES.md").write_text("my notes")
     before = {p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file()}
-    build_page(manifest_path, again, ListenOptions(workers=1, clip_ids=(SHORT_ID,)))
+    result = build_page(manifest_path, again, ListenOptions(workers=1, clip_ids=(SHORT_ID,)))
     after = {p.relative_to(again).as_posix() for p in again.rglob("*") if p.is_file()}
     assert (again / "audio" / "stale.wav").read_bytes() == b"x"
     assert (again / "NOTES.md").read_text() == "my notes"
     # The earlier page's files that the new page does not use are gone, nothing else.
     assert after < before
-    assert len(PageCells((again / "index.html").read_text(encoding="utf-8")).rows) == 2
+    assert [r.id for s in result.view.sections for r in s.rows] == [SHORT_ID, SHORT_ID]
 
 
 def test_only_what_the_page_wrote_is_ever_replaced_or_deleted(manifest_path, page, tmp_path):
@@ -266,11 +296,81 @@ def test_only_what_the_page_wrote_is_ever_replaced_or_deleted(manifest_path, pag
     assert (mine / "NOTES.md").exists()
 
 
-def test_every_value_on_the_page_is_escaped_drawn_parameters_included(tmp_path):
-    # Drawn parameters stored in a shard (permuted_bands, band_sources, any other key) and
-    # labels reach the page as text: never as markup or script, whatever their type.
-    from pipeline.listen import params_html
+EVIL = "<script>alert(\"1\" & '2')</script>"
 
+
+def test_a_label_with_markup_is_escaped_wherever_the_page_shows_it(tmp_path):
+    """Emotion and speaker labels are free text from the label file: one holding
+    ``<script>``, quotes and ``&`` appears on the page only escaped, exactly as often as a
+    plain label in its place. (Clip ids and the dataset name cannot hold these
+    characters: :func:`pipeline.manifest.name_problem` refuses them at import.)"""
+    from markupsafe import escape
+
+    names = {"plain": ("zqemotionzq", "zqspeakerzq"), "evil": (EVIL, EVIL.upper() + "&amp;")}
+    pages = {}
+    for case, (emotion, speaker) in names.items():
+        root = tmp_path / case
+        path = make_cache(root, ("speaker",), 1, rename={"anger": emotion, "spk01": speaker})
+        build_page(path, root / "page", ListenOptions(workers=1))
+        pages[case] = (root / "page" / "index.html").read_text(encoding="utf-8")
+    plain, evil = pages["plain"], pages["evil"]
+    for plain_value, evil_value in zip(names["plain"], names["evil"], strict=True):
+        shown = plain.count(plain_value)
+        assert shown >= 5  # the filter, the group, the link and every row of the label
+        assert evil.count(evil_value) == 0
+        assert evil.count(str(escape(evil_value))) == shown
+    assert evil.count("<script") == plain.count("<script") == 1  # the page's own script
+    assert evil.count("&amp;amp;") == plain.count("zqspeakerzq")  # escaped once, not twice
+
+
+def test_every_field_of_the_view_model_is_escaped_where_it_is_shown():
+    """Each text field of a page (ids, reasons, drawn parameters, the selectivity table)
+    holds its own string with markup, quotes and ``&``: rendered, none appears raw and each
+    appears escaped."""
+    import dataclasses
+    import types
+    import typing
+
+    from markupsafe import escape
+
+    import pipeline.listen as listen
+
+    values: list[str] = []
+
+    def text() -> str:
+        values.append(f"<b x='{len(values)}'>\"&{len(values)}</b>")
+        return values[-1]
+
+    def fill(hint):
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+        if dataclasses.is_dataclass(hint):
+            hints = typing.get_type_hints(hint, vars(listen))
+            return hint(**{f.name: fill(hints[f.name]) for f in dataclasses.fields(hint)})
+        if origin is tuple:
+            return tuple(fill(a) for a in (args[:1] * 2 if args[-1] is Ellipsis else args))
+        if origin in (typing.Union, types.UnionType):
+            return fill(args[0])
+        return {str: text, int: lambda: 3, bool: lambda: True}[hint]()
+
+    page = fill(PageView)
+
+    def measured(section):  # the same section with its selectivity table instead of a note
+        table = dataclasses.replace(section.header.selectivity, note=None)
+        return dataclasses.replace(
+            section, header=dataclasses.replace(section.header, selectivity=table)
+        )
+
+    tables = dataclasses.replace(page, sections=tuple(measured(s) for s in page.sections))
+    html = render_page(page) + render_page(tables)
+    for value in values:
+        assert html.count(value) == 0, value
+        assert html.count(str(escape(value))) >= 1, value
+    assert html.count("<b x=") == 0
+
+
+def test_drawn_parameters_are_shown_as_text_whatever_their_type():
+    """Parameters stored in a shard (permuted_bands, band_sources, any other key) are shown
+    as they are, never interpreted: the values reach the template as strings."""
     evil = '<img src=x onerror="alert(1)">'
     drawn = {
         "permuted_bands": [evil, 1],
@@ -279,16 +379,16 @@ def test_every_value_on_the_page_is_escaped_drawn_parameters_included(tmp_path):
         "eq": {"gains_db": [evil], "frequencies_hz": [1], "qs": [1]},
         evil: evil,
     }
-    shown = params_html(drawn)
-    assert "<script" not in shown and "<img" not in shown and 'onerror="' not in shown
-    assert "&lt;script&gt;" in shown and "&lt;img" in shown
-    for odd in ({"permuted_bands": evil, "band_sources": evil}, {"output_gain": evil}):
-        assert "<img" not in params_html(odd)
-    from pipeline.listen import Markup, el
-
-    cell = el("td", evil, data_drawn=json.dumps(drawn), title=evil)
-    assert cell.count("<") == 2 and "<img" not in cell
-    assert el("b", Markup("<i>kept</i>")) == "<b><i>kept</i></b>"  # only Markup passes
+    params, flags = view_params(drawn)
+    by_key = {p.key: p for p in params}
+    assert by_key["formant_ratio"].value == evil
+    assert (
+        by_key["permuted_bands"].value == f"{evil}\u2190</span><script>alert(2)</script> 1\u21902"
+    )
+    assert by_key["eq.gains_db"].value == f"[{evil}]"  # not numbers: not read as an EQ
+    assert by_key[evil].value == evil and flags == ""
+    _, flags = view_params({"output_gain": evil, "silent": True})
+    assert flags == "silent"
 
 
 def test_cli_writes_the_page_and_refuses_mistakes_in_one_line(manifest_path, tmp_path):
@@ -315,6 +415,17 @@ def test_cli_writes_the_page_and_refuses_mistakes_in_one_line(manifest_path, tmp
         assert bad.exit_code == 1, args
         assert bad.output.startswith("Error: ") and message in bad.output, bad.output
         assert bad.output.count("\n") == 1
+    assert not (tmp_path / "x").exists()
+    # `ncore-prep listen MANIFEST DIR` is the command; `inspect --html DIR` its alias.
+    same = runner.invoke(
+        main,
+        ["listen", str(manifest_path), str(tmp_path / "l"), "--view-set", "emotion", *PAGE_ARGS],
+    )
+    assert same.exit_code == 0, same.output
+    assert tree_digest(tmp_path / "l") == tree_digest(out)
+    bad = runner.invoke(main, ["listen", str(manifest_path), str(tmp_path / "x"), "--ids", "nope"])
+    assert bad.exit_code == 1 and bad.output.count("\n") == 1
+    assert bad.output.startswith("Error: clip nope is not in the manifest"), bad.output
     assert not (tmp_path / "x").exists()
 
 
@@ -469,21 +580,19 @@ def test_a_damaged_shard_marks_its_clips_and_the_rest_of_the_page_builds(
         attrs = dict(group.attrs)
         attrs["drawn"][0] = 5
         group.attrs.put(attrs)
-        words = "damaged: attribute &#x27;drawn[0]&#x27; is not a list"
-    result = CliRunner().invoke(main, ["inspect", str(copy), "--html", str(tmp_path / "page")])
-    assert result.exit_code == 0, result.output
-    text = (tmp_path / "page" / "index.html").read_text(encoding="utf-8")
-    parsed = PageCells(text)
+        words = "damaged: attribute 'drawn[0]' is not a list"
+    view = build_page(copy, tmp_path / "page", ListenOptions()).view
+    rows_of = {(s.header.key, r.id): r for s in view.sections for r in s.rows}
     for cid in hit:
-        assert any(r["key"] == vs.key and r["data-clip"] == cid for r in parsed.rows)
-        assert re.search(rf'data-clip="{re.escape(cid)}".*?{re.escape(words)}', text, re.S), cid
-    shown = {(c["key"], c["clip"]) for c in parsed.cells}
-    assert not {(vs.key, cid) for cid in hit} & shown
+        assert rows_of[vs.key, cid].note.startswith(words), rows_of[vs.key, cid].note
+        assert rows_of[vs.key, cid].sources == ()
+    shown = {k for k, r in rows_of.items() if r.sources}
     rows = stored_rows(manifest_path)
     assert len(shown) == len(rows) - len(hit)  # every other stored clip is on the page
-    for cell in parsed.cells:
-        samples, _ = sf.read(tmp_path / "page" / cell["audio"], dtype="int16")
-        assert np.array_equal(samples, rows[cell["key"], cell["clip"]][int(cell["data-view"])])
+    for (key, cid), row in rows_of.items():
+        for a in row.sources:
+            samples, _ = sf.read(tmp_path / "page" / a.audio, dtype="int16")
+            assert np.array_equal(samples, rows[key, cid][a.view])
 
 
 @pytest.mark.parametrize(("limit", "words"), [(100, "cannot write there"), (20000, "")])

@@ -6,6 +6,7 @@ purpose), perturbed for real (WORLD, Zarr shards) with the settings given.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
@@ -14,9 +15,16 @@ from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
 from pipeline.testing.prep_corpus import make_corpus
 
 
-def make_cache(root: Path, kinds: tuple[str, ...], views: int, shard_size: int = 5) -> Path:
-    """The corpus under ``root`` with real view sets of ``kinds``; the manifest path."""
-    path = make_corpus(root)
+def make_cache(
+    root: Path,
+    kinds: tuple[str, ...],
+    views: int,
+    shard_size: int = 5,
+    rename: Mapping[str, str] | None = None,
+) -> Path:
+    """The corpus under ``root`` with real view sets of ``kinds`` (labels renamed by
+    ``rename``, see :func:`make_corpus`); the manifest path."""
+    path = make_corpus(root, rename=rename)
     settings = PerturbSettings(kinds=kinds, views=views, shard_size=shard_size, seed=9)
     with ThreadPoolExecutor(1) as pool:
         run_perturb(path, settings, fixed_executor(pool), cache_dir=root / "cache", progress=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -49,8 +50,11 @@ def restore_gone(manifest_path: Path, clips: int = CLIPS) -> Path:
     return target
 
 
-def make_corpus(root: Path, clips: int = CLIPS) -> Path:
-    """Write the corpus and its manifest under ``root``; returns the manifest path."""
+def make_corpus(root: Path, clips: int = CLIPS, rename: Mapping[str, str] | None = None) -> Path:
+    """Write the corpus and its manifest under ``root``; returns the manifest path.
+
+    ``rename``: emotion and speaker labels to replace in the label file (``{"anger": ...}``),
+    e.g. with markup in them; the clip ids (from the file paths) stay the same."""
     data = root / "data"
     config = _config(clips)
     labels = generate(data, config)
@@ -58,6 +62,12 @@ def make_corpus(root: Path, clips: int = CLIPS) -> Path:
     write_wav(data / "wav" / "short.wav", 0.1 * rng.standard_normal(200))
     with open(labels, "a", newline="", encoding="utf-8") as f:
         csv.writer(f, lineterminator="\n").writerow(("wav/short.wav", "achievement", "spk01"))
+    if rename:
+        with open(labels, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        rows[1:] = [[path, *(rename.get(v, v) for v in rest)] for path, *rest in rows[1:]]
+        with open(labels, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f, lineterminator="\n").writerows(rows)
     path = root / "manifests" / f"{NAME}.json"
     manifest, _ = build_manifest("csv", data, NAME, seed=1, manifest_path=path)
     manifest.save(path)
