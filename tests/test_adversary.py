@@ -245,12 +245,17 @@ def test_descending_the_linear_eraser_removes_a_small_speaker_direction_and_keep
         assert fit_accuracy(after, emotion) > 0.95
 
 
-def test_the_eraser_is_off_by_default_off_in_old_records_and_needs_an_adversary():
+def test_the_eraser_is_on_in_the_recipe_off_in_the_paper_and_old_records_and_needs_an_adversary():
     default = resolve_config(None, {"manifest": "m.json"})
+    assert default.lambda_erase > 0
+    assert resolve_config(None, {"manifest": "m.json", "recipe": "paper"}).lambda_erase == 0
+    # A config.json of the ncore recipe from before the eraser existed trained without it.
     old = {k: v for k, v in default.to_dict().items() if k != "lambda_erase"}
     assert TrainConfig.from_dict(old).lambda_erase == 0.0
     given = resolve_config(None, {"manifest": "m.json", "lambda_erase": 2.0})
     assert given.lambda_erase == 2.0
+    # Without the adversary the recipe's eraser is off; asked for explicitly, one line.
+    assert resolve_config(None, {"manifest": "m.json", "adversary": False}).lambda_erase == 0
     with pytest.raises(TrainerError, match="lambda_erase needs the adversary"):
         resolve_config(None, {"manifest": "m.json", "lambda_erase": 1.0, "adversary": False})
 

@@ -32,9 +32,11 @@ ADV_CONDITIONS = ("none", "task-label", "reweight")  # its handling of entangled
 # Training recipes: named presets of the adversary's settings (docs/training.md, "Recipes").
 # ``ncore`` (the default, beyond the paper): an adversary that can learn; its own AdamW
 # (``adv_lr``, constant, ``adv_weight_decay``), ``adv_steps`` updates per optimizer step on
-# the detached embedding, whitened input. ``paper``: appendix A.1 exactly, the adversarial
-# head in the backbone's optimizer and schedule, trained only by the shared backward, on
-# the raw embedding. A recipe fills the settings the user did not give; given ones win.
+# the detached embedding, whitened input; and the linear eraser at half the task CE's push
+# (``lambda_erase``; trainer/adversary.py linear_leakage). ``paper``: appendix A.1
+# exactly, the adversarial head in the backbone's optimizer and schedule, trained only by
+# the shared backward, on the raw embedding. A recipe fills the settings the user did not
+# give; given ones win.
 RECIPES: dict[str, dict[str, Any]] = {
     "ncore": {
         "adv_lr": 1e-3,
@@ -42,7 +44,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "adv_input": "whiten",
         "adv_condition": "none",
         "adv_weight_decay": 0.0,
-        "lambda_erase": 0.0,
+        "lambda_erase": 0.5,
     },
     "paper": {
         "adv_lr": None,
@@ -396,4 +398,7 @@ def with_recipe(settings: dict[str, Any], recipe: Any) -> dict[str, Any]:
     (an unknown recipe is left for the config's own check to refuse in one line)."""
     if not isinstance(recipe, str) or recipe not in RECIPES:
         return {**settings, "recipe": recipe}
-    return {**RECIPES[recipe], **settings, "recipe": recipe}
+    filled = {**RECIPES[recipe], **settings, "recipe": recipe}
+    if settings.get("adversary") is False and "lambda_erase" not in settings:
+        filled["lambda_erase"] = 0.0  # no adversary, nothing to erase (its labels, its input)
+    return filled
