@@ -36,12 +36,12 @@ demo: $(STAMP)
 	$(VENV)/bin/ncore-train --manifest manifests/synthetic.json $(DEMO_TRAIN)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check pipeline trainer tests bench
-	$(VENV)/bin/ruff format --check pipeline trainer tests bench
+	$(VENV)/bin/ruff check pipeline trainer tests bench studies
+	$(VENV)/bin/ruff format --check pipeline trainer tests bench studies
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format pipeline trainer tests bench
-	$(VENV)/bin/ruff check --fix pipeline trainer tests bench
+	$(VENV)/bin/ruff format pipeline trainer tests bench studies
+	$(VENV)/bin/ruff check --fix pipeline trainer tests bench studies
 
 # Headless Chromium for tests/test_listen_browser.py (the listening page in a real browser):
 # Debian's package, installed with apt-get when missing and we are root (or have sudo).

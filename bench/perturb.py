@@ -24,9 +24,11 @@ import numpy as np
 
 from pipeline import eq as eqlib
 from pipeline import perturb
-from pipeline.perturb import pyworld
 from pipeline.rng import make_rng
 from pipeline.testing.signals import SAMPLE_RATE, voiced_clip
+
+# pyworld as pipeline.perturb imports it (lazily, its pkg_resources warning silenced).
+pyworld = perturb._world()
 
 
 def cpu_name() -> str:

@@ -233,7 +233,7 @@ class EmotionParams(_ParamsMixin):
     ``target_rms`` its eta2. eta1 = 20 and eta2 = 0.05 are the paper's (appendix A.1); the
     paper gives no band count (and its reference code no band permutation), so
     ``num_bands`` = 40 (187.5 Hz bands at the defaults) is this toolkit's choice, kept
-    after the layout sweep of ``bench/selectivity.py`` (README, "Selectivity"). Bands
+    after the layout sweep of ``studies/selectivity.py`` (README, "Selectivity"). Bands
     are ``(n_fft // 2) // num_bands`` bins wide, starting above the DC bin; the few bins
     left over at the top (7.5 to 8 kHz at the defaults) stay in place.
     """
@@ -344,7 +344,7 @@ def _praat_f0(
     interpolation of the two Praat frames around it when both are voiced, the nearer one's
     value when only that one is, and 0 otherwise (also outside Praat's frames). WORLD's
     StoneMask then refines every voiced value (and unvoices frames whose refinement fails,
-    in pauses). The two settings were chosen on a development set of bench/f0_quality.py
+    in pauses). The two settings were chosen on a development set of studies/f0_quality.py
     clips disjoint from the ones it reports.
     """
     try:

@@ -124,7 +124,7 @@ def test_run_folder_file_names_are_spelt_only_in_rundir() -> None:
     )
     pattern = re.compile("|".join(re.escape(f'"{n}"') for n in names) + r'|f"seed-\{')
     spelt = []
-    for folder in ("pipeline", "trainer", "bench"):
+    for folder in ("pipeline", "trainer", "bench", "studies"):
         for path in (ROOT / folder).rglob("*.py"):
             if path.name == "rundir.py":
                 continue
@@ -134,11 +134,11 @@ def test_run_folder_file_names_are_spelt_only_in_rundir() -> None:
     assert spelt == []
 
 
-def test_tests_and_bench_import_helpers_from_the_package_without_path_edits() -> None:
+def test_tests_bench_and_studies_import_helpers_from_the_package_without_path_edits() -> None:
     edit = re.compile(r"sys\.path\.(insert|append)\(")
     edits = [
         str(path.relative_to(ROOT))
-        for folder in ("tests", "bench")
+        for folder in ("tests", "bench", "studies")
         for path in (ROOT / folder).rglob("*.py")
         if path != Path(__file__).resolve() and edit.search(path.read_text(encoding="utf-8"))
     ]
@@ -177,7 +177,7 @@ def test_the_copy_finder_finds_a_planted_probe_and_bootstrap() -> None:
 def test_probe_and_bootstrap_code_lives_only_in_the_statistics_layer() -> None:
     files = {
         str(path.relative_to(ROOT)): path.read_text(encoding="utf-8")
-        for folder in ("pipeline", "trainer", "bench")
+        for folder in ("pipeline", "trainer", "bench", "studies")
         for path in (ROOT / folder).rglob("*.py")
         if (ROOT / "pipeline" / "stats") not in path.parents
     }

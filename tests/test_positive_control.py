@@ -1,4 +1,4 @@
-"""Positive control, CI-sized and strict (the full table: bench/positive_control.py, README).
+"""Positive control, CI-sized and strict (the full table: studies/positive_control.py, README).
 
 On the synthetic ``premise`` preset the speaker lives only in cues the speaker
 perturbation p_s randomises and the emotion only in cues it keeps. Trained on such a corpus

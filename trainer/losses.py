@@ -47,7 +47,7 @@ def batch_variance_consistency(embeddings: torch.Tensor) -> torch.Tensor:
     gradient is the loss invariant to the embeddings' scale, so that it can be lowered by
     making views agree (or clips differ), not by shrinking every embedding, which is how
     eq. 1 is mostly met (docs/evaluation.md, "Further diagnosis"). Same arithmetic as the
-    diagnostic patch it replaces in bench/leakage_diagnosis.py.
+    diagnostic patch it replaces in studies/leakage_diagnosis.py.
     """
     clip_variance = embeddings[:, 0].var(dim=0, unbiased=False).sum()
     return consistency_loss(embeddings) / (2.0 * clip_variance + 1e-8)

@@ -2,9 +2,9 @@
 entanglement: emotion-task accuracy, F1, UAR and speaker-probe leakage over 3 seeds, each
 seed with its own split (the evaluation protocol of docs/evaluation.md).
 
-Usage (a long CPU run; the numbers go to docs/readme-eval.md)::
+Usage (a long CPU run; the numbers go to docs/results.md and docs/evaluation.md)::
 
-    .venv/bin/python bench/leakage_synthetic.py --out /tmp/ncore-leakage [--epochs 12]
+    .venv/bin/python studies/leakage_synthetic.py --out /tmp/ncore-leakage [--epochs 12]
 
 Steps: generate + import the synthetic corpus (entanglement 0.9), compute speaker-perturbed
 views with WORLD (library call of ``ncore-prep perturb``), train both runs with the tiny
@@ -80,7 +80,7 @@ def main() -> None:
         default="hard-case",
         choices=("hard-case", "premise"),
         help="Synthetic preset (this study was designed on the hard case; the premise "
-        "preset's study is bench/positive_control.py).",
+        "preset's study is studies/positive_control.py).",
     )
     parser.add_argument("--views", default="2,5", help="N of the N-CORE rows (comma list)")
     parser.add_argument(

@@ -1,8 +1,8 @@
 """Selectivity of p_s and p_e on each synthetic preset, and the p_e band-layout sweep.
 
-Usage (CPU, about 10 minutes on 2 quiet cores; the numbers go to README)::
+Usage (CPU, about 10 minutes on 2 quiet cores; the numbers go to docs/results.md)::
 
-    .venv/bin/python bench/selectivity.py --out /tmp/ncore-selectivity
+    .venv/bin/python studies/selectivity.py --out /tmp/ncore-selectivity
 
 For each preset (``premise``, ``hard-case``) a corpus of 240 clips with speaker and emotion
 *independent* (entanglement 0: on an entangled corpus every probe of one label also reads

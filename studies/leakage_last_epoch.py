@@ -1,21 +1,28 @@
-"""Diagnostic for bench/leakage_synthetic.py: does the epoch selection hide what the
+"""Diagnostic for studies/leakage_synthetic.py: does the epoch selection hide what the
 adversary and the consistency loss do later in training?
 
 For every run folder given and every seed, probe emotion and speaker on the clips of a
 manifest (the independent synthetic corpus) with (a) the selected model (``best/``) and
 (b) the model of the last epoch (``checkpoint/epoch-XXXX``), and print a Markdown table.
 
-    cd /tmp/ncore-leakage && /work/main/.venv/bin/python /work/main/bench/leakage_last_epoch.py \
+    cd /tmp/ncore-leakage && REPO/.venv/bin/python REPO/studies/leakage_last_epoch.py \
         manifests/synthetic-independent.json runs/backbone-only runs/ncore-n2
+
+(``REPO`` is this repository's checkout.)
 """
 
 from __future__ import annotations
 
-import sys
+import argparse
 from pathlib import Path
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("manifest", type=Path, help="the manifest whose clips are probed")
+    parser.add_argument("runs", type=Path, nargs="+", help="run folders of ncore-train")
+    args = parser.parse_args()
+
     import torch
 
     from pipeline.manifest import Manifest
@@ -27,7 +34,7 @@ def main() -> None:
     from trainer.rundir import RunDir
     from trainer.summary import format_mean_std, mean_std
 
-    manifest_path, runs = Path(sys.argv[1]), [RunDir(p) for p in sys.argv[2:]]
+    manifest_path, runs = args.manifest, [RunDir(p) for p in args.runs]
     manifest = Manifest.load(manifest_path)
     failures: dict[str, str] = {}
     lines = [

@@ -1,9 +1,9 @@
-"""Further diagnosis of bench/leakage_synthetic.py: why does N-CORE not lower speaker
+"""Further diagnosis of studies/leakage_synthetic.py: why does N-CORE not lower speaker
 leakage on the entangled synthetic corpus? (docs/evaluation.md, "Further diagnosis").
 
-Usage (a long CPU run; needs the corpus and views of bench/leakage_synthetic.py)::
+Usage (a long CPU run; needs the corpus and views of studies/leakage_synthetic.py)::
 
-    .venv/bin/python bench/leakage_diagnosis.py --leakage /tmp/ncore-leakage \\
+    .venv/bin/python studies/leakage_diagnosis.py --leakage /tmp/ncore-leakage \\
         --out /tmp/ncore-diagnosis [--seeds 42] [--variant name:key=value,...]
 
 Steps, each skipped when its output is already there:
@@ -160,7 +160,7 @@ def main() -> None:
         entangled.exists() and (args.leakage / "manifests/synthetic-independent.json").exists()
     ):
         raise SystemExit(
-            f"{args.leakage}: no synthetic corpus; run bench/leakage_synthetic.py --out "
+            f"{args.leakage}: no synthetic corpus; run studies/leakage_synthetic.py --out "
             f"{args.leakage} first"
         )
     seeds = parse_seeds(args.seeds)

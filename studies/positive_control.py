@@ -1,9 +1,9 @@
 """Positive control: on a corpus where the method's premise holds, does N-CORE lower the
 speaker leakage of the backbone-only baseline, and keep the emotion accuracy?
 
-Usage (a long CPU run; the table goes to README)::
+Usage (a long CPU run; the table goes to docs/results.md)::
 
-    .venv/bin/python bench/positive_control.py --out /tmp/ncore-positive [--seeds 42,100,510]
+    .venv/bin/python studies/positive_control.py --out /tmp/ncore-positive [--seeds 42,100,510]
 
 Steps, each skipped when its output is already there:
 

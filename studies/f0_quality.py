@@ -1,4 +1,4 @@
-"""F0 engines of the WORLD analysis compared on material with a known F0 (README table).
+"""F0 engines of the WORLD analysis compared on material with a known F0 (docs/perturbations.md).
 
 Engines: ``harvest`` (the default), ``dio`` (DIO + StoneMask) and ``praat`` (Praat's
 autocorrelation tracker through the optional GPL-3.0 package praat-parselmouth, its F0
@@ -25,7 +25,8 @@ over 60-2200 Hz) against the known F0: the median error of a p_s view's F0 ratio
 its drawn r2, and the F0 spread (std / mean) left by p_e's pitch flattening. Also the CPU
 time of the analysis (F0 + CheapTrick + D4C) per second of audio.
 
-Usage: ``.venv/bin/python bench/f0_quality.py [--clips 48] [--out bench/results/f0_quality.json]``.
+Usage: ``.venv/bin/python studies/f0_quality.py [--clips 48]
+[--out studies/results/f0_quality.json]``.
 """
 
 from __future__ import annotations
@@ -292,7 +293,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=16, help="synthetic clips per F0 band")
     parser.add_argument("--espeak", type=int, default=40, help="espeak-ng clips")
     parser.add_argument("--views", type=int, default=2, help="p_s views per clip measured")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/f0_quality.json"))
+    parser.add_argument("--out", type=Path, default=Path("studies/results/f0_quality.json"))
     args = parser.parse_args()
 
     engines = ["harvest", "dio"] + (["praat"] if praat_available() else [])
