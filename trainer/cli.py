@@ -310,9 +310,9 @@ def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) 
     if done is None:  # not rank 0 under torchrun
         return
     run, summary = done
-    metrics = summary["metrics"]
-    for i, seed in enumerate(summary["seeds"]):
-        accuracy, f1, uar = (metrics[k]["values"][i] for k in ("accuracy", "macro_f1", "uar"))
+    metrics = summary.metrics
+    for i, seed in enumerate(summary.seeds):
+        accuracy, f1, uar = (metrics[k].values[i] for k in ("accuracy", "macro_f1", "uar"))
         click.echo(f"seed {seed}: test accuracy {accuracy:.4f} macro F1 {f1:.4f} UAR {uar:.4f}")
     click.echo(f"summary: {run.summary_md}")
 
