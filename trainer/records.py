@@ -626,9 +626,9 @@ class SummaryRecord:
         check_keys(
             data, known, where, {*RunInfo.__dataclass_fields__, "schema_version", "perturbation"}, E
         )
-        seeds = parse_ints(data["seeds"], "seeds", where, error=E)
-        if not seeds:
+        if not isinstance(data["seeds"], list) or not data["seeds"]:
             raise E(f"{where}: field 'seeds' must be a non-empty list of seeds")
+        seeds = parse_ints(data["seeds"], "seeds", where, error=E)
         labels = _obj(data["labels"], f"{where}: field 'labels'")
         task_names = parse_names(labels.get("task"), "labels.task", where, E)
         metrics = _obj(data["metrics"], f"{where}: field 'metrics'")

@@ -614,7 +614,11 @@ class SeedDir:
 
     @property
     def finished(self) -> bool:
-        """Whether the seed's training is over (its seed record is written)."""
+        """Whether the seed's training is over (its seed record is written). A seed
+        finished under the layout before versioned records is refused, naming the migrate
+        command (training it again would overwrite its model)."""
+        if (self.path / LEGACY_TEST_METRICS_FILE).is_file():
+            raise TrainerError(f"{self.path}: {MIGRATE_HINT}")
         return self.record_path.is_file()
 
     def model_record(self) -> ModelRecord:
