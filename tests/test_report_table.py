@@ -147,11 +147,11 @@ def evaluation_record(seed, ids, y_task, y_adv, task_pred, probe_adv, probe_task
     return EvaluationRecord(
         seed=seed,
         test_clips=len(ids),
-        task_names=("a", "b"),
+        task_names=(),
         adv_names=("s", "t"),
         metrics={},
         per_class={},
-        confusion_matrix=((0, 0), (0, 0)),
+        confusion_matrix=(),
         probes={},
         selection=Selection("val", "accuracy"),
         clips=clips,
