@@ -13,6 +13,7 @@ and the split records all parse through it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Collection
 from typing import Any
 
@@ -76,11 +77,17 @@ def parse_number(
     where: str,
     optional: bool = False,
     error: FieldError = ValueError,
+    finite: bool = False,
 ) -> float | None:
-    """A number as a float; None passes when ``optional`` (JSON null: NaN or undefined)."""
+    """A number as a float (``finite``: not NaN or infinite); None passes when
+    ``optional`` (JSON null: NaN or undefined)."""
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (finite and not math.isfinite(value))
+    ):
         raise error(f"{where}: field {name!r} must be a number, got {value!r}")
     return float(value)
 
@@ -105,19 +112,22 @@ def parse_bool(value: Any, name: str, where: str, error: FieldError = ValueError
 def parse_choice(
     value: Any, name: str, where: str, choices: Collection[Any], error: FieldError = ValueError
 ) -> Any:
-    """One of ``choices`` (compared with ``in``: ``None`` may be one)."""
-    if value not in choices:
+    """One of ``choices`` (``None`` may be one; an unhashable value is none of them)."""
+    if not isinstance(value, str | int | float | type(None)) or value not in choices:
         listed = ", ".join("null" if c is None else str(c) for c in choices)
         raise error(f"{where}: field {name!r} must be one of {listed}, got {value!r}")
     return value
 
 
 def parse_names(
-    value: Any, name: str, where: str, error: FieldError = ValueError
+    value: Any, name: str, where: str, error: FieldError = ValueError, nonempty: bool = False
 ) -> tuple[str, ...]:
-    """A list of strings as a tuple."""
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise error(f"{where}: field {name!r} must be a list of strings")
+    """A list of strings (``nonempty``: of names, no empty string) as a tuple."""
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, str) and (v or not nonempty) for v in value
+    ):
+        what = "names" if nonempty else "strings"
+        raise error(f"{where}: field {name!r} must be a list of {what}")
     return tuple(value)
 
 

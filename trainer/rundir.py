@@ -445,25 +445,18 @@ class ResumeState:
         >= 1, scores fractions (or -1 before any epoch was scored), and they agree."""
 
         def integer(name: str, value: Any, minimum: int) -> int:
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise TrainerError(f"{where}: field {name!r} is missing or not an integer")
-            if value < minimum:
-                raise TrainerError(f"{where}: field {name!r} is {value}, below {minimum}")
-            return value
+            return fields_.parse_int(value, name, where, minimum, error=TrainerError)
 
         def score(name: str, value: Any) -> float:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise TrainerError(f"{where}: field {name!r} is missing or not a number")
-            if not (math.isnan(value) or -1.0 <= value <= 1.0):
+            number = fields_.parse_number(value, name, where, error=TrainerError)
+            if not (math.isnan(number) or -1.0 <= number <= 1.0):
                 raise TrainerError(
-                    f"{where}: field {name!r} is {value}, not a fraction (or -1 before the "
-                    "first epoch)"
+                    f"{where}: field {name!r} must be a fraction (or -1 before the first "
+                    f"epoch), got {value!r}"
                 )
             return value
 
-        loader = data.get("loader")
-        if not isinstance(loader, dict):
-            raise TrainerError(f"{where}: field 'loader' is missing or not an object")
+        loader = fields_.parse_object(data.get("loader"), f"{where}: field 'loader'", TrainerError)
         epoch = integer("epoch", data.get("epoch"), 1)
         seed = integer("seed", data.get("seed"), -(2**63))
         step = integer("step", data.get("step"), 0)
