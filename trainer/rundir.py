@@ -220,7 +220,7 @@ class SeedRecord:
 
     ``best_epoch`` and ``val_acc_task`` name the selected model; ``last_epoch`` is the last
     epoch run (below the configured count after early stopping) and ``steps`` the optimizer
-    steps taken (both None when read from the legacy ``test_metrics.json``).
+    steps taken (both None when migrated from the legacy ``test_metrics.json``).
     """
 
     seed: int

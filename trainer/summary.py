@@ -1,9 +1,11 @@
-"""Statistics and Markdown of an evaluation: no torch, no files (testable alone).
+"""Statistics and Markdown of an evaluation: no torch, no files (testable alone). Records
+in, records out (``trainer/records.py``; ``trainer/rundir.py`` reads and writes them).
 
-- :func:`seed_record`: one seed's test record (``evaluation.json``) from labels and
-  predictions: accuracy, macro F1, UAR, the per-class report, the confusion matrix (rows =
+- :func:`seed_record`: one seed's test record (``EvaluationRecord``, ``evaluation.json``)
+  from labels and predictions: accuracy, macro F1, UAR, the per-class report, the confusion matrix (rows =
   true class, columns = predicted class), the adversarial head's accuracy and the probes;
-- :func:`summarize`: records over seeds as mean and **sample standard deviation
+- :func:`summarize`: records over seeds (``SummaryRecord``, ``summary.json``) as mean and
+  **sample standard deviation
   (ddof=1)**; with a single seed the standard deviation is undefined and written as null
   / "n/a". Beside it, ``ci95``: a bootstrap 95 % interval of the mean over seeds, each
   seed's test clips resampled (``trainer.probes.bootstrap_interval``): how much the figure
