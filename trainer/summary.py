@@ -2,15 +2,16 @@
 in, records out (``trainer/records.py``; ``trainer/rundir.py`` reads and writes them).
 
 - :func:`seed_record`: one seed's test record (``EvaluationRecord``, ``evaluation.json``)
-  from labels and predictions: accuracy, macro F1, UAR, the per-class report, the confusion matrix (rows =
-  true class, columns = predicted class), the adversarial head's accuracy and the probes;
+  from labels and predictions: accuracy, macro F1, UAR, the per-class report, the
+  confusion matrix (rows = true class, columns = predicted class), the adversarial head's
+  accuracy and the probes;
 - :func:`summarize`: records over seeds (``SummaryRecord``, ``summary.json``) as mean and
-  **sample standard deviation
-  (ddof=1)**; with a single seed the standard deviation is undefined and written as null
-  / "n/a". Beside it, ``ci95``: a bootstrap 95 % interval of the mean over seeds, each
-  seed's test clips resampled (``trainer.probes.bootstrap_interval``): how much the figure
-  would move with another test sample, training held fixed. The summary also says which
-  split selected the epoch, by which metric, and how the splits were drawn;
+  **sample standard deviation (ddof=1)**; with a single seed the standard deviation is
+  undefined and written as null / "n/a". Beside it, ``ci95``: a bootstrap 95 % interval of
+  the mean over seeds, each seed's test clips resampled
+  (``trainer.probes.bootstrap_interval``): how much the figure would move with another
+  test sample, training held fixed. The summary also says which split selected the epoch,
+  by which metric, and how the splits were drawn;
 - :func:`summary_markdown`, :func:`probe_markdown`, :func:`format_mean_std`: the Markdown.
 """
 
