@@ -880,23 +880,7 @@ def read_epoch_rows(path: str | os.PathLike[str]) -> list[EpochRow]:
     path = Path(path)
     if not path.exists():
         return []
-    rows = []
-    try:
-        text = read_regular_file(path).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise TrainerError(f"{path}: unreadable ({error})") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise TrainerError(f"{where}: not a JSON row ({error.msg})") from None
-        except RecursionError:
-            raise TrainerError(f"{where}: not a JSON row (nested too deeply)") from None
-        rows.append(EpochRow.from_dict(data, where))
-    return rows
+    return [EpochRow.from_dict(data, where) for where, data in _json_lines(path)]
 
 
 def write_epoch_rows(path: str | os.PathLike[str], rows: list[EpochRow]) -> None:
@@ -986,13 +970,9 @@ def migrate_run(path: str | os.PathLike[str]) -> list[Path]:
             write_json(seed_dir.split_path, _versioned(data))
             written.append(seed_dir.split_path)
         if seed_dir.metrics.is_file():
-            text = read_regular_file(seed_dir.metrics).decode("utf-8")
-            lines = [json.loads(line) for line in text.splitlines() if line.strip()]
-            if any(isinstance(r, dict) and "schema_version" not in r for r in lines):
-                rows = [
-                    EpochRow.from_dict(_versioned(_object(r, str(seed_dir.metrics)), last=True))
-                    for r in lines
-                ]
+            lines = _json_lines(seed_dir.metrics)
+            if any("schema_version" not in r for _, r in lines):
+                rows = [EpochRow.from_dict(_versioned(r, last=True), w) for w, r in lines]
                 write_epoch_rows(seed_dir.metrics, rows)
                 written.append(seed_dir.metrics)
         legacy = seed_dir.path / LEGACY_TEST_METRICS_FILE
@@ -1021,6 +1001,27 @@ def migrate_run(path: str | os.PathLike[str]) -> list[Path]:
         if data is not None:
             rewrite(file, data, ProbeReport)
     return written
+
+
+def _json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, object)`` of each line of a JSON-lines file, one-line errors naming it."""
+    try:
+        text = read_regular_file(path).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise TrainerError(f"{path}: unreadable ({error})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TrainerError(f"{where}: not a JSON row ({error.msg})") from None
+        except RecursionError:
+            raise TrainerError(f"{where}: not a JSON row (nested too deeply)") from None
+        rows.append((where, _object(data, where)))
+    return rows
 
 
 def _read_back(data: dict[str, Any], file: Path, record: Any) -> None:
