@@ -422,7 +422,7 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
     "--f0-floor",
     "f0_floor_hz",
     type=click.FloatRange(min=0.0, min_open=True),
-    default=71.0,
+    default=71.0,  # pipeline.manifest.DEFAULT_F0_FLOOR_HZ
     show_default=True,
     help="Lowest F0 searched by the WORLD analysis, Hz (part of the view-set key); at most "
     "761.9 at 16 kHz, above which WORLD's CheapTrick FFT is too short.",
@@ -431,10 +431,11 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
     "--f0-ceil",
     "f0_ceil_hz",
     type=click.FloatRange(min=0.0, min_open=True),
-    default=800.0,
+    default=2000.0,  # pipeline.manifest.DEFAULT_F0_CEIL_HZ (not imported: --help stays light)
     show_default=True,
-    help="Highest F0 searched, Hz (part of the view-set key). Screams and cries reach "
-    "1.5-2 kHz: use 2000 for nonverbal vocalisations (docs/perturbations.md).",
+    help="Highest F0 searched, Hz (part of the view-set key). 2000 follows screams and cries "
+    "(they reach 1.5-2 kHz); view sets made before this default used 800, WORLD's, which "
+    "--f0-ceil 800 finds again (docs/perturbations.md).",
 )
 @click.option(
     "--speaker-param",

@@ -625,7 +625,13 @@ def _selectivity_html(folder: Path) -> Markup:
     """The view set's selectivity (``ncore-prep selectivity``), laid out as ``inspect``'s
     table: per label and feature set, chance, balanced accuracy [95 % interval] in each
     condition, the retained shares and n; then the verdicts. Or why there is none."""
-    from pipeline.selectivity import CONDITIONS, PERTURBATION_NAME, SelectivityError, load_result
+    from pipeline.selectivity import (
+        CONDITIONS,
+        PERTURBATION_NAME,
+        SelectivityError,
+        load_result,
+        table_rows,
+    )
 
     try:
         result = load_result(folder)
@@ -635,42 +641,21 @@ def _selectivity_html(folder: Path) -> Markup:
         return el(
             "p", "selectivity: not measured (", el("code", "ncore-prep selectivity MANIFEST"), ")"
         )
-    groups: dict[tuple[str, str], dict[str, Any]] = {}
-    for r in result.rows:
-        groups.setdefault((r.label, r.features), {})[r.condition] = r
-    body = []
-    for (label, features), by_condition in groups.items():
-        first = next(iter(by_condition.values()))
-        cells = []
-        for c in CONDITIONS:
-            r = by_condition.get(c)
-            cells.append(
-                el(
-                    "td",
-                    f"{100 * r.balanced_accuracy:.1f} "
-                    f"[{100 * r.ci95[0]:.1f}\u2013{100 * r.ci95[1]:.1f}]",
-                    data_k=c,
-                )
-                if r is not None
-                else el("td")
-            )
-        retained = "/".join(
-            f"{by_condition[c].retained:.2f}"
-            if c in by_condition and by_condition[c].retained is not None
-            else "\u2013"
-            for c in CONDITIONS[1:]
+    body = [
+        el(
+            "tr",
+            el("td", row.label),
+            el("td", row.features),
+            el("td", f"{100 * row.chance:.1f}"),
+            *(
+                el("td", row.score(c, "html"), data_k=c) if row.score(c, "html") else el("td")
+                for c in CONDITIONS
+            ),
+            el("td", row.retained_text("\u2013", "/")),
+            el("td", row.n),
         )
-        body.append(
-            el(
-                "tr",
-                el("td", label),
-                el("td", features),
-                el("td", f"{100 * first.chance:.1f}"),
-                *cells,
-                el("td", retained),
-                el("td", first.n),
-            )
-        )
+        for row in table_rows(result)
+    ]
     head = cat(*(el("th", c) for c in CONDITIONS))
     verdicts = cat(*(el("li", v) for v in result.verdicts))
     name = PERTURBATION_NAME.get(result.kind, result.kind)

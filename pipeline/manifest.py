@@ -32,11 +32,16 @@ SAMPLE_RATE = 16000  # Hz: every clip and view of the toolkit (the one definitio
 SPLITS = ("train", "val", "test")
 LABELS = ("emotion", "speaker")
 VIEW_KINDS = ("speaker", "emotion")
-# The F0 search range of the WORLD analysis when none is given (WORLD's own defaults, Hz).
-# A view set records the range it was made with; screams and cries need a higher ceiling
-# (see docs/perturbations.md).
+# The F0 search range of the WORLD analysis when none is given (Hz): WORLD's floor and a
+# ceiling of 2 kHz, as screams and cries reach 1.5-2 kHz (docs/perturbations.md, "F0 range
+# for nonverbal vocalisations"). A view set records the range it was made with.
 DEFAULT_F0_FLOOR_HZ = 71.0
-DEFAULT_F0_CEIL_HZ = 800.0
+DEFAULT_F0_CEIL_HZ = 2000.0
+# WORLD's own defaults, the toolkit's range until the ceiling was raised: what a view set
+# that records no range was made with, and the one range left out of view-set keys and
+# shard attributes (pipeline/viewset.py), so that view sets made under it keep their keys.
+LEGACY_F0_FLOOR_HZ = 71.0
+LEGACY_F0_CEIL_HZ = 800.0
 # F0 engines of the WORLD analysis (pipeline/perturb.py); "praat" needs an optional package.
 F0_METHODS = ("harvest", "dio", "praat")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
@@ -392,8 +397,9 @@ class ViewSet:
     f0_method: str = "harvest"
     shards: tuple[ShardEntry, ...] = ()
     failures: tuple[Failure, ...] = ()
-    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ  # F0 search range of the WORLD analysis, Hz
-    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ
+    # F0 search range of the WORLD analysis, Hz; unrecorded means WORLD's (the legacy) one.
+    f0_floor_hz: float = LEGACY_F0_FLOOR_HZ
+    f0_ceil_hz: float = LEGACY_F0_CEIL_HZ
 
     @property
     def complete(self) -> bool:
@@ -453,8 +459,8 @@ class ViewSet:
             code_version=_as_str(_require(d, "code_version", where), "code_version", where),
             f0_method=f0_method,
             # Manifests written before the range became an option used WORLD's defaults.
-            f0_floor_hz=_as_hz(d.get("f0_floor_hz", DEFAULT_F0_FLOOR_HZ), "f0_floor_hz", where),
-            f0_ceil_hz=_as_hz(d.get("f0_ceil_hz", DEFAULT_F0_CEIL_HZ), "f0_ceil_hz", where),
+            f0_floor_hz=_as_hz(d.get("f0_floor_hz", LEGACY_F0_FLOOR_HZ), "f0_floor_hz", where),
+            f0_ceil_hz=_as_hz(d.get("f0_ceil_hz", LEGACY_F0_CEIL_HZ), "f0_ceil_hz", where),
             shards=tuple(
                 ShardEntry.from_dict(s) for s in _entries(d.get("shards", []), "shards", where)
             ),

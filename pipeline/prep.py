@@ -43,6 +43,8 @@ from pipeline.errors import PipelineError
 from pipeline.manifest import (
     DEFAULT_F0_CEIL_HZ,
     DEFAULT_F0_FLOOR_HZ,
+    LEGACY_F0_CEIL_HZ,
+    LEGACY_F0_FLOOR_HZ,
     SAMPLE_RATE,
     Failure,
     Manifest,
@@ -90,9 +92,10 @@ class PrepError(PipelineError, RuntimeError):
 class PerturbSettings:
     """What a run computes: kinds, views per clip (N), seed, shard size, F0 analysis, parameters.
 
-    ``f0_floor_hz`` and ``f0_ceil_hz`` bound the F0 search of the WORLD analysis (Hz); the
-    defaults are WORLD's, and vocalisations above 800 Hz (screams, cries) need a higher
-    ceiling (see docs/perturbations.md).
+    ``f0_floor_hz`` and ``f0_ceil_hz`` bound the F0 search of the WORLD analysis (Hz): by
+    default 71-2000 Hz, for screams and cries (docs/perturbations.md); view sets made under
+    WORLD's 71-800 Hz, the default before, keep their keys and are found again with
+    ``f0_ceil_hz=800``.
     """
 
     kinds: tuple[str, ...] = KINDS
@@ -346,6 +349,7 @@ class PrepSummary:
     startup_seconds: float = 0.0
     manifest_commands: tuple[str, ...] = ()  # per incomplete view set: the command finishing it
     known_failures: int = 0  # of ``failures``, those recorded with the same reason before
+    other_f0_ranges: tuple[str, ...] = ()  # :func:`other_f0_range_notes`, one line per range
 
     @property
     def nothing_to_do(self) -> bool:
@@ -425,6 +429,54 @@ def plan_view_sets(
             )
         )
     return planned
+
+
+def _f0_free_settings(vs: ViewSet) -> tuple[Any, ...]:
+    """What determines a view set's views besides the F0 range and the clips."""
+    return (vs.kind, vs.views, vs.seed, vs.params, vs.f0_method, vs.shard_size, vs.code_version)
+
+
+def other_f0_range_notes(
+    manifest: Manifest, planned: Sequence[ViewSet], settings: PerturbSettings
+) -> list[str]:
+    """One line per other F0 range under which the manifest holds view sets that differ from
+    ``planned`` in that range only (kind, N, seed, parameters, F0 engine, shard size and code
+    version equal): typically those made under 71-800 Hz, the default until it became 71-2000 Hz.
+
+    Their keys differ, so they are neither reused nor touched; the line says they exist,
+    under which range, and which options use them, so that a changed default never silently
+    swaps the views a project trains on."""
+    keys = {vs.key for vs in planned}
+    found: dict[tuple[float, float], list[ViewSet]] = {}
+    for vs in planned:
+        for other in manifest.view_sets:
+            same = _f0_free_settings(other) == _f0_free_settings(vs)
+            f0_range = (other.f0_floor_hz, other.f0_ceil_hz)
+            if same and other.key not in keys and f0_range != (vs.f0_floor_hz, vs.f0_ceil_hz):
+                found.setdefault(f0_range, []).append(other)
+    lines = []
+    for (floor, ceil), others in found.items():
+        names = ", ".join(view_set_folder_name(o.kind, o.views, o.key) for o in others)
+        before = (
+            f" (the default until it became {DEFAULT_F0_FLOOR_HZ:g}-{DEFAULT_F0_CEIL_HZ:g} Hz)"
+            if (floor, ceil) == (LEGACY_F0_FLOOR_HZ, LEGACY_F0_CEIL_HZ)
+            else ""
+        )
+        options = " ".join(
+            f"{flag} {value:g}"
+            for flag, value, now in (
+                ("--f0-floor", floor, settings.f0_floor_hz),
+                ("--f0-ceil", ceil, settings.f0_ceil_hz),
+            )
+            if value != now
+        )
+        lines.append(
+            f"note: the manifest also lists {names}, of these settings but made with F0 "
+            f"{floor:g}-{ceil:g} Hz{before}, kept beside these "
+            f"({settings.f0_floor_hz:g}-{settings.f0_ceil_hz:g} Hz); to use them, pass "
+            f"{options} to ncore-prep perturb, or --view-set KEY to ncore-train"
+        )
+    return lines
 
 
 def _done(view_set: ViewSet, index: int, manifest_path: Path) -> bool:
@@ -555,6 +607,7 @@ def run_perturb(
         if not manifest.clips:
             raise PrepError(f"{manifest_path}: the manifest has no clips to perturb")
         view_sets = plan_view_sets(manifest, manifest_path, settings, cache_dir)
+        f0_notes = other_f0_range_notes(manifest, view_sets, settings)
         for vs in view_sets:  # before anything is written or deleted there
             problem = cache_folder_problem(manifest, manifest_path, vs, cache_dir)
             if problem:
@@ -678,6 +731,7 @@ def run_perturb(
     return PrepSummary(
         manifest_commands=tuple(perturb_command(manifest_path, vs) for vs in unfinished),
         known_failures=sum((f.id, f.reason) in known for f in run_failures),
+        other_f0_ranges=tuple(f0_notes),
         dataset=manifest.dataset,
         manifest_path=manifest_path,
         clips=len(manifest.clips),
@@ -738,6 +792,7 @@ def format_summary(summary: PrepSummary) -> str:
         lines.append(f"  error {e}")
     for command in summary.manifest_commands:
         lines.append(f"  to finish: {command}")
+    lines.extend(summary.other_f0_ranges)
     return "\n".join(lines)
 
 

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.manifest import (
-    DEFAULT_F0_CEIL_HZ,
-    DEFAULT_F0_FLOOR_HZ,
+    LEGACY_F0_CEIL_HZ,
+    LEGACY_F0_FLOOR_HZ,
     SAMPLE_RATE,
     Manifest,
     ViewSet,
@@ -56,12 +56,14 @@ __all__ = [
 
 
 def _f0_range(f0_floor_hz: float, f0_ceil_hz: float) -> dict[str, float]:
-    """The F0 range as it enters keys and attributes: nothing for WORLD's defaults.
+    """The F0 range as it enters keys and attributes: nothing for WORLD's defaults, 71-800 Hz.
 
-    View sets made before the range became an option used the defaults; leaving the
-    default range out keeps their keys, folders and shard bytes unchanged.
+    View sets made before the range became an option, and those made while 71-800 Hz was the
+    toolkit's default, used WORLD's range; leaving it out keeps their keys, folders and shard
+    bytes unchanged. Any other range, the toolkit's default 71-2000 Hz included, is in the key,
+    so raising the default made new keys: an old view set is never taken for a new one.
     """
-    if float(f0_floor_hz) == DEFAULT_F0_FLOOR_HZ and float(f0_ceil_hz) == DEFAULT_F0_CEIL_HZ:
+    if float(f0_floor_hz) == LEGACY_F0_FLOOR_HZ and float(f0_ceil_hz) == LEGACY_F0_CEIL_HZ:
         return {}
     return {"f0_floor_hz": float(f0_floor_hz), "f0_ceil_hz": float(f0_ceil_hz)}
 
@@ -77,14 +79,15 @@ def view_set_key(
     clip_ids: Sequence[str],
     sample_rate: int = SAMPLE_RATE,
     code_version: str | None = None,
-    f0_floor_hz: float = DEFAULT_F0_FLOOR_HZ,
-    f0_ceil_hz: float = DEFAULT_F0_CEIL_HZ,
+    f0_floor_hz: float = LEGACY_F0_FLOOR_HZ,
+    f0_ceil_hz: float = LEGACY_F0_CEIL_HZ,
     sources: str | None = None,
 ) -> str:
     """A 10-hex-digit hash of everything that determines a view set's bytes.
 
     Besides what determines the views (kind, parameters, N, seed, F0 method and F0 search
-    range in Hz, sample rate, perturbation code version: ``PERTURB_VERSION`` of
+    range in Hz (left out when it is WORLD's 71-800 Hz, which is also what omitting it
+    means here), sample rate, perturbation code version: ``PERTURB_VERSION`` of
     ``pipeline/perturb.py`` when None) it covers the shard layout (shard size and the
     ordered clip ids), so a rebuilt manifest or another shard size never reuses shards cut
     differently, and the audio itself: ``sources`` (:func:`source_digest` of the manifest's
@@ -231,7 +234,7 @@ class ShardAttributes:
 
     ``kind``, ``views``, ``seed``, ``key`` and ``params`` are always there. The others are
     written by ``ncore-prep perturb`` (``f0_method``, ``code_version``, ``dataset``,
-    ``shard_index``; the F0 range only when it is not WORLD's default, 71-800 Hz) and are
+    ``shard_index``; the F0 range only when it is not WORLD's 71-800 Hz) and are
     None for shards written by ``pipeline.shards.write_view_set`` from views made elsewhere.
     :meth:`to_dict` omits None fields and keeps a fixed order, so the bytes of a shard do
     not depend on who built the record.

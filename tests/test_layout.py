@@ -96,6 +96,8 @@ def test_statistics_reports_and_run_records_import_without_torch() -> None:
     code = (
         "import sys\n"
         "import trainer.summary, trainer.report, trainer.rundir, trainer.probes\n"
+        "import pipeline.stats.metrics, pipeline.stats.probe, pipeline.stats.crossfit\n"
+        "import pipeline.stats.bootstrap, pipeline.stats.protocol, pipeline.selectivity\n"
         "heavy = sorted(m for m in ('torch', 'transformers') if m in sys.modules)\n"
         "assert not heavy, heavy\n"
     )
@@ -219,3 +221,51 @@ def test_run_folder_records_are_written_only_through_rundir() -> None:
         for line in run_folder_writes(path.read_text(encoding="utf-8"))
     ]
     assert writes == []
+
+
+# The probe estimator, the folds, the balanced-accuracy scorer and the bootstrap's draw: the
+# spellings that a copy of the statistics layer (pipeline/stats/) would need.
+STATISTICS = re.compile(
+    r"\b(LogisticRegression|StandardScaler|SimpleImputer|StratifiedKFold|make_pipeline"
+    r"|balanced_accuracy_score|sklearn\.(linear_model|model_selection|preprocessing|impute))\b"
+    r"|\.integers\(\s*0\s*,\s*len\(|def \w*bootstrap\w*\("
+)
+
+
+def statistics_copies(files: dict[str, str]) -> list[str]:
+    """``path:line`` of every statistics spelling in ``files`` (path -> source text)."""
+    return [
+        f"{path}:{number}"
+        for path, text in files.items()
+        for number, line in enumerate(text.splitlines(), 1)
+        if STATISTICS.search(line)
+    ]
+
+
+def test_the_copy_finder_finds_a_planted_probe_and_bootstrap() -> None:
+    planted = {
+        "a.py": "from sklearn.linear_model import LogisticRegression\n",
+        "b.py": "x = 1\nidx = rng.integers(0, len(y), len(y))\n",
+        "c.py": "def my_bootstrap(y):\n",
+        "d.py": "from sklearn.manifold import TSNE\nstart = rng.integers(0, n - crop)\n",
+    }
+    assert statistics_copies(planted) == ["a.py:1", "b.py:2", "c.py:1"]
+
+
+def test_probe_and_bootstrap_code_lives_only_in_the_statistics_layer() -> None:
+    files = {
+        str(path.relative_to(ROOT)): path.read_text(encoding="utf-8")
+        for folder in ("pipeline", "trainer", "bench")
+        for path in (ROOT / folder).rglob("*.py")
+        if (ROOT / "pipeline" / "stats") not in path.parents
+    }
+    assert statistics_copies(files) == []
+    # The layer itself holds them, and imports nothing above it.
+    inside = {
+        str(path.relative_to(ROOT)): path.read_text(encoding="utf-8")
+        for path in (ROOT / "pipeline" / "stats").rglob("*.py")
+    }
+    assert statistics_copies(inside)
+    graph = import_graph()
+    for name in (n for n in graph if n.startswith("pipeline.stats")):
+        assert all(t.startswith("pipeline.stats") for t in graph[name]), (name, graph[name])

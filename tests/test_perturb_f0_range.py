@@ -1,9 +1,11 @@
-"""The F0 range of the WORLD analysis on a synthetic 1.2 kHz "scream".
+"""The F0 range of the WORLD analysis on synthetic 1.2 and 1.5 kHz "screams".
 
-WORLD's default ceiling (800 Hz) analyses such a clip as unvoiced: p_s then cannot scale its
-F0 and p_e cannot flatten it. With the ceiling raised (``--f0-ceil 2000``) both work. F0 is
-measured here by a normalised autocorrelation tracker written for this test, independent
-of WORLD (whose analysis is what the option configures).
+WORLD's own ceiling (800 Hz, the toolkit's default until it became 2000 Hz) analyses such a
+clip as unvoiced: p_s then cannot scale its F0 and p_e cannot flatten it. With the ceiling at
+2000 Hz (the default, ``--f0-ceil``) both work. F0 is measured here by a normalised
+autocorrelation tracker written for this test, or taken from the synthesis contour, both
+independent of WORLD (whose analysis is what the option configures). An old cache made under
+800 Hz is neither reused by the new default nor lost (the last tests).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.manifest import Manifest
+from pipeline.manifest import DEFAULT_F0_CEIL_HZ, DEFAULT_F0_FLOOR_HZ, Manifest
 from pipeline.perturb import (
     EmotionParams,
     SpeakerParams,
@@ -28,9 +30,17 @@ from pipeline.perturb import (
 from pipeline.qa import validate
 from pipeline.rng import make_rng
 from pipeline.shards import ShardReader
-from pipeline.testing.prep_corpus import NAME, make_corpus
-from pipeline.testing.signals import SAMPLE_RATE, fade, glottal_source, resonate
-from pipeline.viewset import view_set_key
+from pipeline.testing import signals
+from pipeline.testing.prep_corpus import (
+    NAME,
+    SCREAM_CLIPS,
+    SCREAMS,
+    make_corpus,
+    make_scream_corpus,
+    tree_digest,
+)
+from pipeline.testing.signals import SAMPLE_RATE
+from pipeline.viewset import source_digest, view_set_key
 
 SCREAM_F0_HZ = 1200.0
 VIBRATO = 0.06  # +-6 % at 5 Hz: a contour for p_e to flatten
@@ -40,16 +50,12 @@ NO_PERMUTATION = EmotionParams(num_permuted_bands=0)
 
 @pytest.fixture(scope="module")
 def scream() -> np.ndarray:
-    t = np.arange(SAMPLE_RATE) / SAMPLE_RATE
-    f0 = SCREAM_F0_HZ * (1.0 + VIBRATO * np.sin(2.0 * np.pi * 5.0 * t))
-    formants = ((1300.0, 200.0), (2600.0, 250.0), (3800.0, 300.0))
-    y = fade(resonate(glottal_source(f0), formants), 0.03)
-    return 0.5 * y / np.max(np.abs(y))
+    return signals.scream(SCREAM_F0_HZ, VIBRATO)
 
 
 @pytest.fixture(scope="module")
 def analyses(scream) -> dict[float, object]:
-    """The scream analysed with WORLD's default ceiling and with a 2 kHz one."""
+    """The scream analysed with WORLD's own ceiling (800 Hz) and with the default 2 kHz."""
     return {ceiling: analyse(scream, f0_ceil_hz=ceiling) for ceiling in (800.0, 2000.0)}
 
 
@@ -79,7 +85,7 @@ def test_the_tracker_finds_the_scream_and_its_vibrato(scream):
     assert f0.std() / SCREAM_F0_HZ == pytest.approx(VIBRATO / np.sqrt(2), rel=0.15)
 
 
-def test_default_ceiling_misses_the_scream(scream, analyses):
+def test_worlds_800_hz_ceiling_misses_the_scream(scream, analyses):
     analysis = analyses[800.0]
     assert analysis.voiced.mean() < 0.05
     # p_e's flattening therefore leaves the vibrato in place.
@@ -205,3 +211,174 @@ def test_analyse_refuses_a_floor_that_would_corrupt_the_heap():
     for line, floor in zip(lines[1:], floors[1:], strict=True):
         assert line.startswith(f"{floor} refused: f0_floor_hz: an F0 floor of {floor} Hz is above")
         assert "above 761.9 Hz" in line
+
+
+# ---------------------------- the default F0 range on a corpus, and old caches (issue 21)
+
+FRAME_S = 0.005  # WORLD's frame period in the toolkit's analysis
+
+
+def _perturb(root, *extra: str, dataset: str = SCREAMS):
+    """``ncore-prep perturb`` through click, with no F0 option unless ``extra`` gives one."""
+    args = ["perturb", "--dataset", dataset, "--views", "2", "--shard-size", "8"]
+    args += ["--workers", "1", "--no-progress", "--cache-dir", str(root / "cache")]
+    args += ["--manifest-dir", str(root / "manifests"), *extra]
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def _clips(manifest_path, view_set):
+    """``{clip id: (stored rows (1 + N, samples), drawn records)}`` of a view set."""
+    out = {}
+    for shard in view_set.shard_paths(manifest_path):
+        reader = ShardReader(shard)
+        for i, cid in enumerate(reader.clip_ids):
+            out[cid] = (reader.read_clip(i), reader.drawn(i))
+    return out
+
+
+def test_perturb_with_no_f0_option_tracks_a_1500_hz_scream(tmp_path):
+    path = make_scream_corpus(tmp_path)
+    result = _perturb(tmp_path, "--kind", "both")
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.load(path)
+    speaker, emotion = (manifest.view_set(k) for k in ("speaker", "emotion"))
+    for vs in (speaker, emotion):  # the range is recorded, and so in the key
+        assert (
+            (vs.f0_floor_hz, vs.f0_ceil_hz)
+            == (DEFAULT_F0_FLOOR_HZ, DEFAULT_F0_CEIL_HZ)
+            == (
+                71.0,
+                2000.0,
+            )
+        )
+    assert validate(path).ok
+    stored = _clips(path, speaker)
+    flattened = _clips(path, emotion)
+    assert sorted(stored) == sorted(f"wav__{stem}" for stem in SCREAM_CLIPS)
+    for cid, (rows, drawn) in stored.items():
+        f0_hz, vibrato = SCREAM_CLIPS[cid.removeprefix("wav__")]
+        truth = signals.scream_f0(f0_hz, vibrato)  # the synthesis contour, per sample
+        # The analysis the views were drawn from, redone with the view set's recorded
+        # settings on the stored original (row 0), frame by frame against the contour.
+        analysis = analyse(
+            rows[0].astype(np.float64),
+            f0_method=speaker.f0_method,
+            f0_floor_hz=speaker.f0_floor_hz,
+            f0_ceil_hz=speaker.f0_ceil_hz,
+        )
+        frames = np.arange(analysis.f0.size)
+        inner = (frames * FRAME_S > 0.05) & (frames * FRAME_S < 0.95)  # away from the fades
+        expected = truth[np.minimum(frames * round(FRAME_S * SAMPLE_RATE), truth.size - 1)]
+        close = np.abs(analysis.f0 / expected - 1.0) < 0.03
+        assert close[inner].mean() > 0.8, (cid, close[inner].mean())
+        for record in drawn:  # what each p_s view recorded of that analysis
+            assert record["f0_shifted"] is True
+            assert record["voiced_frames"] > 0.8 * analysis.f0.size
+            assert record["f0_median_hz"] == pytest.approx(f0_hz, rel=0.03)
+        for view, record in zip(rows[1:], drawn, strict=True):  # and what p_s did with it
+            want = min(record["pitch_ratio"] * f0_hz, SpeakerParams().f0_max_hz)
+            assert np.median(track_f0(view)) == pytest.approx(want, rel=0.03), (cid, record)
+        if vibrato:  # p_e flattened the vibrato (view 0 keeps it)
+            assert relative_iqr(track_f0(rows[0])) > 0.02
+            for view in flattened[cid][0][1:]:
+                assert relative_iqr(track_f0(view)) < 0.25 * relative_iqr(track_f0(rows[0]))
+
+
+def test_the_800_hz_ceiling_of_old_view_sets_misses_the_same_scream(tmp_path):
+    path = make_scream_corpus(tmp_path)
+    result = _perturb(tmp_path, "--kind", "speaker", "--f0-ceil", "800")
+    assert result.exit_code == 0, result.output
+    vs = Manifest.load(path).view_set("speaker")
+    for _rows, drawn in _clips(path, vs).values():
+        assert all(r["f0_shifted"] is False or r["voiced_frames"] < 20 for r in drawn), drawn
+
+
+def _old_default_project(root):
+    """A tiny corpus perturbed as ``ncore-prep perturb`` did by default before the ceiling
+    became 2000 Hz (WORLD's 71-800 Hz), its manifest in the oldest form, without the range."""
+    path = make_corpus(root)
+    result = _perturb(root, "--kind", "speaker", "--f0-ceil", "800", dataset=NAME)
+    assert result.exit_code == 0, result.output
+    raw = json.loads(path.read_text())
+    for record in raw["view_sets"]:
+        del record["f0_floor_hz"], record["f0_ceil_hz"]
+    path.write_text(json.dumps(raw, indent=2) + "\n")
+    manifest = Manifest.load(path)
+    (old,) = manifest.view_sets
+    ids = [c.id for c in manifest.clips]
+    sources = source_digest(manifest)
+    # the key the old default gave: no F0 range in it
+    legacy = view_set_key(NAME, "speaker", 2, 42, old.params, "harvest", 8, ids, sources=sources)
+    assert old.key == legacy
+    return path, old
+
+
+def test_new_default_writes_a_new_view_set_beside_an_old_one_and_says_so(tmp_path):
+    path, old = _old_default_project(tmp_path)
+    old_folder = old.folder_path(path)
+    before = tree_digest(old_folder)
+    result = _perturb(tmp_path, "--kind", "speaker", dataset=NAME)
+    assert result.exit_code == 0, result.output
+    manifest = Manifest.load(path)
+    assert manifest.view_sets[0].key == old.key  # still listed, first
+    (new,) = [vs for vs in manifest.view_sets if vs.key != old.key]
+    assert (new.f0_floor_hz, new.f0_ceil_hz) == (71.0, 2000.0) and new.complete
+    assert new.folder_path(path) != old_folder and new.folder_path(path).is_dir()
+    assert tree_digest(old_folder) == before  # neither reused nor touched
+    notes = [line for line in result.output.splitlines() if line.startswith("note:")]
+    assert len(notes) == 1, result.output
+    assert f"speaker-n2-{old.key}" in notes[0] and "71-800 Hz" in notes[0]
+    assert "--f0-ceil 800" in notes[0] and "--f0-floor" not in notes[0]
+    assert "--view-set" in notes[0]
+    assert validate(path).ok  # the old view set still hashes to its key
+    # The explicit option finds the old view set again: nothing to do, no note.
+    again = _perturb(tmp_path, "--kind", "speaker", "--f0-ceil", "800", dataset=NAME)
+    assert again.exit_code == 0 and again.output.startswith("nothing to do"), again.output
+    (note,) = [line for line in again.output.splitlines() if line.startswith("note:")]
+    assert f"speaker-n2-{new.key}" in note and "71-2000 Hz" in note and "--f0-ceil 2000" in note
+    assert len(Manifest.load(path).view_sets) == 2
+
+
+@pytest.mark.slow
+def test_ncore_train_on_an_old_manifest_reads_the_view_set_it_names(tmp_path):
+    from trainer.cli import main as train
+
+    path, old = _old_default_project(tmp_path)
+    args = ["--manifest", str(path), "--backbone", "tiny", "--seeds", "1", "--epochs", "1"]
+    args += ["--lr", "1e-3", "--batch-size", "4", "--device", "cpu"]
+    result = CliRunner().invoke(train, [*args, "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    recorded = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert recorded["view_set"] == old.key
+    assert f"view set {old.key}, F0 71-800 Hz" in result.output  # and says which
+    # After a perturb under the new default, the old view set stays nameable.
+    assert _perturb(tmp_path, "--kind", "speaker", dataset=NAME).exit_code == 0
+    result = CliRunner().invoke(
+        train, [*args, "--view-set", old.key, "--out", str(tmp_path / "named")]
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "named" / "config.json").read_text())["view_set"] == old.key
+    assert f"view set {old.key}, F0 71-800 Hz" in result.output
+
+
+def test_the_commands_defaults_are_the_librarys():
+    """``pipeline/cli.py`` spells the defaults out (its --help imports no numpy)."""
+    import inspect
+
+    from pipeline.prep import PerturbSettings
+
+    options = {p.name: p.default for p in main.commands["perturb"].params}
+    library = inspect.signature(analyse).parameters
+    assert options["f0_floor_hz"] == library["f0_floor_hz"].default == DEFAULT_F0_FLOOR_HZ
+    assert options["f0_ceil_hz"] == library["f0_ceil_hz"].default == DEFAULT_F0_CEIL_HZ
+    assert (PerturbSettings().f0_floor_hz, PerturbSettings().f0_ceil_hz) == (71.0, 2000.0)
+
+
+@pytest.mark.parametrize(("f0_hz", "voiced"), [(1320.0, True), (1345.0, False), (1500.0, False)])
+def test_dio_is_unvoiced_above_a_twelfth_of_the_sample_rate(f0_hz, voiced):
+    """StoneMask, which refines dio (and praat), unvoices F0 above 16 kHz / 12 = 1333 Hz:
+    the documented reason to keep harvest for screams above it."""
+    analysis = analyse(signals.scream(f0_hz, 0.0, 0.5), f0_method="dio")
+    assert bool(analysis.voiced.mean() > 0.9) == voiced
+    if voiced:
+        assert np.median(analysis.f0[analysis.voiced]) == pytest.approx(f0_hz, rel=0.01)

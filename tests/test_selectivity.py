@@ -34,7 +34,6 @@ from pipeline.selectivity import (
     THRESHOLDS,
     Row,
     SelectivitySettings,
-    balanced_accuracy_ci,
     load_result,
     run_selectivity,
     verdicts,
@@ -207,15 +206,6 @@ def test_same_command_same_bytes(known, tmp_path):
     assert (
         path.parent / "cache" / "known" / view_folder("identity") / "selectivity.json"
     ).read_bytes() == first
-
-
-def test_balanced_accuracy_ci_against_hand_computed_values():
-    # Class 0: 3 clips, 2 right; class 1: 1 clip with 2 predictions, 1 right.
-    y = np.array([0, 0, 0, 1])
-    correct = np.array([[1, 1], [1, 1], [0, 0], [1, 0]])
-    point, lo, hi = balanced_accuracy_ci(y, correct, np.random.default_rng(0), 2000)
-    assert point == pytest.approx((4 / 6 + 1 / 2) / 2)
-    assert lo < point < hi and 0.0 <= lo and hi <= 1.0
 
 
 def _rows(label, features, orig, views, transfer, chance=0.25, ref=0.25):
@@ -482,3 +472,31 @@ def test_a_view_set_folder_out_of_its_cache_root_is_refused_before_any_write(tmp
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "the folder this toolkit gives it" in lines[0], result.stderr
     assert sorted(p.name for p in elsewhere.iterdir()) == before
+
+
+def test_one_row_walk_feeds_the_text_markdown_and_html_tables():
+    from pipeline.selectivity import Selectivity, format_table, markdown_table, table_rows
+
+    rows = [
+        *_rows("speaker", "envelope", 0.8523, 0.40, 0.30),
+        *_rows("emotion", "f0_contour", 0.90, 0.85, 0.80)[1:],  # no other-label row
+        Row("emotion", "level", "views", 0.5, (0.4, 0.6), 0.5, 100),  # no originals: left out
+    ]
+    result = Selectivity("k", "speaker", tuple(rows), ("v",), None, None, 100, 2, 0)
+    walked = [(r.label, r.features) for r in table_rows(result)]
+    assert walked == [
+        ("speaker", OTHER_LABEL),
+        ("speaker", "envelope"),
+        ("emotion", "f0_contour"),
+    ]
+    envelope = table_rows(result)[1]
+    # 85.23 % with the interval 80.23-90.23 %, as each table writes it.
+    assert envelope.score("originals", "markdown") == "85.2 [80.2, 90.2]"
+    assert envelope.score("originals", "html") == "85.2 [80.2\u201390.2]"
+    assert envelope.score("originals", "text") == " 85.2 [80.2- 90.2]"
+    assert table_rows(result)[0].score("views", "html") == ""
+    body = markdown_table(result).splitlines()[2:]
+    text = format_table(result)[2:-1]
+    assert [line.split(" | ")[:2] for line in body] == [[f"| {a}", b] for a, b in walked]
+    assert [line.split()[0] for line in text] == [a for a, _ in walked]
+    assert "85.2 [80.2, 90.2]" in body[1] and "0.25 / 0.08" in body[1]

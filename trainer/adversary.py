@@ -149,6 +149,67 @@ def adversary_updates(
     optimizer.zero_grad(set_to_none=True)
 
 
+def linear_leakage(
+    z: torch.Tensor,
+    y_adv: torch.Tensor,
+    adv_classes: int,
+    groups: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """The linear eraser's loss: how much of y- a linear map can read from ``z`` (n, D), the
+    adversary's input (whitened: every direction counts alike). It is the squared Frobenius
+    norm of the cross-covariance of ``z`` with y-'s one-hot coding, estimated over the pairs
+    of distinct clips (the i = j terms, a positive bias of order D / n, left out), over the
+    batch's mean variance per dimension of ``z`` (with its gradient): scale-free, so the
+    encoder cannot lower it by shrinking every embedding, only by making y-'s class means
+    coincide relative to the spread of the clips.
+
+    Zero in expectation exactly when y-'s class means of ``z`` coincide, the condition under
+    which no linear classifier reads y- better than the class priors (linear guardedness;
+    Belrose et al. 2023, LEACE). Unlike a trained adversary it needs no race to keep up
+    with the encoder: it is the closed-form answer at every step. ``groups`` (n,), e.g. y+:
+    ``z`` and the one-hot are centred within each group, so only y- beyond the group is
+    counted (the partial cross-covariance: with entangled labels, the speaker beyond the
+    emotion). Fewer than two clips: 0, still in the graph."""
+    n = z.shape[0]
+    if n < 2:
+        return z.sum() * 0.0
+    z = z.float()
+    onehot = F.one_hot(y_adv.long(), adv_classes).to(z.dtype)
+    if groups is None:
+        groups = torch.zeros(n, dtype=torch.long, device=z.device)
+    z, onehot = _centred_within(z, groups), _centred_within(onehot, groups)
+    gram, label_gram = z @ z.T, onehot @ onehot.T
+    pairs = (gram * label_gram).sum() - (gram.diagonal() * label_gram.diagonal()).sum()
+    spread = gram.diagonal().mean() / z.shape[1]  # mean variance per dimension
+    return pairs / (n * (n - 1)) / (spread + 1e-12)
+
+
+def _centred_within(x: torch.Tensor, groups: torch.Tensor) -> torch.Tensor:
+    """``x`` (n, C) minus the mean of its rows' group (``groups`` (n,) integers >= 0)."""
+    groups = groups.long()
+    count = torch.bincount(groups).clamp(min=1).to(x.dtype)[:, None]
+    sums = torch.zeros(count.shape[0], x.shape[1], dtype=x.dtype, device=x.device)
+    return x - (sums.index_add(0, groups, x) / count)[groups]
+
+
+def balanced_weight(
+    anchor: torch.Tensor, term: torch.Tensor, x: torch.Tensor, share: float
+) -> float:
+    """The weight that makes ``term``'s gradient at the embedding ``x`` ``share`` times as
+    long as ``anchor``'s (the task CE's): the linear eraser's strength, set every batch. A
+    fixed weight does not transfer: through the whitening, the eraser's gradient measured
+    130-165 times the CE's at weight 1 on the tiny backbone, and it held the task at chance.
+    0 when either gradient is 0."""
+    if share == 0:
+        return 0.0
+    g_anchor = torch.autograd.grad(anchor, x, retain_graph=True, allow_unused=True)[0]
+    g_term = torch.autograd.grad(term, x, retain_graph=True, allow_unused=True)[0]
+    if g_anchor is None or g_term is None:
+        return 0.0
+    norm_term = float(g_term.float().norm())
+    return share * float(g_anchor.float().norm()) / norm_term if norm_term > 0 else 0.0
+
+
 def gradient_share(ce: torch.Tensor, reversed_part: torch.Tensor, x: torch.Tensor) -> float:
     """||d(reversed adversarial term)/dx|| over ||d(task CE term)/dx||: how much of the
     encoder's push at the embedding ``x`` comes from the adversary (weights and the GRL's
@@ -183,12 +244,13 @@ def adversary_competence(
     one-hot y+; both are scored on the clips they were fitted on: what each *can read*, not
     what generalises. A probe far above the adversary means the reversed gradient carries
     little of the y- information there is (:data:`BEHIND`)."""
-    from trainer.probes import fit_accuracy
+    from trainer.probes import fit_accuracy, one_hot
 
     head = adversary_accuracy(model, x, y_task, y_adv)
     features = x.detach().float().cpu().numpy()
     if model.adv_condition == "task-label":
-        features = np.concatenate([features, np.eye(model.task_classes)[y_task.cpu().numpy()]], 1)
+        task = one_hot(y_task.cpu().numpy(), np.arange(model.task_classes))
+        features = np.concatenate([features, task], 1)
     return head, fit_accuracy(features, y_adv.cpu().numpy())
 
 

@@ -167,6 +167,15 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
     help="The adversary's AdamW weight decay. [default: from --recipe]",
 )
 @click.option(
+    "--lambda-erase",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Strength of the linear eraser (not in the paper), which lowers the in-batch "
+    "cross-covariance of the adversary's whitened input with y- (within y+ classes under "
+    "--adv-condition): its gradient at the embedding as a fraction of the task CE's, times "
+    "the GRL strength. [default: from --recipe]",
+)
+@click.option(
     "--consistency-norm",
     type=click.Choice(["none", "batch-variance"]),
     default=_DEFAULTS["consistency_norm"],

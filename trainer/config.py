@@ -42,6 +42,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "adv_input": "whiten",
         "adv_condition": "none",
         "adv_weight_decay": 0.0,
+        "lambda_erase": 0.0,
     },
     "paper": {
         "adv_lr": None,
@@ -49,6 +50,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         "adv_input": "raw",
         "adv_condition": "none",
         "adv_weight_decay": 0.0,
+        "lambda_erase": 0.0,
     },
 }
 DEFAULT_RECIPE = "ncore"
@@ -83,6 +85,10 @@ class TrainConfig:
     embedding ``standardize``d per dimension or ``whiten``ed with running statistics),
     ``adv_condition`` how it handles entangled labels (``task-label``: it is also given
     y+; ``reweight``: its loss is weighted so y+ and y- are independent).
+    ``lambda_erase`` is the linear eraser's strength (``trainer.adversary.linear_leakage``,
+    not in the paper: the in-batch cross-covariance of the adversary's whitened input with
+    y-, within y+ classes when ``adv_condition`` is not ``none``): its gradient at the
+    embedding as a fraction of the task CE's, set every batch, times the GRL strength.
     ``consistency_norm``: ``none`` is eq. 1 (the paper); ``batch-variance`` (not in the
     paper) divides it by the batch's embedding variance, making it scale-free.
     ``protocol``: the split protocol (None: the manifest's); every seed draws its own split
@@ -109,6 +115,7 @@ class TrainConfig:
     adv_input: str = RECIPES[DEFAULT_RECIPE]["adv_input"]
     adv_condition: str = RECIPES[DEFAULT_RECIPE]["adv_condition"]
     adv_weight_decay: float = RECIPES[DEFAULT_RECIPE]["adv_weight_decay"]
+    lambda_erase: float = RECIPES[DEFAULT_RECIPE]["lambda_erase"]
     consistency_norm: str = "none"
     protocol: str | None = None
     fixed_split: bool = False
@@ -189,6 +196,10 @@ class TrainConfig:
             "adv_steps needs the adversary's own optimizer (adv_lr); the paper recipe has none",
         )
         check(
+            self.lambda_erase == 0 or self.adversary,
+            "lambda_erase needs the adversary (its labels and input statistics)",
+        )
+        check(
             self.adv_weight_decay >= 0,
             f"adv_weight_decay must be >= 0, got {self.adv_weight_decay}",
         )
@@ -206,7 +217,14 @@ class TrainConfig:
         repeated = sorted({s for s in self.seeds if self.seeds.count(s) > 1})
         check(not repeated, f"seeds must be distinct, got {repeated[0] if repeated else ''} twice")
         # grl_alpha < 0 would turn the reversal off (the encoder would help the adversary).
-        for name in ("lambda_ce", "lambda_reg", "lambda_grl", "weight_decay", "grl_alpha"):
+        for name in (
+            "lambda_ce",
+            "lambda_reg",
+            "lambda_grl",
+            "lambda_erase",
+            "weight_decay",
+            "grl_alpha",
+        ):
             value = getattr(self, name)
             check(value >= 0, f"{name} must be >= 0, got {value}")
         check(
@@ -261,6 +279,7 @@ class TrainConfig:
             raise TrainerError(f"config: unknown setting {unknown[0]!r}")
         data = dict(data)
         # Records written before recipes existed were trained with the paper's adversary.
+        data.setdefault("lambda_erase", 0.0)  # records from before the eraser had none
         data = with_recipe(data, data.get("recipe", "paper"))
         if "seeds" in data:
             data["seeds"] = parse_seeds(data["seeds"])

@@ -211,12 +211,13 @@ def adversary_record(train: Inference, seed_dir: SeedDir, model: ModelRecord) ->
     the reversed gradient's share of the CE gradient in the selected epoch (from
     ``metrics.jsonl``; None when not recorded). A ``task-label`` adversary's probe also
     gets the one-hot y+."""
-    from trainer.probes import fit_accuracy
+    from trainer.probes import fit_accuracy, one_hot
     from trainer.rundir import read_epoch_rows
 
     features = train.embeddings
     if model.adv_condition == "task-label":
-        features = np.concatenate([features, np.eye(len(model.task_names))[train.y_task]], 1)
+        task = one_hot(train.y_task, np.arange(len(model.task_names)))
+        features = np.concatenate([features, task], 1)
     rows = [r for r in read_epoch_rows(seed_dir.metrics) if r.epoch == model.epoch]
     return AdversaryRecord(
         head=float(np.mean(train.adv_pred == train.y_adv)) if len(train) else None,

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.memory import tune_malloc
@@ -31,8 +32,10 @@ from pipeline.rng import stable_seed
 from trainer.adversary import (
     adversary_competence,
     adversary_updates,
+    balanced_weight,
     behind_warning,
     gradient_share,
+    linear_leakage,
     pair_weights,
 )
 from trainer.checkpoint import (
@@ -89,6 +92,7 @@ class EpochSums:
     task_hits: float = 0.0
     adv_hits: float = 0.0
     clips: float = 0.0
+    erasure: float = 0.0  # last: checkpoints saved before it hold one value fewer
 
     def add(self, terms: Any, out: Any, y_task: torch.Tensor, y_adv: torch.Tensor) -> None:
         """Count one micro-batch (``terms``: its LossTerms, ``out``: its ModelOutput)."""
@@ -100,6 +104,8 @@ class EpochSums:
         if out.adv_logits is not None:
             self.adv_hits += (out.adv_logits.argmax(-1) == y_adv).sum().item()
         self.clips += n
+        if terms.erasure is not None:
+            self.erasure += terms.erasure.item() * n
 
     def to_list(self) -> list[float]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -328,6 +334,22 @@ def train_seed(
             with sync:
                 with autocast(device):
                     out = model(audio, lengths, y_task)
+                erasure, erase_weight = None, 0.0
+                if config.lambda_erase and out.adv_logits is not None:
+                    erasure = linear_leakage(
+                        raw_model.adversary_input(out.embeddings[:, 0].float()),
+                        y_adv,
+                        len(plan.adv_names),
+                        y_task if raw_model.adv_condition != "none" else None,
+                    )
+                    # Its push at the embedding: lambda_erase times the task CE's, scaled
+                    # like the reversal by the GRL strength.
+                    erase_weight = balanced_weight(
+                        config.lambda_ce * F.cross_entropy(out.task_logits.float(), y_task),
+                        erasure,
+                        out.embeddings,
+                        config.lambda_erase * raw_model.grl_alpha,
+                    )
                 terms = ncore_loss(
                     out,
                     y_task,
@@ -338,6 +360,8 @@ def train_seed(
                     config.grl_objective,
                     config.consistency_norm,
                     raw_model.adversary_weights(y_task, y_adv) if config.adversary else None,
+                    erasure,
+                    erase_weight,
                 )
                 if weight and out.adv_logits is not None:
                     shares.append(gradient_share(terms.task_term, terms.adv_term, out.embeddings))
@@ -428,6 +452,7 @@ def train_seed(
             adv_fit_acc=adv_fit,
             probe_fit_acc_adv=probe_fit,
             adv_grad_share=float(np.mean(shares)) if shares else None,
+            train_erase=sums.erasure / clips if config.lambda_erase and config.adversary else None,
         )
         improved = score > best_acc
         if improved:
@@ -552,12 +577,15 @@ def _train_locked(
         plan.run.write_record(record)
         split = plan.seed_splits[config.seeds[0]]
         log.info(
-            "training %s on %s (%s views of %s, %d train clips; %s split%s, protocol %s, "
-            "epoch selected on %s by %s) -> %s",
+            "training %s on %s (%s views of %s, view set %s, F0 %g-%g Hz, %d train clips; %s "
+            "split%s, protocol %s, epoch selected on %s by %s) -> %s",
             config.task,
             device,
             plan.views,
             config.view_kind,
+            plan.view_set.key,
+            plan.view_set.f0_floor_hz,
+            plan.view_set.f0_ceil_hz,
             plan.train_clips,
             split.mode,
             f" stratified on {split.stratify}" if split.mode == "per-seed" else "",

@@ -65,6 +65,7 @@ class LossTerms:
     adversarial: torch.Tensor
     task_term: torch.Tensor | None = None
     adv_term: torch.Tensor | None = None
+    erasure: torch.Tensor | None = None
 
 
 def ncore_loss(
@@ -77,12 +78,17 @@ def ncore_loss(
     grl_objective: str = "dann",
     consistency_norm: str = "none",
     adv_weights: torch.Tensor | None = None,
+    erasure: torch.Tensor | None = None,
+    lambda_erase: float = 0.0,
 ) -> LossTerms:
     """Combine eq. 2 (CE of h+ on view 0), eq. 1 (consistency) and eq. 3 (CE of h- after the
     GRL, which the model has already applied) with the sign of ``grl_objective``.
     ``consistency_norm``: ``none`` is eq. 1 (the paper); ``batch-variance`` divides it by
     the batch's embedding variance (:func:`batch_variance_consistency`). ``adv_weights``:
-    per-clip weights of the adversarial CE (a ``reweight`` adversary), or None."""
+    per-clip weights of the adversarial CE (a ``reweight`` adversary), or None.
+    ``erasure``: the linear eraser's loss (:func:`trainer.adversary.linear_leakage`, not in
+    the paper), added with weight ``lambda_erase`` to the signed adversarial term (both
+    act to remove y-), or None."""
     from trainer.adversary import adversary_loss
 
     ce = F.cross_entropy(output.task_logits.float(), y_task)
@@ -95,7 +101,15 @@ def ncore_loss(
         adversarial = adversary_loss(output.adv_logits, y_adv, adv_weights)
         sign = {"dann": 1.0, "paper": -1.0}[grl_objective]
     task_term, adv_term = lambda_ce * ce, sign * lambda_grl * adversarial
+    if erasure is not None and lambda_erase:
+        adv_term = adv_term + lambda_erase * erasure
     total = task_term + lambda_reg * consistency + adv_term
     return LossTerms(
-        total, ce.detach(), consistency.detach(), adversarial.detach(), task_term, adv_term
+        total,
+        ce.detach(),
+        consistency.detach(),
+        adversarial.detach(),
+        task_term,
+        adv_term,
+        None if erasure is None else erasure.detach(),
     )

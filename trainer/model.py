@@ -277,12 +277,16 @@ class NCoreModel(nn.Module):
                 ones = torch.ones(num_task_classes, num_adv_classes)
                 self.register_buffer("adv_pair_weights", ones)
 
+    def adversary_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What h- reads of embeddings ``x`` (B, D): standardised or whitened with the running
+        statistics (no gradient into them), or ``x`` itself (``raw``)."""
+        return x if self.adv_norm is None else self.adv_norm(x)
+
     def adversary_logits(self, x: torch.Tensor, y_task: torch.Tensor | None) -> torch.Tensor:
         """h-'s logits (B, K-) of embeddings ``x`` (B, D) (already through the GRL, or
         detached); ``y_task`` (B,) is needed by a ``task-label`` adversary (a label outside
         0..K+-1 gives it no label)."""
-        if self.adv_norm is not None:
-            x = self.adv_norm(x)
+        x = self.adversary_input(x)
         if self.adv_condition == "task-label":
             if y_task is None:
                 raise TrainerError("the task-label adversary needs the task labels")

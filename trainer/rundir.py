@@ -267,7 +267,8 @@ class EpochRow:
     ``adv_fit_acc``, its accuracy (eval mode) on the epoch's detached training embeddings
     at the end of the epoch, ``probe_fit_acc_adv``, a standardised linear probe's on the
     same embeddings (what can be read there), and ``adv_grad_share``, the mean over batches
-    of the reversed gradient's norm at the embedding over the task CE's."""
+    of the reversed gradient's norm at the embedding over the task CE's (the linear eraser's
+    included), ``train_erase``, the linear eraser's mean loss (None without one)."""
 
     epoch: int
     step: int
@@ -286,6 +287,7 @@ class EpochRow:
     adv_fit_acc: float | None = None
     probe_fit_acc_adv: float | None = None
     adv_grad_share: float | None = None
+    train_erase: float | None = None
     schema_version: int = RUN_SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -295,7 +297,7 @@ class EpochRow:
 
     @classmethod
     def from_dict(cls, data: Any, where: str = METRICS_FILE) -> EpochRow:
-        diagnostics = {"adv_fit_acc", "probe_fit_acc_adv", "adv_grad_share"}
+        diagnostics = {"adv_fit_acc", "probe_fit_acc_adv", "adv_grad_share", "train_erase"}
         _check_keys(data, cls, where, frozenset({"val_uar_task"} | diagnostics))
         optional = {"train_acc_adv", "grl_alpha", "val_acc_adv", "val_uar_task"} | diagnostics
         values: dict[str, Any] = {}

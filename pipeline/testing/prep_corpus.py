@@ -85,3 +85,26 @@ def tree_digest(folder: Path) -> dict[str, str]:
 def view_sets_of(manifest_path: Path) -> list[dict]:
     """The manifest's view sets as plain dicts (what must match between runs)."""
     return [vs.to_dict() for vs in Manifest.load(manifest_path).view_sets]
+
+
+SCREAMS = "screams"
+# clip file stem -> (F0 Hz, relative vibrato depth) of the synthetic screams
+SCREAM_CLIPS = {"scream_1500_vibrato": (1500.0, 0.04), "scream_1500_steady": (1500.0, 0.0)}
+
+
+def make_scream_corpus(root: Path, seconds: float = 1.0) -> Path:
+    """Two synthetic 1.5 kHz screams (:func:`pipeline.testing.signals.scream`, one with a
+    +-4 % vibrato) as real 16 kHz WAVs under ``root/data``, imported through the CSV importer
+    into ``root/manifests/screams.json``; returns the manifest path."""
+    from pipeline.testing.signals import scream
+
+    data = root / "data"
+    rows = ["path,emotion,speaker"]
+    for i, (stem, (f0_hz, vibrato)) in enumerate(SCREAM_CLIPS.items()):
+        write_wav(data / "wav" / f"{stem}.wav", scream(f0_hz, vibrato, seconds))
+        rows.append(f"wav/{stem}.wav,{('fear', 'anger')[i]},spk0{i + 1}")
+    (data / "labels.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    path = root / "manifests" / f"{SCREAMS}.json"
+    manifest, _ = build_manifest("csv", data, SCREAMS, seed=1, manifest_path=path)
+    manifest.save(path)
+    return path

@@ -80,3 +80,26 @@ def white_noise(duration_s: float, seed: int = 0, rms: float = 0.1) -> np.ndarra
     """Gaussian white noise, float64 (samples,) at 16 kHz, from a seeded Generator."""
     rng = np.random.default_rng(seed)
     return rms * rng.standard_normal(round(duration_s * SAMPLE_RATE))
+
+
+# (centre Hz, bandwidth Hz): the open, wide resonances of a scream or cry.
+SCREAM_FORMANTS = ((1300.0, 200.0), (2600.0, 250.0), (3800.0, 300.0))
+
+
+def scream_f0(
+    f0_hz: float, vibrato: float, duration_s: float = 1.0, rate_hz: float = 5.0
+) -> np.ndarray:
+    """The F0 contour of :func:`scream` in Hz, one value per sample: ``f0_hz`` with a sine
+    vibrato of +-``vibrato`` (relative) at ``rate_hz``."""
+    t = np.arange(round(duration_s * SAMPLE_RATE)) / SAMPLE_RATE
+    return f0_hz * (1.0 + vibrato * np.sin(2.0 * np.pi * rate_hz * t))
+
+
+def scream(
+    f0_hz: float = 1200.0, vibrato: float = 0.06, duration_s: float = 1.0, rate_hz: float = 5.0
+) -> np.ndarray:
+    """A synthetic scream, float64 (samples,) at peak 0.5: the harmonics of
+    :func:`scream_f0` through :data:`SCREAM_FORMANTS`, 30 ms fades."""
+    f0 = scream_f0(f0_hz, vibrato, duration_s, rate_hz)
+    y = fade(resonate(glottal_source(f0), SCREAM_FORMANTS), 0.03)
+    return 0.5 * y / np.max(np.abs(y))
