@@ -67,7 +67,7 @@ def parse_int(
     if isinstance(value, bool) or not isinstance(value, int):
         raise error(f"{where}: field {name!r} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
-        raise error(f"{where}: field {name!r} must be >= {minimum}, got {value!r}")
+        raise error(f"{where}: field {name!r} must be an integer >= {minimum}, got {value!r}")
     return value
 
 

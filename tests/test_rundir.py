@@ -429,12 +429,12 @@ def test_damaged_test_embeddings_are_one_line_and_never_unpickled(tmp_path, how)
 
 
 def test_counters_of_run_records_are_in_range_and_versions_are_integers(tmp_path) -> None:
-    with pytest.raises(TrainerError, match="'epoch' must be >= 1, got 0"):
+    with pytest.raises(TrainerError, match="'epoch' must be an integer >= 1, got 0"):
         ModelRecord.from_dict({**MODEL.to_dict(), "epoch": 0})
-    with pytest.raises(TrainerError, match="'step' must be >= 0, got -5"):
+    with pytest.raises(TrainerError, match="'step' must be an integer >= 0, got -5"):
         EpochRow.from_dict({**row(1).to_dict(), "step": -5})
     seed = SeedRecord(seed=1, best_epoch=3, val_acc_task=0.5, last_epoch=5, steps=20)
-    with pytest.raises(TrainerError, match="'steps' must be >= 0"):
+    with pytest.raises(TrainerError, match="'steps' must be an integer >= 0"):
         SeedRecord.from_dict({**seed.to_dict(), "steps": -1})
     for version in (True, 1.0):  # equal to 1 in Python, but not the version
         with pytest.raises(TrainerError, match=r"schema_version .* not supported"):

@@ -220,14 +220,14 @@ def _resumable_state(**changes):
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"step": -5}, "'step' must be >= 0, got -5"),
-        ({"bad_epochs": -1}, "'bad_epochs' must be >= 0, got -1"),
+        ({"step": -5}, "'step' must be an integer >= 0, got -5"),
+        ({"bad_epochs": -1}, "'bad_epochs' must be an integer >= 0, got -1"),
         ({"best_epoch": 9}, "'best_epoch' is 9, after the checkpoint's epoch 3"),
         ({"best_acc": 7.0}, "'best_acc' must be a fraction .*, got 7.0"),
         ({"best_acc": True}, "'best_acc' must be a number, got True"),
         ({"step": 1.5}, "'step' must be an integer, got 1.5"),
         ({"step": None}, "'step' must be an integer, got None"),
-        ({"loader": {"next_epoch": 0}}, "'loader.next_epoch' must be >= 1, got 0"),
+        ({"loader": {"next_epoch": 0}}, "'loader.next_epoch' must be an integer >= 1, got 0"),
         ({"loader": {"next_epoch": 9}}, "'loader.next_epoch' is 9 for epoch 3"),
         ({"loader": []}, "'loader': expected a JSON object, got a list"),
     ],
