@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.fields import parse_choice, parse_int, parse_names, parse_number
 from pipeline.rng import make_rng
 
 PROTOCOLS = ("default", "paper", "speaker-held-out")
@@ -52,9 +53,7 @@ VALIDATION_SPLITS = ("val", "test")
 
 
 def _number(value: Any, key: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value != value:
-        raise SplitError(f"{where}: field {key!r} must be a number, got {value!r}")
-    return float(value)
+    return parse_number(value, key, where, error=SplitError, finite=True)
 
 
 def parse_test_fraction(value: Any, where: str = "split") -> float:
@@ -78,23 +77,15 @@ def parse_val_fraction(value: Any, test_fraction: float | None, where: str = "sp
 
 
 def _choice(value: Any, key: str, choices: tuple[str, ...], where: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise SplitError(
-            f"{where}: field {key!r} must be one of {', '.join(choices)}, got {value!r}"
-        )
-    return value
+    return parse_choice(value, key, where, choices, SplitError)
 
 
 def _seed(value: Any, key: str, where: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SplitError(f"{where}: field {key!r} must be an integer, got {value!r}")
-    return value
+    return parse_int(value, key, where, error=SplitError)
 
 
 def _names(value: Any, key: str, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
-        raise SplitError(f"{where}: field {key!r} must be a list of names")
-    return tuple(value)
+    return parse_names(value, key, where, SplitError, nonempty=True)
 
 
 @dataclass(frozen=True)

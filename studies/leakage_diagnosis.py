@@ -230,10 +230,10 @@ def main() -> None:
                 model = build_model(config, *classes, seed).eval()
             else:
                 test = seed_dir.read_evaluation()
-                record["test_acc"] = test["metrics"]["accuracy"]
-                record["best_epoch"] = test["best_epoch"]
+                record["test_acc"] = test.metrics["accuracy"]
+                record["best_epoch"] = test.best_epoch
                 rows_ = read_epoch_rows(seed_dir.metrics)
-                record["adv_head_test"] = test["metrics"].get("adv_head_accuracy")
+                record["adv_head_test"] = test.metrics.get("adv_head_accuracy")
                 record["grl_alpha_last"] = rows_[-1].grl_alpha
                 record["train_consistency_last"] = rows_[-1].train_consistency
                 record["train_consistency_first"] = rows_[0].train_consistency

@@ -172,13 +172,13 @@ def main() -> None:
     ]
     for name, _ in rows:
         result = probe_on_manifest(args.out / "runs" / name, independent)
-        p = result["probes"]
+        p = result.probes
         lines.append(
             f"| {name} | {format_mean_std(p['finetuned_task'])} | "
             f"{format_mean_std(p['finetuned_adv'])} | {format_interval(p['finetuned_adv'])} | "
             f"{format_mean_std(p['backbone_task'])} | {format_mean_std(p['backbone_adv'])} | "
             f"{format_mean_std(p['finetuned_cv_adv'])} | "
-            f"{100 * result['chance']['task']:.2f} / {100 * result['chance']['adv']:.2f} |"
+            f"{100 * result.chance_task:.2f} / {100 * result.chance_adv:.2f} |"
         )
     probe_table = "\n".join(lines) + "\n"
     write_text(args.out / f"probe-independent{suffix}.md", probe_table)

@@ -265,7 +265,7 @@ def test_invariance_figures_embed_the_test_clips_perturbed_views(trained):
     assert "## Invariance to the" in markdown
 
 
-def test_a_run_folder_of_the_layout_before_versioning_is_read(trained, tmp_path):
+def test_a_run_folder_of_the_layout_before_versioning_is_migrated_once(trained, tmp_path):
     import shutil
 
     _, run, _ = trained
@@ -273,7 +273,7 @@ def test_a_run_folder_of_the_layout_before_versioning_is_read(trained, tmp_path)
     shutil.copytree(run, old)
     seed = old / "seed-1"
     # The layout before schema_version: unversioned records, test_metrics.json as the
-    # finished-seed mark, no training.json.
+    # finished-seed mark holding the test record, no training.json or evaluation.json.
     model = json.loads((seed / "best" / "model.json").read_text())
     del model["schema_version"]
     (seed / "best" / "model.json").write_text(json.dumps(model))
@@ -290,17 +290,33 @@ def test_a_run_folder_of_the_layout_before_versioning_is_read(trained, tmp_path)
     (seed / "test_metrics.json").write_text(json.dumps({**legacy, "probes": {}}))
     (seed / "evaluation.json").unlink()
 
-    result = CliRunner().invoke(main, ["evaluate", str(old), "--no-figures"])
+    # Refused in one line naming the command, by evaluate and by a resume alike.
+    for args in (
+        ["evaluate", str(old), "--no-figures"],
+        ["--manifest", str(trained[0]), *TRAIN_OPTIONS, "--out", str(old), "--resume"],
+    ):
+        refused = CliRunner().invoke(main, args)
+        error = [line for line in refused.output.splitlines() if line.startswith("Error:")]
+        assert refused.exit_code == 1 and len(error) == 1  # (training prints its plan first)
+        assert "ncore-train migrate RUN_DIR" in error[0]
+    migrated = CliRunner().invoke(main, ["migrate", str(old)])
+    assert migrated.exit_code == 0, migrated.output
+    assert not (seed / "test_metrics.json").exists()
+    assert json.loads((seed / "training.json").read_text())["best_epoch"] == record["best_epoch"]
+    moved = json.loads((seed / "evaluation.json").read_text())
+    assert moved["metrics"] == evaluation["metrics"] and moved["clips"] == evaluation["clips"]
+    result = CliRunner().invoke(main, ["evaluate", str(old), "--no-figures", "--force"])
     assert result.exit_code == 0, result.output
     again = json.loads((seed / "evaluation.json").read_text())
-    assert again["metrics"] == evaluation["metrics"] and again["probes"] == evaluation["probes"]
-    assert again["best_epoch"] == record["best_epoch"]
+    for key in ("metrics", "probes", "clips", "perturbation", "best_epoch"):
+        assert again[key] == evaluation[key], key  # the same test pass as before
     resumed = CliRunner().invoke(
         main,
         ["--manifest", str(trained[0]), *TRAIN_OPTIONS, "--out", str(old), "--resume"],
     )
-    assert resumed.exit_code == 0, resumed.output  # the legacy mark: the seed is finished
-    assert not (seed / "training.json").exists()
+    assert resumed.exit_code == 0, resumed.output  # training.json: the seed is finished
+    assert json.loads((seed / "training.json").read_text()) == {**record, "last_epoch": None,
+                                                                "steps": None}  # fmt: skip
 
     # A version this toolkit does not know is refused in one line naming the file.
     (seed / "best" / "model.json").write_text(json.dumps({**model, "schema_version": 7}))

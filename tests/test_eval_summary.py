@@ -9,6 +9,7 @@ import pytest
 
 from pipeline.atomic import write_json
 from trainer.probes import label_probes, linear_probe
+from trainer.records import ClipPredictions, Invariance, InvarianceScores, Selection
 from trainer.summary import (
     format_mean_std,
     mean_std,
@@ -83,10 +84,10 @@ def test_label_probes_separates_kept_and_discarded_labels():
 def test_mean_std_is_numpy_sample_std():
     values = [0.61, 0.64, 0.58]
     stat = mean_std(values)
-    assert stat["mean"] == pytest.approx(np.mean(values))
-    assert stat["std"] == pytest.approx(np.std(values, ddof=1))
-    assert mean_std([0.5])["std"] is None
-    assert mean_std([])["mean"] is None
+    assert stat.mean == pytest.approx(np.mean(values))
+    assert stat.std == pytest.approx(np.std(values, ddof=1))
+    assert mean_std([0.5]).std is None
+    assert mean_std([]).mean is None
 
 
 def fabricated_records(seeds=(42, 100, 510)):
@@ -123,29 +124,29 @@ def fabricated_records(seeds=(42, 100, 510)):
 def test_seed_record_metrics_and_confusion_matrix():
     records, expected = fabricated_records()
     first = records[0]
-    assert first["metrics"]["accuracy"] == pytest.approx(expected[0]["accuracy"])
-    assert first["metrics"]["uar"] == pytest.approx(expected[0]["uar"])
-    assert first["metrics"]["adv_head_accuracy"] == pytest.approx(1.0)
+    assert first.metrics["accuracy"] == pytest.approx(expected[0]["accuracy"])
+    assert first.metrics["uar"] == pytest.approx(expected[0]["uar"])
+    assert first.metrics["adv_head_accuracy"] == pytest.approx(1.0)
     # One "calm" clip predicted "angry": row calm, column angry.
-    assert first["confusion_matrix"] == [[3, 1, 0], [0, 3, 0], [0, 0, 3]]
-    assert first["per_class"]["calm"]["recall"] == pytest.approx(0.75)
-    assert first["per_class"]["angry"]["precision"] == pytest.approx(0.75)
+    assert first.confusion_matrix == ((3, 1, 0), (0, 3, 0), (0, 0, 3))
+    assert first.per_class["calm"].recall == pytest.approx(0.75)
+    assert first.per_class["angry"].precision == pytest.approx(0.75)
 
 
 def test_summary_mean_and_sample_std_over_seeds(tmp_path):
     records, expected = fabricated_records()
     summary = summarize(records, {"run": "r", "task": "emotion", "adversarial_label": "speaker"})
     accuracies = [e["accuracy"] for e in expected]
-    assert summary["metrics"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
-    assert summary["metrics"]["accuracy"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
-    assert summary["metrics"]["uar"]["mean"] == pytest.approx(np.mean([e["uar"] for e in expected]))
-    assert summary["metrics"]["probe_adv"]["mean"] == pytest.approx(0.6)
-    assert "ddof=1" in summary["std"]
+    assert summary.metrics["accuracy"].mean == pytest.approx(np.mean(accuracies))
+    assert summary.metrics["accuracy"].std == pytest.approx(np.std(accuracies, ddof=1))
+    assert summary.metrics["uar"].mean == pytest.approx(np.mean([e["uar"] for e in expected]))
+    assert summary.metrics["probe_adv"].mean == pytest.approx(0.6)
+    assert "ddof=1" in summary.to_dict()["std"]
     # Summed confusion matrix counts every test decision of every seed.
-    total = np.asarray(summary["confusion_matrix"]["summed_over_seeds"])
+    total = np.asarray(summary.confusion)
     assert total.sum() == 30 and total[0, 1] == 1 + 2 + 3
-    assert summary["per_class"]["calm"]["support"] == 12
-    write_json(tmp_path / "summary.json", summary)
+    assert summary.per_class["calm"].support == 12
+    write_json(tmp_path / "summary.json", summary.to_dict())
     assert json.loads((tmp_path / "summary.json").read_text())["seeds"] == [42, 100, 510]
 
     text = summary_markdown(summary)
@@ -158,8 +159,8 @@ def test_summary_mean_and_sample_std_over_seeds(tmp_path):
 def test_single_seed_std_is_not_invented():
     records, _ = fabricated_records(seeds=(42,))
     summary = summarize(records)
-    assert summary["metrics"]["accuracy"]["std"] is None
-    assert format_mean_std(summary["metrics"]["accuracy"]).endswith("± n/a")
+    assert summary.metrics["accuracy"].std is None
+    assert format_mean_std(summary.metrics["accuracy"]).endswith("± n/a")
 
 
 def test_label_only_probe_is_the_reference_for_correlated_labels():
@@ -184,24 +185,26 @@ def test_summary_intervals_and_selection_are_stated():
         pred = np.where(rng.random(300) < 0.8, y, 1 - y)
         y_adv = rng.integers(0, 3, 300)
         record = seed_record(seed, names, adv_names, y, y_adv, pred, None, probes={})
-        record["selection"] = {"split": "test", "metric": "uar"}
-        record["split"] = {"mode": "per-seed", "protocol": "paper", "stratify": "emotion"}
-        record["clips"] = {
-            "ids": [f"c{i}" for i in range(300)],
-            "y_task": y.tolist(),
-            "y_adv": y_adv.tolist(),
-            "task_pred": pred.tolist(),
-            "probe_pred": {},
-        }
+        record = record.replace(
+            selection=Selection("test", "uar"),
+            split={"mode": "per-seed", "protocol": "paper", "stratify": "emotion"},
+            clips=ClipPredictions(
+                ids=tuple(f"c{i}" for i in range(300)),
+                y_task=tuple(y.tolist()),
+                y_adv=tuple(y_adv.tolist()),
+                task_pred=tuple(pred.tolist()),
+            ),
+        )
         records.append(record)
     summary = summarize(records, {"run": "r"})
-    acc = summary["metrics"]["accuracy"]
-    low, high = acc["ci95"]
-    assert low < acc["mean"] < high
+    acc = summary.metrics["accuracy"]
+    low, high = acc.ci95
+    assert low < acc.mean < high
     # 900 clips at p ~ 0.8: the interval of the mean is about 2 * 1.96 * sqrt(.16 / 900) wide.
     assert high - low == pytest.approx(2 * 1.96 * np.sqrt(0.16 / 900), rel=0.25)
-    assert summary["metrics"]["probe_adv"]["ci95"] is None  # no probe predictions recorded
-    assert summary["selection"]["split"] == "test" and summary["selection"]["metric"] == "uar"
+    assert summary.metrics["probe_adv"].ci95 is None  # no probe predictions recorded
+    assert summary.metrics["probe_adv"].to_dict()["ci95"] is None  # written as null
+    assert summary.selection.split == "test" and summary.selection.metric == "uar"
     text = summary_markdown(summary)
     assert "Epoch selected on the test split by uar (paper protocol)" in text
     assert f"[{100 * low:.2f}, {100 * high:.2f}]" in text
@@ -211,23 +214,18 @@ def test_summary_intervals_and_selection_are_stated():
 def test_invariance_section_only_when_recorded_and_averaged_over_the_seeds_that_have_it():
     records, _ = fabricated_records()
     plain = summarize(records)
-    assert "perturbation" not in plain and "transfer_adv" not in plain["metrics"]
+    assert "perturbation" not in plain.to_dict() and "transfer_adv" not in plain.metrics
     assert "## Invariance" not in summary_markdown(plain)
     # Seeds 42 and 100 were evaluated with views; 510 before the record existed.
-    for k, record in enumerate(records[:2]):
-        entry = {
-            "task": {"transfer": 0.8, "chance": 1 / 3},
-            "adv": {"transfer": 0.2 + 0.1 * k, "chance": 0.5},
-            "view_shift": 0.25 * (k + 1),
-        }
-        record["perturbation"] = {"kind": "speaker", "views": 2, "finetuned": entry,
-                                  "backbone": entry}  # fmt: skip
+    for k in range(2):
+        entry = InvarianceScores(0.8, 1 / 3, 0.2 + 0.1 * k, 0.5, 0.25 * (k + 1))
+        records[k] = records[k].replace(perturbation=Invariance("speaker", 2, entry, entry))
     summary = summarize(records)
-    assert summary["perturbation"] == {"kind": "speaker", "views": 2}
-    transfer = summary["metrics"]["transfer_adv"]
-    assert transfer["n"] == 2 and transfer["values"] == [0.2, pytest.approx(0.3), None]
-    assert transfer["mean"] == pytest.approx(0.25)
-    assert summary["metrics"]["view_shift"]["mean"] == pytest.approx(0.375)
+    assert summary.to_dict()["perturbation"] == {"kind": "speaker", "views": 2}
+    transfer = summary.metrics["transfer_adv"]
+    assert transfer.n == 2 and transfer.values == (0.2, pytest.approx(0.3), None)
+    assert transfer.mean == pytest.approx(0.25)
+    assert summary.metrics["view_shift"].mean == pytest.approx(0.375)
     text = summary_markdown(summary)
     assert "## Invariance to the speaker perturbation (test split, views 1-2)" in text
     assert "| 25.00 ± 7.07 | 0.38 ± 0.18 |" in text  # y- on views (%), view shift (plain)

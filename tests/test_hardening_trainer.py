@@ -193,7 +193,7 @@ def test_config_values_of_the_wrong_type_are_one_line(copy, text, field):
 def test_config_types_accept_what_they_should():
     config = TrainConfig.from_dict({"manifest": "m.json", "lr": 1, "seeds": "1, 2", "views": None})
     assert config.lr == 1.0 and isinstance(config.lr, float) and config.seeds == (1, 2)
-    with pytest.raises(TrainerError, match="epochs must be an integer"):
+    with pytest.raises(TrainerError, match="config: field 'epochs' must be an integer, got True"):
         TrainConfig.from_dict({"manifest": "m.json", "epochs": True})
 
 

@@ -145,6 +145,84 @@ def test_tests_bench_and_studies_import_helpers_from_the_package_without_path_ed
     assert edits == []
 
 
+# ----- run-folder files are written only through trainer/rundir.py (issue 20) ---------------
+# What writes a file, and the RunDir / SeedDir paths and rundir constants of the folder's
+# records: a write call whose target mentions one of them, outside rundir.py (and the
+# atomic-write helpers themselves), writes a run-folder record around its typed writer.
+WRITERS = {"write_json", "write_text", "write_bytes", "write_npz", "dump", "savez", "open"}
+RUN_PATHS = {
+    "config_path", "summary_json", "summary_md", "evaluation", "embeddings", "record_path",
+    "model_record_path", "split_path", "metrics", "probe_files", "legacy_test_metrics",
+    "CONFIG_FILE", "SUMMARY_JSON", "SUMMARY_MD", "EVALUATION_FILE", "EMBEDDINGS_FILE",
+    "SEED_RECORD_FILE", "MODEL_RECORD_FILE", "SPLIT_FILE", "METRICS_FILE",
+    "CHECKPOINT_STATE_FILE", "LEGACY_TEST_METRICS_FILE",
+}  # fmt: skip
+RUN_FILE_NAMES = re.compile(
+    r"^/?(config|summary|evaluation|training|model|split|state|test_metrics)\.json$"
+    r"|^/?(summary\.md|metrics\.jsonl|test_embeddings\.npz)$"
+)
+
+
+def run_folder_writes(source: str) -> list[int]:
+    """Line numbers of the calls in ``source`` that write a run-folder record: a writer
+    (``write_json(run.summary_json, ...)``, ``json.dump(data, open(seed.evaluation))``,
+    ``seed.metrics.write_text(...)``) whose target names a run path or a record's file."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.Call):
+            continue
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)
+        if name not in WRITERS:
+            continue
+        # The target: the path argument (json.dump: the file), or the path a method is
+        # called on (``path.write_text(...)``); not the data written.
+        position = 1 if name == "dump" else 0
+        targets = node.args[position : position + 1] + [
+            k.value for k in node.keywords if k.arg in ("path", "file", "fp")
+        ]
+        if isinstance(func, ast.Attribute):
+            targets.append(func.value)
+        for part in (sub for target in targets for sub in ast.walk(target)):
+            mentioned = (
+                (isinstance(part, ast.Attribute) and part.attr in RUN_PATHS)
+                or (isinstance(part, ast.Name) and part.id in RUN_PATHS)
+                or (
+                    isinstance(part, ast.Constant)
+                    and isinstance(part.value, str)
+                    and RUN_FILE_NAMES.search(part.value)
+                )
+            )
+            if mentioned:
+                found.append(node.lineno)
+                break
+    return sorted(set(found))
+
+
+def test_the_write_finder_finds_planted_run_folder_writes() -> None:
+    planted = (
+        "write_json(run.summary_json, summary)\n"
+        "json.dump(record, open(seed.evaluation, 'w'))\n"
+        "seed.metrics.write_text('')\n"
+        "write_text(run.path / 'summary.md', text)\n"
+        "write_text(out, table)\n"  # a user's --out file: not the run folder's
+        "x = run.summary_json.read_text()\n"  # a read
+    )
+    assert run_folder_writes(planted) == [1, 2, 3, 4]
+
+
+def test_run_folder_records_are_written_only_through_rundir() -> None:
+    allowed = {ROOT / "trainer" / "rundir.py", ROOT / "pipeline" / "atomic.py"}
+    writes = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for folder in ("pipeline", "trainer", "bench")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path not in allowed
+        for line in run_folder_writes(path.read_text(encoding="utf-8"))
+    ]
+    assert writes == []
+
+
 # The probe estimator, the folds, the balanced-accuracy scorer and the bootstrap's draw: the
 # spellings that a copy of the statistics layer (pipeline/stats/) would need.
 STATISTICS = re.compile(

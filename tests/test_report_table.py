@@ -8,14 +8,24 @@ import numpy as np
 import pytest
 
 from trainer.errors import TrainerError
+from trainer.records import (
+    ClipPredictions,
+    EvaluationRecord,
+    RunInfo,
+    Selection,
+    SelectionSummary,
+    SplitsSummary,
+    Stat,
+    SummaryRecord,
+)
 from trainer.report import COLUMNS, rank_marks, report_table
 
 
 def stat(values):
-    return {"mean": float(np.mean(values)), "std": float(np.std(values, ddof=1))}
+    return Stat(float(np.mean(values)), float(np.std(values, ddof=1)), len(values), tuple(values))
 
 
-def fake_summary(run, acc, leak, dataset="synthetic", task="emotion"):
+def fake_summary(run, acc, leak, dataset="synthetic", task="emotion", selection=None):
     metrics = {
         "accuracy": stat(acc),
         "macro_f1": stat([a - 0.02 for a in acc]),
@@ -25,14 +35,21 @@ def fake_summary(run, acc, leak, dataset="synthetic", task="emotion"):
         "backbone_probe_adv": stat([0.9, 0.9, 0.9]),
         "adv_head_accuracy": stat([0.2, 0.25, 0.3]),
     }
-    return {
-        "run": run,
-        "dataset": dataset,
-        "task": task,
-        "adversarial_label": "speaker",
-        "metrics": metrics,
-        "chance": {"task": 0.25, "adv": 1 / 6},
-    }
+    split, metric = selection or (None, None)
+    return SummaryRecord(
+        info=RunInfo(run=run, dataset=dataset, task=task, adversarial_label="speaker"),
+        seeds=(1, 2, 3),
+        selection=SelectionSummary(split, metric, {}),
+        splits=SplitsSummary(None, None, None, {}),
+        task_names=(),
+        adv_names=(),
+        metrics=metrics,
+        chance_task=0.25,
+        chance_adv=1 / 6,
+        per_class={},
+        confusion=(),
+        confusion_per_seed={},
+    )
 
 
 def rows_of(table):
@@ -102,10 +119,10 @@ def test_empty_report_is_a_user_error():
 
 # ----- selection on test and paired differences -----------------------------------------------
 def test_rows_selected_on_test_are_marked_and_explained():
-    honest = fake_summary("honest", [0.60, 0.62, 0.61], [0.70, 0.72, 0.71])
-    honest["selection"] = {"split": "val", "metric": "uar"}
-    paper = fake_summary("paper", [0.66, 0.67, 0.65], [0.40, 0.45, 0.42])
-    paper["selection"] = {"split": "test", "metric": "uar"}
+    honest = fake_summary(
+        "honest", [0.60, 0.62, 0.61], [0.70, 0.72, 0.71], selection=("val", "uar")
+    )
+    paper = fake_summary("paper", [0.66, 0.67, 0.65], [0.40, 0.45, 0.42], selection=("test", "uar"))
     table = report_table([honest, paper])
     names = [r.split("|")[1].strip() for r in rows_of(table)[1:]]
     assert names == ["honest", "paper †"]
@@ -115,19 +132,30 @@ def test_rows_selected_on_test_are_marked_and_explained():
 
 
 def evaluation_record(seed, ids, y_task, y_adv, task_pred, probe_adv, probe_task=None):
-    return {
-        "seed": seed,
-        "clips": {
-            "ids": list(ids),
-            "y_task": list(y_task),
-            "y_adv": list(y_adv),
-            "task_pred": list(task_pred),
-            "probe_pred": {
-                "finetuned_task": list(probe_task if probe_task is not None else y_task),
-                "finetuned_adv": list(probe_adv),
-            },
+    clips = ClipPredictions(
+        ids=tuple(ids),
+        y_task=tuple(int(v) for v in y_task),
+        y_adv=tuple(int(v) for v in y_adv),
+        task_pred=tuple(int(v) for v in task_pred),
+        probe_pred={
+            "finetuned_task": tuple(
+                int(v) for v in (probe_task if probe_task is not None else y_task)
+            ),
+            "finetuned_adv": tuple(int(v) for v in probe_adv),
         },
-    }
+    )
+    return EvaluationRecord(
+        seed=seed,
+        test_clips=len(ids),
+        task_names=(),
+        adv_names=("s", "t"),
+        metrics={},
+        per_class={},
+        confusion_matrix=(),
+        probes={},
+        selection=Selection("val", "accuracy"),
+        clips=clips,
+    )
 
 
 def test_paired_differences_over_shared_seeds_and_test_clips():
@@ -162,17 +190,15 @@ def test_paired_differences_over_shared_seeds_and_test_clips():
 
 
 def test_baseline_report_refuses_runs_without_a_shared_split(tmp_path):
-    import json
-
     from trainer.report import report_runs
+    from trainer.rundir import RunDir
 
     for name, ids in (("a", ["x", "y"]), ("b", ["y", "z"])):
-        seed_dir = tmp_path / name / "seed-1"
-        (seed_dir / "best").mkdir(parents=True)
-        (seed_dir / "best" / "model.json").write_text("{}")
-        record = evaluation_record(1, ids, [0, 1], [0, 1], [0, 1], [0, 1])
-        (seed_dir / "evaluation.json").write_text(json.dumps(record))
-        summary = fake_summary(name, [0.5, 0.6, 0.7], [0.3, 0.3, 0.4])
-        (tmp_path / name / "summary.json").write_text(json.dumps(summary))
+        run = RunDir(tmp_path / name)
+        seed_dir = run.seed(1)
+        (seed_dir.best).mkdir(parents=True)
+        seed_dir.model_record_path.write_text("{}")
+        seed_dir.write_evaluation(evaluation_record(1, ids, [0, 1], [0, 1], [0, 1], [0, 1]))
+        run.write_summary(fake_summary(name, [0.5, 0.6, 0.7], [0.3, 0.3, 0.4]), "")
     with pytest.raises(TrainerError, match="shares no seed evaluated on the same test clips"):
         report_runs([tmp_path / "a"], baseline=tmp_path / "b")

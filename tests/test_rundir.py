@@ -88,12 +88,14 @@ def test_unknown_missing_and_mistyped_fields_are_refused() -> None:
         EpochRow.from_dict({**row(1).to_dict(), "val_acc_task": None})
 
 
-def test_records_written_before_versioning_read_as_the_same_record() -> None:
+def test_records_written_before_versioning_are_refused_naming_the_migrate_command() -> None:
     # The layout before schema_version: the same fields, no version key.
     legacy = {k: v for k, v in MODEL.to_dict().items() if k != "schema_version"}
-    assert ModelRecord.from_dict(legacy) == MODEL
+    with pytest.raises(TrainerError, match=r"model.json: no schema_version: .*ncore-train migrate"):
+        ModelRecord.from_dict(legacy, "best/model.json")
     old_row = {k: v for k, v in row(1).to_dict().items() if k != "schema_version"}
-    assert EpochRow.from_dict(old_row) == row(1)
+    with pytest.raises(TrainerError, match="ncore-train migrate RUN_DIR"):
+        EpochRow.from_dict(old_row)
 
 
 def test_metrics_jsonl_round_trip_append_and_trim(tmp_path) -> None:
@@ -125,12 +127,14 @@ def test_seed_folders_and_the_legacy_finished_mark(tmp_path) -> None:
 
     seed_dir = run.seed(42)
     assert not seed_dir.finished
-    # A run folder of the layout before version 1 marked a finished seed with its test record.
-    write_json(seed_dir.legacy_test_metrics, {"seed": 42, "best_epoch": 2, "val_acc_task": 0.5})
-    assert seed_dir.finished
-    assert seed_dir.seed_record() == SeedRecord(42, 2, 0.5, None, None)
     seed_dir.write_seed_record(SeedRecord(42, 3, 0.75, 4, 16))
-    assert seed_dir.seed_record().best_epoch == 3  # the versioned record wins
+    assert seed_dir.finished
+    assert seed_dir.seed_record() == SeedRecord(42, 3, 0.75, 4, 16)
+    # A run folder of the layout before version 1 marked a finished seed with its test
+    # record: refused (not trained again over its model) until migrated.
+    write_json(seed_dir.path / "test_metrics.json", {"seed": 42, "best_epoch": 2})
+    with pytest.raises(TrainerError, match="ncore-train migrate"):
+        assert seed_dir.finished
 
 
 def test_not_a_run_folder_is_one_clear_error(tmp_path) -> None:
@@ -261,7 +265,7 @@ def test_resume_and_evaluation_use_the_view_set_the_run_recorded(tmp_path) -> No
 def _evaluated_run(tmp_path: Path) -> RunDir:
     """A run folder holding one seed's evaluation.json, test_embeddings.npz and the
     summary.json over it, as ``ncore-train evaluate`` writes them."""
-    from trainer.summary import seed_record, summarize
+    from trainer.summary import seed_record, summarize, summary_markdown
 
     y = np.array([0, 0, 1, 1, 2, 2])
     probe = {"balanced_accuracy": 0.5, "chance": 0.5, "classes": 2, "samples": 6}
@@ -272,7 +276,8 @@ def _evaluated_run(tmp_path: Path) -> RunDir:
     seed = run.seed(7)
     seed.path.mkdir(parents=True)
     seed.write_evaluation(record)
-    write_json(run.summary_json, summarize([record], {"run": "run", "dataset": "d"}))
+    summary = summarize([record], {"run": "run", "dataset": "d"})
+    run.write_summary(summary, summary_markdown(summary))
     np.savez(
         seed.embeddings,
         clip_ids=np.array([f"c{i}" for i in range(6)]),
@@ -286,8 +291,11 @@ def _evaluated_run(tmp_path: Path) -> RunDir:
 
 def test_evaluated_run_files_read_back(tmp_path) -> None:
     run = _evaluated_run(tmp_path)
-    assert run.read_summary()["seeds"] == [7]
-    assert run.seed(7).read_evaluation()["seed"] == 7
+    summary = run.read_summary()
+    assert summary.seeds == (7,) and summary.info.dataset == "d"
+    evaluation = run.seed(7).read_evaluation()
+    assert evaluation.seed == 7 and evaluation.probe_score("finetuned", "adv") == 0.5
+    assert evaluation.confusion_matrix == ((2, 0, 0), (0, 2, 0), (0, 0, 2))
     arrays = run.seed(7).read_embeddings()
     assert arrays["embeddings"].shape == (6, 4) and str(arrays["clip_ids"][0]) == "c0"
 
@@ -300,7 +308,10 @@ SUMMARY_DAMAGE = {
     "version 1.0": (lambda d: {**d, "schema_version": 1.0}, "schema_version 1.0 is not"),
     "version null": (lambda d: {**d, "schema_version": None}, "schema_version None is not"),
     "mean a string": (
-        lambda d: {**d, "metrics": {**d["metrics"], "accuracy": {"mean": "high"}}},
+        lambda d: {
+            **d,
+            "metrics": {**d["metrics"], "accuracy": {**d["metrics"]["accuracy"], "mean": "high"}},
+        },
         "'metrics.accuracy.mean' must be a number",
     ),
     "seeds a string": (lambda d: {**d, "seeds": "7"}, "'seeds' must be a non-empty list"),
@@ -344,7 +355,7 @@ EVALUATION_DAMAGE = {
     "labels missing": (lambda d: {k: v for k, v in d.items() if k != "labels"}, "'labels'"),
     "clip ids short": (
         lambda d: {**d, "clips": {"ids": ["a"], "y_task": [0, 1]}},
-        "'clips.y_task' must be 1 integer labels",
+        "'clips.y_task' must be a list of 1 integers",
     ),
 }
 
@@ -418,12 +429,12 @@ def test_damaged_test_embeddings_are_one_line_and_never_unpickled(tmp_path, how)
 
 
 def test_counters_of_run_records_are_in_range_and_versions_are_integers(tmp_path) -> None:
-    with pytest.raises(TrainerError, match="'epoch' must be >= 1, got 0"):
+    with pytest.raises(TrainerError, match="'epoch' must be an integer >= 1, got 0"):
         ModelRecord.from_dict({**MODEL.to_dict(), "epoch": 0})
-    with pytest.raises(TrainerError, match="'step' must be >= 0, got -5"):
+    with pytest.raises(TrainerError, match="'step' must be an integer >= 0, got -5"):
         EpochRow.from_dict({**row(1).to_dict(), "step": -5})
     seed = SeedRecord(seed=1, best_epoch=3, val_acc_task=0.5, last_epoch=5, steps=20)
-    with pytest.raises(TrainerError, match="'steps' must be >= 0"):
+    with pytest.raises(TrainerError, match="'steps' must be an integer >= 0"):
         SeedRecord.from_dict({**seed.to_dict(), "steps": -1})
     for version in (True, 1.0):  # equal to 1 in Python, but not the version
         with pytest.raises(TrainerError, match=r"schema_version .* not supported"):
@@ -457,3 +468,125 @@ def test_a_fifo_in_place_of_a_run_file_is_refused_without_blocking(tmp_path) -> 
         os.mkfifo(path)
         with pytest.raises(TrainerError, match="is a FIFO, not a regular file"):
             read()
+
+
+# ----- typed evaluation records and `ncore-train migrate` (issue 20) ---------------------------
+def test_evaluation_summary_and_probe_records_round_trip_key_for_key(tmp_path) -> None:
+    """What a record writes is what it reads: the same record, and the same JSON again."""
+    from trainer.records import EvaluationRecord, ProbeReport, SummaryRecord
+    from trainer.summary import probe_summary
+
+    run = _evaluated_run(tmp_path)
+    for path, cls in (
+        (run.seed(7).evaluation, EvaluationRecord),
+        (run.summary_json, SummaryRecord),
+    ):
+        data = json.loads(path.read_text())
+        record = cls.from_dict({k: v for k, v in data.items() if k != "schema_version"}, "x")
+        assert json.dumps({"schema_version": 1, **record.to_dict()}) == json.dumps(data)
+    probe = {"balanced_accuracy": 0.75, "chance": 0.5, "classes": 2}
+    keys = ("finetuned_task", "finetuned_adv", "backbone_task", "backbone_adv")
+    report = probe_summary(
+        [{"seed": s} | {k: {**probe, "balanced_accuracy": 0.25 * s} for k in keys} for s in (1, 2)],
+        dict(run="r", manifest="m.json", clips=4, train_clips=8, failed={}, task="t",
+             adversarial_label="a"),
+    )  # fmt: skip
+    assert report.probes["finetuned_adv"].mean == 0.375  # mean of 0.25 and 0.5
+    run.write_probe_report("m.json", report, "# x\n")
+    assert run.read_probe_report("m.json") == report
+    assert json.loads(run.probe_files("m.json")[0].read_text())["schema_version"] == 1
+    assert ProbeReport.from_dict(report.to_dict(), "p") == report
+
+
+def _old_run_folder(root: Path) -> RunDir:
+    """A run folder of the layout before versioned records (docs/CONTRACTS.md, "Run
+    folder"): no ``schema_version`` anywhere, a finished seed marked by
+    ``test_metrics.json``, which also holds its test record (no ``evaluation.json``)."""
+    from trainer.config import TrainConfig
+
+    run = RunDir(root / "old")
+    seed = run.path / "seed-3"
+    (seed / "best").mkdir(parents=True)
+    config = {**TrainConfig(manifest="m.json", seeds=(3,)).to_dict(), "resolved_views": 2}
+    (run.path / "config.json").write_text(json.dumps({**config, "view_set": "k"}))
+    model = {
+        "epoch": 2, "val_acc_task": 0.5, "seed": 3, "task": "emotion",
+        "task_names": ["calm", "angry"], "adv_names": ["S1", "S2"],
+        "dropout": 0.1, "grl_alpha": 1.0, "adversary": True,
+    }  # fmt: skip
+    (seed / "best" / "model.json").write_text(json.dumps(model))
+    rows = [
+        {
+            "epoch": e, "step": 2 * e, "lr": 0.001, "train_ce": 1.0 / e,
+            "train_consistency": 0.01, "train_adv": 0.7, "train_acc_task": 0.5,
+            "train_acc_adv": 0.5, "grl_alpha": 1.0, "val_acc_task": 0.5, "val_acc_adv": 0.5,
+            "train_clips": 8, "seconds": 1.5,
+        }
+        for e in (1, 2)
+    ]  # fmt: skip
+    (seed / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    probe = {"balanced_accuracy": 0.5, "fold_std": 0.1, "chance": 0.5, "classes": 2}
+    test_metrics = {
+        "seed": 3, "test_clips": 4, "labels": {"task": ["calm", "angry"], "adv": ["S1", "S2"]},
+        "metrics": {"accuracy": 0.75, "macro_f1": 0.7333, "uar": 0.75, "adv_head_accuracy": 0.5},
+        "per_class": {
+            "calm": {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2},
+            "angry": {"precision": 0.6667, "recall": 1.0, "f1": 0.8, "support": 2},
+        },
+        "confusion_matrix": [[1, 1], [0, 2]],
+        "probes": {"finetuned": {"task": probe, "adv": probe}},
+        "best_epoch": 2, "val_acc_task": 0.5,
+    }  # fmt: skip
+    (seed / "test_metrics.json").write_text(json.dumps(test_metrics))
+    return run
+
+
+def test_migrate_rewrites_an_old_run_folder_once_and_readers_then_accept_it(tmp_path) -> None:
+    run = _old_run_folder(tmp_path)
+    seed = run.seed(3)
+    for read in (seed.model_record, lambda: read_epoch_rows(seed.metrics), lambda: seed.finished):
+        with pytest.raises(TrainerError, match=r"no schema_version|ncore-train migrate") as error:
+            read()
+        assert "ncore-train migrate RUN_DIR" in str(error.value)
+        assert "\n" not in str(error.value)
+    result = subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "ncore-train"), "migrate", str(run.path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    rewritten = {Path(line.split(" ", 1)[1]).name for line in result.stdout.splitlines()}
+    assert rewritten == {"model.json", "metrics.jsonl", "evaluation.json", "training.json"} | {
+        "test_metrics.json"
+    }
+    assert not (seed.path / "test_metrics.json").exists()
+    assert seed.finished and seed.seed_record() == SeedRecord(3, 2, 0.5, None, None)
+    assert seed.model_record() == ModelRecord(2, 0.5, 3, "emotion", ("calm", "angry"), ("S1", "S2"))
+    assert [r.train_ce for r in read_epoch_rows(seed.metrics)] == [1.0, 0.5]
+    evaluation = seed.read_evaluation()
+    assert evaluation.metrics["accuracy"] == 0.75 and evaluation.best_epoch == 2
+    assert evaluation.per_class["angry"].support == 2 and evaluation.clips is None
+    # Every file is now JSON with the version first (rows: last), and a second run is a no-op.
+    assert next(iter(json.loads(seed.evaluation.read_text()))) == "schema_version"
+    assert list(json.loads(seed.metrics.read_text().splitlines()[0]))[-1] == "schema_version"
+    before = {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+    assert run_migrate(run) == []
+    assert before == {p: p.read_bytes() for p in run.path.rglob("*") if p.is_file()}
+
+
+def run_migrate(run: RunDir) -> list[Path]:
+    from trainer.rundir import migrate_run
+
+    return migrate_run(run.path)
+
+
+def test_migrate_refuses_an_unknown_version_and_a_record_it_cannot_read(tmp_path) -> None:
+    run = _old_run_folder(tmp_path)
+    model = run.seed(3).model_record_path
+    model.write_text(json.dumps({**json.loads(model.read_text()), "schema_version": 7}))
+    with pytest.raises(TrainerError, match=r"model.json: schema_version 7 is not supported"):
+        run_migrate(run)
+    model.write_text(json.dumps({"epoch": 0}))
+    with pytest.raises(TrainerError, match=r"model.json: missing field"):
+        run_migrate(run)
+    assert (run.seed(3).path / "test_metrics.json").exists()  # nothing after it was touched

@@ -220,32 +220,57 @@ def _resumable_state(**changes):
 @pytest.mark.parametrize(
     ("changes", "field"),
     [
-        ({"step": -5}, "'step' is -5, below 0"),
-        ({"bad_epochs": -1}, "'bad_epochs' is -1"),
+        ({"step": -5}, "'step' must be an integer >= 0, got -5"),
+        ({"bad_epochs": -1}, "'bad_epochs' must be an integer >= 0, got -1"),
         ({"best_epoch": 9}, "'best_epoch' is 9, after the checkpoint's epoch 3"),
-        ({"best_acc": 7.0}, "'best_acc' is 7.0, not a fraction"),
-        ({"best_acc": True}, "'best_acc' is missing or not a number"),
-        ({"step": 1.5}, "'step' is missing or not an integer"),
-        ({"loader": {"next_epoch": 0}}, "'loader.next_epoch' is 0, below 1"),
+        ({"best_acc": 7.0}, "'best_acc' must be a fraction .*, got 7.0"),
+        ({"best_acc": True}, "'best_acc' must be a number, got True"),
+        ({"step": 1.5}, "'step' must be an integer, got 1.5"),
+        ({"step": None}, "'step' must be an integer, got None"),
+        ({"loader": {"next_epoch": 0}}, "'loader.next_epoch' must be an integer >= 1, got 0"),
         ({"loader": {"next_epoch": 9}}, "'loader.next_epoch' is 9 for epoch 3"),
-        ({"loader": []}, "'loader' is missing or not an object"),
+        ({"loader": []}, "'loader': expected a JSON object, got a list"),
     ],
 )
 def test_impossible_checkpoint_counters_are_refused_in_one_line(tmp_path, changes, field) -> None:
-    from trainer.checkpoint import check_resume_state
+    from trainer.checkpoint import resume_state
 
     model = small_model(1)
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     config = TrainConfig(manifest="m.json")
     path = save_checkpoint(tmp_path, 3, model, optimizer, scheduler, _resumable_state(), config)
-    check_resume_state(path, load_checkpoint(path, model, config=config))  # as written: fine
+    state = resume_state(path, load_checkpoint(path, model, config=config))  # as written: fine
+    assert (state.epoch, state.step, state.next_epoch, state.batches) == (3, 12, 4, 0)
+    assert state.best_val_acc == 0.5 and state.partial_epoch is None and state.splits == "abc"
     saved = json.loads((path / "state.json").read_text())
+    assert state.to_dict() == {k: v for k, v in saved.items() if k in state.to_dict()}
     (path / "state.json").write_text(json.dumps({**saved, **changes}))
     state = load_checkpoint(path, model, config=config)
     with pytest.raises(TrainerError, match=rf"checkpoint {path} is damaged .*{field}") as caught:
-        check_resume_state(path, state)
+        resume_state(path, state)
     assert "\n" not in str(caught.value)
+
+
+def test_a_resume_state_inside_an_epoch_reads_its_partial_sums(tmp_path) -> None:
+    from trainer.checkpoint import resume_state
+    from trainer.rundir import PartialEpoch, ResumeState
+
+    model = small_model(1)
+    optimizer = torch.optim.AdamW(model.parameters())
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    config = TrainConfig(manifest="m.json")
+    loader = {"epoch": 4, "batches": 6, "seed": 1, "num_workers": 0, "next_epoch": 4}
+    written = ResumeState(
+        3 + 1, 1, 20, 0.5, 0.5, 3, 0, loader, "abc", PartialEpoch((1.0, 2.5), (0.5,), (0.1,))
+    )
+    path = save_checkpoint(
+        tmp_path, 4, model, optimizer, scheduler, written.to_dict(), config, batch=6, rng=[{}]
+    )
+    state = resume_state(path, load_checkpoint(path, model, optimizer, scheduler, config=config))
+    assert state.batches == 6 and state.next_epoch == 4 and state.rng == [{}]
+    assert state.partial_epoch == written.partial_epoch
+    assert state.to_dict() == written.to_dict()
 
 
 @pytest.mark.parametrize("how", ["truncated", "empty", "missing", "another shape"])

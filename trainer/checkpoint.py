@@ -21,7 +21,6 @@ intact and never a half-written one. Folder and file names come from ``trainer/r
 from __future__ import annotations
 
 import errno
-import json
 import math
 import os
 import re
@@ -34,20 +33,22 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.atomic import replace_folder, write_text
-from pipeline.manifest import read_regular_file
+from pipeline.atomic import replace_folder
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
 from trainer.rundir import (
     BACKBONE_DIR,
+    CHECKPOINT_STATE_FILE,
     HEADS_FILE,
     WEIGHTS_FILE,
     ModelRecord,
+    ResumeState,
     SeedDir,
+    read_checkpoint_state,
     recorded_config,
+    write_checkpoint_state,
 )
 
-CHECKPOINT_SCHEMA_VERSION = 1
 PREFIX = "epoch-"
 
 
@@ -122,13 +123,7 @@ def save_checkpoint(
         if clips is not None:
             blob["epoch_clips"] = clips
         torch.save(blob, tmp / "optim.pt")
-        record = {
-            "schema_version": CHECKPOINT_SCHEMA_VERSION,
-            "epoch": epoch,
-            **state,
-            "config": config.to_dict(),
-        }
-        write_text(tmp / "state.json", json.dumps(record, indent=1) + "\n")  # NaN kept
+        write_checkpoint_state(tmp, {"epoch": epoch, **state, "config": config.to_dict()})
     for old in list_checkpoints(folder)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -145,7 +140,7 @@ def list_checkpoints(folder: str | os.PathLike[str]) -> list[Path]:
         if p.is_dir()
         and p.name.startswith(PREFIX)
         and _progress(p) is not None
-        and (p / "state.json").is_file()
+        and (p / CHECKPOINT_STATE_FILE).is_file()
     ]
     return sorted(found, key=_progress)
 
@@ -157,95 +152,30 @@ def latest_checkpoint(folder: str | os.PathLike[str]) -> Path | None:
 
 
 def read_state(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """The ``state.json`` of checkpoint ``path``, its version checked."""
+    """The ``state.json`` of checkpoint ``path``, its version checked
+    (``trainer.rundir.read_checkpoint_state``)."""
     path = Path(path)
     try:
-        state = json.loads(read_regular_file(path / "state.json").decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        state = read_checkpoint_state(path)
+    except TrainerError:
+        raise  # a version this toolkit does not read: not damage
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as error:
         raise TrainerError(damaged_checkpoint(path, error)) from None
-    if not isinstance(state, dict):
-        raise TrainerError(damaged_checkpoint(path, ValueError("state.json is not an object")))
-    version = state.get("schema_version")
-    if (
-        isinstance(version, bool)
-        or not isinstance(version, int)
-        or version != CHECKPOINT_SCHEMA_VERSION
-    ):
-        raise TrainerError(
-            f"checkpoint {path}: schema_version {state.get('schema_version')!r} is not "
-            f"supported (this toolkit reads version {CHECKPOINT_SCHEMA_VERSION})"
-        )
     if not isinstance(state.get("config"), dict):
         problem = ValueError("state.json field 'config' is missing or not an object")
         raise TrainerError(damaged_checkpoint(path, problem))
     return state
 
 
-def _state_problem(state: dict[str, Any]) -> str | None:
-    """Why ``state.json`` cannot be resumed from (a wrong type or an impossible value of a
-    field a resume reads), or None. Counters are integers >= 0, epochs >= 1, scores
-    fractions (or -1 before any epoch was scored), and they agree with each other."""
-
-    def integer(name: str, value: Any, minimum: int) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int):
-            return f"field {name!r} is missing or not an integer"
-        if value < minimum:
-            return f"field {name!r} is {value}, below {minimum}"
-        return None
-
-    def score(name: str, value: Any) -> str | None:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            return f"field {name!r} is missing or not a number"
-        if not (math.isnan(value) or -1.0 <= value <= 1.0):
-            return f"field {name!r} is {value}, not a fraction (or -1 before the first epoch)"
-        return None
-
-    loader = state.get("loader")
-    if not isinstance(loader, dict):
-        return "field 'loader' is missing or not an object"
-    epoch = state.get("epoch")
-    problems = [
-        integer("epoch", epoch, 1),
-        integer("seed", state.get("seed"), -(2**63)),
-        integer("step", state.get("step"), 0),
-        integer("best_epoch", state.get("best_epoch"), 0),
-        integer("bad_epochs", state.get("bad_epochs"), 0),
-        score("best_acc", state.get("best_acc")),
-        None if "best_val_acc" not in state else score("best_val_acc", state["best_val_acc"]),
-        integer("loader.next_epoch", loader.get("next_epoch"), 1),
-    ]
-    partial = "partial_epoch" in state
-    if partial:
-        problems.append(integer("loader.batches", loader.get("batches"), 0))
-        block = state["partial_epoch"]
-        if not (
-            isinstance(block, dict)
-            and isinstance(block.get("sums"), list)
-            and isinstance(block.get("alphas"), list)
-            and all(
-                isinstance(v, int | float) and not isinstance(v, bool)
-                for v in (*block["sums"], *block["alphas"])
-            )
-        ):
-            problems.append("field 'partial_epoch' must hold number lists 'sums' and 'alphas'")
-    found = next((p for p in problems if p is not None), None)
-    if found is not None:
-        return found
-    if state["best_epoch"] > epoch:
-        return f"field 'best_epoch' is {state['best_epoch']}, after the checkpoint's epoch {epoch}"
-    if loader["next_epoch"] != (epoch if partial else epoch + 1):
-        return f"field 'loader.next_epoch' is {loader['next_epoch']} for epoch {epoch}"
-    if "splits" in state and not isinstance(state["splits"], str):
-        return "field 'splits' is not a string"
-    return None
-
-
-def check_resume_state(path: str | os.PathLike[str], state: dict[str, Any]) -> None:
-    """Refuse (one line naming the checkpoint and the field) a checkpoint whose
-    ``state.json`` lacks what a resume reads or holds an impossible value (``step: -5``)."""
-    problem = _state_problem(state)
-    if problem is not None:
-        raise TrainerError(damaged_checkpoint(Path(path), ValueError(f"state.json {problem}")))
+def resume_state(path: str | os.PathLike[str], state: dict[str, Any]) -> ResumeState:
+    """The typed state a resume reads (:class:`~trainer.rundir.ResumeState`) of checkpoint
+    ``path`` (``state``: :func:`load_checkpoint`'s); refused in one line naming the
+    checkpoint and the field when it lacks what a resume reads or holds an impossible value
+    (``step: -5``)."""
+    try:
+        return ResumeState.from_dict(state, CHECKPOINT_STATE_FILE)
+    except TrainerError as error:
+        raise TrainerError(damaged_checkpoint(Path(path), ValueError(str(error)))) from None
 
 
 def check_same_config(path: str | os.PathLike[str], state: dict[str, Any], config: TrainConfig):

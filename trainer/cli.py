@@ -26,6 +26,7 @@ from trainer.eval_cli import (
     cross_check_command,
     embed_command,
     evaluate_command,
+    migrate_command,
     report_command,
     setup_logging,
     views_command,
@@ -319,9 +320,9 @@ def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) 
     if done is None:  # not rank 0 under torchrun
         return
     run, summary = done
-    metrics = summary["metrics"]
-    for i, seed in enumerate(summary["seeds"]):
-        accuracy, f1, uar = (metrics[k]["values"][i] for k in ("accuracy", "macro_f1", "uar"))
+    metrics = summary.metrics
+    for i, seed in enumerate(summary.seeds):
+        accuracy, f1, uar = (metrics[k].values[i] for k in ("accuracy", "macro_f1", "uar"))
         click.echo(f"seed {seed}: test accuracy {accuracy:.4f} macro F1 {f1:.4f} UAR {uar:.4f}")
     click.echo(f"summary: {run.summary_md}")
 
@@ -330,6 +331,7 @@ for _command in (
     evaluate_command,
     report_command,
     embed_command,
+    migrate_command,
     ablation_command,
     views_command,
     cross_check_command,

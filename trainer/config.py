@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import tomllib
 
+from pipeline import fields
 from pipeline.manifest import LABELS, VIEW_KINDS, other_label
 from trainer.errors import TrainerError
 
@@ -301,7 +301,8 @@ class TrainConfig:
 
 
 def _typed(name: str, annotation: str, value: Any) -> Any:
-    """``value`` checked against the field's annotation (as written in the class above).
+    """``value`` checked against the field's annotation (as written in the class above),
+    through the one set of field parsers (``pipeline/fields.py``).
 
     A config file is user input: ``lr = "fast"``, ``epochs = 1.5`` or ``epochs = true``
     are refused with one line naming the setting, not accepted or crashed on later. An
@@ -311,29 +312,16 @@ def _typed(name: str, annotation: str, value: Any) -> Any:
     base = annotation.removesuffix(" | None")
     if value is None and optional:
         return None
-    if base == "bool":
-        ok = isinstance(value, bool)
-    elif base == "int":
-        ok = isinstance(value, int) and not isinstance(value, bool)
-    elif base == "float":
-        ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
-            raise TrainerError(f"config: {name} must be a finite number, got {value!r}")
-        value = float(value) if ok else value
-    elif base == "str":
-        ok = isinstance(value, str)
-    elif base == "tuple[int, ...]":
-        return parse_seeds(value)
-    else:  # pragma: no cover - a field type this function does not know yet
+    parse = {
+        "bool": lambda: fields.parse_bool(value, name, "config", TrainerError),
+        "int": lambda: fields.parse_int(value, name, "config", error=TrainerError),
+        "float": lambda: fields.parse_number(value, name, "config", False, TrainerError, True),
+        "str": lambda: fields.parse_str(value, name, "config", error=TrainerError),
+        "tuple[int, ...]": lambda: parse_seeds(value),
+    }
+    if base not in parse:  # pragma: no cover - a field type this function does not know yet
         raise TypeError(f"config field {name}: unsupported annotation {annotation}")
-    if not ok:
-        kind = {"bool": "true or false", "int": "an integer", "float": "a number"}
-        want = kind.get(base, "a string")
-        got = f"{value!r} ({type(value).__name__})"
-        raise TrainerError(
-            f"config: {name} must be {want}{' or null' if optional else ''}, got {got}"
-        )
-    return value
+    return parse[base]()
 
 
 def parse_seeds(value: Any) -> tuple[int, ...]:

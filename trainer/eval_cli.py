@@ -1,4 +1,5 @@
-"""The evaluation subcommands of ``ncore-train``: evaluate, report, embed and the experiments.
+"""The evaluation subcommands of ``ncore-train``: evaluate, report, embed, migrate and the
+experiments.
 
 Commands are defined here at module level and added to the group in ``trainer/cli.py``.
 Each parses its options, imports the heavy modules inside its body and calls one library
@@ -121,6 +122,24 @@ def evaluate_command(runs, device, folds, force, no_figures, probe_manifest, ver
                 probe_on_manifest(run, probe_manifest, device, folds)
                 markdown = RunDir(run).probe_files(probe_manifest)[1]
                 click.echo(markdown.read_text(encoding="utf-8"))
+    except (TrainerError, OSError) as error:
+        raise _fail(error) from None
+
+
+@click.command("migrate", context_settings=CONTEXT)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+def migrate_command(runs) -> None:
+    """Rewrite the records of RUNS written before they were versioned as current records
+    (once per old run folder; the readers accept only the current version)."""
+    from trainer.rundir import migrate_run
+
+    try:
+        for run in runs:
+            written = migrate_run(run)
+            for path in written:
+                click.echo(f"rewrote {path}")
+            if not written:
+                click.echo(f"{run}: already current")
     except (TrainerError, OSError) as error:
         raise _fail(error) from None
 

@@ -33,7 +33,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.atomic import write_json, write_npz, write_text
 from pipeline.rng import stable_seed
 from trainer.config import TrainConfig
 from trainer.distributed import resolve_device
@@ -58,6 +57,17 @@ from trainer.probes import (
     label_probes,
     transfer_probe,
     view_shift,
+)
+from trainer.records import (
+    AdversaryRecord,
+    ClipPredictions,
+    EvaluationRecord,
+    Invariance,
+    InvarianceScores,
+    ProbeReport,
+    RunInfo,
+    Selection,
+    SummaryRecord,
 )
 from trainer.rundir import ModelRecord, RunDir, RunRecord, SeedDir
 from trainer.summary import probe_markdown, probe_summary, seed_record, summarize, summary_markdown
@@ -165,7 +175,7 @@ def perturbation_record(
     views: list[SeedPass],
     kind: str,
     probes: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
+) -> Invariance:
     """How invariant each model is to the run's perturbation, on the test split
     (docs/evaluation.md, "Where the information is"): for y+ and y-, the held-out probe
     fitted on the training split's originals and scored on the test clips' perturbed views
@@ -174,7 +184,7 @@ def perturbation_record(
     between the y- classes' centroids: 0 invariant, 1 a view moves a clip by a y-
     difference; ``trainer.probes.view_shift``)."""
     value = stable_seed(test.record.seed, "probe") % (2**32)
-    record: dict[str, Any] = {"kind": kind, "views": len(views)}
+    scores: dict[str, InvarianceScores] = {}
     for model, name in (("finetuned", "finetuned"), ("initial", "backbone")):
         fit = getattr(train, model)
         originals = getattr(test, model)
@@ -186,16 +196,16 @@ def perturbation_record(
         entry: dict[str, Any] = {}
         for label in ("task", "adv"):
             y_fit, y_test = getattr(fit, f"y_{label}"), getattr(originals, f"y_{label}")
-            entry[label] = {
-                "transfer": transfer_probe(fit.embeddings, y_fit, scored, y_test, value),
-                "chance": probes[name][label]["chance"],  # the same train and test clips
-            }
+            entry[f"{label}_transfer"] = transfer_probe(
+                fit.embeddings, y_fit, scored, y_test, value
+            )
+            entry[f"{label}_chance"] = probes[name][label]["chance"]  # the same clips
         entry["view_shift"] = view_shift(originals.embeddings, scored, originals.y_adv)
-        record[name] = entry
-    return record
+        scores[name] = InvarianceScores(**entry)
+    return Invariance(kind, len(views), scores["finetuned"], scores["backbone"])
 
 
-def adversary_record(train: Inference, seed_dir: SeedDir, model: ModelRecord) -> dict[str, Any]:
+def adversary_record(train: Inference, seed_dir: SeedDir, model: ModelRecord) -> AdversaryRecord:
     """The selected model's adversary against a standardised linear probe, both reading y-
     from the training split's embeddings and scored there (``trainer/adversary.py``), and
     the reversed gradient's share of the CE gradient in the selected epoch (from
@@ -209,39 +219,39 @@ def adversary_record(train: Inference, seed_dir: SeedDir, model: ModelRecord) ->
         task = one_hot(train.y_task, np.arange(len(model.task_names)))
         features = np.concatenate([features, task], 1)
     rows = [r for r in read_epoch_rows(seed_dir.metrics) if r.epoch == model.epoch]
-    return {
-        "head": float(np.mean(train.adv_pred == train.y_adv)) if len(train) else None,
-        "probe": fit_accuracy(features, train.y_adv),
-        "chance": 1.0 / len(model.adv_names),
-        "grad_share": rows[0].adv_grad_share if rows else None,
-        "input": model.adv_input,
-        "condition": model.adv_condition,
-    }
+    return AdversaryRecord(
+        head=float(np.mean(train.adv_pred == train.y_adv)) if len(train) else None,
+        probe=fit_accuracy(features, train.y_adv),
+        chance=1.0 / len(model.adv_names),
+        grad_share=rows[0].adv_grad_share if rows else None,
+        input=model.adv_input,
+        condition=model.adv_condition,
+    )
 
 
 # ----- the test split ------------------------------------------------------------------------
-def run_info(run: RunDir, record: RunRecord, dataset: str) -> dict[str, Any]:
+def run_info(run: RunDir, record: RunRecord, dataset: str) -> RunInfo:
     """What a summary says about the run it describes (for the report's grouping)."""
     config = record.config
-    return {
-        "run": run.name,
-        "dataset": dataset,
-        "task": config.task,
-        "adversarial_label": config.adversarial_label,
-        "backbone": config.backbone,
-        "view_kind": config.view_kind,
-        "views": record.resolved_views if record.resolved_views is not None else config.views,
-        "adversary": config.adversary,
-        "recipe": config.recipe,
-        "adv_lr": config.adv_lr,
-        "adv_steps": config.adv_steps,
-        "adv_input": config.adv_input,
-        "adv_condition": config.adv_condition,
-        "grl_objective": config.grl_objective,
-        "lambda_reg": config.lambda_reg,
-        "lambda_grl": config.lambda_grl,
-        "grl_alpha": config.grl_alpha,
-    }
+    return RunInfo(
+        run=run.name,
+        dataset=dataset,
+        task=config.task,
+        adversarial_label=config.adversarial_label,
+        backbone=config.backbone,
+        view_kind=config.view_kind,
+        views=record.resolved_views if record.resolved_views is not None else config.views,
+        adversary=config.adversary,
+        recipe=config.recipe,
+        adv_lr=config.adv_lr,
+        adv_steps=config.adv_steps,
+        adv_input=config.adv_input,
+        adv_condition=config.adv_condition,
+        grl_objective=config.grl_objective,
+        lambda_reg=config.lambda_reg,
+        lambda_grl=config.lambda_grl,
+        grl_alpha=config.grl_alpha,
+    )
 
 
 def evaluate_seed(
@@ -251,7 +261,7 @@ def evaluate_seed(
     device: torch.device,
     initial_cache: dict[Any, Inference],
     folds: int = DEFAULT_FOLDS,
-) -> dict[str, Any]:
+) -> EvaluationRecord:
     """The test pass of one seed, on its recorded split (train split embedded too, for the
     probes): writes ``evaluation.json`` and ``test_embeddings.npz`` in ``seed_dir`` and
     returns the record."""
@@ -275,34 +285,34 @@ def evaluate_seed(
         probes,
     )
     model = done["test"].record
-    record["best_epoch"] = model.epoch
-    record["val_acc_task"] = model.val_acc_task
-    record["selection"] = {
-        "split": model.selection_split or split.selection_split,
-        "metric": model.select_metric,
-    }
-    record["split"] = split.describe()
-    if train.finetuned.adv_pred is not None:
-        record["adversary"] = adversary_record(train.finetuned, seed_dir, model)
-    record["view_set"] = plan.view_set.key  # the view set measured: the one the run recorded
-    if views:
-        record["perturbation"] = perturbation_record(
+    record = record.replace(
+        best_epoch=model.epoch,
+        val_acc_task=model.val_acc_task,
+        selection=Selection(model.selection_split or split.selection_split, model.select_metric),
+        split=split.describe(),
+        adversary=None
+        if train.finetuned.adv_pred is None
+        else adversary_record(train.finetuned, seed_dir, model),
+        view_set=plan.view_set.key,  # the view set measured: the one the run recorded
+        perturbation=perturbation_record(
             train,
             done["test"],
             [done[f"test-view-{v}"] for v in views],
             plan.view_set.kind,
             probes,
         )
-    record["clips"] = {
-        "ids": list(test.clip_ids),
-        "y_task": test.y_task.tolist(),
-        "y_adv": test.y_adv.tolist(),
-        "task_pred": test.task_pred.tolist(),
-        "probe_pred": {k: v.tolist() for k, v in probe_predictions.items()},
-    }
+        if views
+        else None,
+        clips=ClipPredictions(
+            ids=tuple(test.clip_ids),
+            y_task=tuple(test.y_task.tolist()),
+            y_adv=tuple(test.y_adv.tolist()),
+            task_pred=tuple(test.task_pred.tolist()),
+            probe_pred={k: tuple(v.tolist()) for k, v in probe_predictions.items()},
+        ),
+    )
     seed_dir.write_evaluation(record)
-    write_npz(
-        seed_dir.embeddings,
+    seed_dir.write_embeddings(
         clip_ids=np.array(test.clip_ids, dtype=str),
         y_task=test.y_task,
         y_adv=test.y_adv,
@@ -319,7 +329,7 @@ def evaluate_run(
     figures: bool = True,
     force: bool = False,
     plan: RunPlan | None = None,
-) -> dict[str, Any]:
+) -> SummaryRecord:
     """Evaluate every seed of ``run`` with a selected model (reusing a seed's
     ``evaluation.json`` when it is newer than its model, unless ``force``), write
     ``summary.json`` and ``summary.md`` and, with ``figures``, the PNGs under
@@ -351,8 +361,7 @@ def evaluate_run(
     # (and when the manifest has moved since training).
     dataset = plan.manifest.dataset if plan is not None else _dataset_name(config)
     summary = summarize(records, run_info(run, record, dataset))
-    write_json(run.summary_json, summary)
-    write_text(run.summary_md, summary_markdown(summary))
+    run.write_summary(summary, summary_markdown(summary))
     if figures:
         write_figures(run, seeds[0], summary)
     return summary
@@ -367,7 +376,7 @@ def _dataset_name(config: TrainConfig) -> str:
         return Path(config.manifest).stem
 
 
-def ensure_summary(run: str | os.PathLike[str], device: str | None = None) -> dict[str, Any]:
+def ensure_summary(run: str | os.PathLike[str], device: str | None = None) -> SummaryRecord:
     """``run/summary.json``, evaluating the run first when it has none."""
     run_dir = RunDir(run)
     if run_dir.summary_json.is_file():
@@ -382,7 +391,7 @@ def probe_on_manifest(
     device: str | None = None,
     folds: int = DEFAULT_FOLDS,
     batch_size: int = 16,
-) -> dict[str, Any]:
+) -> ProbeReport:
     """Leakage measured on another corpus: the clips of ``manifest_path``'s train and test
     splits (view 0, from shards or source audio) through each seed's fine-tuned model and
     its starting model; both labels probed there, fitted on its train split and scored on
@@ -391,8 +400,8 @@ def probe_on_manifest(
     On a test split where y+ and y- are strongly correlated, a y- probe cannot tell "knows
     y-" from "knows y+"; on a corpus where the two are independent (e.g. the synthetic
     generator with ``entanglement 0``) it can. Writes ``run/probe-<manifest stem>.json`` and
-    ``.md``; returns the dict (mean and sample std over seeds, ddof=1, and bootstrap 95 %
-    intervals over its test clips).
+    ``.md``; returns the report (mean and sample std over seeds, ddof=1, and bootstrap 95 %
+    intervals over its test clips) as a :class:`~trainer.records.ProbeReport`.
     """
     from pipeline.manifest import Manifest, ManifestError
 
@@ -457,7 +466,7 @@ def probe_on_manifest(
         },
         groups,
     )
-    json_path, md_path = run_dir.probe_files(manifest_path)
-    write_json(json_path, result)
-    write_text(md_path, probe_markdown(result, Path(manifest_path).stem))
+    run_dir.write_probe_report(
+        manifest_path, result, probe_markdown(result, Path(manifest_path).stem)
+    )
     return result

@@ -28,6 +28,7 @@ from typing import Any
 from pipeline.atomic import write_json, write_text
 from trainer.config import TrainConfig
 from trainer.errors import TrainerError
+from trainer.records import SummaryRecord
 from trainer.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ class ExperimentResult:
     folder: Path
     table: Path
     runs: list[Path]
-    summaries: list[dict[str, Any]]
+    summaries: list[SummaryRecord]
     figure: Path | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -63,7 +64,7 @@ class ExperimentResult:
         }
 
 
-def train_and_evaluate(config: TrainConfig) -> tuple[RunDir, dict[str, Any]] | None:
+def train_and_evaluate(config: TrainConfig) -> tuple[RunDir, SummaryRecord] | None:
     """Train ``config`` (every seed), then evaluate the run: its folder and summary. Under
     ``torchrun`` only rank 0 evaluates (the others return None once their training is
     done)."""
@@ -156,11 +157,11 @@ def run_views(
     views = _checked_views(views)
     rows = [Row(f"n{n}", {"views": n}, {"N": str(n)}) for n in views]
     result = run_rows(base, rows, Path(out) / "views", ("N",))
-    accuracy = [s["metrics"]["accuracy"] for s in result.summaries]
+    accuracy = [s.metrics["accuracy"] for s in result.summaries]
     result.figure = plot_accuracy_vs_views(
         views,
-        [a["mean"] for a in accuracy],
-        [a["std"] for a in accuracy],
+        [a.mean for a in accuracy],
+        [a.std for a in accuracy],
         result.folder / "accuracy_vs_views.png",
         f"{base.task} accuracy against N ({len(base.seeds)} seed(s))",
     )

@@ -39,9 +39,9 @@ from trainer.adversary import (
     pair_weights,
 )
 from trainer.checkpoint import (
-    check_resume_state,
     latest_checkpoint,
     load_checkpoint,
+    resume_state,
     save_checkpoint,
     save_selected,
 )
@@ -68,6 +68,8 @@ from trainer.plan import RunPlan, build_model, eval_loader, plan_run, seed_plan,
 from trainer.rundir import (
     EpochRow,
     ModelRecord,
+    PartialEpoch,
+    ResumeState,
     RunRecord,
     SeedRecord,
     append_epoch_row,
@@ -200,35 +202,36 @@ def train_seed(
     # checkpoints have always used; best_val_acc: the validation accuracy of that epoch.
     start_epoch, step, best_acc, best_epoch, bad_epochs = 1, 0, -1.0, 0, 0
     best_val_acc = -1.0
-    partial: dict[str, Any] | None = None
+    partial: ResumeState | None = None
     if config.resume and latest is not None:
-        state = load_checkpoint(
-            latest, model, optimizer, scheduler, config=config.replace(seeds=(seed,))
+        state = resume_state(
+            latest,
+            load_checkpoint(
+                latest, model, optimizer, scheduler, config=config.replace(seeds=(seed,))
+            ),
         )
-        check_resume_state(latest, state)
-        if state["seed"] != seed:
-            raise TrainerError(f"checkpoint {latest} belongs to seed {state['seed']}, not {seed}")
-        if state.get("splits", plan.splits) != plan.splits:
+        if state.seed != seed:
+            raise TrainerError(f"checkpoint {latest} belongs to seed {state.seed}, not {seed}")
+        if state.splits is not None and state.splits != plan.splits:
             raise TrainerError(
                 f"checkpoint {latest} was written under other splits or labels of the "
                 "manifest's clips; resuming would train and test on other clips: pass another "
                 "--out"
             )
-        start_epoch = state["loader"]["next_epoch"]
-        step, best_acc = state["step"], state["best_acc"]
-        best_val_acc = state.get("best_val_acc", best_acc)
-        best_epoch, bad_epochs = state["best_epoch"], state["bad_epochs"]
-        if "partial_epoch" in state:
+        start_epoch, step = state.next_epoch, state.step
+        best_acc, best_val_acc = state.best_acc, state.best_val_acc
+        best_epoch, bad_epochs = state.best_epoch, state.bad_epochs
+        if state.partial_epoch is not None:
             partial = state  # a checkpoint inside epoch start_epoch
             log.info(
                 "seed %d: resuming from %s (epoch %d, after %d batches)",
                 seed,
                 latest,
                 start_epoch,
-                state["loader"]["batches"],
+                state.batches,
             )
         else:
-            log.info("seed %d: resuming from %s (epoch %d done)", seed, latest, state["epoch"])
+            log.info("seed %d: resuming from %s (epoch %d done)", seed, latest, state.epoch)
         if ddp.main:
             rows = read_epoch_rows(seed_dir.metrics)
             write_epoch_rows(seed_dir.metrics, [r for r in rows if r.epoch < start_epoch])
@@ -250,27 +253,29 @@ def train_seed(
         batch: int | None = None,
         rng: list[dict[str, Any]] | None = None,
         clips: list[list[tuple[torch.Tensor, ...]]] | None = None,
-        **extra: Any,
+        partial_epoch: PartialEpoch | None = None,
     ) -> None:
         """Save the run as it stands now (the loop's current epoch, step, best metric);
-        ``batch`` and ``rng`` for a checkpoint inside the epoch, ``extra`` into state.json."""
+        ``batch``, ``rng`` and ``partial_epoch`` for a checkpoint inside the epoch."""
+        state = ResumeState(
+            epoch=epoch,
+            seed=seed,
+            step=step,
+            best_acc=best_acc,
+            best_val_acc=best_val_acc,
+            best_epoch=best_epoch,
+            bad_epochs=bad_epochs,
+            loader=loader_state,
+            splits=plan.splits,
+            partial_epoch=partial_epoch,
+        )
         save_checkpoint(
             seed_dir.checkpoints,
             epoch,
             raw_model,
             optimizer,
             scheduler,
-            state={
-                "seed": seed,
-                "step": step,
-                "best_acc": best_acc,
-                "best_val_acc": best_val_acc,
-                "best_epoch": best_epoch,
-                "bad_epochs": bad_epochs,
-                "loader": loader_state,
-                "splits": plan.splits,
-                **extra,
-            },
+            state=state.to_dict(),
             config=config.replace(seeds=(seed,)),
             batch=batch,
             rng=rng,
@@ -294,16 +299,17 @@ def train_seed(
         restore_rng = None
         loader.set_epoch(epoch)
         if partial is not None:  # continue inside this epoch, exactly where it stopped
+            saved_epoch = partial.partial_epoch
             if ddp.main:  # rank 0 carries the saved total; the epoch's all_reduce adds the rest
-                sums = EpochSums.from_saved(partial["partial_epoch"]["sums"])
-            alphas = list(partial["partial_epoch"]["alphas"])
-            shares = list(partial["partial_epoch"].get("shares", []))
-            micro = partial["loader"]["batches"]
-            loader.load_state_dict(partial["loader"])
-            restore_rng = partial["rng"]
+                sums = EpochSums.from_saved(list(saved_epoch.sums))
+            alphas = list(saved_epoch.alphas)
+            shares = list(saved_epoch.shares or [])
+            micro = partial.batches
+            loader.load_state_dict(dict(partial.loader))
+            restore_rng = partial.rng
             # The epoch's clips so far, for the adversary's instruments at its end: each
             # rank its own (under another number of processes, rank 0 all of them).
-            saved = partial.get("epoch_clips") or []
+            saved = partial.epoch_clips or []
             if len(saved) == ddp.world_size:
                 epoch_clips = [tuple(part) for part in saved[ddp.rank]]
             elif ddp.main:
@@ -406,11 +412,9 @@ def train_seed(
                         batch=micro,
                         rng=rng,
                         clips=clips,
-                        partial_epoch={
-                            "sums": total.to_list(),
-                            "alphas": alphas,
-                            "shares": shares,
-                        },
+                        partial_epoch=PartialEpoch(
+                            tuple(total.to_list()), tuple(alphas), tuple(shares)
+                        ),
                     )
                 barrier(ddp)
         sums = sums.reduced(ddp)

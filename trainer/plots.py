@@ -22,7 +22,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.atomic import write_bytes
+from trainer.records import SummaryRecord
 from trainer.rundir import EpochRow, RunDir, SeedDir, read_epoch_rows
+from trainer.summary import recorded
 
 DPI = 110
 
@@ -175,7 +177,7 @@ def plot_accuracy_vs_views(
     return _save(figure, out)
 
 
-def write_figures(run: RunDir, seed_dir: SeedDir, summary: dict[str, Any]) -> list[Path]:
+def write_figures(run: RunDir, seed_dir: SeedDir, summary: SummaryRecord) -> list[Path]:
     """Figures 4-9 for one seed of ``run``: loss and accuracy curves, and t-SNE of the test
     embeddings coloured by each label, for the un-fine-tuned backbone and the fine-tuned
     model. Written under ``run/figures/``."""
@@ -189,10 +191,10 @@ def write_figures(run: RunDir, seed_dir: SeedDir, summary: dict[str, Any]) -> li
     data = seed_dir.read_embeddings()  # typed: no pickle, dtypes and shapes checked
     if len(data["clip_ids"]) >= 4:
         labels = {"task": data["y_task"], "adv": data["y_adv"]}
-        names = {"task": summary["labels"]["task"], "adv": summary["labels"]["adv"]}
+        names = {"task": summary.task_names, "adv": summary.adv_names}
         label_name = {
-            "task": summary.get("task", "y+"),
-            "adv": summary.get("adversarial_label", "y-"),
+            "task": recorded(summary.info.task, "y+"),
+            "adv": recorded(summary.info.adversarial_label, "y-"),
         }
         for model_name, key in (("backbone", "backbone_embeddings"), ("finetuned", "embeddings")):
             points = tsne_2d(data[key], seed=seed_dir.seed)

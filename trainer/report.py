@@ -26,7 +26,8 @@ from typing import Any
 from pipeline.atomic import write_text
 from pipeline.rng import stable_seed
 from trainer.errors import TrainerError
-from trainer.summary import STD_NOTE, format_mean_std, markdown_cell
+from trainer.records import EvaluationRecord, Stat, SummaryRecord
+from trainer.summary import STD_NOTE, format_mean_std, markdown_cell, recorded
 
 
 @dataclass(frozen=True)
@@ -59,12 +60,12 @@ COLUMNS = (
 )
 
 
-def cell_stat(summary: dict[str, Any], key: str) -> dict[str, Any] | None:
-    """The ``{"mean", "std"}`` of column ``key`` in ``summary`` (chance as a fixed value)."""
+def cell_stat(summary: SummaryRecord, key: str) -> Stat | None:
+    """The statistic of column ``key`` in ``summary`` (chance as a fixed value)."""
     if key == "chance_adv":
-        value = summary.get("chance", {}).get("adv")
-        return None if value is None else {"mean": value, "std": 0.0}
-    return summary.get("metrics", {}).get(key)
+        value = summary.chance_adv
+        return None if value is None else Stat(value, 0.0, 1, (value,))
+    return summary.stat(key)
 
 
 def rank_marks(values: Sequence[float | None], best: str) -> list[str]:
@@ -98,23 +99,23 @@ def _mark(text: str, mark: str) -> str:
     return text
 
 
-def selected_on_test(summary: dict[str, Any]) -> bool:
+def selected_on_test(summary: SummaryRecord) -> bool:
     """Whether any seed of the run selected its epoch on the test split."""
-    return (summary.get("selection") or {}).get("split") in ("test", "mixed")
+    return summary.selection.split in ("test", "mixed")
 
 
 def report_table(
-    summaries: Sequence[dict[str, Any]],
+    summaries: Sequence[SummaryRecord],
     names: Sequence[str] | None = None,
     columns: Sequence[Column] = COLUMNS,
     lead: Sequence[tuple[str, Sequence[str]]] = (),
 ) -> str:
-    """Markdown table of ``summaries`` (dicts as in ``summary.json``), rows named by
+    """Markdown table of ``summaries`` (``summary.json`` records), rows named by
     ``names`` (default: each summary's ``run``). ``lead`` adds descriptive columns after
     the run name, each ``(title, one cell per summary)`` (e.g. Table 4's component ticks)."""
     if not summaries:
         raise TrainerError("report: no run given")
-    names = list(names) if names is not None else [s.get("run", "?") for s in summaries]
+    names = list(names) if names is not None else [recorded(s.info.run, "?") for s in summaries]
     for title, cells in lead:
         if len(cells) != len(summaries):
             raise ValueError(
@@ -122,20 +123,20 @@ def report_table(
             )
     groups: dict[tuple[str, str], list[int]] = {}
     for i, summary in enumerate(summaries):
-        key = (str(summary.get("dataset", "?")), str(summary.get("task", "?")))
+        key = (str(recorded(summary.info.dataset, "?")), str(recorded(summary.info.task, "?")))
         groups.setdefault(key, []).append(i)
 
     titles = ["Run", *(title for title, _ in lead), *(c.title for c in columns)]
     width = len(titles) - 1
     lines = ["| " + " | ".join(titles) + " |", "|---|" + "---|" * width]
     for (dataset, task), members in groups.items():
-        adv = summaries[members[0]].get("adversarial_label", "y-")
+        adv = recorded(summaries[members[0]].info.adversarial_label, "y-")
         heading = f"**{markdown_cell(dataset)}: {markdown_cell(task)} (y- = {markdown_cell(adv)})**"
         lines.append(f"| {heading} |" + " |" * width)
         marks: dict[str, list[str]] = {}
         for column in columns:
             stats = [cell_stat(summaries[i], column.key) for i in members]
-            values = [None if s is None else s.get("mean") for s in stats]
+            values = [None if s is None else s.mean for s in stats]
             marks[column.key] = (
                 rank_marks(values, column.best) if column.best else [""] * len(members)
             )
@@ -144,14 +145,14 @@ def report_table(
             for column in columns:
                 stat = cell_stat(summaries[i], column.key)
                 if column.key == "chance_adv" and stat:
-                    text = f"{100 * stat['mean']:.2f}"
+                    text = f"{100 * stat.mean:.2f}"
                 else:
                     text = format_mean_std(stat, percent=column.percent)
                 cells.append(_mark(text, marks[column.key][row]))
             leading = [markdown_cell(cells_of[i]) for _, cells_of in lead]
             name = markdown_cell(names[i]) + (" †" if selected_on_test(summaries[i]) else "")
             lines.append(f"| {name} | " + " | ".join([*leading, *cells]) + " |")
-    metrics = {s.get("selection", {}).get("metric") for s in summaries} - {None}
+    metrics = {s.selection.metric for s in summaries} - {None}
     lines += [
         "",
         f"Values in %, mean ± {STD_NOTE}. Within each group the best value of a column is "
@@ -182,39 +183,39 @@ PAIRED = (
 
 
 def paired_differences(
-    run: Sequence[dict[str, Any]], baseline: Sequence[dict[str, Any]]
+    run: Sequence[EvaluationRecord], baseline: Sequence[EvaluationRecord]
 ) -> dict[str, Any]:
     """Differences run - baseline over the seeds both evaluated on the same test clips.
 
     ``run`` / ``baseline``: per-seed evaluation records (``evaluation.json`` with their
-    ``clips``). Returns ``{"seeds": [...], "skipped": {seed: why}, key: {"difference",
-    "ci_low", "ci_high", "seeds"}}`` for task accuracy, y+ probe and y- probe (balanced
-    accuracy), with a paired bootstrap over the shared test clips.
+    ``clips``: those without are skipped). Returns ``{"seeds": [...], "skipped": {seed:
+    why}, key: {"difference", "ci_low", "ci_high", "seeds"}}`` for task accuracy,
+    y+ probe and y- probe (balanced accuracy), with a paired bootstrap over the shared test clips.
     """
     from trainer.metrics import accuracy, uar
     from trainer.probes import paired_difference
 
-    by_seed = {r["seed"]: r for r in baseline}
+    by_seed = {r.seed: r for r in baseline}
     shared, skipped = [], {}
-    for record in sorted(run, key=lambda r: r["seed"]):
-        other = by_seed.get(record["seed"])
+    for record in sorted(run, key=lambda r: r.seed):
+        other = by_seed.get(record.seed)
         if other is None:
-            skipped[record["seed"]] = "baseline has no such seed"
-        elif not record.get("clips") or not other.get("clips"):
-            skipped[record["seed"]] = "evaluated before per-clip predictions were recorded"
-        elif record["clips"]["ids"] != other["clips"]["ids"]:
-            skipped[record["seed"]] = "another test split"
+            skipped[record.seed] = "baseline has no such seed"
+        elif record.clips is None or other.clips is None:
+            skipped[record.seed] = "evaluated before per-clip predictions were recorded"
+        elif record.clips.ids != other.clips.ids:
+            skipped[record.seed] = "another test split"
         else:
-            shared.append((record, other))
-    result: dict[str, Any] = {"seeds": [r["seed"] for r, _ in shared], "skipped": skipped}
+            shared.append((record.seed, record.clips, other.clips))
+    result: dict[str, Any] = {"seeds": [seed for seed, _, _ in shared], "skipped": skipped}
     for key, _, truth, probe in PAIRED:
         groups = []
-        for record, other in shared:
-            y = record["clips"][truth]
+        for _, mine, theirs in shared:
+            y = list(getattr(mine, truth))
             if probe is None:
-                a, b = record["clips"]["task_pred"], other["clips"]["task_pred"]
+                a, b = list(mine.task_pred), list(theirs.task_pred)
             else:
-                a, b = record["clips"]["probe_pred"][probe], other["clips"]["probe_pred"][probe]
+                a, b = list(mine.probe_pred[probe]), list(theirs.probe_pred[probe])
             groups.append((y, a, b))
         metric = accuracy if probe is None else uar
         result[key] = paired_difference(groups, metric=metric, seed=stable_seed("paired", key))
@@ -274,8 +275,8 @@ def report_runs(
     text = report_table(summaries, names)
     if baseline is not None:
 
-        def records(run: str | os.PathLike[str]) -> list[dict[str, Any]]:
-            return [d.read_evaluation(complete=False) for d in RunDir(run).seeds_with_model()]
+        def records(run: str | os.PathLike[str]) -> list[EvaluationRecord]:
+            return [d.read_evaluation() for d in RunDir(run).seeds_with_model()]
 
         base = records(baseline)
         rows = [

@@ -16,36 +16,41 @@ refused loudly when unknown (as the manifest is, ``pipeline/manifest.py``)::
         best/                       the selected epoch: backbone/, heads.safetensors,
                                     model.safetensors, model.json (ModelRecord)
         training.json               SeedRecord: written when the seed's training is done
-        evaluation.json             the evaluation's test record (trainer/evaluate.py)
+        evaluation.json             EvaluationRecord: the seed's test pass (trainer/evaluate.py)
         test_embeddings.npz         view-0 test embeddings (fine-tuned and initial)
-      summary.json / summary.md     over seeds (trainer/summary.py)
+      summary.json / summary.md     SummaryRecord over seeds (trainer/summary.py)
       figures/*.png                 trainer/plots.py
-      probe-<manifest>.json / .md   ``ncore-train evaluate --probe-manifest``
+      probe-<manifest>.json / .md   ProbeReport of ``ncore-train evaluate --probe-manifest``
 
-Records written before they were versioned (no ``schema_version``: the layout up to the
-run folders of this change, which marked a finished seed with ``test_metrics.json``) are
-read as version 0 when their fields are those of version 1; any other version is refused.
+The evaluation's records are in ``trainer/records.py``; every record is read and written
+here, and its ``schema_version`` checked in one place (:func:`parse_version`). Records
+written before they were versioned (no ``schema_version``: the layout of the project's
+first week, which marked a finished seed with ``test_metrics.json``) are refused in one
+line naming ``ncore-train migrate RUN_DIR`` (:func:`migrate_run`), which rewrites them once.
 No torch import here: reports and summaries read run folders without it.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import write_json, write_text
+from pipeline import fields as fields_
+from pipeline.atomic import write_json, write_npz, write_text
 from pipeline.locks import LockHeld, exclusive_lock
 from pipeline.manifest import read_regular_file
 from trainer.config import ADV_CONDITIONS, ADV_INPUTS, TrainConfig
 from trainer.errors import TrainerError
+from trainer.records import EvaluationRecord, ProbeReport, SummaryRecord
 
 RUN_SCHEMA_VERSION = 1
-LEGACY_VERSION = 0  # records written before schema_version existed
+CHECKPOINT_SCHEMA_VERSION = 1  # state.json of a checkpoint (trainer/checkpoint.py)
 
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"  # held by the ncore-train writing the folder (RunDir.lock)
@@ -55,6 +60,7 @@ FIGURES_DIR = "figures"
 SEED_PREFIX = "seed-"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoint"
+CHECKPOINT_STATE_FILE = "state.json"
 BEST_DIR = "best"
 MODEL_RECORD_FILE = "model.json"
 BACKBONE_DIR = "backbone"
@@ -65,56 +71,37 @@ SPLIT_FILE = "split.json"
 EVALUATION_FILE = "evaluation.json"
 EMBEDDINGS_FILE = "test_embeddings.npz"
 LEGACY_TEST_METRICS_FILE = "test_metrics.json"  # the finished-seed mark before version 1
+PROBE_PREFIX = "probe-"
 
 
-# ----- field parsing (one-line errors naming the file and field) ------------------------------
-def _version(data: dict[str, Any], where: str) -> int:
-    version = data.get("schema_version", LEGACY_VERSION)
-    # ``true`` and ``1.0`` compare equal to 1: only the integer itself is a version.
-    if (
-        isinstance(version, bool)
-        or not isinstance(version, int)
-        or version not in (LEGACY_VERSION, RUN_SCHEMA_VERSION)
-    ):
-        raise TrainerError(
-            f"{where}: schema_version {version!r} is not supported (this toolkit reads "
-            f"version {RUN_SCHEMA_VERSION} and unversioned records of the layout before it)"
-        )
-    return RUN_SCHEMA_VERSION
+# ----- field parsing (one-line errors naming the file and field: pipeline/fields.py) -----------
+MIGRATE_HINT = (
+    "a run folder from before the records were versioned: run `ncore-train migrate RUN_DIR` once"
+)
+
+
+def parse_version(data: dict[str, Any], where: str, current: int = RUN_SCHEMA_VERSION) -> int:
+    """The one version check of every record of the run folder (and the checkpoint's
+    ``state.json``): ``current`` only; an unversioned record names the migrate command."""
+    return fields_.parse_version(data, where, current, MIGRATE_HINT, TrainerError)
 
 
 def _check_keys(data: Any, cls: type, where: str, optional: frozenset[str]) -> None:
-    if not isinstance(data, dict):
-        raise TrainerError(f"{where}: expected a JSON object, got {type(data).__name__}")
+    data = fields_.parse_object(data, where, TrainerError)
     names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise TrainerError(f"{where}: unknown field {unknown[0]!r}")
-    missing = sorted(names - set(data) - optional - {"schema_version"})
-    if missing:
-        raise TrainerError(f"{where}: missing field {missing[0]!r}")
+    fields_.check_keys(data, names, where, optional | {"schema_version"}, TrainerError)
 
 
 def _int(value: Any, name: str, where: str, minimum: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TrainerError(f"{where}: field {name!r} must be an integer, got {value!r}")
-    if minimum is not None and value < minimum:
-        raise TrainerError(f"{where}: field {name!r} must be >= {minimum}, got {value!r}")
-    return value
+    return fields_.parse_int(value, name, where, minimum, error=TrainerError)
 
 
 def _float(value: Any, name: str, where: str, optional: bool = False) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TrainerError(f"{where}: field {name!r} must be a number, got {value!r}")
-    return float(value)
+    return fields_.parse_number(value, name, where, optional, TrainerError)
 
 
 def _names(value: Any, name: str, where: str) -> tuple[str, ...]:
-    if not isinstance(value, list | tuple) or not all(isinstance(v, str) for v in value):
-        raise TrainerError(f"{where}: field {name!r} must be a list of strings")
-    return tuple(value)
+    return fields_.parse_names(value, name, where, TrainerError)
 
 
 def _read_json(path: Path) -> Any:
@@ -127,145 +114,19 @@ def _read_json(path: Path) -> Any:
 
 
 def _object(data: Any, where: str) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise TrainerError(f"{where}: expected a JSON object, got {_json_kind(data)}")
-    return data
+    return fields_.parse_object(data, where, TrainerError)
 
 
-def _json_kind(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    return {list: "a list", str: "a string", dict: "an object"}.get(type(value), "a number")
+def _read_record(path: Path, record: Any) -> Any:
+    """``record.from_dict`` of the JSON file ``path``, its version checked."""
+    where = str(path)
+    data = _object(_read_json(path), where)
+    parse_version(data, where)
+    return record.from_dict({k: v for k, v in data.items() if k != "schema_version"}, where)
 
 
-def _number_or_null(value: Any, name: str, where: str) -> None:
-    if value is not None:
-        _float(value, name, where)
-
-
-def _labels(data: dict[str, Any], where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    labels = _object(data.get("labels"), f"{where}: field 'labels'")
-    return (
-        _names(labels.get("task"), "labels.task", where),
-        _names(labels.get("adv"), "labels.adv", where),
-    )
-
-
-def _clips_block(clips: dict[str, Any], where: str) -> None:
-    """The per-clip predictions of an evaluation (``clips``): ids and equal-length lists."""
-    ids = _names(clips.get("ids"), "clips.ids", where)
-    columns = {k: clips.get(k) for k in ("y_task", "y_adv", "task_pred")}
-    probe = _object(clips.get("probe_pred", {}), f"{where}: field 'clips.probe_pred'")
-    columns |= {f"probe_pred.{k}": v for k, v in probe.items()}
-    for name, values in columns.items():
-        if (
-            not isinstance(values, list)
-            or len(values) != len(ids)
-            or not all(isinstance(v, int) and not isinstance(v, bool) for v in values)
-        ):
-            raise TrainerError(
-                f"{where}: field 'clips.{name}' must be {len(ids)} integer labels (one per id)"
-            )
-
-
-def parse_evaluation(
-    data: Any, where: str = EVALUATION_FILE, complete: bool = True
-) -> dict[str, Any]:
-    """``evaluation.json`` (one seed's test record, ``trainer.summary.seed_record``), its
-    version and fields checked; returned as the dict.
-
-    ``complete``: the fields the summary reads (labels, metrics, per-class report,
-    confusion matrix) must be there; without it (the report's paired differences read only
-    ``seed`` and ``clips``) each is checked when present.
-    """
-    data = _object(data, where)
-    _version(data, where)
-    if "seed" not in data:
-        raise TrainerError(f"{where}: missing field 'seed'")
-    _int(data["seed"], "seed", where)
-    if complete:
-        for key in ("labels", "metrics", "per_class", "confusion_matrix"):
-            if key not in data:
-                raise TrainerError(f"{where}: missing field {key!r}")
-    task_names: tuple[str, ...] | None = None
-    if "labels" in data:
-        task_names, _ = _labels(data, where)
-    if "metrics" in data:
-        metrics = _object(data["metrics"], f"{where}: field 'metrics'")
-        for name, value in metrics.items():
-            _number_or_null(value, f"metrics.{name}", where)
-    if "per_class" in data:
-        per_class = _object(data["per_class"], f"{where}: field 'per_class'")
-        for name in task_names or ():
-            row = _object(per_class.get(name), f"{where}: field 'per_class.{name}'")
-            for key in ("precision", "recall", "f1", "support"):
-                _float(row.get(key), f"per_class.{name}.{key}", where)
-    if "confusion_matrix" in data:
-        matrix, size = data["confusion_matrix"], len(task_names or ())
-        if (
-            not isinstance(matrix, list)
-            or (task_names is not None and len(matrix) != size)
-            or not all(
-                isinstance(r, list)
-                and len(r) == len(matrix)
-                and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in r)
-                for r in matrix
-            )
-        ):
-            raise TrainerError(
-                f"{where}: field 'confusion_matrix' must be a square matrix of counts, one row "
-                "per task label"
-            )
-    for key in ("probes", "selection", "split", "perturbation"):
-        if data.get(key) is not None:
-            _object(data[key], f"{where}: field {key!r}")
-    if data.get("clips") is not None:
-        _clips_block(_object(data["clips"], f"{where}: field 'clips'"), where)
-    return data
-
-
-def parse_summary(data: Any, where: str = SUMMARY_JSON) -> dict[str, Any]:
-    """``summary.json`` (``trainer.summary.summarize``): its version and the type of every
-    field the report and the Markdown read, checked; returned as the dict. (A field that is
-    absent is shown as "n/a" by the report; one that is present must be well formed.)"""
-    from trainer.summary import SUMMARY_SCHEMA_VERSION
-
-    data = _object(data, where)
-    version = data.get("schema_version", SUMMARY_SCHEMA_VERSION)
-    if (
-        isinstance(version, bool)
-        or not isinstance(version, int)
-        or version != SUMMARY_SCHEMA_VERSION
-    ):
-        raise TrainerError(
-            f"{where}: schema_version {version!r} is not supported (this toolkit reads "
-            f"version {SUMMARY_SCHEMA_VERSION}); re-run `ncore-train evaluate --force`"
-        )
-    if "seeds" in data:
-        seeds = data["seeds"]
-        if not isinstance(seeds, list) or not seeds:
-            raise TrainerError(f"{where}: field 'seeds' must be a non-empty list of seeds")
-        for seed in seeds:
-            _int(seed, "seeds", where)
-    for key in ("run", "dataset", "task", "adversarial_label"):
-        if data.get(key) is not None and not isinstance(data[key], str):
-            raise TrainerError(f"{where}: field {key!r} must be a string, got {data[key]!r}")
-    if "labels" in data:
-        _labels(data, where)
-    metrics = _object(data.get("metrics", {}), f"{where}: field 'metrics'")
-    for name, stat in metrics.items():
-        stat = _object(stat, f"{where}: field 'metrics.{name}'")
-        for key in ("mean", "std"):
-            _number_or_null(stat.get(key), f"metrics.{name}.{key}", where)
-    chance = _object(data.get("chance", {}), f"{where}: field 'chance'")
-    for key, value in chance.items():
-        _number_or_null(value, f"chance.{key}", where)
-    for key in ("selection", "splits", "per_class", "confusion_matrix", "perturbation"):
-        if data.get(key) is not None:
-            _object(data[key], f"{where}: field {key!r}")
-    return data
+def _write_record(path: Path, record: Any) -> None:
+    write_json(path, {"schema_version": RUN_SCHEMA_VERSION, **record.to_dict()})
 
 
 # ----- records -------------------------------------------------------------------------------
@@ -336,7 +197,7 @@ class ModelRecord:
         if task not in ("emotion", "speaker"):
             raise TrainerError(f"{where}: field 'task' must be emotion or speaker, got {task!r}")
         return cls(
-            schema_version=_version(data, where),
+            schema_version=parse_version(data, where),
             epoch=_int(data["epoch"], "epoch", where, 1),
             val_acc_task=_float(data["val_acc_task"], "val_acc_task", where),
             seed=_int(data["seed"], "seed", where),
@@ -359,7 +220,7 @@ class SeedRecord:
 
     ``best_epoch`` and ``val_acc_task`` name the selected model; ``last_epoch`` is the last
     epoch run (below the configured count after early stopping) and ``steps`` the optimizer
-    steps taken (both None when read from the legacy ``test_metrics.json``).
+    steps taken (both None when migrated from the legacy ``test_metrics.json``).
     """
 
     seed: int
@@ -387,7 +248,7 @@ class SeedRecord:
             for k in ("last_epoch", "steps")
         }
         return cls(
-            schema_version=_version(data, where),
+            schema_version=parse_version(data, where),
             seed=_int(data["seed"], "seed", where),
             best_epoch=_int(data["best_epoch"], "best_epoch", where, 0),
             val_acc_task=_float(data["val_acc_task"], "val_acc_task", where),
@@ -448,7 +309,7 @@ class EpochRow:
             else:
                 value = data.get(f.name)
                 values[f.name] = _float(value, f.name, where, f.name in optional)
-        return cls(schema_version=_version(data, where), **values)
+        return cls(schema_version=parse_version(data, where), **values)
 
 
 @dataclass(frozen=True)
@@ -494,7 +355,9 @@ def recorded_config(data: Any, where: str) -> TrainConfig:
     resumed here.
     """
     if not isinstance(data, dict):
-        raise TrainerError(f"{where}: the config must be a JSON object, got {_json_kind(data)}")
+        raise TrainerError(
+            f"{where}: the config must be a JSON object, got {fields_.json_kind(data)}"
+        )
     data = dict(data)
     workers = data.get("num_workers")
     if isinstance(workers, int) and not isinstance(workers, bool):
@@ -503,6 +366,173 @@ def recorded_config(data: Any, where: str) -> TrainConfig:
         return TrainConfig.from_dict(data)
     except TrainerError as error:
         raise TrainerError(f"{where}: {error}") from None
+
+
+# ----- checkpoint state ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class PartialEpoch:
+    """``state.json`` ``partial_epoch`` (a checkpoint inside an epoch): the epoch's running
+    sums (``trainer.loop.EpochSums.to_list``), the GRL strength of each counted batch and
+    the reversed gradient's share of the CE's per batch (None in checkpoints from before
+    it was recorded)."""
+
+    sums: tuple[float, ...]
+    alphas: tuple[float, ...]
+    shares: tuple[float, ...] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        data: dict[str, Any] = {"sums": list(self.sums), "alphas": list(self.alphas)}
+        if self.shares is not None:
+            data["shares"] = list(self.shares)
+        return data
+
+
+@dataclass(frozen=True)
+class ResumeState:
+    """A checkpoint's ``state.json`` as a resume reads it (``trainer/checkpoint.py``).
+
+    ``epoch``: the checkpoint's epoch (1-based; inside it for a ``partial_epoch``);
+    ``step``: optimizer steps taken; ``best_acc``: the best selection score so far
+    (validation ``--select-metric``; -1 before any epoch was scored) and ``best_val_acc``
+    the validation accuracy of that epoch, ``best_epoch`` (0: none yet); ``bad_epochs``:
+    epochs without improvement; ``loader``: the training loader's state
+    (``trainer.data`` ``state_dict``) plus ``next_epoch`` (the epoch to run next) and,
+    inside an epoch, ``batches`` (its batches already done); ``splits``: the digest of the
+    splits trained on (None in checkpoints from before it). ``rng`` and ``epoch_clips``
+    come from ``optim.pt`` (inside an epoch), not from ``state.json``.
+    """
+
+    epoch: int
+    seed: int
+    step: int
+    best_acc: float
+    best_val_acc: float
+    best_epoch: int
+    bad_epochs: int
+    loader: Mapping[str, Any]
+    splits: str | None = None
+    partial_epoch: PartialEpoch | None = None
+    rng: Any = None
+    epoch_clips: Any = None
+
+    @property
+    def next_epoch(self) -> int:
+        return self.loader["next_epoch"]
+
+    @property
+    def batches(self) -> int:
+        """Batches of ``next_epoch`` already done (0 at an epoch's end)."""
+        return self.loader.get("batches", 0) if self.partial_epoch is not None else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """The fields of ``state.json`` between its ``epoch`` and its ``config``."""
+        data = {
+            "seed": self.seed,
+            "step": self.step,
+            "best_acc": self.best_acc,
+            "best_val_acc": self.best_val_acc,
+            "best_epoch": self.best_epoch,
+            "bad_epochs": self.bad_epochs,
+            "loader": dict(self.loader),
+            "splits": self.splits,
+        }
+        if self.partial_epoch is not None:
+            data["partial_epoch"] = self.partial_epoch.to_dict()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> ResumeState:
+        """Refuse (one line naming ``where`` and the field) a state that lacks what a
+        resume reads or holds an impossible value: counters are integers >= 0, epochs
+        >= 1, scores fractions (or -1 before any epoch was scored), and they agree."""
+
+        def integer(name: str, value: Any, minimum: int) -> int:
+            return fields_.parse_int(value, name, where, minimum, error=TrainerError)
+
+        def score(name: str, value: Any) -> float:
+            number = fields_.parse_number(value, name, where, error=TrainerError)
+            if not (math.isnan(number) or -1.0 <= number <= 1.0):
+                raise TrainerError(
+                    f"{where}: field {name!r} must be a fraction (or -1 before the first "
+                    f"epoch), got {value!r}"
+                )
+            return value
+
+        loader = fields_.parse_object(data.get("loader"), f"{where}: field 'loader'", TrainerError)
+        epoch = integer("epoch", data.get("epoch"), 1)
+        seed = integer("seed", data.get("seed"), -(2**63))
+        step = integer("step", data.get("step"), 0)
+        best_epoch = integer("best_epoch", data.get("best_epoch"), 0)
+        bad_epochs = integer("bad_epochs", data.get("bad_epochs"), 0)
+        best_acc = score("best_acc", data.get("best_acc"))
+        best_val_acc = score("best_val_acc", data.get("best_val_acc", best_acc))
+        next_epoch = integer("loader.next_epoch", loader.get("next_epoch"), 1)
+        partial = None
+        if "partial_epoch" in data:
+            integer("loader.batches", loader.get("batches"), 0)
+            block = data["partial_epoch"]
+            lists = ("sums", "alphas") + (("shares",) if "shares" in (block or {}) else ())
+            if not (
+                isinstance(block, dict)
+                and all(isinstance(block.get(k), list) for k in lists)
+                and all(
+                    isinstance(v, int | float) and not isinstance(v, bool)
+                    for k in lists
+                    for v in block[k]
+                )
+            ):
+                raise TrainerError(
+                    f"{where}: field 'partial_epoch' must hold number lists 'sums' and 'alphas'"
+                )
+            shares = block.get("shares")
+            partial = PartialEpoch(
+                tuple(block["sums"]),
+                tuple(block["alphas"]),
+                None if shares is None else tuple(shares),
+            )
+        if best_epoch > epoch:
+            raise TrainerError(
+                f"{where}: field 'best_epoch' is {best_epoch}, after the checkpoint's epoch {epoch}"
+            )
+        if next_epoch != (epoch if partial else epoch + 1):
+            raise TrainerError(
+                f"{where}: field 'loader.next_epoch' is {next_epoch} for epoch {epoch}"
+            )
+        splits = data.get("splits")
+        if splits is not None and not isinstance(splits, str):
+            raise TrainerError(f"{where}: field 'splits' is not a string")
+        return cls(
+            epoch,
+            seed,
+            step,
+            best_acc,
+            best_val_acc,
+            best_epoch,
+            bad_epochs,
+            loader,
+            splits,
+            partial,
+            data.get("rng"),
+            data.get("epoch_clips"),
+        )
+
+
+def write_checkpoint_state(folder: Path, data: dict[str, Any]) -> None:
+    """``folder/state.json`` (a checkpoint being built): ``data`` with its version first,
+    indented by one; NaN kept (a score may be NaN)."""
+    record = {"schema_version": CHECKPOINT_SCHEMA_VERSION, **data}
+    write_text(Path(folder) / CHECKPOINT_STATE_FILE, json.dumps(record, indent=1) + "\n")
+
+
+def read_checkpoint_state(folder: Path) -> dict[str, Any]:
+    """``folder/state.json`` as written, its version checked (``OSError`` / ``ValueError``
+    when unreadable: the caller names the checkpoint damaged)."""
+    path = Path(folder) / CHECKPOINT_STATE_FILE
+    state = json.loads(read_regular_file(path).decode("utf-8"))
+    if not isinstance(state, dict):
+        raise ValueError(f"{CHECKPOINT_STATE_FILE} is not an object")
+    parse_version(state, f"checkpoint {folder}", CHECKPOINT_SCHEMA_VERSION)
+    return state
 
 
 # ----- paths ---------------------------------------------------------------------------------
@@ -555,7 +585,7 @@ class SeedDir:
             return None
         where = str(self.split_path)
         data = _object(_read_json(self.split_path), where)
-        _version(data, where)
+        parse_version(data, where)
         try:
             split = SeedSplit.from_dict({k: v for k, v in data.items() if k != "schema_version"})
         except SplitError as error:
@@ -573,18 +603,18 @@ class SeedDir:
         return self.path / EMBEDDINGS_FILE
 
     @property
-    def legacy_test_metrics(self) -> Path:
-        return self.path / LEGACY_TEST_METRICS_FILE
-
-    @property
     def has_model(self) -> bool:
         """Whether ``best/`` holds a selected model (its record is written with it)."""
         return self.model_record_path.is_file()
 
     @property
     def finished(self) -> bool:
-        """Whether the seed's training is over (its seed record, or the legacy mark)."""
-        return self.record_path.is_file() or self.legacy_test_metrics.is_file()
+        """Whether the seed's training is over (its seed record is written). A seed
+        finished under the layout before versioned records is refused, naming the migrate
+        command (training it again would overwrite its model)."""
+        if (self.path / LEGACY_TEST_METRICS_FILE).is_file():
+            raise TrainerError(f"{self.path}: {MIGRATE_HINT}")
+        return self.record_path.is_file()
 
     def model_record(self) -> ModelRecord:
         return ModelRecord.from_dict(
@@ -596,24 +626,14 @@ class SeedDir:
         write_json(Path(folder) / MODEL_RECORD_FILE, record.to_dict())
 
     def seed_record(self) -> SeedRecord:
-        """The seed record; for a legacy folder, the fields of ``test_metrics.json``."""
-        if self.record_path.is_file():
-            return SeedRecord.from_dict(_read_json(self.record_path), str(self.record_path))
-        data = _read_json(self.legacy_test_metrics)
-        where = str(self.legacy_test_metrics)
-        if not isinstance(data, dict) or "best_epoch" not in data:
-            raise TrainerError(f"{where}: no best_epoch: not a finished seed's record")
-        return SeedRecord.from_dict(
-            {k: data.get(k) for k in ("seed", "best_epoch", "val_acc_task")}, where
-        )
+        return SeedRecord.from_dict(_read_json(self.record_path), str(self.record_path))
 
     def write_seed_record(self, record: SeedRecord) -> None:
         write_json(self.record_path, record.to_dict())
 
-    def read_evaluation(self, complete: bool = True) -> dict[str, Any]:
-        """``evaluation.json`` (a dict from trainer/summary.py's ``seed_record``), checked
-        by :func:`parse_evaluation` (``complete``: as the summary needs it)."""
-        return parse_evaluation(_read_json(self.evaluation), str(self.evaluation), complete)
+    def read_evaluation(self) -> EvaluationRecord:
+        """``evaluation.json`` (``trainer.records.EvaluationRecord``)."""
+        return _read_record(self.evaluation, EvaluationRecord)
 
     def read_embeddings(self) -> dict[str, Any]:
         """``test_embeddings.npz``: ``clip_ids`` (n,) strings, ``y_task`` / ``y_adv`` (n,)
@@ -671,8 +691,12 @@ class SeedDir:
                 raise TrainerError(f"{path}: array {name!r} holds non-finite values")
         return arrays
 
-    def write_evaluation(self, record: dict[str, Any]) -> None:
-        write_json(self.evaluation, {"schema_version": RUN_SCHEMA_VERSION, **record})
+    def write_embeddings(self, **arrays: Any) -> None:
+        """``test_embeddings.npz`` (the arrays :meth:`read_embeddings` reads)."""
+        write_npz(self.embeddings, **arrays)
+
+    def write_evaluation(self, record: EvaluationRecord) -> None:
+        _write_record(self.evaluation, record)
 
 
 @dataclass(frozen=True)
@@ -707,7 +731,19 @@ class RunDir:
     def probe_files(self, manifest_path: str | os.PathLike[str]) -> tuple[Path, Path]:
         """(JSON, Markdown) of ``evaluate --probe-manifest`` on that manifest."""
         stem = Path(manifest_path).stem
-        return self.path / f"probe-{stem}.json", self.path / f"probe-{stem}.md"
+        return self.path / f"{PROBE_PREFIX}{stem}.json", self.path / f"{PROBE_PREFIX}{stem}.md"
+
+    def read_probe_report(self, manifest_path: str | os.PathLike[str]) -> ProbeReport:
+        """``probe-<manifest>.json`` (``trainer.records.ProbeReport``)."""
+        return _read_record(self.probe_files(manifest_path)[0], ProbeReport)
+
+    def write_probe_report(
+        self, manifest_path: str | os.PathLike[str], report: ProbeReport, markdown: str
+    ) -> None:
+        """``probe-<manifest>.json`` and its Markdown (``trainer.summary.probe_markdown``)."""
+        json_path, md_path = self.probe_files(manifest_path)
+        _write_record(json_path, report)
+        write_text(md_path, markdown)
 
     def seed(self, seed: int) -> SeedDir:
         return SeedDir(self.path / f"{SEED_PREFIX}{seed}", seed)
@@ -798,12 +834,18 @@ class RunDir:
                 "clips: pass another --out"
             )
 
-    def read_summary(self) -> dict[str, Any]:
+    def read_summary(self) -> SummaryRecord:
+        """``summary.json`` (``trainer.records.SummaryRecord``)."""
         if not self.summary_json.exists():
             raise TrainerError(
                 f"{self.path}: no {SUMMARY_JSON} (evaluate the run first: ncore-train evaluate RUN)"
             )
-        return parse_summary(_read_json(self.summary_json), str(self.summary_json))
+        return _read_record(self.summary_json, SummaryRecord)
+
+    def write_summary(self, summary: SummaryRecord, markdown: str) -> None:
+        """``summary.json`` and ``summary.md`` (``trainer.summary.summary_markdown``)."""
+        _write_record(self.summary_json, summary)
+        write_text(self.summary_md, markdown)
 
 
 def seed_dir_of(path: str | os.PathLike[str], seed: int | None = None) -> SeedDir:
@@ -840,23 +882,7 @@ def read_epoch_rows(path: str | os.PathLike[str]) -> list[EpochRow]:
     path = Path(path)
     if not path.exists():
         return []
-    rows = []
-    try:
-        text = read_regular_file(path).decode("utf-8")
-    except (OSError, UnicodeDecodeError) as error:
-        raise TrainerError(f"{path}: unreadable ({error})") from None
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        where = f"{path}:{number}"
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            raise TrainerError(f"{where}: not a JSON row ({error.msg})") from None
-        except RecursionError:
-            raise TrainerError(f"{where}: not a JSON row (nested too deeply)") from None
-        rows.append(EpochRow.from_dict(data, where))
-    return rows
+    return [EpochRow.from_dict(data, where) for where, data in _json_lines(path)]
 
 
 def write_epoch_rows(path: str | os.PathLike[str], rows: list[EpochRow]) -> None:
@@ -875,3 +901,135 @@ def append_epoch_row(path: str | os.PathLike[str], row: EpochRow) -> None:
 
 def _row_line(row: EpochRow) -> str:
     return json.dumps(row.to_dict()) + "\n"
+
+
+# ----- migration of run folders from before the records were versioned -----------------------
+def _versioned(data: dict[str, Any], last: bool = False) -> dict[str, Any]:
+    """``data`` with the current ``schema_version`` (first key; ``last`` for epoch rows)."""
+    rest = {k: v for k, v in data.items() if k != "schema_version"}
+    if last:
+        return {**rest, "schema_version": RUN_SCHEMA_VERSION}
+    return {"schema_version": RUN_SCHEMA_VERSION, **rest}
+
+
+def migrate_run(path: str | os.PathLike[str]) -> list[Path]:
+    """Rewrite the records of run folder ``path`` written before they were versioned (the
+    layout of the project's first week, docs/CONTRACTS.md) as current records, each
+    atomically (``pipeline/atomic.py``); returns the files rewritten ([] when the folder is
+    current). Run it once per old folder (``ncore-train migrate RUN_DIR``): the readers
+    accept only the current version.
+
+    - records without ``schema_version`` (``model.json``, ``split.json``,
+      ``evaluation.json``, ``summary.json``, ``probe-*.json``, the rows of
+      ``metrics.jsonl``) get it, their fields checked by the record they become;
+    - a seed finished under the old layout (``test_metrics.json``: the seed, its selected
+      epoch and its test record) gets ``training.json`` and, when it has none,
+      ``evaluation.json`` from it; ``test_metrics.json`` is then removed.
+
+    A record of an unknown version, or one whose fields are not those of the current
+    record, is refused in one line naming the file (nothing of it is rewritten).
+    """
+    run = RunDir(path)
+    if not run.config_path.is_file():
+        raise TrainerError(f"{run.path}: not a run folder (no {CONFIG_FILE})")
+    written: list[Path] = []
+
+    def old(file: Path) -> dict[str, Any] | None:
+        """The JSON object of ``file`` when it lacks a version (None: absent or current)."""
+        if not file.is_file():
+            return None
+        data = _object(_read_json(file), str(file))
+        if "schema_version" in data:
+            parse_version(data, str(file))  # current, or refused here
+            return None
+        return data
+
+    def rewrite(file: Path, data: dict[str, Any], record: Any) -> None:
+        data = _versioned(data)
+        _read_back(data, file, record)
+        write_json(file, data)
+        written.append(file)
+
+    seeds = sorted(
+        (p for p in run.path.glob(f"{SEED_PREFIX}*") if p.is_dir()), key=lambda p: p.name
+    )
+    for folder in seeds:
+        try:
+            seed_dir = SeedDir(folder, int(folder.name[len(SEED_PREFIX) :]))
+        except ValueError:
+            continue
+        data = old(seed_dir.model_record_path)
+        if data is not None:
+            rewrite(seed_dir.model_record_path, data, ModelRecord)
+        data = old(seed_dir.split_path)
+        if data is not None:
+            from pipeline.splits import SeedSplit, SplitError
+
+            try:
+                SeedSplit.from_dict(data)
+            except SplitError as error:
+                raise TrainerError(f"{seed_dir.split_path}: {error}") from None
+            write_json(seed_dir.split_path, _versioned(data))
+            written.append(seed_dir.split_path)
+        if seed_dir.metrics.is_file():
+            lines = _json_lines(seed_dir.metrics)
+            if any("schema_version" not in r for _, r in lines):
+                rows = [EpochRow.from_dict(_versioned(r, last=True), w) for w, r in lines]
+                write_epoch_rows(seed_dir.metrics, rows)
+                written.append(seed_dir.metrics)
+        legacy = seed_dir.path / LEGACY_TEST_METRICS_FILE
+        data = old(seed_dir.evaluation)
+        if data is not None:
+            rewrite(seed_dir.evaluation, data, EvaluationRecord)
+        if legacy.is_file():
+            data = _object(_read_json(legacy), str(legacy))
+            if not seed_dir.evaluation.is_file():
+                rewrite(seed_dir.evaluation, data, EvaluationRecord)
+            if not seed_dir.record_path.is_file():
+                where = str(legacy)
+                if "best_epoch" not in data:
+                    raise TrainerError(f"{where}: no best_epoch: not a finished seed's record")
+                fields_of = {k: data.get(k) for k in ("seed", "best_epoch", "val_acc_task")}
+                record = SeedRecord.from_dict(_versioned(fields_of), where)
+                seed_dir.write_seed_record(record)
+                written.append(seed_dir.record_path)
+            legacy.unlink()
+            written.append(legacy)
+    data = old(run.summary_json)
+    if data is not None:
+        rewrite(run.summary_json, data, SummaryRecord)
+    for file in sorted(run.path.glob(f"{PROBE_PREFIX}*.json")):
+        data = old(file)
+        if data is not None:
+            rewrite(file, data, ProbeReport)
+    return written
+
+
+def _json_lines(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, object)`` of each line of a JSON-lines file, one-line errors naming it."""
+    try:
+        text = read_regular_file(path).decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise TrainerError(f"{path}: unreadable ({error})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{path}:{number}"
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise TrainerError(f"{where}: not a JSON row ({error.msg})") from None
+        except RecursionError:
+            raise TrainerError(f"{where}: not a JSON row (nested too deeply)") from None
+        rows.append((where, _object(data, where)))
+    return rows
+
+
+def _read_back(data: dict[str, Any], file: Path, record: Any) -> None:
+    """Check ``data`` (a versioned record's JSON) parses as ``record``, naming ``file``."""
+    where = str(file)
+    if record in (ModelRecord, SeedRecord):
+        record.from_dict(data, where)
+    else:
+        record.from_dict({k: v for k, v in data.items() if k != "schema_version"}, where)

@@ -1,14 +1,17 @@
-"""Statistics and Markdown of an evaluation: no torch, no files (testable alone).
+"""Statistics and Markdown of an evaluation: no torch, no files (testable alone). Records
+in, records out (``trainer/records.py``; ``trainer/rundir.py`` reads and writes them).
 
-- :func:`seed_record`: one seed's test record (``evaluation.json``) from labels and
-  predictions: accuracy, macro F1, UAR, the per-class report, the confusion matrix (rows =
-  true class, columns = predicted class), the adversarial head's accuracy and the probes;
-- :func:`summarize`: records over seeds as mean and **sample standard deviation
-  (ddof=1)**; with a single seed the standard deviation is undefined and written as null
-  / "n/a". Beside it, ``ci95``: a bootstrap 95 % interval of the mean over seeds, each
-  seed's test clips resampled (``trainer.probes.bootstrap_interval``): how much the figure
-  would move with another test sample, training held fixed. The summary also says which
-  split selected the epoch, by which metric, and how the splits were drawn;
+- :func:`seed_record`: one seed's test record (``EvaluationRecord``, ``evaluation.json``)
+  from labels and predictions: accuracy, macro F1, UAR, the per-class report, the
+  confusion matrix (rows = true class, columns = predicted class), the adversarial head's
+  accuracy and the probes;
+- :func:`summarize`: records over seeds (``SummaryRecord``, ``summary.json``) as mean and
+  **sample standard deviation (ddof=1)**; with a single seed the standard deviation is
+  undefined and written as null / "n/a". Beside it, ``ci95``: a bootstrap 95 % interval of
+  the mean over seeds, each seed's test clips resampled
+  (``trainer.probes.bootstrap_interval``): how much the figure would move with another
+  test sample, training held fixed. The summary also says which split selected the epoch,
+  by which metric, and how the splits were drawn;
 - :func:`summary_markdown`, :func:`probe_markdown`, :func:`format_mean_std`: the Markdown.
 """
 
@@ -21,9 +24,19 @@ from typing import Any
 import numpy as np
 
 from pipeline.rng import stable_seed
-
-SUMMARY_SCHEMA_VERSION = 1
-STD_NOTE = "sample standard deviation over seeds (ddof=1); null with a single seed"
+from trainer.records import (
+    STD_NOTE,
+    ClassScores,
+    ClassSummary,
+    EvaluationRecord,
+    ProbeReport,
+    RunInfo,
+    Selection,
+    SelectionSummary,
+    SplitsSummary,
+    Stat,
+    SummaryRecord,
+)
 
 # Headline metrics of a summary, in table order: (key, column title).
 TASK_METRICS = (("accuracy", "Acc"), ("macro_f1", "F1"), ("uar", "UAR"))
@@ -43,35 +56,23 @@ PROBES = (
     ("backbone_probe_adv", "backbone", "adv"),
     ("labels_only_probe_adv", "labels_only", "adv"),
 )
-CI_NOTE = (
-    "ci95: bootstrap 95 % percentile interval of the mean over seeds, each seed's test clips "
-    "resampled with replacement (1000 resamples); training is held fixed"
-)
 
 
-def mean_std(values: Sequence[float]) -> dict[str, Any]:
-    """``{"mean", "std", "n", "values"}`` of finite ``values``; ``std`` is the sample
+def mean_std(values: Sequence[float | None]) -> Stat:
+    """The :class:`~trainer.records.Stat` of finite ``values``: ``std`` is the sample
     standard deviation (ddof=1), None with fewer than two values; ``mean`` None when empty."""
     finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    listed = tuple(None if v is None else float(v) for v in values)
     if not finite:
-        return {
-            "mean": None,
-            "std": None,
-            "n": 0,
-            "values": [None if v is None else float(v) for v in values],
-        }
+        return Stat(None, None, 0, listed)
     array = np.asarray(finite, dtype=np.float64)
-    return {
-        "mean": float(array.mean()),
-        "std": float(array.std(ddof=1)) if len(array) > 1 else None,
-        "n": len(array),
-        "values": [None if v is None else float(v) for v in values],
-    }
+    std = float(array.std(ddof=1)) if len(array) > 1 else None
+    return Stat(float(array.mean()), std, len(array), listed)
 
 
 def per_class_report(
     y_true: Sequence[int], y_pred: Sequence[int], names: Sequence[str]
-) -> dict[str, dict[str, float]]:
+) -> dict[str, ClassScores]:
     """Precision, recall, F1 (fractions) and support (clips) of every class in ``names``."""
     from sklearn.metrics import precision_recall_fscore_support
 
@@ -80,12 +81,7 @@ def per_class_report(
         np.asarray(y_true), np.asarray(y_pred), labels=labels, zero_division=0
     )
     return {
-        name: {
-            "precision": float(precision[i]),
-            "recall": float(recall[i]),
-            "f1": float(f1[i]),
-            "support": int(support[i]),
-        }
+        name: ClassScores(float(precision[i]), float(recall[i]), float(f1[i]), int(support[i]))
         for i, name in enumerate(names)
     }
 
@@ -107,7 +103,7 @@ def seed_record(
     task_pred: Sequence[int],
     adv_pred: Sequence[int] | None,
     probes: dict[str, dict[str, Any]],
-) -> dict[str, Any]:
+) -> EvaluationRecord:
     """One seed's evaluation (what ``evaluation.json`` holds) from labels and predictions.
 
     ``probes`` maps ``"finetuned"`` / ``"backbone"`` to ``{"task": ProbeResult dict,
@@ -120,95 +116,94 @@ def seed_record(
     if adv_pred is not None and len(y_adv):
         adv_acc = float(np.mean(np.asarray(adv_pred) == np.asarray(y_adv)))
     metrics["adv_head_accuracy"] = adv_acc
-    return {
-        "seed": int(seed),
-        "test_clips": len(y_task),
-        "labels": {"task": list(task_names), "adv": list(adv_names)},
-        "metrics": metrics,
-        "per_class": per_class_report(y_task, task_pred, task_names),
-        "confusion_matrix": confusion(y_task, task_pred, len(task_names)),
-        "probes": probes,
-    }
+    return EvaluationRecord(
+        seed=int(seed),
+        test_clips=len(y_task),
+        task_names=tuple(task_names),
+        adv_names=tuple(adv_names),
+        metrics=metrics,
+        per_class=per_class_report(y_task, task_pred, task_names),
+        confusion_matrix=tuple(map(tuple, confusion(y_task, task_pred, len(task_names)))),
+        probes=probes,
+    )
 
 
 def summarize(
-    records: Sequence[dict[str, Any]], run_info: dict[str, Any] | None = None
-) -> dict[str, Any]:
+    records: Sequence[EvaluationRecord], run_info: RunInfo | dict[str, Any] | None = None
+) -> SummaryRecord:
     """Aggregate per-seed records (:func:`seed_record`) into the run summary.
 
-    Headline metrics and probe balanced accuracies become ``{"mean", "std", "n", "values"}``
-    (std = sample std, ddof=1); the per-class report is averaged the same way; confusion
-    matrices are summed over seeds (each seed tests the same split size, so the sum counts
-    every test decision made) and also kept per seed.
+    Headline metrics and probe balanced accuracies become :class:`Stat` (std = sample std,
+    ddof=1); the per-class report is averaged the same way; confusion matrices are summed
+    over seeds (each seed tests the same split size, so the sum counts every test decision
+    made) and also kept per seed.
     """
     if not records:
         raise ValueError("no seed to summarise")
-    records = sorted(records, key=lambda r: r["seed"])
-    task_names = records[0]["labels"]["task"]
-    adv_names = records[0]["labels"]["adv"]
+    records = sorted(records, key=lambda r: r.seed)
+    task_names = records[0].task_names
+    adv_names = records[0].adv_names
+    info = run_info if isinstance(run_info, RunInfo) else RunInfo(**(run_info or {}))
 
     from trainer.metrics import accuracy, macro_f1, uar
 
-    def probe_value(record: dict[str, Any], model: str, label: str) -> float | None:
-        probe = record.get("probes", {}).get(model, {}).get(label)
-        return None if probe is None else probe["balanced_accuracy"]
-
-    metrics: dict[str, Any] = {}
+    metrics: dict[str, Stat] = {}
     task_metric = {"accuracy": accuracy, "macro_f1": macro_f1, "uar": uar}
     for key, _ in (*TASK_METRICS, ADV_HEAD_METRIC):
-        metrics[key] = mean_std([r["metrics"].get(key) for r in records])
+        metrics[key] = mean_std([r.metrics.get(key) for r in records])
         if key in task_metric:
             groups = clip_groups(records, "y_task", None)
-            metrics[key]["ci95"] = pooled_interval(groups, task_metric[key], key)
+            metrics[key] = metrics[key].with_interval(
+                pooled_interval(groups, task_metric[key], key)
+            )
     for key, model, label in PROBES:
-        metrics[key] = mean_std([probe_value(r, model, label) for r in records])
+        metrics[key] = mean_std([r.probe_score(model, label) for r in records])
         groups = clip_groups(records, f"y_{label}", f"{model}_{label}")
-        metrics[key]["ci95"] = pooled_interval(groups, uar, key)
-        metrics[f"{key}_cv"] = mean_std([probe_value(r, f"{model}_cv", label) for r in records])
+        metrics[key] = metrics[key].with_interval(pooled_interval(groups, uar, key))
+        metrics[f"{key}_cv"] = mean_std([r.probe_score(f"{model}_cv", label) for r in records])
 
     def chance(label: str, names: Sequence[str]) -> float:
         for record in records:
-            probe = record.get("probes", {}).get("finetuned", {}).get(label)
+            probe = record.probes.get("finetuned", {}).get(label)
             if probe is not None and probe.get("chance") is not None:
                 return float(probe["chance"])
         return 1.0 / len(names) if names else float("nan")
 
     per_class = {
-        name: {
-            field: mean_std([r["per_class"][name][field] for r in records])
-            for field in ("precision", "recall", "f1")
-        }
-        | {"support": int(sum(r["per_class"][name]["support"] for r in records))}
+        name: ClassSummary(
+            *(
+                mean_std([getattr(r.per_class[name], field) for r in records])
+                for field in ("precision", "recall", "f1")
+            ),
+            support=int(sum(r.per_class[name].support for r in records)),
+        )
         for name in task_names
     }
-    matrices = [np.asarray(r["confusion_matrix"], dtype=np.int64) for r in records]
+    matrices = [np.asarray(r.confusion_matrix, dtype=np.int64) for r in records]
     perturbation = perturbation_summary(records)
     if perturbation is not None:
-        metrics.update(perturbation.pop("metrics"))
-    if any(r.get("adversary") for r in records):
+        metrics.update(perturbation[2])
+    if any(r.adversary for r in records):
         for key, name in ADVERSARY_METRICS:
-            metrics[key] = mean_std([(r.get("adversary") or {}).get(name) for r in records])
-    return {
-        "schema_version": SUMMARY_SCHEMA_VERSION,
-        **(run_info or {}),
-        "seeds": [r["seed"] for r in records],
-        "std": STD_NOTE,
-        "ci95": CI_NOTE,
-        "selection": selection_of(records),
-        "splits": splits_of(records),
-        "labels": {"task": list(task_names), "adv": list(adv_names)},
-        "metrics": metrics,
-        "chance": {"task": chance("task", task_names), "adv": chance("adv", adv_names)},
-        "per_class": per_class,
-        "confusion_matrix": {
-            "labels": list(task_names),
-            "rows": "true class",
-            "columns": "predicted class",
-            "summed_over_seeds": np.sum(matrices, axis=0).astype(int).tolist(),
-            "per_seed": {str(r["seed"]): r["confusion_matrix"] for r in records},
-        },
-        **({"perturbation": perturbation} if perturbation is not None else {}),
-    }
+            metrics[key] = mean_std(
+                [None if r.adversary is None else getattr(r.adversary, name) for r in records]
+            )
+    summed = np.sum(matrices, axis=0).astype(int).tolist()
+    return SummaryRecord(
+        info=info,
+        seeds=tuple(r.seed for r in records),
+        selection=selection_of(records),
+        splits=splits_of(records),
+        task_names=tuple(task_names),
+        adv_names=tuple(adv_names),
+        metrics=metrics,
+        chance_task=chance("task", task_names),
+        chance_adv=chance("adv", adv_names),
+        per_class=per_class,
+        confusion=tuple(map(tuple, summed)),
+        confusion_per_seed={str(r.seed): r.confusion_matrix for r in records},
+        perturbation=None if perturbation is None else perturbation[:2],
+    )
 
 
 # Summary key, model and figure of the invariance record (evaluation.json "perturbation").
@@ -231,29 +226,30 @@ ADVERSARY_METRICS = (
 ADVERSARY_BEHIND = 0.20
 
 
-def perturbation_summary(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """``{"kind", "views", "metrics"}`` over the seeds' ``perturbation`` records (None when
-    no seed has one, e.g. evaluations from before it was recorded)."""
-    found = [r.get("perturbation") for r in records]
+def perturbation_summary(
+    records: Sequence[EvaluationRecord],
+) -> tuple[str, int, dict[str, Stat]] | None:
+    """``(kind, views, metrics)`` over the seeds' invariance records (None when no seed
+    has one, e.g. evaluations from before it was recorded)."""
+    found = [r.perturbation for r in records]
     first = next((p for p in found if p), None)
     if first is None:
         return None
 
-    def value(p: dict[str, Any] | None, model: str, label: str | None) -> float | None:
+    def value(p: Any, model: str, label: str | None) -> float | None:
         if not p:
             return None
-        entry = p[model]
-        # view_shift: None in records from before it replaced the total-variance distance.
-        return entry.get("view_shift") if label is None else entry[label]["transfer"]
+        entry = getattr(p, model)
+        return entry.view_shift if label is None else getattr(entry, f"{label}_transfer")
 
-    return {
-        "kind": first["kind"],
-        "views": first["views"],
-        "metrics": {
+    return (
+        first.kind,
+        first.views,
+        {
             key: mean_std([value(p, model, label) for p in found])
             for key, model, label in PERTURBATION_METRICS
         },
-    }
+    )
 
 
 def markdown_cell(value: Any) -> str:
@@ -269,23 +265,23 @@ def markdown_cell(value: Any) -> str:
 
 
 def clip_groups(
-    records: Sequence[dict[str, Any]], truth: str, prediction: str | None
+    records: Sequence[EvaluationRecord], truth: str, prediction: str | None
 ) -> list[tuple[np.ndarray, np.ndarray]] | None:
     """Per seed ``(truth, prediction)`` over its test clips from ``record["clips"]``
     (``prediction``: a probe key of ``probe_pred``, None for the task head); clips a probe
     could not score (-1) are left out. None when a record lacks them (older evaluations)."""
     groups = []
     for record in records:
-        clips = record.get("clips")
+        clips = record.clips
         if not clips:
             return None
-        y = np.asarray(clips[truth], dtype=np.int64)
+        y = np.asarray(getattr(clips, truth), dtype=np.int64)
         if prediction is None:
-            pred = np.asarray(clips["task_pred"], dtype=np.int64)
+            pred = np.asarray(clips.task_pred, dtype=np.int64)
         else:
-            if prediction not in clips.get("probe_pred", {}):
+            if prediction not in clips.probe_pred:
                 return None
-            pred = np.asarray(clips["probe_pred"][prediction], dtype=np.int64)
+            pred = np.asarray(clips.probe_pred[prediction], dtype=np.int64)
         scored = pred >= 0
         groups.append((y[scored], pred[scored]))
     return groups
@@ -306,45 +302,37 @@ def pooled_interval(
     return None if not (math.isfinite(low) and math.isfinite(high)) else [low, high]
 
 
-def selection_of(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def selection_of(records: Sequence[EvaluationRecord]) -> SelectionSummary:
     """Which split selected each seed's epoch, by which metric; ``split`` is the common
     value (``mixed`` when seeds differ, None when no record says: older evaluations)."""
-    per_seed = {
-        str(r["seed"]): r.get("selection", {"split": None, "metric": None}) for r in records
-    }
+    per_seed = {str(r.seed): r.selection or Selection(None, None) for r in records}
 
     def common(field: str) -> str | None:
-        values = {s.get(field) for s in per_seed.values()}
+        values = {getattr(s, field) for s in per_seed.values()}
         return values.pop() if len(values) == 1 else "mixed"
 
-    return {"split": common("split"), "metric": common("metric"), "per_seed": per_seed}
+    return SelectionSummary(common("split"), common("metric"), per_seed)
 
 
-def splits_of(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def splits_of(records: Sequence[EvaluationRecord]) -> SplitsSummary:
     """How each seed's split was drawn (``pipeline.splits.SeedSplit.describe``)."""
-    per_seed = {str(r["seed"]): r.get("split") for r in records}
+    per_seed = {str(r.seed): r.split for r in records}
     first = next((v for v in per_seed.values() if v), None) or {}
-    return {
-        "mode": first.get("mode"),
-        "protocol": first.get("protocol"),
-        "stratify": first.get("stratify"),
-        "per_seed": per_seed,
-    }
+    return SplitsSummary(first.get("mode"), first.get("protocol"), first.get("stratify"), per_seed)
 
 
-def format_interval(stat: dict[str, Any] | None) -> str:
+def format_interval(stat: Stat | None) -> str:
     """``"[58.10, 64.02]"`` (percent) from a stat's ``ci95``; ``"–"`` without one."""
-    interval = (stat or {}).get("ci95")
+    interval = None if stat is None else stat.ci95
     if not interval:
         return "–"
     return f"[{100 * interval[0]:.2f}, {100 * interval[1]:.2f}]"
 
 
-def selection_sentence(summary: dict[str, Any]) -> str:
+def selection_sentence(summary: SummaryRecord) -> str:
     """How the epoch was selected and the splits drawn, in one sentence for a reader."""
-    selection = summary.get("selection") or {}
-    splits = summary.get("splits") or {}
-    split, metric = selection.get("split"), selection.get("metric") or "accuracy"
+    splits = summary.splits
+    split, metric = summary.selection.split, summary.selection.metric or "accuracy"
     if split == "val":
         chosen = f"Epoch selected on the validation split by {metric}."
     elif split == "test":
@@ -356,40 +344,40 @@ def selection_sentence(summary: dict[str, Any]) -> str:
         chosen = "**Seeds selected their epoch on different splits (see summary.json).**"
     else:
         chosen = "Selection split not recorded (evaluated before it was)."
-    if splits.get("mode") == "per-seed":
+    if splits.mode == "per-seed":
         drawn = (
-            f"Each seed drew its own split (protocol {splits.get('protocol')}, stratified "
-            f"on {splits.get('stratify')})."
+            f"Each seed drew its own split (protocol {splits.protocol}, stratified "
+            f"on {splits.stratify})."
         )
-    elif splits.get("mode") == "fixed":
+    elif splits.mode == "fixed":
         drawn = (
-            f"Every seed used the manifest's split (protocol {splits.get('protocol')}, "
-            f"stratified on {splits.get('stratify')})."
+            f"Every seed used the manifest's split (protocol {splits.protocol}, "
+            f"stratified on {splits.stratify})."
         )
     else:
         drawn = "Every seed used the manifest's split (run from before splits were recorded)."
     return f"{chosen} {drawn}"
 
 
-def format_mean_std(stat: dict[str, Any] | None, percent: bool = True) -> str:
+def format_mean_std(stat: Stat | None, percent: bool = True) -> str:
     """``"61.25 ± 1.30"`` (percent, 2 decimals); ``"61.25 ± n/a"`` with one seed; ``"–"``
     when there is no value."""
-    if not stat or stat.get("mean") is None:
+    if stat is None or stat.mean is None:
         return "–"
     scale = 100.0 if percent else 1.0
-    mean = f"{stat['mean'] * scale:.2f}"
-    std = "n/a" if stat.get("std") is None else f"{stat['std'] * scale:.2f}"
+    mean = f"{stat.mean * scale:.2f}"
+    std = "n/a" if stat.std is None else f"{stat.std * scale:.2f}"
     return f"{mean} ± {std}"
 
 
-def perturbation_markdown(summary: dict[str, Any]) -> list[str]:
+def perturbation_markdown(summary: SummaryRecord) -> list[str]:
     """The invariance section of :func:`summary_markdown` (no lines without the record)."""
-    info = summary.get("perturbation")
-    if not info:
+    if summary.perturbation is None:
         return []
-    metrics = summary["metrics"]
+    kind, views = summary.perturbation
+    metrics = summary.metrics
     return [
-        f"## Invariance to the {info['kind']} perturbation (test split, views 1-{info['views']})",
+        f"## Invariance to the {kind} perturbation (test split, views 1-{views})",
         "",
         "The same held-out probes, fitted on the training split's originals, scored on the "
         "test clips' perturbed views instead of their originals; view shift: how far a "
@@ -415,34 +403,35 @@ def perturbation_markdown(summary: dict[str, Any]) -> list[str]:
     ]
 
 
-def recipe_lines(summary: dict[str, Any]) -> list[str]:
+def recipe_lines(summary: SummaryRecord) -> list[str]:
     """One sentence naming the training recipe and the adversary's settings (none for
     summaries from before recipes, or without an adversary)."""
-    recipe = summary.get("recipe")
-    if recipe is None or not summary.get("adversary", True):
+    info = summary.info
+    recipe = info.recipe
+    if recipe is None or info.adversary is False:
         return []
-    if summary.get("adv_lr") is None:
+    if info.adv_lr is None:
         own = "in the backbone's optimizer and schedule"
     else:
         own = (
-            f"own AdamW at lr {summary['adv_lr']:g}, {summary.get('adv_steps')} update(s) per "
+            f"own AdamW at lr {info.adv_lr:g}, {info.adv_steps} update(s) per "
             "step on the detached embedding"
         )
     return [
         f"Recipe {markdown_cell(recipe)}: the adversary {own}, input "
-        f"{markdown_cell(summary.get('adv_input'))}, conditioning "
-        f'{markdown_cell(summary.get("adv_condition"))} (docs/training.md, "Recipes").',
+        f"{markdown_cell(info.adv_input)}, conditioning "
+        f'{markdown_cell(info.adv_condition)} (docs/training.md, "Recipes").',
         "",
     ]
 
 
-def adversary_markdown(summary: dict[str, Any]) -> list[str]:
+def adversary_markdown(summary: SummaryRecord) -> list[str]:
     """The adversary's competence section of :func:`summary_markdown` (none without it)."""
-    metrics = summary["metrics"]
+    metrics = summary.metrics
     head, probe = metrics.get("adversary_fit_head"), metrics.get("adversary_fit_probe")
-    if not head or head.get("mean") is None:
+    if head is None or head.mean is None:
         return []
-    adv = summary.get("adversarial_label", "y-")
+    adv = recorded(summary.info.adversarial_label, "y-")
     lines = [
         "## Adversary competence (training split, selected model)",
         "",
@@ -459,25 +448,25 @@ def adversary_markdown(summary: dict[str, Any]) -> list[str]:
         f"{format_mean_std(metrics.get('adversary_grad_share'), percent=False)} |",
         "",
     ]
-    if probe and probe.get("mean") is not None and probe["mean"] - head["mean"] > ADVERSARY_BEHIND:
+    if probe is not None and probe.mean is not None and probe.mean - head.mean > ADVERSARY_BEHIND:
         lines += [
             f"**Warning: the adversary reads the {markdown_cell(adv)} at "
-            f"{100 * head['mean']:.0f} %, a linear probe at {100 * probe['mean']:.0f} %: the "
+            f"{100 * head.mean:.0f} %, a linear probe at {100 * probe.mean:.0f} %: the "
             "reversal removes little.**",
             "",
         ]
     return lines
 
 
-def summary_markdown(summary: dict[str, Any]) -> str:
+def summary_markdown(summary: SummaryRecord) -> str:
     """The summary as Markdown: headline metrics, leakage probes, per-class report and the
     summed confusion matrix. Percentages; ± is the sample standard deviation (ddof=1)."""
-    seeds = ", ".join(str(s) for s in summary["seeds"])
-    task = summary.get("task", "y+")
-    adv = summary.get("adversarial_label", "y-")
-    metrics = summary["metrics"]
+    seeds = ", ".join(str(s) for s in summary.seeds)
+    task = recorded(summary.info.task, "y+")
+    adv = recorded(summary.info.adversarial_label, "y-")
+    metrics = summary.metrics
     lines = [
-        f"# Run {summary.get('run', '')}".rstrip(),
+        f"# Run {recorded(summary.info.run, '')}".rstrip(),
         "",
         f"Task y+ = {task}, discarded label y- = {adv}; seeds {seeds}. "
         f"Values in %, mean ± {STD_NOTE}; [low, high]: bootstrap 95 % interval of the mean "
@@ -500,8 +489,8 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "Balanced accuracy (mean recall over the test classes) of a logistic-regression probe "
         "fitted on the training split's embeddings and scored on the test split; the last two "
         "columns cross-validate a probe inside the test split instead (secondary, noisier). "
-        f"Chance: y+ {100 * summary['chance']['task']:.2f}, "
-        f"y- {100 * summary['chance']['adv']:.2f}. "
+        f"Chance: y+ {100 * summary.chance_task:.2f}, "
+        f"y- {100 * summary.chance_adv:.2f}. "
         "Lower y- probe accuracy = less of the discarded label left in the embedding. "
         "When y+ and y- are correlated, the y+ label alone already predicts y- to some "
         "degree (row 'y+ label alone'): that, not chance, is the level an embedding that "
@@ -522,8 +511,7 @@ def summary_markdown(summary: dict[str, Any]) -> str:
                 ("y+ label alone (no audio)", "-", "labels_only_probe_adv"),
             )
         ),
-        f"| chance | {100 * summary['chance']['task']:.2f} | | "
-        f"{100 * summary['chance']['adv']:.2f} | | | |",
+        f"| chance | {100 * summary.chance_task:.2f} | | {100 * summary.chance_adv:.2f} | | | |",
         "",
         f"Adversarial head accuracy on y- (the head the encoder was trained to defeat; "
         f"not a measure of disentanglement): {format_mean_std(metrics['adv_head_accuracy'])}.",
@@ -535,14 +523,13 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "| Class | Precision | Recall | F1 | Support (all seeds) |",
         "|---|---|---|---|---|",
     ]
-    for name, row in summary["per_class"].items():
+    for name, row in summary.per_class.items():
         lines.append(
-            f"| {markdown_cell(name)} | {format_mean_std(row['precision'])} | "
-            f"{format_mean_std(row['recall'])} "
-            f"| {format_mean_std(row['f1'])} | {row['support']} |"
+            f"| {markdown_cell(name)} | {format_mean_std(row.precision)} | "
+            f"{format_mean_std(row.recall)} "
+            f"| {format_mean_std(row.f1)} | {row.support} |"
         )
-    matrix = summary["confusion_matrix"]
-    names = matrix["labels"]
+    names = summary.task_names
     lines += [
         "",
         "## Confusion matrix (summed over seeds; rows true, columns predicted)",
@@ -550,45 +537,49 @@ def summary_markdown(summary: dict[str, Any]) -> str:
         "| true \\ predicted | " + " | ".join(markdown_cell(n) for n in names) + " |",
         "|---|" + "---|" * len(names),
     ]
-    for name, row in zip(names, matrix["summed_over_seeds"], strict=True):
+    for name, row in zip(names, summary.confusion, strict=True):
         lines.append(f"| {markdown_cell(name)} | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def recorded(value: Any, default: Any) -> Any:
+    """``value``, or ``default`` when it is None (a summary field not recorded)."""
+    return default if value is None else value
 
 
 def probe_summary(
     per_seed: Sequence[dict[str, Any]],
     run_info: dict[str, Any],
     groups: dict[str, list[tuple[np.ndarray, np.ndarray]]] | None = None,
-) -> dict[str, Any]:
+) -> ProbeReport:
     """Probes on another corpus over seeds: each ``per_seed`` record holds ``seed`` and
     probe dicts under ``finetuned_task``, ``finetuned_adv``, ``backbone_task``,
     ``backbone_adv`` and ``labels_only_adv`` (held out: fitted on its train split, scored
     on its test split) and the same with ``_cv_`` (inside its test split); their balanced
     accuracies become mean and sample std (ddof=1). ``groups``: per held-out key, per seed
-    ``(truth, prediction)`` on the test clips, for the bootstrap ``ci95``."""
+    ``(truth, prediction)`` on the test clips, for the bootstrap ``ci95``. ``run_info``:
+    the :class:`~trainer.records.ProbeReport`'s ``run``, ``manifest``, ``clips``,
+    ``train_clips``, ``failed``, ``task`` and ``adversarial_label``."""
     from trainer.metrics import uar
 
     keys = [k for k in per_seed[0] if k != "seed"]
-    probes = {k: mean_std([r[k]["balanced_accuracy"] for r in per_seed]) for k in keys}
-    for key, stat in probes.items():
+    probes = {}
+    for key in keys:
+        stat = mean_std([r[key]["balanced_accuracy"] for r in per_seed])
         scored = [(y[p >= 0], p[p >= 0]) for y, p in (groups or {}).get(key, [])]
-        stat["ci95"] = pooled_interval(scored or None, uar, key)
-    return {
+        probes[key] = stat.with_interval(pooled_interval(scored or None, uar, key))
+    return ProbeReport(
         **run_info,
-        "std": STD_NOTE,
-        "ci95": CI_NOTE,
-        "probes": probes,
-        "chance": {
-            "task": per_seed[0]["finetuned_task"]["chance"],
-            "adv": per_seed[0]["finetuned_adv"]["chance"],
-        },
-        "per_seed": list(per_seed),
-    }
+        probes=probes,
+        chance_task=per_seed[0]["finetuned_task"]["chance"],
+        chance_adv=per_seed[0]["finetuned_adv"]["chance"],
+        per_seed=tuple(per_seed),
+    )
 
 
-def probe_markdown(result: dict[str, Any], corpus: str) -> str:
+def probe_markdown(result: ProbeReport, corpus: str) -> str:
     """:func:`probe_summary`'s result as a Markdown table (balanced accuracy in %)."""
-    p = result["probes"]
+    p = result.probes
 
     def cells(key: str) -> str:
         return (
@@ -597,20 +588,19 @@ def probe_markdown(result: dict[str, Any], corpus: str) -> str:
         )
 
     lines = [
-        f"# Probes of run {result['run']} on {corpus} ({result.get('train_clips', '?')} train, "
-        f"{result['clips']} test clips)",
+        f"# Probes of run {result.run} on {corpus} ({result.train_clips} train, "
+        f"{result.clips} test clips)",
         "",
         f"Balanced accuracy in %, mean ± {STD_NOTE}. Probes fitted on the corpus's train split "
         "and scored on its test split; [low, high]: bootstrap 95 % interval over its test "
         "clips; 'CV' columns: cross-validation inside its test split (secondary).",
         "",
-        f"| Model | Probe y+ ({markdown_cell(result['task'])}) | 95 % interval | CV y+ "
-        f"| Probe y- ({markdown_cell(result['adversarial_label'])}) | 95 % interval | CV y- |",
+        f"| Model | Probe y+ ({markdown_cell(result.task)}) | 95 % interval | CV y+ "
+        f"| Probe y- ({markdown_cell(result.adversarial_label)}) | 95 % interval | CV y- |",
         "|---|---|---|---|---|---|---|",
         f"| fine-tuned | {cells('finetuned_task')} | {cells('finetuned_adv')} |",
         f"| un-fine-tuned backbone | {cells('backbone_task')} | {cells('backbone_adv')} |",
         f"| y+ label alone | – | | | {cells('labels_only_adv')} |",
-        f"| chance | {100 * result['chance']['task']:.2f} | | | "
-        f"{100 * result['chance']['adv']:.2f} | | |",
+        f"| chance | {100 * result.chance_task:.2f} | | | {100 * result.chance_adv:.2f} | | |",
     ]
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ import numpy as np
 
 from pipeline.atomic import os_reason, probe_writable
 from pipeline.errors import PipelineError
+from pipeline.fields import parse_choice, parse_int, parse_number
 from pipeline.manifest import read_regular_file
 from pipeline.selectivity.features import FEATURE_SETS
 from pipeline.stats.bootstrap import DEFAULT_BOOTSTRAP
@@ -101,9 +102,7 @@ def _object(value: Any, where: str) -> dict[str, Any]:
 
 
 def _number(value: Any, key: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise SelectivityError(f"{where}: field {key!r} must be a number, got {value!r}")
-    return float(value)
+    return parse_number(value, key, where, error=SelectivityError)
 
 
 def _fraction(value: Any, key: str, where: str) -> float:
@@ -115,19 +114,11 @@ def _fraction(value: Any, key: str, where: str) -> float:
 
 
 def _count(value: Any, key: str, where: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise SelectivityError(
-            f"{where}: field {key!r} must be an integer >= {minimum}, got {value!r}"
-        )
-    return value
+    return parse_int(value, key, where, minimum, error=SelectivityError)
 
 
 def _choice(value: Any, key: str, choices: Sequence[str], where: str) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise SelectivityError(
-            f"{where}: field {key!r} must be one of {', '.join(choices)}, got {value!r}"
-        )
-    return value
+    return parse_choice(value, key, where, choices, SelectivityError)
 
 
 def _flag(value: Any, key: str, where: str) -> bool | None:
