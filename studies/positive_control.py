@@ -439,13 +439,12 @@ def mechanisms(
 
 
 def seed_metrics(run: Path, seed: int) -> dict[str, float]:
-    """One seed's emotion-task test metrics, from whichever record the run folder has (the
-    evaluation's, or the legacy layout's test record)."""
+    """One seed's emotion-task test metrics, from its evaluation record (a run folder of
+    the layout before versioned records: `ncore-train migrate` it first)."""
     seed_dir = RunDir(run).seed(seed)
-    for path in (seed_dir.evaluation, seed_dir.legacy_test_metrics):
-        if path.exists():
-            return json.loads(path.read_text(encoding="utf-8"))["metrics"]
-    raise SystemExit(f"{run}: no test metrics for seed {seed}")
+    if not seed_dir.evaluation.exists():
+        raise SystemExit(f"{run}: no test metrics for seed {seed}")
+    return dict(seed_dir.read_evaluation().metrics)
 
 
 def stable_int(name: str) -> int:

@@ -139,14 +139,14 @@ def control(tmp_path_factory):
 @pytest.mark.slow
 def test_the_recommended_recipe_removes_the_speaker_and_keeps_the_task(control):
     base, observer, ncore = control["baseline"], control["observer"], control["recommended"]
-    print("PCNUMBERS", [(n, r[0], r[1].balanced_accuracy, r[2].balanced_accuracy) for n, r in control.items()])  # noqa
     # There is speaker information to remove: the baseline decodes the speaker of unseen
     # clips well above chance (1/4).
     assert base[1].balanced_accuracy > base[1].chance + 0.15, base[1]
     # The direction: lower than the baseline, and than the same recipe with the reversal
-    # off, so that the reversal is what removed it. (At this size, 80 optimizer steps,
-    # measured: 81.2 against 86.1 for the baseline; at full size the gap is larger, README.)
-    assert ncore[1].balanced_accuracy < base[1].balanced_accuracy, (ncore[1], base[1])
+    # off, so that the removal terms are what removed it (measured at this size, 80
+    # optimizer steps: 80.9 against 86.1 with them off; at full size, README).
+    # At least 5 points below the baseline (measured at this size: 80.9 against 91.3).
+    assert ncore[1].balanced_accuracy < base[1].balanced_accuracy - 0.05, (ncore[1], base[1])
     assert ncore[1].balanced_accuracy < observer[1].balanced_accuracy, (ncore[1], observer[1])
     # The task is kept (within 10 points on the 24 test clips) and so is the emotion probe.
     assert ncore[0] > base[0] - 0.10, (ncore[0], base[0])

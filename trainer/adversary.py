@@ -254,11 +254,13 @@ def adversary_competence(
     return head, fit_accuracy(features, y_adv.cpu().numpy())
 
 
-def behind_warning(label: str, head: float, probe: float) -> str | None:
-    """The one-line warning when the adversary trails the probe by more than BEHIND."""
+def behind_warning(label: str, head: float, probe: float, eraser: bool = False) -> str | None:
+    """The one-line warning when the adversary trails the probe by more than BEHIND;
+    ``eraser``: a linear eraser is on, which does not depend on the adversary."""
     if not (np.isfinite(head) and np.isfinite(probe)) or probe - head <= BEHIND:
         return None
-    return (
+    line = (
         f"the adversary reads the {label} at {100 * head:.0f} %, a linear probe at "
         f"{100 * probe:.0f} %: the reversal removes little"
     )
+    return line + " (the linear eraser does not depend on it)" if eraser else line

@@ -425,7 +425,9 @@ def train_seed(
         gathered = gathered_clips(epoch_clips, ddp, device) if config.adversary else None
         if gathered is not None and ddp.main:
             adv_fit, probe_fit = adversary_competence(raw_model, *gathered)
-            warning = behind_warning(config.adversarial_label, adv_fit, probe_fit)
+            warning = behind_warning(
+                config.adversarial_label, adv_fit, probe_fit, config.lambda_erase > 0
+            )
             if warning:
                 log.warning("seed %d epoch %d: %s", seed, epoch, warning)
 

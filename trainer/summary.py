@@ -438,9 +438,10 @@ def adversary_markdown(summary: SummaryRecord) -> list[str]:
         f"What the adversary reads of y- ({markdown_cell(adv)}) on the training clips it was "
         "trained on, next to a standardised linear probe fitted and scored on the same "
         "embeddings; and the reversed gradient's norm at the embedding over the task CE's "
-        "(mean over the selected epoch's batches). An adversary far below the probe sends "
-        "the encoder a reversed gradient that carries little of the y- information there "
-        'is: the reversal then removes little (docs/training.md, "Recipes").',
+        "(mean over the selected epoch's batches; the linear eraser's included when it is "
+        "on). An adversary far below the probe sends the encoder a reversed gradient that "
+        "carries little of the y- information there is: the reversal then removes little; "
+        'the linear eraser does not depend on it (docs/training.md, "Recipes").',
         "",
         "| Adversary, training clips | Linear probe, same clips | Reversed / CE gradient |",
         "|---|---|---|",
