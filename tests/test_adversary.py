@@ -90,6 +90,7 @@ def test_reweighting_makes_the_two_labels_independent():
     assert weights[emotion, speaker].mean() == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # about 12 s on 2 shared cores
 def test_a_whitened_adversary_reads_a_small_speaker_direction_a_raw_one_misses():
     x, emotion, speaker = _entangled_embeddings()
     reference = fit_accuracy(x, speaker)  # what a standardised linear probe reads
@@ -222,6 +223,7 @@ def test_the_linear_eraser_measures_what_a_linear_map_can_read_of_the_discarded_
     )
 
 
+@pytest.mark.slow  # about 12 s on 2 shared cores
 def test_descending_the_linear_eraser_removes_a_small_speaker_direction_and_keeps_the_emotion():
     """Gradient steps on the embeddings themselves (whitened, as the adversary reads them):
     a standardised linear probe's speaker accuracy falls to near chance, its emotion

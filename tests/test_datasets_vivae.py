@@ -114,3 +114,13 @@ def test_a_file_name_that_is_not_utf8_is_one_failure_and_the_rest_imports(tmp_pa
     assert "S03_fear_moderate_07" not in {c.id for c in manifest.clips}
     assert len(manifest.clips) + len(manifest.failures) == len(NAMES)
     json.loads((tmp_path / "m" / "vivae.json").read_text(encoding="utf-8"))  # real UTF-8
+
+
+# A regression of issue 13: a symlink loop crashed the import.
+def test_a_symlink_loop_found_by_listing_the_folder_is_one_failure(tmp_path):
+    root = make_vivae(tmp_path / "VIVAE", ["S01_anger_low_01.wav", "S02_fear_peak_02.wav"])
+    loop = root / "full_set" / "S03_pain_strong_03.wav"
+    loop.symlink_to(loop.name)
+    manifest, summary = build_manifest("vivae", root, "v", seed=0)
+    assert summary.imported == 2 and summary.failed == 1
+    assert manifest.failures[0].reason.startswith("symlink loop")

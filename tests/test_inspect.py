@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,7 +20,9 @@ from pipeline.inspection import InspectError, describe, export_clip
 from pipeline.manifest import SPLITS, Manifest
 from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
 from pipeline.shards import ShardReader
+from pipeline.testing.corpus_trees import make_csv_tree
 from pipeline.testing.prep_corpus import GONE_ID, NAME, SHORT_ID, make_corpus
+from pipeline.testing.processes import file_size_limit, only_line
 
 VIEWS = 2
 
@@ -97,3 +102,28 @@ def test_cli_inspect_summary_clip_and_unknown_clip(manifest_path, tmp_path):
     assert unknown.exit_code == 1
     assert unknown.output.startswith("Error: clip no-such-clip is not in")
     assert unknown.output.count("\n") == 1
+
+
+# ----- a full disk and a hostile clip id (regressions of issue 13: tracebacks) ------------------
+# "Disk full" is a real limit on file size (RLIMIT_FSIZE: the write fails with EFBIG) set in a
+# real child process.
+PREP = (sys.executable, "-m", "pipeline.cli")
+
+
+def test_a_full_disk_while_exporting_a_clip_is_one_line(tmp_path):
+    data = make_csv_tree(tmp_path / "data")
+    cmd = [*PREP, "manifest", "--dataset", "csv", "--data-dir", str(data)]
+    subprocess.run([*cmd, "--manifest-dir", str(tmp_path / "m")], check=True, timeout=300)
+    manifest = tmp_path / "m" / "csv.json"
+    clip = json.loads(manifest.read_text())["clips"][0]["id"]
+    full = subprocess.run(
+        [*PREP, "inspect", str(manifest), "--clip", clip, "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=file_size_limit(4096),  # a 0.3 s WAV is 9.6 kB
+    )
+    assert "File too large" in only_line(full)
+    long = CliRunner().invoke(main, ["inspect", str(manifest), "--clip", "c" * 235])
+    assert long.exit_code == 1 and "characters long" in long.output
+    assert long.output.count("\n") == 1

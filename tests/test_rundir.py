@@ -1,18 +1,25 @@
-"""The run folder's records (trainer/rundir.py) and the atomic writes under it."""
+"""The run folder (trainer/rundir.py): its records, their versions and damage, migration, and
+the lock and config check that keep two trainings out of one folder.
+
+(The atomic writes under it: tests/test_atomic.py.)"""
 
 from __future__ import annotations
 
 import json
 import os
-import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
-from pipeline.atomic import replace_folder, write_json, write_text
+from pipeline.atomic import write_json
+from pipeline.manifest import Manifest
+from pipeline.testing.processes import one_line_error, process_error
+from pipeline.testing.toy import toy_train_args
+from trainer.cli import main
 from trainer.errors import TrainerError
 from trainer.rundir import (
     EpochRow,
@@ -140,57 +147,6 @@ def test_seed_folders_and_the_legacy_finished_mark(tmp_path) -> None:
 def test_not_a_run_folder_is_one_clear_error(tmp_path) -> None:
     with pytest.raises(TrainerError, match="not a run folder"):
         RunDir(tmp_path).read_record()
-
-
-# ----- atomic writes -------------------------------------------------------------------------
-def _mode_under_umask(mask: int, tmp_path: Path) -> tuple[int, int, int]:
-    """Modes of a file written by write_text, a folder by replace_folder and a file inside
-    it, in a child process whose umask is ``mask`` (the umask is per process)."""
-    code = (
-        "import os, sys\n"
-        "from pathlib import Path\n"
-        "from pipeline.atomic import replace_folder, write_text\n"
-        f"os.umask({mask})\n"
-        "root = Path(sys.argv[1])\n"
-        "write_text(root / 'a.json', '{}')\n"
-        "with replace_folder(root / 'best') as tmp:\n"
-        "    (tmp / 'inner.txt').write_text('x')\n"
-    )
-    subprocess.run(
-        [sys.executable, "-c", code, str(tmp_path)],
-        check=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    return tuple(
-        stat.S_IMODE(p.stat().st_mode)
-        for p in (tmp_path / "a.json", tmp_path / "best", tmp_path / "best" / "inner.txt")
-    )
-
-
-@pytest.mark.parametrize(("mask", "expected"), [(0o022, (0o644, 0o755)), (0o077, (0o600, 0o700))])
-def test_atomic_writes_respect_the_umask(tmp_path, mask, expected) -> None:
-    file_mode, folder_mode, inner_mode = _mode_under_umask(mask, tmp_path)
-    assert file_mode == expected[0]  # as open() would create it (mkstemp makes 0600)
-    assert folder_mode == expected[1]  # as mkdir would (mkdtemp makes 0700)
-    assert inner_mode == expected[0]
-
-
-def test_atomic_write_leaves_no_temporary_file_and_keeps_the_old_on_failure(tmp_path) -> None:
-    target = tmp_path / "x.txt"
-    write_text(target, "one")
-    write_text(target, "two")
-    assert target.read_text() == "two"
-    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
-    folder = tmp_path / "best"
-    with replace_folder(folder) as tmp:
-        (tmp / "a").write_text("old")
-    with pytest.raises(RuntimeError), replace_folder(folder) as tmp:
-        (tmp / "a").write_text("new")
-        raise RuntimeError("killed while saving")
-    assert (folder / "a").read_text() == "old"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "x.txt"]
-    write_json(tmp_path / "nan.json", {"x": float("nan"), "y": [1.5, float("inf")]})
-    assert json.loads((tmp_path / "nan.json").read_text()) == {"x": None, "y": [1.5, None]}
 
 
 # ----- a run records, resumes and is evaluated on its own view set ----------------------------
@@ -590,3 +546,66 @@ def test_migrate_refuses_an_unknown_version_and_a_record_it_cannot_read(tmp_path
     with pytest.raises(TrainerError, match=r"model.json: missing field"):
         run_migrate(run)
     assert (run.seed(3).path / "test_metrics.json").exists()  # nothing after it was touched
+
+
+# ----- the run folder of a real ncore-train (regressions of issue 13) ----------------------------
+# Before the fix two trainings into one folder both exited 0 with mixed files, a folder holding
+# another config was overwritten and ``--resume`` after the manifest's splits changed trained
+# on new test clips. The runs are real tiny ones (tests/conftest.py, ``trained_copy``).
+TRAIN = (sys.executable, "-m", "trainer.cli")
+
+
+@pytest.mark.slow
+def test_a_second_training_into_a_folder_in_use_is_refused(trained_copy):
+    out = trained_copy / "runs" / "busy"
+    with RunDir(out).lock():  # what a running ncore-train holds
+        refused = subprocess.run(
+            [*TRAIN, *toy_train_args(trained_copy, "--out", str(out))],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    line = process_error(refused)
+    assert "in use by `ncore-train`" in line and str(out) in line
+    assert not (out / "config.json").exists() and not list(out.glob("seed-*"))
+
+
+@pytest.mark.slow
+def test_a_folder_holding_another_config_is_refused_unless_resumed_with_the_same(trained_copy):
+    run = trained_copy / "runs" / "r"
+    before = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    runner = CliRunner()
+    for extra in (["--lr", "2e-3"], ["--lr", "2e-3", "--resume"], ["--views", "0"]):
+        line = one_line_error(
+            runner.invoke(main, toy_train_args(trained_copy, "--out", str(run), *extra))
+        )
+        assert f"{run} holds a run of another config" in line, line
+    after = {p: p.read_bytes() for p in run.rglob("*") if p.is_file()}
+    assert after == before  # nothing written into the other run's folder
+    same = runner.invoke(main, toy_train_args(trained_copy, "--out", str(run), "--resume"))
+    assert same.exit_code == 0, same.output  # the same run: its finished seed is kept
+
+
+@pytest.mark.slow
+def test_resume_refuses_a_manifest_whose_splits_changed(trained_copy):
+    manifest = trained_copy / "corpus" / "manifest.json"
+    data = json.loads(manifest.read_text())
+    train = next(c for c in data["clips"] if c["split"] == "train")
+    test = next(c for c in data["clips"] if c["split"] == "test")
+    train["split"], test["split"] = "test", "train"  # same clips, same view set key
+    manifest.write_text(json.dumps(data))
+    Manifest.load(manifest)  # still a valid manifest
+    run = trained_copy / "runs" / "r"
+    line = one_line_error(
+        CliRunner().invoke(main, toy_train_args(trained_copy, "--out", str(run), "--resume"))
+    )
+    assert "splits or labels changed" in line
+    # A run folder written before splits were recorded: the checkpoint still knows them.
+    config = json.loads((run / "config.json").read_text())
+    del config["splits"]
+    (run / "config.json").write_text(json.dumps(config))
+    (run / "seed-1" / "training.json").unlink()  # as if killed after its last checkpoint
+    line = one_line_error(
+        CliRunner().invoke(main, toy_train_args(trained_copy, "--out", str(run), "--resume"))
+    )
+    assert "other splits or labels" in line and "checkpoint" in line

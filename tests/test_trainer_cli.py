@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline.testing.toy import write_trainer_corpus
+from pipeline.testing.processes import file_size_limit, process_error
+from pipeline.testing.toy import toy_train_args, write_trainer_corpus
 from trainer.cli import main
 from trainer.rundir import RunDir
 
@@ -166,3 +169,54 @@ def test_early_stopping_selects_the_best_epoch_and_stops_after_patience(corpus, 
     assert RunDir(tmp_path / "run").seed(1).seed_record().best_epoch == 1
     assert RunDir(tmp_path / "run").seed(1).seed_record().last_epoch == 3
     assert json.loads((seed_dir / "evaluation.json").read_text())["best_epoch"] == 1
+
+
+# ----- a full disk (a regression of issue 13: a traceback and temporary files left) -------------
+# "Disk full" is a real limit on file size (RLIMIT_FSIZE: writes fail with EFBIG) set in a real
+# child process.
+TRAIN = (sys.executable, "-m", "trainer.cli")
+
+
+@pytest.mark.slow
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_file(trained_copy):
+    out = trained_copy / "runs" / "full"
+    full = subprocess.run(
+        [*TRAIN, *toy_train_args(trained_copy, "--out", str(out))],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=file_size_limit(64 * 1024),  # the config fits, the first checkpoint does not
+    )
+    assert "File too large" in process_error(full)
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.name.startswith(".best.")]
+    embeddings = trained_copy / "emb" / "e.npz"
+    run = trained_copy / "runs" / "r"
+    embed = subprocess.run(
+        [
+            *(*TRAIN, "embed", "--run", str(run)),
+            *(
+                "--manifest",
+                str(trained_copy / "corpus" / "manifest.json"),
+                "--out",
+                str(embeddings),
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=file_size_limit(2 * 1024),
+    )
+    assert "File too large" in process_error(embed)
+    assert not embeddings.parent.exists() or not list(embeddings.parent.iterdir())
+    blocked = subprocess.run(
+        [
+            *TRAIN,
+            *toy_train_args(
+                trained_copy, "--out", str(trained_copy / "corpus" / "manifest.json" / "run")
+            ),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert "manifest.json" in process_error(blocked)  # a folder that cannot be created

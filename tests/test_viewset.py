@@ -111,7 +111,10 @@ from pipeline.audio import load_audio, write_wav  # noqa: E402
 from pipeline.cli import main as prep_main  # noqa: E402
 from pipeline.manifest import Manifest  # noqa: E402
 from pipeline.shards import ShardForeign, open_view_set  # noqa: E402
+from pipeline.testing.processes import one_line_error  # noqa: E402
+from pipeline.testing.toy import TOY_TRAIN_OPTIONS  # noqa: E402
 from pipeline.viewset import cache_folder_problem  # noqa: E402
+from trainer.cli import main as train_main  # noqa: E402
 
 NAME = "twin"
 
@@ -202,14 +205,6 @@ def _shared_folder(twins, tmp_path) -> tuple[Path, Path]:
     return paths[0], paths[1]
 
 
-def _one_line(result) -> str:
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    errors = [line for line in result.output.splitlines() if line.startswith("Error: ")]
-    assert len(errors) == 1, result.output
-    return errors[0]
-
-
 def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) -> None:
     from trainer.data import make_eval_loader, make_train_loader, view_loader
     from trainer.errors import TrainerError
@@ -232,9 +227,14 @@ def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) ->
         ["inspect", str(a), "--html", str(tmp_path / "page"), "--workers", "1"],
         ["selectivity", str(a), "--jobs", "1"],
     ):
-        line = _one_line(runner.invoke(prep_main, args))
+        line = one_line_error(runner.invoke(prep_main, args))
         assert "does not belong to this manifest" in line, (args, line)
     assert not (tmp_path / "page").exists()
+    # ncore-train itself: one line that names the way out (a corpus of its own, --name).
+    # Before the fix training on A read B's audio and exited 0 (issue 13).
+    train = ["--manifest", str(a), *TOY_TRAIN_OPTIONS, "--views", "1", "--out", str(tmp_path / "r")]
+    line = one_line_error(runner.invoke(train_main, train))
+    assert "does not belong to this manifest" in line and "--name" in line
     # B, whose shards these are, reads them.
     mb = Manifest.load(b)
     assert len(open_view_set(mb, b, "speaker")[1]) == len(mb.view_sets[0].shards)
@@ -258,14 +258,14 @@ def test_every_reader_refuses_a_shard_copied_from_another_view_set(twins, tmp_pa
         open_view_set(m, a, "emotion")
     with pytest.raises(TrainerError, match="attribute kind"):
         make_train_loader(m, a, task="speaker", kind="emotion")
-    line = _one_line(
+    line = one_line_error(
         CliRunner().invoke(
             prep_main, ["inspect", str(a), "--clip", m.clips[0].id, "--out", str(tmp_path / "c")]
         )
     )
     assert "attribute kind" in line
     args = ["selectivity", str(a), "--view-set", emotion.key, "--jobs", "1"]
-    assert "attribute kind" in _one_line(CliRunner().invoke(prep_main, args))
+    assert "attribute kind" in one_line_error(CliRunner().invoke(prep_main, args))
 
 
 def test_perturb_writes_only_into_the_folder_it_computes(twins, tmp_path) -> None:

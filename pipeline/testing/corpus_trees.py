@@ -107,3 +107,15 @@ def make_recanvo(
         lines.append(f"{quoted},{participant},{label}")
     (root / "dataset_file_directory.csv").write_bytes((end.join(lines) + end).encode())
     return root
+
+
+def make_csv_tree(root: Path, clips: int = 40, seconds: float = 0.3) -> Path:
+    """A CSV corpus: WAVs ``a00.wav``... (16 kHz tones) and ``labels.csv`` with two emotions
+    and four speakers, for ``ncore-prep manifest --dataset csv``."""
+    root.mkdir(parents=True)
+    rows = ["path,emotion,speaker"]
+    for i in range(clips):
+        (root / f"a{i:02d}.wav").write_bytes(wav_bytes(tone(seconds, 16000, 200.0 + 10 * i), 16000))
+        rows.append(f"a{i:02d}.wav,{'happy' if i % 2 else 'sad'},spk{i % 4}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    return root

@@ -1,8 +1,10 @@
-"""Real subprocesses for kill tests: start a command, SIGKILL it at a known state."""
+"""Real subprocesses for tests: SIGKILL a command at a known state, limit what it may write,
+and read the one error line a command must end with."""
 
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import subprocess
 import time
@@ -39,3 +41,41 @@ def kill_once_workers_run(cmd: list[str], cwd: Path, workers: int) -> list[Any]:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the command ended before it was killed"
     return children
+
+
+def file_size_limit(limit_bytes: int):
+    """A ``preexec_fn``: in the child, files cannot grow beyond ``limit_bytes`` (writes fail
+    with EFBIG, "File too large"), which is how a full disk is simulated."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def _error_lines(code: int, output: str) -> str:
+    assert code == 1, output
+    assert "Traceback" not in output
+    errors = [line for line in output.splitlines() if line.startswith("Error: ")]
+    assert len(errors) == 1, output
+    return errors[0]
+
+
+def one_line_error(result: Any) -> str:
+    """The error line of an in-process click run (``CliRunner().invoke``); asserts exit 1,
+    exactly one ``Error:`` line and no traceback."""
+    return _error_lines(result.exit_code, result.output)
+
+
+def process_error(completed: subprocess.CompletedProcess) -> str:
+    """The same for a real process: its one ``Error:`` line on stderr."""
+    return _error_lines(completed.returncode, completed.stderr)
+
+
+def only_line(completed: subprocess.CompletedProcess) -> str:
+    """A real process that failed with exit 1 and wrote exactly one line on stderr: that line."""
+    assert completed.returncode == 1, completed.stderr
+    assert "Traceback" not in completed.stderr
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1, completed.stderr
+    return lines[0]

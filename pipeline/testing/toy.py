@@ -141,3 +141,15 @@ def write_trainer_corpus(
     return write_toy_corpus(
         folder, clips, emotions=EMOTIONS, speakers=SPEAKERS, shard_size=shard_size
     )
+
+
+# A tiny one-epoch training on a toy corpus (seconds on a CPU): tests of ``ncore-train``.
+TOY_TRAIN_OPTIONS = [
+    "--backbone", "tiny", "--lr", "1e-3", "--epochs", "1", "--seeds", "1",
+    "--batch-size", "8", "--max-seconds", "0.3", "--device", "cpu",
+]  # fmt: skip
+
+
+def toy_train_args(root: Path, *extra: str) -> list[str]:
+    """``ncore-train`` arguments for the toy corpus written at ``root / "corpus"``."""
+    return ["--manifest", str(root / "corpus" / "manifest.json"), *TOY_TRAIN_OPTIONS, *extra]
