@@ -137,12 +137,9 @@ def choose_view_set(
     if key is None and config.out and (config.resume or reads_run):
         key, source = recorded_view_set(RunDir(Path(config.out))), f"the run in {config.out}"
     if key is None:
-        try:
-            return manifest.view_set(config.view_kind, config.views or None)
-        except ManifestError as error:
-            raise TrainerError(str(error)) from None
+        return named_view_set(manifest, manifest_path, config.view_kind, config.views or None)
     try:
-        view_set = named_view_set(manifest, manifest_path, key)
+        view_set = named_view_set(manifest, manifest_path, key=key)
     except TrainerError as error:
         raise TrainerError(f"{error} (asked for by {source})") from None
     if view_set.kind != config.view_kind:
