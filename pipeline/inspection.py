@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.atomic import write_bytes
 from pipeline.errors import PipelineError
 from pipeline.manifest import SAMPLE_RATE, SPLITS, Manifest, ViewSet
+from pipeline.reader import LocatedManifest
 
 F0_FLOOR_HZ = 60.0
 F0_CEIL_HZ = 1000.0
@@ -207,14 +208,14 @@ def short_value(value: Any) -> str:
 
 
 def _views_of(
-    m: Manifest, vs: ViewSet, manifest_path: Path, clip_id: str
+    source: LocatedManifest, vs: ViewSet, clip_id: str
 ) -> tuple[np.ndarray | None, list[dict[str, Any]], str | None]:
     """The clip's rows (1 + N, T) in ``vs`` and their drawn parameters, or a note why not."""
-    from pipeline.reader import LocatedManifest, read_clips
+    from pipeline.reader import read_clips
     from pipeline.shards import ShardError, int16_to_float
 
     try:  # this manifest's shard, or refused; a damaged clip refused
-        clip = read_clips(LocatedManifest.of(m, manifest_path), vs, [clip_id])[clip_id]
+        clip = read_clips(source, vs, [clip_id])[clip_id]
     except (ShardError, ValueError, OSError) as e:
         raise InspectError(str(e)) from None
     if clip.status == "failed":
@@ -278,7 +279,7 @@ def export_clip(
     rows: list[tuple[str, np.ndarray]] = []
     original: np.ndarray | None = None
     for vs in m.view_sets:
-        block, drawn, note = _views_of(m, vs, path, clip_id)
+        block, drawn, note = _views_of(LocatedManifest(m, path), vs, clip_id)
         if note is not None:
             export.notes.append(note)
             continue

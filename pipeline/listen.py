@@ -63,6 +63,7 @@ from pipeline.inspection import (
     short_value,
 )
 from pipeline.manifest import SAMPLE_RATE, Clip, Manifest, ViewSet
+from pipeline.reader import LocatedManifest
 from pipeline.rng import make_rng
 
 AUDIO_FORMATS = ("wav", "flac")
@@ -213,20 +214,18 @@ class ClipViews:
 
 
 def read_view_set(
-    m: Manifest, vs: ViewSet, manifest_path: Path, clips: Sequence[Clip]
+    source: LocatedManifest, vs: ViewSet, clips: Sequence[Clip]
 ) -> tuple[dict[str, ClipViews], int]:
     """The rows of ``clips`` in ``vs``, one zarr read per shard; (by clip id, shards read).
 
     Read through ``pipeline.reader.read_clips`` with ``mark``: a damaged clip is marked on
     the page instead of refusing the whole shard; a shard that is not the one this manifest
     lists (another view set's or manifest's) is refused."""
-    from pipeline.reader import LocatedManifest, read_clips
+    from pipeline.reader import read_clips
     from pipeline.shards import ShardError
 
     try:
-        stored = read_clips(
-            LocatedManifest.of(m, manifest_path), vs, [c.id for c in clips], mark=True
-        )
+        stored = read_clips(source, vs, [c.id for c in clips], mark=True)
     except (ShardError, ValueError, OSError) as e:
         raise InspectError(str(e)) from None
     out: dict[str, ClipViews] = {}
@@ -837,7 +836,7 @@ def build_page(
     try:
         with _thumbnail_executor(options.workers) as pool:
             for number, vs in enumerate(view_sets):
-                views, read = read_view_set(m, vs, path, clips)
+                views, read = read_view_set(LocatedManifest(m, path), vs, clips)
                 shards_read += read
                 _draw_missing(views, drawn_rows, pool, owned, options.audio_format)
                 for cv in views.values():

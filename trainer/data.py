@@ -597,8 +597,7 @@ def label_indices(manifest: Manifest, task: str) -> dict[str, tuple[int, int]]:
 
 
 def named_view_set(
-    manifest: Manifest,
-    manifest_path: str | os.PathLike[str],
+    source: LocatedManifest,
     kind: str | None = None,
     views: int | None = None,
     key: str | ViewSet | None = None,
@@ -608,16 +607,13 @@ def named_view_set(
     """``pipeline.reader.choose_view_set`` (the one rule for which view set a manifest
     means), its error as a one-line TrainerError."""
     try:
-        return choose_view_set(
-            LocatedManifest.of(manifest, manifest_path), kind, views, key, any_kind=any_kind
-        )
+        return choose_view_set(source, kind, views, key, any_kind=any_kind)
     except ManifestError as error:
         raise TrainerError(str(error)) from None
 
 
 def _shard_indices(
-    manifest: Manifest,
-    manifest_path: str | os.PathLike[str],
+    source: LocatedManifest,
     view_set: ViewSet,
     skip_unreadable: bool = False,
 ) -> tuple[int, list[ShardIndex]]:
@@ -625,15 +621,13 @@ def _shard_indices(
     another view set's or another manifest's shard is refused in one line, as is damage;
     ``skip_unreadable``: a shard that cannot be opened at all is left out)."""
     try:
-        readers = open_shards(
-            LocatedManifest.of(manifest, manifest_path), view_set, skip_unreadable=skip_unreadable
-        )
+        readers = open_shards(source, view_set, skip_unreadable=skip_unreadable)
     except (ShardDamaged, ShardForeign, ShardError) as e:
         raise TrainerError(str(e)) from None
     by_path = {s.path: s.checksum for s in view_set.shards}
     stored = min((r.num_views - 1 for r in readers), default=view_set.views)
     return stored, [
-        ShardIndex(str(r.path), tuple(r.clip_ids), str(manifest_path), by_path[r.path.name])
+        ShardIndex(str(r.path), tuple(r.clip_ids), str(source.path), by_path[r.path.name])
         for r in readers
     ]
 
@@ -670,8 +664,8 @@ def make_train_loader(
     kind = kind or other_label(task)
     if views is not None and views < 0:
         raise TrainerError(f"views must be >= 0, got {views}")
-    chosen = named_view_set(manifest, manifest_path, kind, views, view_set)
-    stored, shards = _shard_indices(manifest, manifest_path, chosen)
+    source = LocatedManifest.of(manifest, manifest_path)
+    stored, shards = _shard_indices(source, named_view_set(source, kind, views, view_set))
     n = stored if views is None else views
     if n > stored:
         raise TrainerError(f"{n} {kind} views asked for but the shards store {stored}")
@@ -731,15 +725,10 @@ def make_eval_loader(
     """
     if split not in ("train", "val", "test"):
         raise TrainerError(f"split must be train, val or test, got {split!r}")
-    chosen = named_view_set(
-        manifest,
-        manifest_path,
-        kind or other_label(task),
-        view or None,
-        view_set,
-        any_kind=view == 0,
-    )
-    _, shards = _shard_indices(manifest, manifest_path, chosen)
+    source = LocatedManifest.of(manifest, manifest_path)
+    kind = kind or other_label(task)
+    chosen = named_view_set(source, kind, view or None, view_set, any_kind=view == 0)
+    _, shards = _shard_indices(source, chosen)
     ids = {c.id for c in manifest.clips_in(split)}
     labels = {cid: y for cid, y in label_indices(manifest, task).items() if cid in ids}
     return _view0_loader(
@@ -771,8 +760,8 @@ def view_loader(
     (or ``view_set``) stores, in stored order, centre windows, as the evaluation reads them
     (labels of the emotion task). Refuses shards that do not belong to the manifest, as
     training does."""
-    chosen = named_view_set(manifest, manifest_path, kind, max(view, 1), view_set)
-    _, shards = _shard_indices(manifest, manifest_path, chosen)
+    source = LocatedManifest.of(manifest, manifest_path)
+    _, shards = _shard_indices(source, named_view_set(source, kind, max(view, 1), view_set))
     labels = label_indices(manifest, "emotion")
     return _view0_loader(shards, labels, batch_size, max_seconds, view=view)
 
@@ -834,7 +823,8 @@ def original_batches(
     wanted = set(clip_ids)
     all_labels = label_indices(manifest, task)
     stored: set[str] = set()
-    shards = _readable_shards(manifest, manifest_path, kind or other_label(task), view_set)
+    source = LocatedManifest.of(manifest, manifest_path)
+    shards = _readable_shards(source, kind or other_label(task), view_set)
     if shards:
         labels = {cid: all_labels[cid] for s in shards for cid in s.clip_ids if cid in wanted}
         stored = set(labels)
@@ -880,8 +870,7 @@ def audio_batches(
 
 
 def _readable_shards(
-    manifest: Manifest,
-    manifest_path: str | os.PathLike[str],
+    source: LocatedManifest,
     kind: str,
     view_set: ViewSet | str | None = None,
 ) -> list[ShardIndex]:
@@ -891,10 +880,10 @@ def _readable_shards(
     are decoded from source); a damaged one, or one that is not the shard the manifest lists,
     is refused in one line: damaged or foreign audio is never embedded, and never skipped in
     silence."""
-    if view_set is None and not any(vs.complete for vs in manifest.view_sets):
+    if view_set is None and not any(vs.complete for vs in source.manifest.view_sets):
         return []
-    chosen = named_view_set(manifest, manifest_path, kind, None, view_set, any_kind=True)
-    return _shard_indices(manifest, manifest_path, chosen, skip_unreadable=True)[1]
+    chosen = named_view_set(source, kind, None, view_set, any_kind=True)
+    return _shard_indices(source, chosen, skip_unreadable=True)[1]
 
 
 def _crop_samples(max_seconds: float | None) -> int | None:

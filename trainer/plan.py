@@ -131,25 +131,27 @@ def choose_view_set(
     kind with at least ``config.views`` views. A named or recorded view set that is gone
     from the manifest, unfinished, of another kind or with fewer views than asked is refused
     in one line: a run never goes on, or is measured, on another view set than its own."""
+    from pipeline.reader import LocatedManifest
     from trainer.data import named_view_set
 
-    key, source = config.view_set_key, "--view-set"
+    source = LocatedManifest.of(manifest, manifest_path)
+    key, asker = config.view_set_key, "--view-set"
     if key is None and config.out and (config.resume or reads_run):
-        key, source = recorded_view_set(RunDir(Path(config.out))), f"the run in {config.out}"
+        key, asker = recorded_view_set(RunDir(Path(config.out))), f"the run in {config.out}"
     if key is None:
-        return named_view_set(manifest, manifest_path, config.view_kind, config.views or None)
+        return named_view_set(source, config.view_kind, config.views or None)
     try:
-        view_set = named_view_set(manifest, manifest_path, key=key)
+        view_set = named_view_set(source, key=key)
     except TrainerError as error:
-        raise TrainerError(f"{error} (asked for by {source})") from None
+        raise TrainerError(f"{error} (asked for by {asker})") from None
     if view_set.kind != config.view_kind:
         raise TrainerError(
-            f"{manifest_path}: view set {key} ({source}) holds {view_set.kind} views, but the "
+            f"{manifest_path}: view set {key} ({asker}) holds {view_set.kind} views, but the "
             f"run uses {config.view_kind} views"
         )
     if config.views and config.views > view_set.views:
         raise TrainerError(
-            f"{manifest_path}: {config.views} views asked for but view set {key} ({source}) "
+            f"{manifest_path}: {config.views} views asked for but view set {key} ({asker}) "
             f"stores {view_set.views}"
         )
     return view_set
