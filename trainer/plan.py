@@ -194,6 +194,22 @@ def stored_split(manifest: Manifest, seed: int) -> SeedSplit:
     return stored_seed_split(manifest.clips, manifest.split, seed)
 
 
+def recorded_split(seed_dir: SeedDir, manifest: Manifest) -> SeedSplit:
+    """The split seed ``seed_dir`` trained and was tested on: its ``split.json``, else (a
+    run folder from before per-seed splits) the manifest's stored split."""
+    return seed_dir.read_split() or stored_split(manifest, seed_dir.seed)
+
+
+def with_split(manifest: Manifest, split: SeedSplit) -> Manifest:
+    """``manifest`` whose clips carry ``split`` (clips it does not list keep theirs): the
+    one place a seed's split is laid onto a manifest, which the loaders read it from."""
+    assignment = split.assignment()
+    return replace(
+        manifest,
+        clips=tuple(replace(c, split=assignment.get(c.id, c.split)) for c in manifest.clips),
+    )
+
+
 def seed_plan(plan: RunPlan, split: SeedSplit) -> RunPlan:
     """The plan of one seed: its manifest's clips carry ``split`` (the loaders read a
     clip's split from there); the view sets, and so the cache, are untouched."""
@@ -204,10 +220,9 @@ def seed_plan(plan: RunPlan, split: SeedSplit) -> RunPlan:
             f"{plan.manifest_path}: clip {missing[0]!r} of seed {split.seed}'s split is not in "
             "the manifest (the manifest changed since the run was trained)"
         )
-    clips = tuple(replace(c, split=assignment.get(c.id, c.split)) for c in plan.manifest.clips)
     return replace(
         plan,
-        manifest=replace(plan.manifest, clips=clips),
+        manifest=with_split(plan.manifest, split),
         train_clips=len(split.train),
         val_split=split.selection_split,
         split=split,
