@@ -27,6 +27,7 @@ import numpy as np
 from pipeline.atomic import write_bytes
 from pipeline.errors import PipelineError
 from pipeline.manifest import SAMPLE_RATE, SPLITS, Manifest, ViewSet
+from pipeline.reader import LocatedManifest
 
 F0_FLOOR_HZ = 60.0
 F0_CEIL_HZ = 1000.0
@@ -207,25 +208,21 @@ def short_value(value: Any) -> str:
 
 
 def _views_of(
-    m: Manifest, vs: ViewSet, manifest_path: Path, clip_id: str
+    source: LocatedManifest, vs: ViewSet, clip_id: str
 ) -> tuple[np.ndarray | None, list[dict[str, Any]], str | None]:
     """The clip's rows (1 + N, T) in ``vs`` and their drawn parameters, or a note why not."""
-    from pipeline.shards import ShardError, open_shard
-    from pipeline.viewset import shard_members
+    from pipeline.reader import read_clips
+    from pipeline.shards import ShardError, int16_to_float
 
-    failed = {f.id: f.reason for f in vs.failures}
-    if clip_id in failed:
-        return None, [], f"{vs.kind}-{vs.key}: failed ({failed[clip_id]})"
-    index = next(i for i, ids in enumerate(shard_members(m, vs.shard_size)) if clip_id in ids)
-    entry = next((s for s in vs.shards if s.index == index), None)
-    if entry is None:
-        return None, [], f"{vs.kind}-{vs.key}: shard {index} not computed yet"
-    try:
-        reader = open_shard(m, manifest_path, vs, entry)  # this manifest's shard, or refused
-        i = reader.clip_ids.index(clip_id)
-        return reader.read_clip(i), reader.drawn(i), None
+    try:  # this manifest's shard, or refused; a damaged clip refused
+        clip = read_clips(source, vs, [clip_id])[clip_id]
     except (ShardError, ValueError, OSError) as e:
-        raise InspectError(f"shard {entry.path} of {vs.kind}-{vs.key}: {e}") from None
+        raise InspectError(str(e)) from None
+    if clip.status == "failed":
+        return None, [], f"{vs.kind}-{vs.key}: failed ({clip.reason})"
+    if clip.status == "missing":
+        return None, [], f"{vs.kind}-{vs.key}: shard {clip.shard} not computed yet"
+    return int16_to_float(clip.rows), clip.drawn, None
 
 
 def f0_track(
@@ -282,7 +279,7 @@ def export_clip(
     rows: list[tuple[str, np.ndarray]] = []
     original: np.ndarray | None = None
     for vs in m.view_sets:
-        block, drawn, note = _views_of(m, vs, path, clip_id)
+        block, drawn, note = _views_of(LocatedManifest(m, path), vs, clip_id)
         if note is not None:
             export.notes.append(note)
             continue

@@ -40,7 +40,6 @@ import re
 import struct
 import time
 import zlib
-from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import Executor
 from concurrent.futures.process import BrokenProcessPool
@@ -64,6 +63,7 @@ from pipeline.inspection import (
     short_value,
 )
 from pipeline.manifest import SAMPLE_RATE, Clip, Manifest, ViewSet
+from pipeline.reader import LocatedManifest
 from pipeline.rng import make_rng
 
 AUDIO_FORMATS = ("wav", "flac")
@@ -214,79 +214,38 @@ class ClipViews:
 
 
 def read_view_set(
-    m: Manifest, vs: ViewSet, manifest_path: Path, clips: Sequence[Clip]
+    source: LocatedManifest, vs: ViewSet, clips: Sequence[Clip]
 ) -> tuple[dict[str, ClipViews], int]:
-    """The rows of ``clips`` in ``vs``, one zarr read per shard; (by clip id, shards read)."""
-    from pipeline.shards import ShardDamaged, ShardError, open_shard
-    from pipeline.viewset import shard_members
+    """The rows of ``clips`` in ``vs``, one zarr read per shard; (by clip id, shards read).
 
-    failed = {f.id: f.reason for f in vs.failures}
-    shard_of = {
-        cid: index for index, ids in enumerate(shard_members(m, vs.shard_size)) for cid in ids
-    }
-    entries = {s.index: s for s in vs.shards}
+    Read through ``pipeline.reader.read_clips`` with ``mark``: a damaged clip is marked on
+    the page instead of refusing the whole shard; a shard that is not the one this manifest
+    lists (another view set's or manifest's) is refused."""
+    from pipeline.reader import read_clips
+    from pipeline.shards import ShardError
+
+    try:
+        stored = read_clips(source, vs, [c.id for c in clips], mark=True)
+    except (ShardError, ValueError, OSError) as e:
+        raise InspectError(str(e)) from None
     out: dict[str, ClipViews] = {}
-    wanted: dict[int, list[str]] = defaultdict(list)
-    for c in clips:
-        if c.id in failed:
-            out[c.id] = ClipViews(note=f"failed: {failed[c.id]}")
-            continue
-        index = shard_of[c.id]
-        if index not in entries:
-            out[c.id] = ClipViews(note=f"shard {index} not computed yet (re-run perturb)")
-            continue
-        wanted[index].append(c.id)
-    for index in sorted(wanted):
-        entry = entries[index]
-        try:
-            # verify=False: each clip's CRC-32 is checked below, so that the page marks a
-            # damaged clip instead of refusing the whole shard. open_shard refuses a shard
-            # that is not the one this manifest lists (another view set's or manifest's).
-            try:
-                reader = open_shard(m, manifest_path, vs, entry, verify=False)
-            except ShardDamaged as e:  # unreadable attributes: every clip of it is marked
-                for cid in wanted[index]:
-                    out[cid] = ClipViews(note=f"damaged: {_first_words(e, entry.path)}")
-                continue
-            missing = [cid for cid in wanted[index] if cid not in reader.clip_ids]
-            if missing:
-                raise ShardError(
-                    f"clip {missing[0]} is not in it although the manifest places it there"
-                )
-            if reader.num_views != 1 + vs.views:
-                raise ShardError(
-                    f"{reader.num_views} rows per clip, the manifest says {1 + vs.views}"
-                )
-            local = {cid: reader.clip_ids.index(cid) for cid in wanted[index]}
-            lo, hi = min(local.values()), max(local.values()) + 1
-        except (ShardError, ValueError, OSError) as e:
-            raise InspectError(f"shard {entry.path} of {vs.kind}-{vs.key}: {e}") from None
-        try:
-            block: np.ndarray | None = reader.read_int16(lo, hi)
-        except Exception:  # codecs raise many types on truncated bytes: read clip by clip
-            block = None
-        crcs = reader.stored.clip_crc32
-        base = int(reader.offsets[lo])
-        for cid, i in local.items():
-            if block is None:
-                try:
-                    rows = np.ascontiguousarray(reader.read_int16(i, i + 1))
-                except Exception:
-                    out[cid] = ClipViews(note=f"damaged: samples cannot be decoded in {entry.path}")
-                    continue
-            else:
-                a, b = int(reader.offsets[i]) - base, int(reader.offsets[i + 1]) - base
-                rows = np.ascontiguousarray(block[:, a:b])
-            if i < len(crcs) and zlib.crc32(rows.tobytes()) != crcs[i]:
-                out[cid] = ClipViews(note=f"damaged: CRC-32 mismatch in {entry.path}")
-                continue
-            out[cid] = ClipViews(rows=rows, drawn=reader.drawn(i))
-    return out, len(wanted)
+    for cid, clip in stored.items():
+        if clip.status == "failed":
+            out[cid] = ClipViews(note=f"failed: {clip.reason}")
+        elif clip.status == "missing":
+            out[cid] = ClipViews(note=f"shard {clip.shard} not computed yet (re-run perturb)")
+        elif clip.status == "damaged shard":
+            out[cid] = ClipViews(note=f"damaged: {_first_words(clip.reason, clip.shard_path)}")
+        elif clip.status == "damaged":
+            out[cid] = ClipViews(note=f"damaged: {clip.reason} in {clip.shard_path}")
+        else:
+            out[cid] = ClipViews(rows=clip.rows, drawn=clip.drawn)
+    return out, len({c.shard for c in stored.values() if c.status not in ("failed", "missing")})
 
 
-def _first_words(error: Exception, shard: str) -> str:
+def _first_words(error: str, shard: str) -> str:
     """A damaged shard's reason for a page note: what is wrong, without the paths."""
-    text, opening = str(error), "damaged shard ("
+    text, opening = error, "damaged shard ("
     start, end = text.find(opening), text.rfind("); repair it")
     inner = text[start + len(opening) : end] if 0 <= start < end else text
     return f"{inner[:120]} in {shard} (run ncore-prep validate --repair)"
@@ -877,7 +836,7 @@ def build_page(
     try:
         with _thumbnail_executor(options.workers) as pool:
             for number, vs in enumerate(view_sets):
-                views, read = read_view_set(m, vs, path, clips)
+                views, read = read_view_set(LocatedManifest(m, path), vs, clips)
                 shards_read += read
                 _draw_missing(views, drawn_rows, pool, owned, options.audio_format)
                 for cv in views.values():

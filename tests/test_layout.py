@@ -269,3 +269,56 @@ def test_probe_and_bootstrap_code_lives_only_in_the_statistics_layer() -> None:
     graph = import_graph()
     for name in (n for n in graph if n.startswith("pipeline.stats")):
         assert all(t.startswith("pipeline.stats") for t in graph[name]), (name, graph[name])
+
+
+MEMBERSHIP = re.compile(
+    r"(//|%)\s*(\w+\.)*shard_size\b|range\((?:[^()]|\([^()]*\))*,\s*(\w+\.)*shard_size\)"
+)
+
+
+def zarr_and_membership_uses(sources: dict[str, str]) -> list[str]:
+    """``module: what`` for every zarr import and every piece of shard-membership arithmetic
+    (``// shard_size``, ``% shard_size``, ``range(.., shard_size)``) in ``sources``."""
+    found = []
+    for name, text in sources.items():
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n == "zarr" or n.startswith("zarr.") for n in names):
+                found.append(f"{name}: imports zarr")
+        found += [f"{name}: {m.group(0)}" for m in MEMBERSHIP.finditer(text)]
+    return found
+
+
+def test_the_membership_finder_finds_planted_zarr_and_arithmetic() -> None:
+    planted = {
+        "a": "import zarr.codecs\n",
+        "b": "def f(i, vs):\n    return i // vs.shard_size, i % shard_size\n",
+        "c": "for start in range(0, n, shard_size):\n    pass\n",
+        "d": "x = total // slots\n",
+    }
+    found = zarr_and_membership_uses(planted)
+    assert [f.split(":")[0] for f in found] == ["a", "b", "b", "c"]
+
+
+def test_zarr_and_shard_membership_live_only_in_their_modules() -> None:
+    """zarr is imported by pipeline/shards.py alone (the shard format; pipeline/testing/, the
+    tests' helpers that damage shards on purpose, may too); which shard holds a clip is
+    computed by pipeline/viewset.py's shard_members alone (read through pipeline/reader.py);
+    shards.write_view_set cuts the clips it is handed the same way."""
+    allowed = {"pipeline.shards": {"imports zarr", "range(0, len(clips), shard_size)"}}
+    allowed["pipeline.viewset"] = {"range(0, len(ids), shard_size)"}
+    paths = [p for package in PACKAGES for p in (ROOT / package).rglob("*.py")]
+    sources = {
+        module_name(p): p.read_text(encoding="utf-8")
+        for p in paths
+        if not module_name(p).startswith("pipeline.testing")
+    }
+    uses = zarr_and_membership_uses(sources)
+    assert any(u.startswith("pipeline.viewset:") for u in uses)  # the finder sees the real one
+    stray = [u for u in uses if u.split(": ", 1)[1] not in allowed.get(u.split(":")[0], set())]
+    assert stray == []

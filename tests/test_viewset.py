@@ -310,3 +310,47 @@ def test_perturb_writes_only_into_the_folder_it_computes(twins, tmp_path) -> Non
     with pytest.raises(PrepError, match="symlinks resolved"):
         perturb()
     assert (sneaky / "shard-00000.zarr" / "thesis.txt").read_text() == "mine"
+
+
+# ----- the one reader (pipeline/reader.py) ------------------------------------------------
+import json  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from pipeline.reader import LocatedManifest, choose_view_set, clip_places, read_clips  # noqa: E402
+from pipeline.shards import ShardDamaged, ShardReader  # noqa: E402
+from pipeline.testing.toy import write_trainer_corpus  # noqa: E402
+
+
+def test_the_reader_places_reads_and_marks_or_refuses_a_damaged_clip(tmp_path) -> None:
+    path = write_trainer_corpus(tmp_path, n_clips=14, views=1, shard_size=6, seconds=0.1)
+    source = LocatedManifest.load(path)
+    vs = choose_view_set(source, "speaker")
+    ids = [c.id for c in source.manifest.clips]
+    assert clip_places(source.manifest, vs) == {cid: divmod(k, 6) for k, cid in enumerate(ids)}
+    # The view set a manifest means: by key, by kind, the other kind only for view 0.
+    assert choose_view_set(source, key=vs.key) is vs
+    with pytest.raises(ManifestError, match="'nope' is not in the manifest"):
+        choose_view_set(source, key="nope")
+    with pytest.raises(ManifestError, match="no emotion view set"):
+        choose_view_set(source, "emotion")
+    assert choose_view_set(source, "emotion", any_kind=True) is vs
+    # Rows as stored: compared with a plain read of each shard.
+    stored = read_clips(source, vs, ids)
+    for entry in vs.shards:
+        reader = ShardReader(source.folder(vs) / entry.path)
+        for i, cid in enumerate(reader.clip_ids):
+            a, b = reader.offsets[i], reader.offsets[i + 1]
+            assert np.array_equal(stored[cid].rows, reader.read_int16(0, len(reader))[:, a:b])
+            assert stored[cid].shard == entry.index
+    # Damage one clip's CRC-32 in the shard's attributes: refused, or marked alone.
+    meta = source.folder(vs) / "shard-00001.zarr" / "zarr.json"
+    record = json.loads(meta.read_text())
+    record["attributes"]["clip_crc32"][2] ^= 1
+    meta.write_text(json.dumps(record))
+    with pytest.raises(ShardDamaged, match=f"clip '{ids[8]}' does not match the CRC-32"):
+        read_clips(source, vs, ids)
+    marked = read_clips(source, vs, ids, mark=True)
+    assert [cid for cid in ids if marked[cid].status != "ok"] == [ids[8]]
+    assert marked[ids[8]].status == "damaged" and marked[ids[8]].rows is None
+    assert np.array_equal(marked[ids[9]].rows, stored[ids[9]].rows)

@@ -51,6 +51,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from pipeline.manifest import SAMPLE_RATE, Manifest, ManifestError, ViewSet, other_label
+from pipeline.reader import LocatedManifest, choose_view_set, open_shards, reopen_shard
 from pipeline.rng import make_rng
 from pipeline.shards import (
     ShardDamaged,
@@ -58,8 +59,6 @@ from pipeline.shards import (
     ShardForeign,
     ShardReader,
     int16_to_float,
-    open_shard,
-    open_view_set,
 )
 from trainer.errors import TrainerError
 
@@ -430,15 +429,9 @@ class ShardStream(IterableDataset):
     def _reader(self, shard: int) -> ShardReader:
         if shard not in self._readers:
             index = self.shards[shard]
-            reader = ShardReader(index.path, index.manifest_path or None)
-            # Checked in full when the loader was built (pipeline.shards.open_shard); a
-            # worker opens it again, so a shard swapped in since is refused here too.
-            recorded = reader.attrs.get("checksum")
-            if index.checksum and recorded is not None and recorded != index.checksum:
-                raise ShardForeign(
-                    f"{index.path}: the shard changed since the loader checked it (its "
-                    "checksum is not the one the manifest lists)"
-                )
+            # Checked in full when the loader was built; a worker opens it again, so a
+            # shard swapped in since is refused here too.
+            reader = reopen_shard(index.path, index.manifest_path or None, index.checksum)
             self._readers[shard] = reader
         return self._readers[shard]
 
@@ -604,78 +597,39 @@ def label_indices(manifest: Manifest, task: str) -> dict[str, tuple[int, int]]:
 
 
 def named_view_set(
-    manifest: Manifest, manifest_path: str | os.PathLike[str], key: str | ViewSet
+    source: LocatedManifest,
+    kind: str | None = None,
+    views: int | None = None,
+    key: str | ViewSet | None = None,
+    *,
+    any_kind: bool = False,
 ) -> ViewSet:
-    """The manifest's view set of key ``key`` (a run's recorded or ``--view-set`` one),
-    complete; a one-line TrainerError when it is gone or unfinished."""
-    if isinstance(key, ViewSet):
-        key = key.key
-    found = [vs for vs in manifest.view_sets if vs.key == key]
-    if not found:
-        keys = ", ".join(f"{vs.kind}-n{vs.views}-{vs.key}" for vs in manifest.view_sets)
-        raise TrainerError(
-            f"{manifest_path}: view set {key!r} is not in the manifest (it has: "
-            f"{keys or 'none'}); perturb it again with its settings or name another one "
-            "with --view-set"
-        )
-    if not found[0].complete:
-        raise TrainerError(
-            f"{manifest_path}: view set {key!r} is incomplete; re-run `ncore-prep perturb` "
-            "with its settings to finish it"
-        )
-    return found[0]
+    """``pipeline.reader.choose_view_set`` (the one rule for which view set a manifest
+    means), its error as a one-line TrainerError."""
+    try:
+        return choose_view_set(source, kind, views, key, any_kind=any_kind)
+    except ManifestError as error:
+        raise TrainerError(str(error)) from None
 
 
 def _shard_indices(
-    manifest: Manifest, manifest_path: str | os.PathLike[str], view_set: ViewSet
+    source: LocatedManifest,
+    view_set: ViewSet,
+    skip_unreadable: bool = False,
 ) -> tuple[int, list[ShardIndex]]:
-    """Stored views N and the checked shards of ``view_set`` (pipeline.shards.open_shard:
-    another view set's or another manifest's shard is refused in one line, as is damage)."""
+    """Stored views N and the checked shards of ``view_set`` (``pipeline.reader.open_shards``:
+    another view set's or another manifest's shard is refused in one line, as is damage;
+    ``skip_unreadable``: a shard that cannot be opened at all is left out)."""
     try:
-        _, readers = open_view_set(manifest, manifest_path, view_set)
-    except (ShardDamaged, ShardForeign) as e:
+        readers = open_shards(source, view_set, skip_unreadable=skip_unreadable)
+    except (ShardDamaged, ShardForeign, ShardError) as e:
         raise TrainerError(str(e)) from None
     by_path = {s.path: s.checksum for s in view_set.shards}
     stored = min((r.num_views - 1 for r in readers), default=view_set.views)
     return stored, [
-        ShardIndex(str(r.path), tuple(r.clip_ids), str(manifest_path), by_path[r.path.name])
+        ShardIndex(str(r.path), tuple(r.clip_ids), str(source.path), by_path[r.path.name])
         for r in readers
     ]
-
-
-def _open_shards(
-    manifest: Manifest,
-    manifest_path: str | os.PathLike[str],
-    kinds: Sequence[str],
-    views: int | None,
-    view_set: ViewSet | str | None = None,
-) -> tuple[int, list[ShardIndex]]:
-    """Stored views N and the shards of ``view_set`` (a key: the one a run trained on), or
-    else of the first of ``kinds`` with a usable view set (the largest of its kind)."""
-    if view_set is not None:
-        chosen = named_view_set(manifest, manifest_path, view_set)
-        if views is not None and views > chosen.views:
-            raise TrainerError(
-                f"{views} views asked for but view set {chosen.key} stores {chosen.views}"
-            )
-        candidates = [chosen]
-    else:
-        candidates = []
-        error: Exception | None = None
-        for kind in kinds:
-            try:
-                candidates.append(manifest.view_set(kind, views))
-            except ManifestError as e:
-                error = error or e
-        if not candidates:
-            raise TrainerError(str(error))
-    error = None
-    for candidate in candidates:
-        try:  # damage or a foreign shard: TrainerError, never a fall back to another set
-            return _shard_indices(manifest, manifest_path, candidate)
-        except ShardError as e:  # a shard that cannot be opened at all
-            error = error or e
-    raise TrainerError(str(error))
 
 
 def make_train_loader(
@@ -710,7 +664,8 @@ def make_train_loader(
     kind = kind or other_label(task)
     if views is not None and views < 0:
         raise TrainerError(f"views must be >= 0, got {views}")
-    stored, shards = _open_shards(manifest, manifest_path, [kind], views, view_set)
+    source = LocatedManifest.of(manifest, manifest_path)
+    stored, shards = _shard_indices(source, named_view_set(source, kind, views, view_set))
     n = stored if views is None else views
     if n > stored:
         raise TrainerError(f"{n} {kind} views asked for but the shards store {stored}")
@@ -770,9 +725,10 @@ def make_eval_loader(
     """
     if split not in ("train", "val", "test"):
         raise TrainerError(f"split must be train, val or test, got {split!r}")
-    first = kind or other_label(task)
-    kinds = [first, other_label(first)] if view == 0 else [first]
-    _, shards = _open_shards(manifest, manifest_path, kinds, view or None, view_set)
+    source = LocatedManifest.of(manifest, manifest_path)
+    kind = kind or other_label(task)
+    chosen = named_view_set(source, kind, view or None, view_set, any_kind=view == 0)
+    _, shards = _shard_indices(source, chosen)
     ids = {c.id for c in manifest.clips_in(split)}
     labels = {cid: y for cid, y in label_indices(manifest, task).items() if cid in ids}
     return _view0_loader(
@@ -804,7 +760,8 @@ def view_loader(
     (or ``view_set``) stores, in stored order, centre windows, as the evaluation reads them
     (labels of the emotion task). Refuses shards that do not belong to the manifest, as
     training does."""
-    _, shards = _open_shards(manifest, manifest_path, [kind], max(view, 1), view_set)
+    source = LocatedManifest.of(manifest, manifest_path)
+    _, shards = _shard_indices(source, named_view_set(source, kind, max(view, 1), view_set))
     labels = label_indices(manifest, "emotion")
     return _view0_loader(shards, labels, batch_size, max_seconds, view=view)
 
@@ -866,7 +823,8 @@ def original_batches(
     wanted = set(clip_ids)
     all_labels = label_indices(manifest, task)
     stored: set[str] = set()
-    shards = _readable_shards(manifest, manifest_path, kind or other_label(task), view_set)
+    source = LocatedManifest.of(manifest, manifest_path)
+    shards = _readable_shards(source, kind or other_label(task), view_set)
     if shards:
         labels = {cid: all_labels[cid] for s in shards for cid in s.clip_ids if cid in wanted}
         stored = set(labels)
@@ -912,37 +870,20 @@ def audio_batches(
 
 
 def _readable_shards(
-    manifest: Manifest,
-    manifest_path: str | os.PathLike[str],
+    source: LocatedManifest,
     kind: str,
     view_set: ViewSet | str | None = None,
 ) -> list[ShardIndex]:
-    """The shards of the complete view set :func:`make_eval_loader` reads (``view_set``, or
-    the largest of ``kind`` when there is one, else of the other kind; view 0 is the same
-    original audio in all). A shard that cannot be opened is left out (logged; its clips are
-    decoded from source); a damaged one, or one that is not the shard the manifest lists
-    (pipeline.shards.open_shard), is refused in one line: damaged or foreign audio is never
-    embedded, and never skipped in silence."""
-    if view_set is not None:
-        chosen = named_view_set(manifest, manifest_path, view_set)
-    else:
-        complete = [vs for vs in manifest.view_sets if vs.complete]
-        if not complete:
-            return []
-        chosen = max(complete, key=lambda vs: (vs.kind == kind, vs.views, vs.key))
-    shards = []
-    for entry in sorted(chosen.shards, key=lambda s: s.index):
-        try:
-            reader = open_shard(manifest, manifest_path, chosen, entry)
-        except (ShardDamaged, ShardForeign) as error:
-            raise TrainerError(str(error)) from None
-        except ShardError as error:
-            log.warning("%s; decoding its clips from source instead", error)
-            continue
-        shards.append(
-            ShardIndex(str(reader.path), tuple(reader.clip_ids), str(manifest_path), entry.checksum)
-        )
-    return shards
+    """The shards of the view set :func:`make_eval_loader` reads (``view_set``, or the one
+    ``pipeline.reader.choose_view_set`` means for view 0 of ``kind``), none when the manifest
+    has no complete view set. A shard that cannot be opened is left out (logged; its clips
+    are decoded from source); a damaged one, or one that is not the shard the manifest lists,
+    is refused in one line: damaged or foreign audio is never embedded, and never skipped in
+    silence."""
+    if view_set is None and not any(vs.complete for vs in source.manifest.view_sets):
+        return []
+    chosen = named_view_set(source, kind, None, view_set, any_kind=True)
+    return _shard_indices(source, chosen, skip_unreadable=True)[1]
 
 
 def _crop_samples(max_seconds: float | None) -> int | None:

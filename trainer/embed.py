@@ -54,7 +54,7 @@ def embed_manifest(
     from trainer.data import original_batches
     from trainer.distributed import resolve_device
     from trainer.inference import infer
-    from trainer.plan import load_selected_model
+    from trainer.plan import load_selected_model, with_split
 
     out = Path(out)
     if out.suffix != ".npz":
@@ -72,13 +72,7 @@ def embed_manifest(
     # on (its split.json), not the split stored in the manifest.
     recorded = seed_dir.read_split()
     if recorded is not None and config is not None and _same_file(manifest_path, config.manifest):
-        seed_splits = recorded.assignment()
-        manifest = dataclasses.replace(
-            manifest,
-            clips=tuple(
-                dataclasses.replace(c, split=seed_splits.get(c.id, c.split)) for c in manifest.clips
-            ),
-        )
+        manifest = with_split(manifest, recorded)
     clips = [c for c in manifest.clips if split is None or c.split == split]
     if not clips:
         raise TrainerError(

@@ -46,8 +46,8 @@ from trainer.plan import (
     load_selected_model,
     manifest_batches,
     plan_run,
+    recorded_split,
     seed_plan,
-    stored_split,
 )
 from trainer.probes import (
     DEFAULT_FOLDS,
@@ -265,7 +265,7 @@ def evaluate_seed(
     """The test pass of one seed, on its recorded split (train split embedded too, for the
     probes): writes ``evaluation.json`` and ``test_embeddings.npz`` in ``seed_dir`` and
     returns the record."""
-    split = seed_dir.read_split() or stored_split(plan.manifest, seed_dir.seed)
+    split = recorded_split(seed_dir, plan.manifest)
     plan = seed_plan(plan, split)
     passes = {n: (lambda n=n: eval_loader(config, plan, n)) for n in ("train", "test")}
     views = perturbed_views(plan)

@@ -131,28 +131,27 @@ def choose_view_set(
     kind with at least ``config.views`` views. A named or recorded view set that is gone
     from the manifest, unfinished, of another kind or with fewer views than asked is refused
     in one line: a run never goes on, or is measured, on another view set than its own."""
+    from pipeline.reader import LocatedManifest
     from trainer.data import named_view_set
 
-    key, source = config.view_set_key, "--view-set"
+    source = LocatedManifest.of(manifest, manifest_path)
+    key, asker = config.view_set_key, "--view-set"
     if key is None and config.out and (config.resume or reads_run):
-        key, source = recorded_view_set(RunDir(Path(config.out))), f"the run in {config.out}"
+        key, asker = recorded_view_set(RunDir(Path(config.out))), f"the run in {config.out}"
     if key is None:
-        try:
-            return manifest.view_set(config.view_kind, config.views or None)
-        except ManifestError as error:
-            raise TrainerError(str(error)) from None
+        return named_view_set(source, config.view_kind, config.views or None)
     try:
-        view_set = named_view_set(manifest, manifest_path, key)
+        view_set = named_view_set(source, key=key)
     except TrainerError as error:
-        raise TrainerError(f"{error} (asked for by {source})") from None
+        raise TrainerError(f"{error} (asked for by {asker})") from None
     if view_set.kind != config.view_kind:
         raise TrainerError(
-            f"{manifest_path}: view set {key} ({source}) holds {view_set.kind} views, but the "
+            f"{manifest_path}: view set {key} ({asker}) holds {view_set.kind} views, but the "
             f"run uses {config.view_kind} views"
         )
     if config.views and config.views > view_set.views:
         raise TrainerError(
-            f"{manifest_path}: {config.views} views asked for but view set {key} ({source}) "
+            f"{manifest_path}: {config.views} views asked for but view set {key} ({asker}) "
             f"stores {view_set.views}"
         )
     return view_set
@@ -195,6 +194,22 @@ def stored_split(manifest: Manifest, seed: int) -> SeedSplit:
     return stored_seed_split(manifest.clips, manifest.split, seed)
 
 
+def recorded_split(seed_dir: SeedDir, manifest: Manifest) -> SeedSplit:
+    """The split seed ``seed_dir`` trained and was tested on: its ``split.json``, else (a
+    run folder from before per-seed splits) the manifest's stored split."""
+    return seed_dir.read_split() or stored_split(manifest, seed_dir.seed)
+
+
+def with_split(manifest: Manifest, split: SeedSplit) -> Manifest:
+    """``manifest`` whose clips carry ``split`` (clips it does not list keep theirs): the
+    one place a seed's split is laid onto a manifest, which the loaders read it from."""
+    assignment = split.assignment()
+    return replace(
+        manifest,
+        clips=tuple(replace(c, split=assignment.get(c.id, c.split)) for c in manifest.clips),
+    )
+
+
 def seed_plan(plan: RunPlan, split: SeedSplit) -> RunPlan:
     """The plan of one seed: its manifest's clips carry ``split`` (the loaders read a
     clip's split from there); the view sets, and so the cache, are untouched."""
@@ -205,10 +220,9 @@ def seed_plan(plan: RunPlan, split: SeedSplit) -> RunPlan:
             f"{plan.manifest_path}: clip {missing[0]!r} of seed {split.seed}'s split is not in "
             "the manifest (the manifest changed since the run was trained)"
         )
-    clips = tuple(replace(c, split=assignment.get(c.id, c.split)) for c in plan.manifest.clips)
     return replace(
         plan,
-        manifest=replace(plan.manifest, clips=clips),
+        manifest=with_split(plan.manifest, split),
         train_clips=len(split.train),
         val_split=split.selection_split,
         split=split,

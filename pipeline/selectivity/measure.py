@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.atomic import os_reason, write_json
 from pipeline.manifest import Manifest, ViewSet, other_label
+from pipeline.reader import LocatedManifest
 from pipeline.rng import stable_seed
 from pipeline.selectivity.features import FEATURE_NAMES, _features_of_rows
 from pipeline.selectivity.records import (
@@ -159,23 +160,20 @@ def choose_clips(ids: Sequence[str], max_clips: int, seed: int) -> list[str]:
 
 
 def _read_view_set(
-    manifest: Manifest, manifest_path: Path, view_set: ViewSet, wanted: set[str], views: int
+    source: LocatedManifest, view_set: ViewSet, wanted: Sequence[str], views: int
 ) -> dict[str, np.ndarray]:
-    """``{clip id: float32 (1 + views, T)}`` for the wanted clips, whole shards read once;
-    every shard checked to be the one the manifest lists (``pipeline.shards.open_shard``)."""
-    from pipeline.shards import open_view_set
+    """``{clip id: float32 (1 + views, T)}`` for the wanted clips, through the one reader
+    (``pipeline.reader.read_clips``: each shard read once and checked to be the one the
+    manifest lists, a damaged clip refused)."""
+    from pipeline.reader import read_clips
+    from pipeline.shards import int16_to_float
 
-    out: dict[str, np.ndarray] = {}
-    for reader in open_view_set(manifest, manifest_path, view_set)[1]:
-        if not wanted.intersection(reader.clip_ids):
-            continue
-        rows = list(range(1 + views))
-        for clip_id, audio in zip(
-            reader.clip_ids, reader.read_range(0, len(reader), rows), strict=True
-        ):
-            if clip_id in wanted:
-                out[clip_id] = audio
-    return out
+    stored = read_clips(source, view_set, wanted)
+    return {
+        cid: int16_to_float(clip.rows[: 1 + views])
+        for cid, clip in stored.items()
+        if clip.rows is not None
+    }
 
 
 def _label_rows(
@@ -322,7 +320,7 @@ def run_selectivity(
         stored = [c.id for c in manifest.clips if c.id not in failed]
         chosen = choose_clips(stored, settings.max_clips, settings.seed)
         say(f"view set {vs.kind} {vs.key}: {len(chosen)} clips, {views} view(s) each")
-        audio = _read_view_set(manifest, path, vs, set(chosen), views)
+        audio = _read_view_set(LocatedManifest(manifest, path), vs, chosen, views)
         order = [c for c in chosen if c in audio]
         # Rows to analyse per clip: the original only when not analysed yet.
         todo = [audio[c] if c not in cache else audio[c][1:] for c in order]
