@@ -66,8 +66,9 @@ test: $(STAMP) lint browser
 	$(VENV)/bin/python -m pytest -q -rs
 
 # The fast check while editing: ruff and every test not marked slow (no browser install).
+# The fast check: ruff and the tests not marked slow, on both cores (pytest-xdist).
 check: $(STAMP) lint
-	$(VENV)/bin/python -m pytest -q -m "not slow" -x
+	$(VENV)/bin/python -m pytest -q -m "not slow" -x -n 2
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache
