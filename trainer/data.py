@@ -631,10 +631,7 @@ def _shard_indices(
 ) -> tuple[int, list[ShardIndex]]:
     """Stored views N and the checked shards of ``view_set`` (pipeline.shards.open_shard:
     another view set's or another manifest's shard is refused in one line, as is damage)."""
-    try:
-        _, readers = open_view_set(manifest, manifest_path, view_set)
-    except (ShardDamaged, ShardForeign) as e:
-        raise TrainerError(str(e)) from None
+    _, readers = open_view_set(manifest, manifest_path, view_set)
     by_path = {s.path: s.checksum for s in view_set.shards}
     stored = min((r.num_views - 1 for r in readers), default=view_set.views)
     return stored, [
@@ -668,14 +665,16 @@ def _open_shards(
             except ManifestError as e:
                 error = error or e
         if not candidates:
-            raise TrainerError(str(error))
+            raise error or TrainerError(f"no view set of kind {', '.join(kinds)}")
     error = None
     for candidate in candidates:
-        try:  # damage or a foreign shard: TrainerError, never a fall back to another set
+        try:
             return _shard_indices(manifest, manifest_path, candidate)
+        except (ShardDamaged, ShardForeign):  # never a fall back to another set
+            raise
         except ShardError as e:  # a shard that cannot be opened at all
             error = error or e
-    raise TrainerError(str(error))
+    raise error
 
 
 def make_train_loader(
@@ -934,8 +933,8 @@ def _readable_shards(
     for entry in sorted(chosen.shards, key=lambda s: s.index):
         try:
             reader = open_shard(manifest, manifest_path, chosen, entry)
-        except (ShardDamaged, ShardForeign) as error:
-            raise TrainerError(str(error)) from None
+        except (ShardDamaged, ShardForeign):  # damage is refused, never read around
+            raise
         except ShardError as error:
             log.warning("%s; decoding its clips from source instead", error)
             continue

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.manifest import Manifest, ManifestError, ViewSet
+from pipeline.manifest import Manifest, ViewSet
 from pipeline.rng import stable_seed
 from pipeline.splits import SeedSplit, SplitError, seed_split, stored_seed_split
 from trainer.config import TrainConfig
@@ -66,8 +66,8 @@ def draw_split(config: TrainConfig, manifest: Manifest, manifest_path: Path, see
     mode = "fixed" if config.fixed_split else "per-seed"
     try:
         return seed_split(manifest.clips, manifest.split, seed, config.task, mode, config.protocol)
-    except SplitError as error:
-        raise TrainerError(f"{manifest_path}: {error}") from None
+    except SplitError as error:  # named after the manifest it was drawn from
+        raise SplitError(f"{manifest_path}: {error}") from None
 
 
 def plan_run(config: TrainConfig, draw_splits: bool = True) -> RunPlan:
@@ -75,10 +75,7 @@ def plan_run(config: TrainConfig, draw_splits: bool = True) -> RunPlan:
     split (one-line errors, before any training). ``draw_splits=False`` (evaluation: the
     seeds' splits are read from their records) describes the manifest's stored split."""
     manifest_path = Path(config.manifest)
-    try:
-        manifest = Manifest.load(manifest_path)
-    except ManifestError as error:
-        raise TrainerError(str(error)) from None
+    manifest = Manifest.load(manifest_path)
     view_set = choose_view_set(config, manifest, manifest_path, reads_run=not draw_splits)
     views = view_set.views if config.views is None else config.views
     if draw_splits:
@@ -137,10 +134,7 @@ def choose_view_set(
     if key is None and config.out and (config.resume or reads_run):
         key, source = recorded_view_set(RunDir(Path(config.out))), f"the run in {config.out}"
     if key is None:
-        try:
-            return manifest.view_set(config.view_kind, config.views or None)
-        except ManifestError as error:
-            raise TrainerError(str(error)) from None
+        return manifest.view_set(config.view_kind, config.views or None)
     try:
         view_set = named_view_set(manifest, manifest_path, key)
     except TrainerError as error:
