@@ -336,9 +336,9 @@ def test_a_damaged_summary_is_one_line_naming_the_file(tmp_path, how) -> None:
         run.read_summary()
     from click.testing import CliRunner
 
-    from trainer.eval_cli import report_command
+    from trainer.cli import main
 
-    result = CliRunner().invoke(report_command, [str(run.path)])
+    result = CliRunner().invoke(main, ["report", str(run.path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1 and "summary.json" in result.output
 

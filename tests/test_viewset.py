@@ -212,7 +212,6 @@ def _one_line(result) -> str:
 
 def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) -> None:
     from trainer.data import make_eval_loader, make_train_loader, view_loader
-    from trainer.errors import TrainerError
 
     a, b = _shared_folder(twins, tmp_path)
     m = Manifest.load(a)
@@ -223,7 +222,7 @@ def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) ->
         lambda: make_eval_loader(m, a, "test", task="emotion", kind="speaker"),
         lambda: view_loader(m, a, "speaker", 1),
     ):
-        with pytest.raises(TrainerError, match="does not belong to this manifest"):
+        with pytest.raises(ShardForeign, match="does not belong to this manifest"):
             build()
     clip = m.clips[0].id
     runner = CliRunner()
@@ -242,7 +241,6 @@ def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) ->
 
 def test_every_reader_refuses_a_shard_copied_from_another_view_set(twins, tmp_path) -> None:
     from trainer.data import make_train_loader
-    from trainer.errors import TrainerError
 
     root, a0, _ = twins
     a = tmp_path / "a" / a0.name
@@ -256,7 +254,7 @@ def test_every_reader_refuses_a_shard_copied_from_another_view_set(twins, tmp_pa
     shutil.copytree(speaker.folder_path(a) / speaker.shards[0].path, target)
     with pytest.raises(ShardForeign, match="kind"):
         open_view_set(m, a, "emotion")
-    with pytest.raises(TrainerError, match="attribute kind"):
+    with pytest.raises(ShardForeign, match="attribute kind"):
         make_train_loader(m, a, task="speaker", kind="emotion")
     line = _one_line(
         CliRunner().invoke(
