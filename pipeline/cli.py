@@ -696,13 +696,15 @@ def selectivity_command(
     )
     from pipeline.workers import worker_pool
 
+    # The feature analysis' imports, loaded once by the fork server (pipeline/workers.py).
+    preload = ("pipeline.selectivity.measure",)
     workers = jobs or os.cpu_count() or 1
     settings = SelectivitySettings(max_clips=max_clips, views=views, seed=seed, keys=keys)
     results = run_selectivity(
         manifest,
         settings,
         # Workers that end with this command, SIGKILL included (pipeline/workers.py).
-        (lambda: worker_pool(workers)) if workers > 1 else None,
+        (lambda: worker_pool(workers, preload=preload)) if workers > 1 else None,
         progress=lambda line: echo(line, err=True),
     )
     for view_set, result, path in results:

@@ -356,3 +356,46 @@ def test_the_trainer_lets_pipeline_errors_through_under_one_root() -> None:
         for line in retyped_errors(path.read_text(encoding="utf-8"), caught)
     ]
     assert found == []
+
+
+# ----- one executor policy ---------------------------------------------------------------
+POOLS = re.compile(
+    r"\bProcessPoolExecutor\(|\bget_context\(|\bset_start_method\(|\bmultiprocessing\.Pool\("
+    r"|\bmultiprocessing\.Process\(|\bset_forkserver_preload\("
+)
+
+
+def pool_spellings(files: dict[str, str]) -> list[str]:
+    """``path:line`` of every process pool or start method made in ``files``."""
+    return [
+        f"{path}:{number}"
+        for path, text in files.items()
+        for number, line in enumerate(text.splitlines(), 1)
+        if POOLS.search(line)
+    ]
+
+
+def test_the_pool_finder_finds_planted_pools() -> None:
+    planted = {
+        "a.py": "with ProcessPoolExecutor(2) as pool:\n",
+        "b.py": "x = 1\nctx = multiprocessing.get_context('spawn')\n",
+        "c.py": "from concurrent.futures import ProcessPoolExecutor\nwith worker_pool(2) as p:\n",
+        "d.py": "mp.set_start_method('fork')\n",
+    }
+    assert pool_spellings(planted) == ["a.py:1", "b.py:2", "d.py:1"]
+
+
+def test_every_process_pool_is_made_by_pipeline_workers() -> None:
+    """One executor policy (pipeline/workers.py): one start method, workers that die with
+    their command; perturb, selectivity, the listening page, the studies, the benchmarks
+    and the tests all take their pools from it."""
+    files = {
+        str(path.relative_to(ROOT)): path.read_text(encoding="utf-8")
+        for folder in ("pipeline", "trainer", "bench", "studies", "tests")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path not in (ROOT / "pipeline" / "workers.py", Path(__file__).resolve())
+    }
+    assert pool_spellings(files) == []
+    from pipeline.workers import START_METHOD
+
+    assert START_METHOD in ("forkserver", "spawn")  # never fork
