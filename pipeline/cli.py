@@ -764,5 +764,25 @@ def validate_command(
         raise click.ClickException(f"{len(report.errors)} problem(s) found in {manifest}")
 
 
+@main.command("migrate")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+def migrate_command(manifest: Path) -> None:
+    """Rewrite a manifest written before view sets recorded their F0 range (before
+    2026-11-30) as a current one, once; the other commands refuse the old layout."""
+    from pipeline.manifest import LEGACY_F0_CEIL_HZ, LEGACY_F0_FLOOR_HZ, migrate, os_reason
+
+    try:
+        keys = migrate(manifest)
+    except OSError as e:  # a read-only folder, a full disk
+        raise click.ClickException(f"{e.filename or manifest}: {os_reason(e)}") from None
+    if not keys:
+        echo(f"{manifest}: already current")
+        return
+    echo(
+        f"rewrote {manifest}: view set(s) {', '.join(keys)} now record the F0 range they were "
+        f"made with ({LEGACY_F0_FLOOR_HZ:g}-{LEGACY_F0_CEIL_HZ:g} Hz)"
+    )
+
+
 if __name__ == "__main__":
     main()

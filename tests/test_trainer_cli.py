@@ -118,7 +118,7 @@ def test_a_pipeline_error_inside_ncore_train_is_one_line_and_exit_1(corpus, tmp_
     assert done.returncode == 1, done.stderr
     assert done.stdout == "" and "Traceback" not in done.stderr
     assert done.stderr.splitlines() == [
-        f"Error: {bad}: manifest schema_version 7 is not supported (this toolkit reads version 1)"
+        f"Error: {bad}: manifest: schema_version 7 is not supported (this toolkit reads version 1)"
     ]
 
 
