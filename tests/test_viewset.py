@@ -82,14 +82,16 @@ def test_shard_attribute_mismatches_are_named():
     assert ShardAttributes.from_dict({}).mismatches(expected)[0].startswith("attribute kind=None")
 
 
-def test_manifest_records_the_f0_range_and_reads_old_view_sets():
+def test_manifest_records_the_f0_range_and_refuses_view_sets_without_one():
     vs = _view_set(f0_floor_hz=60.0, f0_ceil_hz=2000.0)
     data = vs.to_dict()
     assert (data["f0_floor_hz"], data["f0_ceil_hz"]) == (60.0, 2000.0)
     assert ViewSet.from_dict(data) == vs
     old = {k: v for k, v in data.items() if k not in ("f0_floor_hz", "f0_ceil_hz")}
-    loaded = ViewSet.from_dict(old)
-    assert (loaded.f0_floor_hz, loaded.f0_ceil_hz) == (71.0, 800.0)  # WORLD's defaults
+    with pytest.raises(ManifestError, match=r"no F0 range .* `ncore-prep migrate MANIFEST`"):
+        ViewSet.from_dict(old)  # the first week's layout (tests/test_manifest_schema.py)
+    with pytest.raises(ManifestError, match="missing field 'f0_ceil_hz'"):
+        ViewSet.from_dict({**old, "f0_floor_hz": 71.0})
     with pytest.raises(ManifestError, match=r"f0_floor_hz 900\.0 must be below f0_ceil_hz"):
         ViewSet.from_dict({**data, "f0_floor_hz": 900.0, "f0_ceil_hz": 800.0})
     with pytest.raises(ManifestError, match="'f0_ceil_hz' must be a frequency"):
