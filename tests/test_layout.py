@@ -232,14 +232,19 @@ STATISTICS = re.compile(
 )
 
 
-def statistics_copies(files: dict[str, str]) -> list[str]:
-    """``path:line`` of every statistics spelling in ``files`` (path -> source text)."""
+def lines_matching(files: dict[str, str], pattern: re.Pattern[str]) -> list[str]:
+    """``path:line`` of every line of ``files`` (path -> source text) ``pattern`` finds."""
     return [
         f"{path}:{number}"
         for path, text in files.items()
         for number, line in enumerate(text.splitlines(), 1)
-        if STATISTICS.search(line)
+        if pattern.search(line)
     ]
+
+
+def statistics_copies(files: dict[str, str]) -> list[str]:
+    """``path:line`` of every statistics spelling in ``files``."""
+    return lines_matching(files, STATISTICS)
 
 
 def test_the_copy_finder_finds_a_planted_probe_and_bootstrap() -> None:
@@ -367,12 +372,7 @@ POOLS = re.compile(
 
 def pool_spellings(files: dict[str, str]) -> list[str]:
     """``path:line`` of every process pool or start method made in ``files``."""
-    return [
-        f"{path}:{number}"
-        for path, text in files.items()
-        for number, line in enumerate(text.splitlines(), 1)
-        if POOLS.search(line)
-    ]
+    return lines_matching(files, POOLS)
 
 
 def test_the_pool_finder_finds_planted_pools() -> None:
