@@ -29,11 +29,9 @@ VIEWS = 5
 
 
 def make_cache(root: Path, clips: int) -> Path:
-    from concurrent.futures import ProcessPoolExecutor
-
     from pipeline.datasets import build_manifest
     from pipeline.datasets.synthetic import SyntheticConfig, generate
-    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from pipeline.prep import PerturbSettings, fixed_executor, process_executor, run_perturb
 
     path = root / "manifests" / "listen.json"
     if path.exists():
@@ -53,7 +51,7 @@ def make_cache(root: Path, clips: int) -> Path:
     manifest, _ = build_manifest("csv", data, "listen", seed=1, manifest_path=path)
     manifest.save(path)
     settings = PerturbSettings(views=VIEWS, shard_size=16, seed=42)
-    with ProcessPoolExecutor(2) as pool:
+    with process_executor(2) as (pool, _):
         run_perturb(path, settings, fixed_executor(pool), cache_dir=root / "cache", progress=False)
     return path
 

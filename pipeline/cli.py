@@ -64,15 +64,21 @@ def echo(text: str = "", err: bool = False) -> None:
     click.echo(terminal_safe(text), err=err)
 
 
-class _Commands(click.Group):
-    """The ``ncore-prep`` group: one-line errors are escaped like every printed line."""
+class Commands(click.Group):
+    """The group of ``ncore-prep`` and ``ncore-train``: any :class:`~pipeline.errors.NCoreError`
+    a command raises (a pipeline or a trainer error) becomes one line on stderr and exit 1,
+    escaped like every printed line, as does a command's own ``click.ClickException``."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from pipeline.errors import NCoreError
+
         try:
             return super().invoke(ctx)
         except click.ClickException as e:
             e.message = terminal_safe(e.message)
             raise
+        except NCoreError as e:
+            raise click.ClickException(terminal_safe(str(e))) from None
 
 
 def _within_cpus(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
@@ -91,7 +97,7 @@ def _within_cpus(ctx: click.Context, param: click.Parameter, value: int | None) 
     return value
 
 
-@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="ncore")
 def main() -> None:
     """N-CORE data preparation: manifests, perturbed views, inspection and validation."""
@@ -284,7 +290,6 @@ def manifest_command(
     """Import a corpus and write manifests/<name>.json (clips, labels, splits, failures)."""
     check_corpus_options(ctx, dataset)
     from pipeline.datasets import build_manifest, save_manifest_keeping_views
-    from pipeline.errors import PipelineError
     from pipeline.manifest import os_reason
 
     options["csv"] = csv_file
@@ -306,8 +311,6 @@ def manifest_command(
             **options,
         )
         note = save_manifest_keeping_views(manifest, path)
-    except PipelineError as e:
-        raise click.ClickException(str(e)) from None
     except OSError as e:
         raise click.ClickException(f"{e.filename or path}: {os_reason(e)}") from None
     for line in summary.lines():
@@ -330,15 +333,11 @@ def _manifest_for(dataset: str, data_dir: Path | None, manifest_dir: Path, progr
             f"no manifest {path}; run `ncore-prep manifest --name {dataset} ...` first"
         )
     from pipeline.datasets import build_manifest, save_manifest_keeping_views
-    from pipeline.errors import PipelineError
 
     if progress:
         echo(f"no manifest {path}: importing {dataset} first (ncore-prep manifest)", err=True)
-    try:
-        manifest, summary = build_manifest(dataset, data_dir, dataset, manifest_path=path)
-        save_manifest_keeping_views(manifest, path)
-    except PipelineError as e:
-        raise click.ClickException(str(e)) from None
+    manifest, summary = build_manifest(dataset, data_dir, dataset, manifest_path=path)
+    save_manifest_keeping_views(manifest, path)
     for line in summary.lines():
         echo(line)
     return path
@@ -474,7 +473,6 @@ def perturb_command(
     Re-running the same command resumes: only shards the manifest does not list are
     computed. Any changed setting makes a new view set beside the old ones.
     """
-    from pipeline.errors import PipelineError
     from pipeline.manifest import os_reason
     from pipeline.prep import (
         PerturbInterrupted,
@@ -510,8 +508,6 @@ def perturb_command(
     except PerturbInterrupted as e:  # Ctrl-C: one line, the conventional status 128 + SIGINT
         echo(f"Error: {e}", err=True)
         raise SystemExit(130) from None
-    except PipelineError as e:
-        raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk or a read-only cache folder while writing shards
         raise click.ClickException(f"{e.filename or cache_dir}: {os_reason(e)}") from None
     echo(format_summary(summary))
@@ -602,13 +598,10 @@ def _write_page(manifest: Path, out_dir: Path, listen: dict[str, Any]) -> None:
 def listen_command(manifest: Path, out_dir: Path, **listen: Any) -> None:
     """Write an offline listening page (index.html, audio, images) of sampled clips across
     view sets into DIR: a new or empty folder, or one holding an earlier page."""
-    from pipeline.errors import PipelineError
     from pipeline.manifest import os_reason
 
     try:
         _write_page(manifest, out_dir, listen)
-    except PipelineError as e:
-        raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk, a read-only folder
         raise click.ClickException(f"{e.filename or out_dir}: {os_reason(e)}") from None
 
@@ -635,7 +628,6 @@ def inspect_command(
 ) -> None:
     """Summarise a manifest and its view sets, or export the views of one clip (--clip).
     --html DIR writes the listening page (the same as `ncore-prep listen`)."""
-    from pipeline.errors import PipelineError
     from pipeline.inspection import InspectError, describe, export_clip
     from pipeline.manifest import name_problem, os_reason
 
@@ -653,8 +645,6 @@ def inspect_command(
             echo(describe(manifest))
             return
         export = export_clip(manifest, clip_id, out or Path("inspect") / clip_id)
-    except PipelineError as e:
-        raise click.ClickException(str(e)) from None
     except OSError as e:  # a full disk, a read-only or missing --out folder
         raise click.ClickException(f"{e.filename or html_dir or out}: {os_reason(e)}") from None
     for line in export.lines():
@@ -699,7 +689,6 @@ def selectivity_command(
     originals and views of every view set, written beside it as selectivity.json."""
     import os
 
-    from pipeline.errors import PipelineError
     from pipeline.selectivity import (
         SelectivitySettings,
         format_table,
@@ -707,18 +696,17 @@ def selectivity_command(
     )
     from pipeline.workers import worker_pool
 
+    # The feature analysis' imports, loaded once by the fork server (pipeline/workers.py).
+    preload = ("pipeline.selectivity.measure",)
     workers = jobs or os.cpu_count() or 1
     settings = SelectivitySettings(max_clips=max_clips, views=views, seed=seed, keys=keys)
-    try:
-        results = run_selectivity(
-            manifest,
-            settings,
-            # Workers that end with this command, SIGKILL included (pipeline/workers.py).
-            (lambda: worker_pool(workers)) if workers > 1 else None,
-            progress=lambda line: echo(line, err=True),
-        )
-    except PipelineError as e:
-        raise click.ClickException(str(e)) from None
+    results = run_selectivity(
+        manifest,
+        settings,
+        # Workers that end with this command, SIGKILL included (pipeline/workers.py).
+        (lambda: worker_pool(workers, preload=preload)) if workers > 1 else None,
+        progress=lambda line: echo(line, err=True),
+    )
     for view_set, result, path in results:
         echo(f"view set {view_set.kind} N={view_set.views} key={view_set.key}")
         for line in format_table(result, indent="  "):
@@ -753,8 +741,7 @@ def validate_command(
     from pipeline.qa import format_report, validate
 
     if repair:
-        from pipeline.manifest import ManifestError
-        from pipeline.prep import PerturbInterrupted, PrepError, choose_executor
+        from pipeline.prep import PerturbInterrupted, choose_executor
         from pipeline.qa import repair as repair_shards
 
         try:
@@ -764,8 +751,6 @@ def validate_command(
         except PerturbInterrupted as e:  # Ctrl-C: damaged shards stay listed for next time
             echo(f"Error: {e}", err=True)
             raise SystemExit(130) from None
-        except (ManifestError, PrepError) as e:
-            raise click.ClickException(str(e)) from None
         for line in outcome.lines():
             echo(line)
         report = outcome.report
@@ -777,6 +762,26 @@ def validate_command(
         echo(format_report(report))
     if not report.ok:
         raise click.ClickException(f"{len(report.errors)} problem(s) found in {manifest}")
+
+
+@main.command("migrate")
+@click.argument("manifest", type=click.Path(dir_okay=False, path_type=Path))
+def migrate_command(manifest: Path) -> None:
+    """Rewrite a manifest written before view sets recorded their F0 range (before
+    2026-11-30) as a current one, once; the other commands refuse the old layout."""
+    from pipeline.manifest import LEGACY_F0_CEIL_HZ, LEGACY_F0_FLOOR_HZ, migrate, os_reason
+
+    try:
+        keys = migrate(manifest)
+    except OSError as e:  # a read-only folder, a full disk
+        raise click.ClickException(f"{e.filename or manifest}: {os_reason(e)}") from None
+    if not keys:
+        echo(f"{manifest}: already current")
+        return
+    echo(
+        f"rewrote {manifest}: view set(s) {', '.join(keys)} now record the F0 range they were "
+        f"made with ({LEGACY_F0_FLOOR_HZ:g}-{LEGACY_F0_CEIL_HZ:g} Hz)"
+    )
 
 
 if __name__ == "__main__":

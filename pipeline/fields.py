@@ -1,14 +1,15 @@
 """Field parsers of on-disk records: one place for "this field must be an integer >= 0".
 
 Every ``parse_*`` takes the value, the field's name and ``where`` (the file, or file and
-line) and returns the value typed, or raises ``error`` (a ValueError subclass: the
-stage's own error type, ``PipelineError`` or ``TrainerError``) in one line naming both::
+line) and returns the value typed, or raises ``error`` (the stage's own error type below
+``pipeline.errors.NCoreError``: ``ManifestError``, ``TrainerError``, ...) in one line
+naming both::
 
     seed-1/evaluation.json: field 'seed' must be an integer, got '3'
 
 Booleans are not numbers here (JSON ``true`` is not the integer 1), and ``1.0`` is not an
-integer. Torch-free and dependency-free: the run folder's records, the checkpoint state
-and the split records all parse through it.
+integer. Torch-free and dependency-free: the run folder's records, the checkpoint state,
+the split records and the manifest all parse through it.
 """
 
 from __future__ import annotations
@@ -92,14 +93,27 @@ def parse_number(
     return float(value)
 
 
+def require(data: dict[str, Any], name: str, where: str, error: FieldError = ValueError) -> Any:
+    """``data[name]``; a record without the field is refused (its value is parsed next)."""
+    if name not in data:
+        raise error(f"{where}: missing field {name!r}")
+    return data[name]
+
+
 def parse_str(
-    value: Any, name: str, where: str, optional: bool = False, error: FieldError = ValueError
+    value: Any,
+    name: str,
+    where: str,
+    optional: bool = False,
+    error: FieldError = ValueError,
+    nonempty: bool = False,
 ) -> str | None:
-    """A string; None passes when ``optional``."""
+    """A string (``nonempty``: not ``""``); None passes when ``optional``."""
     if value is None and optional:
         return None
-    if not isinstance(value, str):
-        raise error(f"{where}: field {name!r} must be a string, got {value!r}")
+    if not isinstance(value, str) or (nonempty and not value):
+        what = "a non-empty string" if nonempty else "a string"
+        raise error(f"{where}: field {name!r} must be {what}, got {value!r}")
     return value
 
 
@@ -129,6 +143,18 @@ def parse_names(
         what = "names" if nonempty else "strings"
         raise error(f"{where}: field {name!r} must be a list of {what}")
     return tuple(value)
+
+
+def parse_objects(
+    value: Any, name: str, where: str, error: FieldError = ValueError
+) -> list[dict[str, Any]]:
+    """A list whose every item is a JSON object (a record's entries)."""
+    if not isinstance(value, list):
+        raise error(f"{where}: field {name!r} must be a list, got {json_kind(value)}")
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise error(f"{where}: item {i} of {name!r} must be an object, got {json_kind(item)}")
+    return value
 
 
 def parse_ints(

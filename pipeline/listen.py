@@ -1050,13 +1050,11 @@ def _thumbnail_executor(workers: int | None) -> AbstractContextManager[Executor]
     count = workers if workers is not None else (os.cpu_count() or 1)
     if count <= 1:
         return _InProcess()
-    import multiprocessing
-
     from pipeline.workers import worker_pool
 
-    # spawn, not fork: zarr keeps an event-loop thread, which must not be forked. The
-    # workers end with the page build (SIGKILL included) and a Ctrl-C terminates them.
-    return worker_pool(count, multiprocessing.get_context("spawn"))
+    # Never forked from this process, whose zarr event-loop thread runs; the workers end
+    # with the page build (SIGKILL included) and a Ctrl-C terminates them.
+    return worker_pool(count)
 
 
 def _draw_missing(

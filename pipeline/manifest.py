@@ -23,11 +23,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
+from pipeline import fields
 from pipeline.atomic import json_text, os_reason, write_bytes, write_json
 from pipeline.errors import PipelineError
 from pipeline.splits import SplitError, SplitSettings
 
 SCHEMA_VERSION = 1
+# What a manifest without a schema_version is told (every manifest ncore-prep wrote has one).
+UNVERSIONED = "not a manifest written by ncore-prep; import the corpus with `ncore-prep manifest`"
 SAMPLE_RATE = 16000  # Hz: every clip and view of the toolkit (the one definition)
 SPLITS = ("train", "val", "test")
 LABELS = ("emotion", "speaker")
@@ -59,25 +62,21 @@ class ManifestError(PipelineError):
     """A manifest that cannot be used: unknown version, missing field or broken invariant."""
 
 
+# ----- fields: pipeline/fields.py's parsers, raising ManifestError -------------------------
 def _require(d: dict[str, Any], key: str, where: str) -> Any:
-    if key not in d:
-        raise ManifestError(f"{where}: missing field {key!r}")
-    return d[key]
+    return fields.require(d, key, where, ManifestError)
 
 
 def _as_str(value: Any, key: str, where: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ManifestError(f"{where}: field {key!r} must be a non-empty string, got {value!r}")
-    if "\x00" in value:
+    text = fields.parse_str(value, key, where, error=ManifestError, nonempty=True)
+    if "\x00" in text:
         raise ManifestError(f"{where}: field {key!r} holds a NUL character")
-    return _utf8(value, key, where)
+    return _utf8(text, key, where)
 
 
 def _as_text(value: Any, key: str, where: str) -> str:
     """A string that may be empty (optional descriptive fields)."""
-    if not isinstance(value, str):
-        raise ManifestError(f"{where}: field {key!r} must be a string, got {value!r}")
-    return _utf8(value, key, where)
+    return _utf8(fields.parse_str(value, key, where, error=ManifestError), key, where)
 
 
 def _utf8(value: str, key: str, where: str) -> str:
@@ -91,53 +90,22 @@ def _utf8(value: str, key: str, where: str) -> str:
 
 
 def _as_int(value: Any, key: str, where: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ManifestError(
-            f"{where}: field {key!r} must be an integer >= {minimum}, got {value!r}"
-        )
-    return value
+    return fields.parse_int(value, key, where, minimum, error=ManifestError)
 
 
 def _as_hz(value: Any, key: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e5:
+    if fields.json_kind(value) != "a number" or not 0 < value < 1e5:  # NaN is not in range
         raise ManifestError(f"{where}: field {key!r} must be a frequency in Hz, got {value!r}")
     return float(value)
 
 
-def _as_list(value: Any, key: str, where: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ManifestError(f"{where}: field {key!r} must be a list, got {_kind(value)}")
-    return value
-
-
 def _as_object(value: Any, key: str, where: str) -> dict[str, Any]:
-    if not isinstance(value, dict):
-        raise ManifestError(f"{where}: field {key!r} must be an object, got {_kind(value)}")
-    return value
+    return fields.parse_object(value, f"{where}: field {key!r}", ManifestError)
 
 
 def _entries(value: Any, key: str, where: str) -> list[dict[str, Any]]:
     """A list whose every item is a JSON object (clips, view sets, shards, failures)."""
-    items = _as_list(value, key, where)
-    for i, item in enumerate(items):
-        if not isinstance(item, dict):
-            raise ManifestError(
-                f"{where}: item {i} of {key!r} must be an object, got {_kind(item)}"
-            )
-    return items
-
-
-def _kind(value: Any) -> str:
-    """A JSON type name for messages ("null", "a number", ...)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, int | float):
-        return f"the number {value!r}"
-    if isinstance(value, str):
-        return f"the string {value[:40]!r}"
-    return "a list" if isinstance(value, list) else "an object"
+    return fields.parse_objects(value, key, where, ManifestError)
 
 
 def _where(d: dict[str, Any], what: str, key: str) -> str:
@@ -146,15 +114,10 @@ def _where(d: dict[str, Any], what: str, key: str) -> str:
     return f"{what} {(name if isinstance(name, str) else repr(name))[:80]!r}"
 
 
-def parse_schema_version(value: Any, where: str) -> int:
+def _check_version(data: dict[str, Any], where: str) -> int:
     """The record's ``schema_version``: exactly the integer this toolkit reads (``true`` and
     ``1.0`` compare equal to 1 in Python, but are not a version)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value != SCHEMA_VERSION:
-        raise ManifestError(
-            f"{where} schema_version {value!r} is not supported "
-            f"(this toolkit reads version {SCHEMA_VERSION})"
-        )
-    return value
+    return fields.parse_version(data, where, SCHEMA_VERSION, UNVERSIONED, ManifestError)
 
 
 def parse_split(value: Any, where: str) -> dict[str, Any]:
@@ -376,6 +339,31 @@ class ShardEntry:
         return entry
 
 
+# ----- the first week's layout: view sets without their F0 range ---------------------------
+MIGRATE_PLACEHOLDER = "MANIFEST"
+F0_RANGE_FIELDS = ("f0_floor_hz", "f0_ceil_hz")
+
+
+def migrate_command(path: str | os.PathLike[str] | None = None) -> str:
+    """The one-off command that rewrites a manifest of the first week's layout."""
+    return f"ncore-prep migrate {path or MIGRATE_PLACEHOLDER}"
+
+
+def _predates_f0_range(d: dict[str, Any]) -> bool:
+    """A view-set entry written before view sets recorded their F0 range (2026-11-30):
+    neither field present. They were made with WORLD's range, ``LEGACY_F0_*``."""
+    return not any(name in d for name in F0_RANGE_FIELDS)
+
+
+def _f0_field(d: dict[str, Any], key: str, where: str) -> Any:
+    if _predates_f0_range(d):
+        raise ManifestError(
+            f"{where}: records no F0 range (a manifest written before 2026-11-30); "
+            f"rewrite it once with `{migrate_command()}`"
+        )
+    return _require(d, key, where)
+
+
 @dataclass(frozen=True)
 class ViewSet:
     """N perturbed views of every clip for one perturbation kind, parameters and seed.
@@ -458,9 +446,8 @@ class ViewSet:
             shard_size=_as_int(_require(d, "shard_size", where), "shard_size", where, 1),
             code_version=_as_str(_require(d, "code_version", where), "code_version", where),
             f0_method=f0_method,
-            # Manifests written before the range became an option used WORLD's defaults.
-            f0_floor_hz=_as_hz(d.get("f0_floor_hz", LEGACY_F0_FLOOR_HZ), "f0_floor_hz", where),
-            f0_ceil_hz=_as_hz(d.get("f0_ceil_hz", LEGACY_F0_CEIL_HZ), "f0_ceil_hz", where),
+            f0_floor_hz=_as_hz(_f0_field(d, "f0_floor_hz", where), "f0_floor_hz", where),
+            f0_ceil_hz=_as_hz(_f0_field(d, "f0_ceil_hz", where), "f0_ceil_hz", where),
             shards=tuple(
                 ShardEntry.from_dict(s) for s in _entries(d.get("shards", []), "shards", where)
             ),
@@ -512,7 +499,7 @@ class Manifest:
     # ----- invariants -----------------------------------------------------------------
     def check(self) -> None:
         """Raise ManifestError naming the first broken invariant."""
-        parse_schema_version(self.schema_version, "manifest")
+        _check_version({"schema_version": self.schema_version}, "manifest")
         parse_split(self.split, "manifest")
         why = name_problem(self.dataset)
         if why:
@@ -635,15 +622,14 @@ class Manifest:
     def from_dict(cls, d: dict[str, Any]) -> Manifest:
         if not isinstance(d, dict):
             raise ManifestError("manifest: top level must be a JSON object")
-        version = parse_schema_version(d.get("schema_version"), "manifest")
+        version = _check_version(d, "manifest")
         where = "manifest"
         labels = _as_object(_require(d, "labels", where), "labels", where)
         vocabularies = {}
         for name, vocab in labels.items():
-            words = _as_list(vocab, f"labels.{name}", where)
-            for word in words:
-                _as_str(word, f"labels.{name}", where)
-            vocabularies[name] = tuple(words)
+            key = f"labels.{name}"
+            words = fields.parse_names(vocab, key, where, ManifestError, nonempty=True)
+            vocabularies[name] = tuple(_utf8(word, key, where) for word in words)
         return cls(
             schema_version=version,
             dataset=_as_name(_require(d, "dataset", where), "dataset", where),
@@ -671,18 +657,17 @@ class Manifest:
     @classmethod
     def from_bytes(cls, data: bytes, path: Path) -> Manifest:
         """Parse the bytes of a manifest file (``path`` only names it in messages)."""
-        try:
-            parsed = json.loads(data.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ManifestError(f"{path}: not valid JSON (not UTF-8 text)") from None
-        except json.JSONDecodeError as e:
-            raise ManifestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-        except RecursionError:
-            raise ManifestError(f"{path}: not valid JSON (nested too deeply)") from None
+        return cls.from_parsed(_parse_json(data, path), path)
+
+    @classmethod
+    def from_parsed(cls, parsed: Any, path: Path) -> Manifest:
+        """:meth:`from_dict` with every message naming the file ``path`` (and the migrate
+        command spelt with it)."""
         try:
             return cls.from_dict(parsed)
         except ManifestError as e:
-            raise ManifestError(f"{path}: {e}") from None
+            text = str(e).replace(migrate_command(), migrate_command(path))
+            raise ManifestError(f"{path}: {text}") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write atomically (``pipeline.atomic``: temporary file, fsync, rename).
@@ -692,6 +677,43 @@ class Manifest:
         """
         self.check()
         write_json(manifest_target(Path(path)), self.to_dict())
+
+
+def _parse_json(data: bytes, path: Path) -> Any:
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ManifestError(f"{path}: not valid JSON (not UTF-8 text)") from None
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: not valid JSON (nested too deeply)") from None
+
+
+def migrate(path: str | os.PathLike[str]) -> list[str]:
+    """Rewrite, once, a manifest of the first week's layout as a current one; the keys of
+    the view sets it rewrote (none: it was current, and nothing is written).
+
+    Before 2026-11-30 a view set did not record its F0 range: it was made with WORLD's,
+    ``LEGACY_F0_FLOOR_HZ``-``LEGACY_F0_CEIL_HZ``, which is written into it. That range is
+    left out of view-set keys and shard attributes (``pipeline/viewset.py``), so every key,
+    folder and shard stays valid. Anything else wrong is refused as at load. The rewrite is
+    atomic (``pipeline/atomic.py``) and made under the manifest's lock
+    (:class:`ManifestFile`); the readers refuse the old layout in one line naming this
+    command (``ncore-prep migrate MANIFEST``)."""
+    with ManifestFile(path, "migrate") as file:
+        data = _read_manifest_bytes(file.path)
+        file._digest = hashlib.sha256(data).hexdigest()
+        parsed = _parse_json(data, file.path)
+        entries = parsed.get("view_sets") if isinstance(parsed, dict) else None
+        old = [vs for vs in (entries if isinstance(entries, list) else []) if isinstance(vs, dict)]
+        old = [vs for vs in old if _predates_f0_range(vs)]
+        for vs in old:
+            vs["f0_floor_hz"], vs["f0_ceil_hz"] = LEGACY_F0_FLOOR_HZ, LEGACY_F0_CEIL_HZ
+        manifest = Manifest.from_parsed(parsed, file.path)
+        if old:
+            file.save(manifest)
+        return [str(vs.get("key")) for vs in old]
 
 
 def read_regular_file(path: str | os.PathLike[str]) -> bytes:

@@ -883,20 +883,14 @@ def process_executor(workers: int | None = None) -> Iterator[tuple[Executor, str
     the same. A worker that dies (killed, out of memory) breaks the pool: its shard and the
     ones still queued are reported as errors and recomputed by the next run.
     """
-    import multiprocessing
-
     from pipeline.workers import worker_pool
 
     n_workers = workers or os.cpu_count() or 1
     if n_workers < 1:
         raise PrepError(f"--workers must be >= 1, got {n_workers}")
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    if context.get_start_method() == "forkserver":
-        context.set_forkserver_preload(_WORKER_MODULES)
     # Workers end with ncore-prep (SIGKILL included) and ignore SIGINT; an interrupted run
     # cancels the queue and terminates them (pipeline/workers.py).
-    with worker_pool(n_workers, context, _load_world) as pool:
+    with worker_pool(n_workers, _load_world, preload=_WORKER_MODULES) as pool:
         yield pool, f"a local pool of {n_workers} worker process(es)"
 
 

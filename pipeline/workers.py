@@ -12,18 +12,34 @@ the listening page's thumbnails) is made here, so one rule holds for all of them
   terminal sends it to the whole process group); the parent, on any exception leaving the
   pool (KeyboardInterrupt included), cancels the queued tasks and terminates the workers
   instead of waiting for the queue to drain.
+- **No worker is forked from the command itself.** By then the command runs threads:
+  zarr's event loop (started by the first array read), BLAS thread pools. ``fork()``
+  copies the process without them but with every lock they held at that instant, so a
+  child can block for ever on one (zarr resets its own loop in a forked child; nothing
+  resets the others), and Python 3.12 warns about forking a threaded process. Workers
+  start from a fork server (:data:`START_METHOD`): a fresh single-threaded interpreter,
+  with the modules a pool names in ``preload`` imported once; each worker is forked from
+  it in milliseconds, where ``spawn`` (the fallback where there is no fork server:
+  Windows) pays every import again in every worker. Python 3.14 makes the same choice
+  as its default on Linux.
+
+Every ``ProcessPoolExecutor`` and start method of the toolkit, its studies and benchmarks
+is here (a layout test, ``tests/test_layout.py``, keeps it so).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from multiprocessing.context import BaseContext
 from typing import Any
+
+# The start method of every worker process (see the module docstring).
+START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
 
 
 def _exit_when_gone(pid: int) -> None:
@@ -84,16 +100,22 @@ def stop_now(pool: ProcessPoolExecutor) -> None:
 @contextmanager
 def worker_pool(
     workers: int,
-    mp_context: BaseContext | None = None,
     initializer: Callable[..., Any] | None = None,
     initargs: tuple[Any, ...] = (),
+    preload: Iterable[str] = (),
 ) -> Iterator[ProcessPoolExecutor]:
-    """A process pool of ``workers`` processes whose workers die with this process and
-    ignore SIGINT; leaving the block by an exception (Ctrl-C included) cancels the queued
-    tasks and terminates the workers, leaving it normally waits for them."""
+    """A process pool of ``workers`` processes started by :data:`START_METHOD`, whose
+    workers die with this process and ignore SIGINT; leaving the block by an exception
+    (Ctrl-C included) cancels the queued tasks and terminates the workers, leaving it
+    normally waits for them. ``preload``: modules the fork server imports once (when it
+    starts: the first pool of the process names them), ``initializer(*initargs)`` runs in
+    each worker. Tasks and the initializer must be importable functions (no lambdas)."""
+    context = multiprocessing.get_context(START_METHOD)
+    if START_METHOD == "forkserver" and preload:
+        context.set_forkserver_preload(list(preload))
     pool = ProcessPoolExecutor(
         workers,
-        mp_context=mp_context,
+        mp_context=context,
         initializer=_init_worker,
         initargs=(os.getpid(), initializer, initargs),
     )

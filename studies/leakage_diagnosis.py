@@ -66,7 +66,7 @@ FOLDS = 5
 
 def independent_views(leakage: Path, out: Path) -> Path:
     """A copy of the independent corpus's manifest with speaker views of its own."""
-    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from pipeline.prep import PerturbSettings, fixed_executor, process_executor, run_perturb
 
     source = leakage / "manifests" / "synthetic-independent.json"
     target = out / "manifests" / "synthetic-independent-views.json"
@@ -76,12 +76,10 @@ def independent_views(leakage: Path, out: Path) -> Path:
         data["view_sets"] = []
         target.parent.mkdir(parents=True, exist_ok=True)
         write_json(target, data)
-    from concurrent.futures import ProcessPoolExecutor
-
     settings = PerturbSettings(
         kinds=("speaker",), views=VIEWS, f0_method="dio", f0_ceil_hz=STUDY_F0_CEIL_HZ, shard_size=64
     )
-    with ProcessPoolExecutor(2) as pool:
+    with process_executor(2) as (pool, _):
         run_perturb(target, settings, fixed_executor(pool), out / "cache", progress=False)
     return target
 

@@ -24,7 +24,6 @@ import argparse
 import json
 import logging
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pipeline.atomic import write_text
@@ -95,7 +94,7 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", force=True)
 
     from pipeline.datasets import build_manifest, save_manifest_keeping_views
-    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from pipeline.prep import PerturbSettings, fixed_executor, process_executor, run_perturb
     from trainer.evaluate import probe_on_manifest
     from trainer.experiments import train_and_evaluate
     from trainer.report import report_runs
@@ -124,7 +123,7 @@ def main() -> None:
         f0_ceil_hz=STUDY_F0_CEIL_HZ,
         shard_size=64,
     )
-    with ProcessPoolExecutor(2) as pool:
+    with process_executor(2) as (pool, _):
         run_perturb(
             manifest_path, settings, fixed_executor(pool), args.out / "cache", progress=False
         )

@@ -74,10 +74,8 @@ def corpora(
     probe_test_fraction: float = 0.5,
 ) -> tuple[Path, Path]:
     """The training corpus (with p_s views) and the independent probe corpus."""
-    from concurrent.futures import ProcessPoolExecutor
-
     from pipeline.datasets import build_manifest, save_manifest_keeping_views
-    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from pipeline.prep import PerturbSettings, fixed_executor, process_executor, run_perturb
 
     train = out / "manifests" / "premise-entangled.json"
     probe = out / "manifests" / "premise-independent.json"
@@ -110,7 +108,7 @@ def corpora(
     settings = PerturbSettings(
         kinds=("speaker",), views=views, f0_method="dio", f0_ceil_hz=STUDY_F0_CEIL_HZ
     )
-    with ProcessPoolExecutor(2) as pool:
+    with process_executor(2) as (pool, _):
         run_perturb(train, settings, fixed_executor(pool), out / "cache", progress=False)
     return train, probe
 
@@ -328,12 +326,10 @@ def mechanisms(
     args, train: Path, probe: Path, names: list[str], seeds: list[int]
 ) -> tuple[list[str], dict[str, object]]:
     """Step 5 (module docstring): the Markdown table and its record."""
-    from concurrent.futures import ProcessPoolExecutor
-
     import torch
 
     from pipeline.manifest import Manifest
-    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from pipeline.prep import PerturbSettings, fixed_executor, process_executor, run_perturb
     from pipeline.rng import stable_seed
     from trainer.embed import embed_views
     from trainer.plan import build_model, load_selected_model
@@ -344,7 +340,7 @@ def mechanisms(
     settings = PerturbSettings(
         kinds=("speaker",), views=MECHANISM_VIEWS, f0_method="dio", f0_ceil_hz=STUDY_F0_CEIL_HZ
     )
-    with ProcessPoolExecutor(2) as pool:
+    with process_executor(2) as (pool, _):
         run_perturb(probe, settings, fixed_executor(pool), args.out / "cache", progress=False)
     manifest = Manifest.load(probe)
     clips = manifest.clip_by_id()

@@ -19,10 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from pipeline.manifest import LEGACY_F0_CEIL_HZ
+from pipeline.workers import worker_pool
 
 # The F0 search ceiling of the published tables (docs/results.md), measured before the
 # default became 2000 Hz (docs/defaults.md): DIO, the study's tracker, unvoices F0 above a
@@ -36,7 +36,7 @@ def prepare(out: Path, preset: str, clips: int, views: int, layouts: list[tuple[
     """The preset's corpus with its view sets; returns the manifest path."""
     from pipeline.datasets import build_manifest, save_manifest_keeping_views
     from pipeline.perturb import EmotionParams
-    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from pipeline.prep import PerturbSettings, fixed_executor, process_executor, run_perturb
 
     path = out / "manifests" / f"{preset}.json"
     if not path.exists():
@@ -69,7 +69,7 @@ def prepare(out: Path, preset: str, clips: int, views: int, layouts: list[tuple[
                 emotion=params,
             )
         )
-    with ProcessPoolExecutor(2) as pool:
+    with process_executor(2) as (pool, _):
         for settings in runs:
             run_perturb(path, settings, fixed_executor(pool), out / "cache", progress=False)
     return path
@@ -112,7 +112,7 @@ def main() -> None:
         )
         t1 = time.perf_counter()
         settings = SelectivitySettings(max_clips=args.clips, views=args.views)
-        results = run_selectivity(path, settings, lambda: ProcessPoolExecutor(2))
+        results = run_selectivity(path, settings, lambda: worker_pool(2))
         t2 = time.perf_counter()
         lines.append(f"### {preset}: views {t1 - t0:.0f} s, selectivity {t2 - t1:.0f} s (wall)")
         manifest = Manifest.load(path)

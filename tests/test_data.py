@@ -18,7 +18,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.manifest import Clip, Manifest
+from pipeline.manifest import Clip, Manifest, ManifestError
 from pipeline.shards import ShardClip, write_view_set
 from trainer.data import (
     Batch,
@@ -238,13 +238,13 @@ def test_views_selects_rows_0_to_n(corpus, views):
 
 def test_more_views_than_stored_is_a_clear_error(corpus):
     manifest, path = corpus
-    with pytest.raises(TrainerError, match="9 speaker views asked for"):
+    with pytest.raises(ManifestError, match="9 speaker views asked for"):
         make_train_loader(manifest, path, views=9)
 
 
 def test_missing_view_set_is_a_clear_error(corpus):
     manifest, path = corpus
-    with pytest.raises(TrainerError, match="no emotion view set"):
+    with pytest.raises(ManifestError, match="no emotion view set"):
         make_train_loader(manifest, path, task="speaker")
 
 

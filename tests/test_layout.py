@@ -232,14 +232,19 @@ STATISTICS = re.compile(
 )
 
 
-def statistics_copies(files: dict[str, str]) -> list[str]:
-    """``path:line`` of every statistics spelling in ``files`` (path -> source text)."""
+def lines_matching(files: dict[str, str], pattern: re.Pattern[str]) -> list[str]:
+    """``path:line`` of every line of ``files`` (path -> source text) ``pattern`` finds."""
     return [
         f"{path}:{number}"
         for path, text in files.items()
         for number, line in enumerate(text.splitlines(), 1)
-        if STATISTICS.search(line)
+        if pattern.search(line)
     ]
+
+
+def statistics_copies(files: dict[str, str]) -> list[str]:
+    """``path:line`` of every statistics spelling in ``files``."""
+    return lines_matching(files, STATISTICS)
 
 
 def test_the_copy_finder_finds_a_planted_probe_and_bootstrap() -> None:
@@ -322,3 +327,128 @@ def test_zarr_and_shard_membership_live_only_in_their_modules() -> None:
     assert any(u.startswith("pipeline.viewset:") for u in uses)  # the finder sees the real one
     stray = [u for u in uses if u.split(": ", 1)[1] not in allowed.get(u.split(":")[0], set())]
     assert stray == []
+
+
+# ----- one error root --------------------------------------------------------------------
+def pipeline_error_names() -> set[str]:
+    """Every exception class defined in pipeline/ (NCoreError, PipelineError, ManifestError,
+    ShardError, LockHeld, ...): the names a trainer handler would catch a pipeline error by."""
+    names = {"NCoreError"}
+    for path in (ROOT / "pipeline").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and (b.id in names or b.id.endswith("Error"))
+                for b in node.bases
+            ):
+                names.add(node.name)
+    return names
+
+
+def retyped_errors(source: str, caught: set[str]) -> list[int]:
+    """Lines of ``except <one of caught> as e`` handlers that raise ``TrainerError`` carrying
+    ``e``'s text (``str(e)``, or an f-string holding ``{e}``): a pipeline error re-raised as
+    a trainer error. (A handler that writes a new message from the error's fields, or
+    re-raises the pipeline error with its context added, is not one.)"""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if not isinstance(node, ast.ExceptHandler) or node.type is None or not node.name:
+            continue
+        types = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+        if not any(isinstance(t, ast.Name) and t.id in caught for t in types):
+            continue
+        for raised in (n for statement in node.body for n in ast.walk(statement)):
+            if not (
+                isinstance(raised, ast.Raise)
+                and isinstance(raised.exc, ast.Call)
+                and isinstance(raised.exc.func, ast.Name)
+                and raised.exc.func.id == "TrainerError"
+            ):
+                continue
+            if any(_carries(arg, node.name) for arg in raised.exc.args):
+                found.append(node.lineno)
+    return found
+
+
+def _carries(arg: ast.expr, name: str) -> bool:
+    """Whether the message ``arg`` is the error ``name`` itself, ``str(name)`` or an
+    f-string holding ``{name}``."""
+    if isinstance(arg, ast.Call) and isinstance(arg.func, ast.Name) and arg.func.id == "str":
+        arg = arg.args[0] if arg.args else arg
+    if isinstance(arg, ast.Name):
+        return arg.id == name
+    return any(
+        isinstance(f, ast.FormattedValue) and isinstance(f.value, ast.Name) and f.value.id == name
+        for f in ast.walk(arg)
+    )
+
+
+def test_the_retype_finder_finds_planted_re_raises() -> None:
+    planted = (
+        "try:\n    load()\nexcept ManifestError as e:\n    raise TrainerError(str(e)) from None\n"
+        "try:\n    draw()\nexcept (OSError, SplitError) as error:\n"
+        "    raise TrainerError(f'{path}: {error}') from None\n"
+        "try:\n    draw()\nexcept SplitError as error:\n"
+        "    raise SplitError(f'{path}: {error}') from None\n"  # context added, same type
+        "try:\n    lock()\nexcept LockHeld as error:\n"
+        "    raise TrainerError(f'in use by {error.holder}') from None\n"  # a new message
+        "try:\n    parse()\nexcept TrainerError as error:\n    raise TrainerError(str(error))\n"
+    )
+    caught = {"ManifestError", "SplitError", "LockHeld"}
+    assert retyped_errors(planted, caught) == [3, 7]
+
+
+def test_the_trainer_lets_pipeline_errors_through_under_one_root() -> None:
+    """One error root (pipeline/errors.py): the command lines print any NCoreError as one
+    line, so the trainer never catches a pipeline error only to raise it as its own."""
+    from pipeline.errors import NCoreError, PipelineError
+    from pipeline.manifest import ManifestError
+    from trainer.errors import TrainerError
+
+    assert issubclass(TrainerError, NCoreError) and issubclass(ManifestError, NCoreError)
+    assert not issubclass(TrainerError, PipelineError)
+    caught = pipeline_error_names()
+    assert {"PipelineError", "ManifestError", "ShardDamaged", "LockHeld"} <= caught
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in sorted((ROOT / "trainer").rglob("*.py"))
+        for line in retyped_errors(path.read_text(encoding="utf-8"), caught)
+    ]
+    assert found == []
+
+
+# ----- one executor policy ---------------------------------------------------------------
+POOLS = re.compile(
+    r"\bProcessPoolExecutor\(|\bget_context\(|\bset_start_method\(|\bmultiprocessing\.Pool\("
+    r"|\bmultiprocessing\.Process\(|\bset_forkserver_preload\("
+)
+
+
+def pool_spellings(files: dict[str, str]) -> list[str]:
+    """``path:line`` of every process pool or start method made in ``files``."""
+    return lines_matching(files, POOLS)
+
+
+def test_the_pool_finder_finds_planted_pools() -> None:
+    planted = {
+        "a.py": "with ProcessPoolExecutor(2) as pool:\n",
+        "b.py": "x = 1\nctx = multiprocessing.get_context('spawn')\n",
+        "c.py": "from concurrent.futures import ProcessPoolExecutor\nwith worker_pool(2) as p:\n",
+        "d.py": "mp.set_start_method('fork')\n",
+    }
+    assert pool_spellings(planted) == ["a.py:1", "b.py:2", "d.py:1"]
+
+
+def test_every_process_pool_is_made_by_pipeline_workers() -> None:
+    """One executor policy (pipeline/workers.py): one start method, workers that die with
+    their command; perturb, selectivity, the listening page, the studies, the benchmarks
+    and the tests all take their pools from it."""
+    files = {
+        str(path.relative_to(ROOT)): path.read_text(encoding="utf-8")
+        for folder in ("pipeline", "trainer", "bench", "studies", "tests")
+        for path in sorted((ROOT / folder).rglob("*.py"))
+        if path not in (ROOT / "pipeline" / "workers.py", Path(__file__).resolve())
+    }
+    assert pool_spellings(files) == []
+    from pipeline.workers import START_METHOD
+
+    assert START_METHOD in ("forkserver", "spawn")  # never fork

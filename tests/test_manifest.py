@@ -135,7 +135,7 @@ def test_schema_version_must_be_the_integer_itself(tmp_path, version):
     """``true == 1`` and ``1.0 == 1`` in Python: a version is refused unless it is the int."""
     data = _manifest().to_dict()
     data["schema_version"] = version
-    with pytest.raises(ManifestError, match=r"m\.json: manifest schema_version .* not supported"):
+    with pytest.raises(ManifestError, match=r"m\.json: manifest: schema_version .* not supported"):
         Manifest.load(_write(tmp_path, data))
 
 
@@ -453,3 +453,96 @@ def test_perturb_and_training_report_a_wrongly_typed_manifest_in_one_line(tmp_pa
     )
     assert train.returncode == 1 and "Traceback" not in train.stderr
     assert str(path) in train.stderr.strip().splitlines()[-1]
+
+
+# ----- the first week's layout: a one-off migrate, then the readers refuse it --------------
+def _first_week_manifest(root):
+    """A real corpus perturbed under WORLD's range (71-800 Hz, the only one before
+    2026-11-30), its manifest then written in the first week's layout: view sets without
+    ``f0_floor_hz``/``f0_ceil_hz`` (docs/CONTRACTS.md; commit aa19f4a added them). Returns
+    the manifest path and the current manifest's bytes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.manifest import LEGACY_F0_CEIL_HZ, LEGACY_F0_FLOOR_HZ
+    from pipeline.prep import PerturbSettings, fixed_executor, run_perturb
+    from pipeline.testing.prep_corpus import make_corpus
+
+    path = make_corpus(root)
+    settings = PerturbSettings(
+        kinds=("speaker",),
+        views=2,
+        shard_size=5,
+        seed=9,
+        f0_floor_hz=LEGACY_F0_FLOOR_HZ,
+        f0_ceil_hz=LEGACY_F0_CEIL_HZ,
+    )
+    with ThreadPoolExecutor(1) as pool:
+        run_perturb(path, settings, fixed_executor(pool), cache_dir=root / "cache", progress=False)
+    current = path.read_bytes()
+    data = json.loads(current)
+    assert data["view_sets"] and all(vs["f0_ceil_hz"] == 800.0 for vs in data["view_sets"])
+    for vs in data["view_sets"]:
+        del vs["f0_floor_hz"], vs["f0_ceil_hz"]
+    path.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    return path, current
+
+
+def test_a_first_week_manifest_is_refused_naming_migrate_which_rewrites_it_once(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    path, current = _first_week_manifest(tmp_path)
+    old = path.read_bytes()
+    key = json.loads(old)["view_sets"][0]["key"]
+    with pytest.raises(ManifestError) as refused:
+        Manifest.load(path)
+    assert str(refused.value) == (
+        f"{path}: view set {key!r}: records no F0 range (a manifest written before "
+        f"2026-11-30); rewrite it once with `ncore-prep migrate {path}`"
+    )
+    runner = CliRunner()
+    result = runner.invoke(main, ["inspect", str(path)])
+    assert result.exit_code == 1 and result.output == f"Error: {refused.value}\n"
+    result = runner.invoke(main, ["validate", str(path)])  # a report, the refusal its line
+    assert result.exit_code == 1 and str(refused.value) in result.output
+    assert path.read_bytes() == old  # a reader never rewrites it
+
+    result = runner.invoke(main, ["migrate", str(path)])
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        f"rewrote {path}: view set(s) {key} now record the F0 range they were made with "
+        "(71-800 Hz)\n"
+    )
+    # Exactly the manifest the current toolkit wrote for these view sets, byte for byte;
+    # the view set keeps its key, and its shards read back and verify.
+    assert path.read_bytes() == current
+    migrated = Manifest.load(path)
+    assert [(vs.key, vs.f0_floor_hz, vs.f0_ceil_hz) for vs in migrated.view_sets] == [
+        (key, 71.0, 800.0)
+    ]
+    assert runner.invoke(main, ["validate", str(path)]).exit_code == 0
+    again = runner.invoke(main, ["migrate", str(path)])
+    assert again.exit_code == 0 and again.output == f"{path}: already current\n"
+    assert path.read_bytes() == current
+    assert sorted(p.name for p in path.parent.iterdir()) == sorted(
+        [path.name, f".{path.name}.lock"]
+    )  # no temporary file left
+
+
+def test_migrate_refuses_what_is_not_a_first_week_manifest(tmp_path):
+    """Anything else wrong is refused as at load, and nothing is written."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    data = _manifest().to_dict()
+    data["clips"][0]["num_samples"] = 0
+    path = _write(tmp_path, data)
+    before = path.read_bytes()
+    result = CliRunner().invoke(main, ["migrate", str(path)])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [
+        f"Error: {path}: clip 'a': field 'num_samples' must be an integer >= 1, got 0"
+    ]
+    assert path.read_bytes() == before

@@ -18,7 +18,13 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.manifest import DEFAULT_F0_CEIL_HZ, DEFAULT_F0_FLOOR_HZ, Manifest
+from pipeline.manifest import (
+    DEFAULT_F0_CEIL_HZ,
+    DEFAULT_F0_FLOOR_HZ,
+    Manifest,
+    ManifestError,
+    migrate,
+)
 from pipeline.perturb import (
     EmotionParams,
     SpeakerParams,
@@ -295,7 +301,8 @@ def test_the_800_hz_ceiling_of_old_view_sets_misses_the_same_scream(tmp_path):
 
 def _old_default_project(root):
     """A tiny corpus perturbed as ``ncore-prep perturb`` did by default before the ceiling
-    became 2000 Hz (WORLD's 71-800 Hz), its manifest in the oldest form, without the range."""
+    became 2000 Hz (WORLD's 71-800 Hz), its manifest in the oldest form, without the range,
+    then migrated (``ncore-prep migrate``)."""
     path = make_corpus(root)
     result = _perturb(root, "--kind", "speaker", "--f0-ceil", "800", dataset=NAME)
     assert result.exit_code == 0, result.output
@@ -303,6 +310,9 @@ def _old_default_project(root):
     for record in raw["view_sets"]:
         del record["f0_floor_hz"], record["f0_ceil_hz"]
     path.write_text(json.dumps(raw, indent=2) + "\n")
+    with pytest.raises(ManifestError, match=f"ncore-prep migrate {path}"):
+        Manifest.load(path)  # refused until rewritten once
+    assert migrate(path) == [record["key"] for record in raw["view_sets"]]
     manifest = Manifest.load(path)
     (old,) = manifest.view_sets
     ids = [c.id for c in manifest.clips]

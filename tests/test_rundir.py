@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.atomic import write_json
-from pipeline.manifest import Manifest
+from pipeline.manifest import Manifest, ManifestError
 from pipeline.testing.processes import one_line_error, process_error
 from pipeline.testing.toy import toy_train_args
 from trainer.cli import main
@@ -212,7 +212,7 @@ def test_resume_and_evaluation_use_the_view_set_the_run_recorded(tmp_path) -> No
         lambda: plan_run(config.replace(out=str(out), resume=True)),
         lambda: plan_run(config.replace(out=str(out)), draw_splits=False),
     ):
-        with pytest.raises(TrainerError, match="'test' is not in the manifest") as error:
+        with pytest.raises(ManifestError, match="'test' is not in the manifest") as error:
             attempt()
         assert "\n" not in str(error.value)
 
@@ -292,9 +292,9 @@ def test_a_damaged_summary_is_one_line_naming_the_file(tmp_path, how) -> None:
         run.read_summary()
     from click.testing import CliRunner
 
-    from trainer.eval_cli import report_command
+    from trainer.cli import main
 
-    result = CliRunner().invoke(report_command, [str(run.path)])
+    result = CliRunner().invoke(main, ["report", str(run.path)])
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1 and "summary.json" in result.output
 

@@ -19,7 +19,6 @@ import json
 import os
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +38,7 @@ from pipeline.selectivity import (
     verdicts,
 )
 from pipeline.shards import ShardClip, write_view_set
+from pipeline.workers import worker_pool
 
 SR = 16000
 SPEAKER_F0 = (120.0, 180.0, 270.0)
@@ -124,9 +124,7 @@ def write_known_corpus(folder: Path) -> Path:
 def known(tmp_path_factory):
     folder = tmp_path_factory.mktemp("selectivity")
     path = write_known_corpus(folder)
-    results = run_selectivity(
-        path, SelectivitySettings(views=VIEWS), lambda: ProcessPoolExecutor(2)
-    )
+    results = run_selectivity(path, SelectivitySettings(views=VIEWS), lambda: worker_pool(2))
     return path, {vs.key: result for vs, result, _ in results}
 
 

@@ -95,6 +95,34 @@ def test_missing_manifest_and_bad_manifest(tmp_path) -> None:
     assert result.exit_code == 2 and "--manifest" in result.stderr
 
 
+def test_a_pipeline_error_inside_ncore_train_is_one_line_and_exit_1(corpus, tmp_path) -> None:
+    """One error root: the manifest reader's own ManifestError (a pipeline error, not
+    re-raised as a TrainerError) reaches the user of the real command as one line."""
+    from pipeline.errors import PipelineError
+    from pipeline.manifest import ManifestError
+    from trainer.config import TrainConfig
+    from trainer.errors import TrainerError
+    from trainer.plan import plan_run
+
+    data = json.loads(corpus.read_text(encoding="utf-8"))
+    bad = tmp_path / "future.json"
+    bad.write_text(json.dumps({**data, "schema_version": 7}), encoding="utf-8")
+    with pytest.raises(ManifestError) as raised:
+        plan_run(TrainConfig(manifest=str(bad), backbone="tiny", device="cpu"))
+    assert isinstance(raised.value, PipelineError)
+    assert not isinstance(raised.value, TrainerError)
+    args = base(corpus, tmp_path)
+    args[args.index("--manifest") + 1] = str(bad)
+    done = subprocess.run(
+        [sys.executable, "-m", "trainer.cli", *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == "" and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        f"Error: {bad}: manifest: schema_version 7 is not supported (this toolkit reads version 1)"
+    ]
+
+
 @pytest.mark.slow
 def test_config_file_then_resume_under_another_config_is_refused(corpus, tmp_path) -> None:
     config = tmp_path / "run.toml"

@@ -82,14 +82,16 @@ def test_shard_attribute_mismatches_are_named():
     assert ShardAttributes.from_dict({}).mismatches(expected)[0].startswith("attribute kind=None")
 
 
-def test_manifest_records_the_f0_range_and_reads_old_view_sets():
+def test_manifest_records_the_f0_range_and_refuses_view_sets_without_one():
     vs = _view_set(f0_floor_hz=60.0, f0_ceil_hz=2000.0)
     data = vs.to_dict()
     assert (data["f0_floor_hz"], data["f0_ceil_hz"]) == (60.0, 2000.0)
     assert ViewSet.from_dict(data) == vs
     old = {k: v for k, v in data.items() if k not in ("f0_floor_hz", "f0_ceil_hz")}
-    loaded = ViewSet.from_dict(old)
-    assert (loaded.f0_floor_hz, loaded.f0_ceil_hz) == (71.0, 800.0)  # WORLD's defaults
+    with pytest.raises(ManifestError, match=r"no F0 range .* `ncore-prep migrate MANIFEST`"):
+        ViewSet.from_dict(old)  # the first week's layout (tests/test_manifest_schema.py)
+    with pytest.raises(ManifestError, match="missing field 'f0_ceil_hz'"):
+        ViewSet.from_dict({**old, "f0_floor_hz": 71.0})
     with pytest.raises(ManifestError, match=r"f0_floor_hz 900\.0 must be below f0_ceil_hz"):
         ViewSet.from_dict({**data, "f0_floor_hz": 900.0, "f0_ceil_hz": 800.0})
     with pytest.raises(ManifestError, match="'f0_ceil_hz' must be a frequency"):
@@ -207,7 +209,6 @@ def _shared_folder(twins, tmp_path) -> tuple[Path, Path]:
 
 def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) -> None:
     from trainer.data import make_eval_loader, make_train_loader, view_loader
-    from trainer.errors import TrainerError
 
     a, b = _shared_folder(twins, tmp_path)
     m = Manifest.load(a)
@@ -218,7 +219,7 @@ def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) ->
         lambda: make_eval_loader(m, a, "test", task="emotion", kind="speaker"),
         lambda: view_loader(m, a, "speaker", 1),
     ):
-        with pytest.raises(TrainerError, match="does not belong to this manifest"):
+        with pytest.raises(ShardForeign, match="does not belong to this manifest"):
             build()
     clip = m.clips[0].id
     runner = CliRunner()
@@ -242,7 +243,6 @@ def test_every_reader_refuses_a_shard_another_manifest_wrote(twins, tmp_path) ->
 
 def test_every_reader_refuses_a_shard_copied_from_another_view_set(twins, tmp_path) -> None:
     from trainer.data import make_train_loader
-    from trainer.errors import TrainerError
 
     root, a0, _ = twins
     a = tmp_path / "a" / a0.name
@@ -256,7 +256,7 @@ def test_every_reader_refuses_a_shard_copied_from_another_view_set(twins, tmp_pa
     shutil.copytree(speaker.folder_path(a) / speaker.shards[0].path, target)
     with pytest.raises(ShardForeign, match="kind"):
         open_view_set(m, a, "emotion")
-    with pytest.raises(TrainerError, match="attribute kind"):
+    with pytest.raises(ShardForeign, match="attribute kind"):
         make_train_loader(m, a, task="speaker", kind="emotion")
     line = one_line_error(
         CliRunner().invoke(

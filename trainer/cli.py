@@ -18,6 +18,7 @@ import click
 from click.core import ParameterSource
 
 from pipeline.atomic import os_error_line
+from pipeline.cli import Commands, terminal_safe
 from trainer.config import TrainConfig, parse_seeds, read_config_file, resolve_config
 from trainer.errors import TrainerError
 from trainer.eval_cli import (
@@ -64,7 +65,23 @@ def _seeds(ctx: click.Context, param: click.Parameter, value: str | None):
         raise click.BadParameter(str(error)) from None
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+class TrainerCommands(Commands):
+    """``ncore-train``'s group: as ``ncore-prep``'s (any NCoreError, the trainer's or a
+    pipeline error, is one line and exit 1), and an OSError too (a full disk, a read-only
+    run folder), named by :func:`pipeline.atomic.os_error_line`."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except OSError as error:
+            raise click.ClickException(terminal_safe(os_error_line(error))) from None
+
+
+@click.group(
+    cls=TrainerCommands,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.option("--manifest", type=click.Path(dir_okay=False), help="Manifest written by ncore-prep.")
 @click.option(
     "--config",
@@ -313,10 +330,6 @@ def main(ctx: click.Context, config_file: str | None, verbose: bool, **options) 
         done = train_and_evaluate(ctx.obj.config(""))
     except click.UsageError:
         raise click.UsageError("pass --manifest PATH (or a subcommand)") from None
-    except TrainerError as error:
-        raise click.ClickException(str(error)) from None
-    except OSError as error:  # a full disk or a read-only run folder: one line
-        raise click.ClickException(os_error_line(error)) from None
     if done is None:  # not rank 0 under torchrun
         return
     run, summary = done

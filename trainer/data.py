@@ -50,13 +50,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipeline.manifest import SAMPLE_RATE, Manifest, ManifestError, ViewSet, other_label
+from pipeline.manifest import SAMPLE_RATE, Manifest, ViewSet, other_label
 from pipeline.reader import LocatedManifest, choose_view_set, open_shards, reopen_shard
 from pipeline.rng import make_rng
 from pipeline.shards import (
-    ShardDamaged,
     ShardError,
-    ShardForeign,
     ShardReader,
     int16_to_float,
 )
@@ -596,22 +594,6 @@ def label_indices(manifest: Manifest, task: str) -> dict[str, tuple[int, int]]:
     return {c.id: (keep[getattr(c, task)], drop[getattr(c, other)]) for c in manifest.clips}
 
 
-def named_view_set(
-    source: LocatedManifest,
-    kind: str | None = None,
-    views: int | None = None,
-    key: str | ViewSet | None = None,
-    *,
-    any_kind: bool = False,
-) -> ViewSet:
-    """``pipeline.reader.choose_view_set`` (the one rule for which view set a manifest
-    means), its error as a one-line TrainerError."""
-    try:
-        return choose_view_set(source, kind, views, key, any_kind=any_kind)
-    except ManifestError as error:
-        raise TrainerError(str(error)) from None
-
-
 def _shard_indices(
     source: LocatedManifest,
     view_set: ViewSet,
@@ -620,10 +602,7 @@ def _shard_indices(
     """Stored views N and the checked shards of ``view_set`` (``pipeline.reader.open_shards``:
     another view set's or another manifest's shard is refused in one line, as is damage;
     ``skip_unreadable``: a shard that cannot be opened at all is left out)."""
-    try:
-        readers = open_shards(source, view_set, skip_unreadable=skip_unreadable)
-    except (ShardDamaged, ShardForeign, ShardError) as e:
-        raise TrainerError(str(e)) from None
+    readers = open_shards(source, view_set, skip_unreadable=skip_unreadable)
     by_path = {s.path: s.checksum for s in view_set.shards}
     stored = min((r.num_views - 1 for r in readers), default=view_set.views)
     return stored, [
@@ -665,7 +644,7 @@ def make_train_loader(
     if views is not None and views < 0:
         raise TrainerError(f"views must be >= 0, got {views}")
     source = LocatedManifest.of(manifest, manifest_path)
-    stored, shards = _shard_indices(source, named_view_set(source, kind, views, view_set))
+    stored, shards = _shard_indices(source, choose_view_set(source, kind, views, view_set))
     n = stored if views is None else views
     if n > stored:
         raise TrainerError(f"{n} {kind} views asked for but the shards store {stored}")
@@ -727,7 +706,7 @@ def make_eval_loader(
         raise TrainerError(f"split must be train, val or test, got {split!r}")
     source = LocatedManifest.of(manifest, manifest_path)
     kind = kind or other_label(task)
-    chosen = named_view_set(source, kind, view or None, view_set, any_kind=view == 0)
+    chosen = choose_view_set(source, kind, view or None, view_set, any_kind=view == 0)
     _, shards = _shard_indices(source, chosen)
     ids = {c.id for c in manifest.clips_in(split)}
     labels = {cid: y for cid, y in label_indices(manifest, task).items() if cid in ids}
@@ -761,7 +740,7 @@ def view_loader(
     (labels of the emotion task). Refuses shards that do not belong to the manifest, as
     training does."""
     source = LocatedManifest.of(manifest, manifest_path)
-    _, shards = _shard_indices(source, named_view_set(source, kind, max(view, 1), view_set))
+    _, shards = _shard_indices(source, choose_view_set(source, kind, max(view, 1), view_set))
     labels = label_indices(manifest, "emotion")
     return _view0_loader(shards, labels, batch_size, max_seconds, view=view)
 
@@ -882,7 +861,7 @@ def _readable_shards(
     silence."""
     if view_set is None and not any(vs.complete for vs in source.manifest.view_sets):
         return []
-    chosen = named_view_set(source, kind, None, view_set, any_kind=True)
+    chosen = choose_view_set(source, kind, None, view_set, any_kind=True)
     return _shard_indices(source, chosen, skip_unreadable=True)[1]
 
 

@@ -66,8 +66,8 @@ def embed_manifest(
         max_seconds = config.max_seconds
     try:
         manifest = Manifest.load(manifest_path)
-    except (ManifestError, OSError) as error:
-        raise TrainerError(f"--manifest {manifest_path}: {error}") from None
+    except ManifestError as error:  # named after the option that gave it
+        raise ManifestError(f"--manifest {error}") from None
     # On the run's own manifest, a clip's split is the one the seed trained and was tested
     # on (its split.json), not the split stored in the manifest.
     recorded = seed_dir.read_split()

@@ -21,16 +21,7 @@ from typing import Any
 
 import click
 
-from pipeline.atomic import os_error_line
-from trainer.errors import TrainerError
-
 CONTEXT = {"help_option_names": ["-h", "--help"]}
-
-
-def _fail(error: Exception) -> click.ClickException:
-    if isinstance(error, OSError):  # a full disk, a read-only folder: one line, not a traceback
-        return click.ClickException(os_error_line(error))
-    return click.ClickException(str(error))
 
 
 def setup_logging(verbose: bool) -> None:
@@ -45,10 +36,7 @@ def base_config(ctx: click.Context):
     <experiment>``); a usage error when they name no manifest."""
     if ctx.obj is None:
         raise click.UsageError("run the experiments through ncore-train")
-    try:
-        return ctx.obj.config(ctx.info_name or "<experiment>")
-    except (TrainerError, OSError) as error:
-        raise _fail(error) from None
+    return ctx.obj.config(ctx.info_name or "<experiment>")
 
 
 def _int_list(text: str) -> list[int]:
@@ -74,10 +62,7 @@ def out_option(experiment: str) -> Callable:
 
 def run_experiment(ctx: click.Context, run: Callable, *args: Any) -> None:
     """``run(config, *args)`` with the group's training config; print its table."""
-    try:
-        _print_result(run(base_config(ctx), *args))
-    except (TrainerError, OSError) as error:
-        raise _fail(error) from None
+    _print_result(run(base_config(ctx), *args))
 
 
 def _print_result(result: Any) -> None:
@@ -114,16 +99,13 @@ def evaluate_command(runs, device, folds, force, no_figures, probe_manifest, ver
     from trainer.rundir import RunDir
     from trainer.summary import summary_markdown
 
-    try:
-        for run in runs:
-            summary = evaluate_run(run, device, folds, figures=not no_figures, force=force)
-            click.echo(summary_markdown(summary))
-            if probe_manifest:
-                probe_on_manifest(run, probe_manifest, device, folds)
-                markdown = RunDir(run).probe_files(probe_manifest)[1]
-                click.echo(markdown.read_text(encoding="utf-8"))
-    except (TrainerError, OSError) as error:
-        raise _fail(error) from None
+    for run in runs:
+        summary = evaluate_run(run, device, folds, figures=not no_figures, force=force)
+        click.echo(summary_markdown(summary))
+        if probe_manifest:
+            probe_on_manifest(run, probe_manifest, device, folds)
+            markdown = RunDir(run).probe_files(probe_manifest)[1]
+            click.echo(markdown.read_text(encoding="utf-8"))
 
 
 @click.command("migrate", context_settings=CONTEXT)
@@ -133,15 +115,12 @@ def migrate_command(runs) -> None:
     (once per old run folder; the readers accept only the current version)."""
     from trainer.rundir import migrate_run
 
-    try:
-        for run in runs:
-            written = migrate_run(run)
-            for path in written:
-                click.echo(f"rewrote {path}")
-            if not written:
-                click.echo(f"{run}: already current")
-    except (TrainerError, OSError) as error:
-        raise _fail(error) from None
+    for run in runs:
+        written = migrate_run(run)
+        for path in written:
+            click.echo(f"rewrote {path}")
+        if not written:
+            click.echo(f"{run}: already current")
 
 
 @click.command("report", context_settings=CONTEXT)
@@ -165,10 +144,7 @@ def report_command(runs, out, baseline, verbose) -> None:
     setup_logging(verbose)
     from trainer.report import report_runs
 
-    try:
-        click.echo(report_runs(runs, out, baseline), nl=False)
-    except (TrainerError, OSError) as error:
-        raise _fail(error) from None
+    click.echo(report_runs(runs, out, baseline), nl=False)
 
 
 @click.command("embed", context_settings=CONTEXT)
@@ -210,10 +186,7 @@ def embed_command(
     setup_logging(verbose)
     from trainer.embed import embed_manifest
 
-    try:
-        info = embed_manifest(run, manifest_path, out, seed, split, batch_size, max_seconds, device)
-    except (TrainerError, OSError) as error:
-        raise _fail(error) from None
+    info = embed_manifest(run, manifest_path, out, seed, split, batch_size, max_seconds, device)
     click.echo(
         f"{info['clips']} clips embedded ({info['dim']} dims), "
         f"{info['failed']} failed -> {info['path']}"

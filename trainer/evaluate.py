@@ -412,8 +412,8 @@ def probe_on_manifest(
         raise TrainerError(f"{run_dir.path}: no finished seed (seed-*/best/); train it first")
     try:
         manifest = Manifest.load(manifest_path)
-    except (ManifestError, OSError) as error:
-        raise TrainerError(f"--probe-manifest {manifest_path}: {error}") from None
+    except ManifestError as error:  # named after the option that gave it
+        raise ManifestError(f"--probe-manifest {error}") from None
     torch_device = resolve_device(device or "cpu")
     failures: dict[str, str] = {}
 

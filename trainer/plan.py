@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pipeline.manifest import Manifest, ManifestError, ViewSet
+from pipeline.manifest import Manifest, ViewSet
 from pipeline.rng import stable_seed
 from pipeline.splits import SeedSplit, SplitError, seed_split, stored_seed_split
 from trainer.config import TrainConfig
@@ -66,8 +66,8 @@ def draw_split(config: TrainConfig, manifest: Manifest, manifest_path: Path, see
     mode = "fixed" if config.fixed_split else "per-seed"
     try:
         return seed_split(manifest.clips, manifest.split, seed, config.task, mode, config.protocol)
-    except SplitError as error:
-        raise TrainerError(f"{manifest_path}: {error}") from None
+    except SplitError as error:  # named after the manifest it was drawn from
+        raise SplitError(f"{manifest_path}: {error}") from None
 
 
 def plan_run(config: TrainConfig, draw_splits: bool = True) -> RunPlan:
@@ -75,10 +75,7 @@ def plan_run(config: TrainConfig, draw_splits: bool = True) -> RunPlan:
     split (one-line errors, before any training). ``draw_splits=False`` (evaluation: the
     seeds' splits are read from their records) describes the manifest's stored split."""
     manifest_path = Path(config.manifest)
-    try:
-        manifest = Manifest.load(manifest_path)
-    except ManifestError as error:
-        raise TrainerError(str(error)) from None
+    manifest = Manifest.load(manifest_path)
     view_set = choose_view_set(config, manifest, manifest_path, reads_run=not draw_splits)
     views = view_set.views if config.views is None else config.views
     if draw_splits:
@@ -131,19 +128,20 @@ def choose_view_set(
     kind with at least ``config.views`` views. A named or recorded view set that is gone
     from the manifest, unfinished, of another kind or with fewer views than asked is refused
     in one line: a run never goes on, or is measured, on another view set than its own."""
+    from pipeline.manifest import ManifestError
     from pipeline.reader import LocatedManifest
-    from trainer.data import named_view_set
+    from pipeline.reader import choose_view_set as the_view_set
 
     source = LocatedManifest.of(manifest, manifest_path)
     key, asker = config.view_set_key, "--view-set"
     if key is None and config.out and (config.resume or reads_run):
         key, asker = recorded_view_set(RunDir(Path(config.out))), f"the run in {config.out}"
     if key is None:
-        return named_view_set(source, config.view_kind, config.views or None)
+        return the_view_set(source, config.view_kind, config.views or None)
     try:
-        view_set = named_view_set(source, key=key)
-    except TrainerError as error:
-        raise TrainerError(f"{error} (asked for by {asker})") from None
+        view_set = the_view_set(source, key=key)
+    except ManifestError as error:  # the same error, with who asked for the view set
+        raise ManifestError(f"{error} (asked for by {asker})") from None
     if view_set.kind != config.view_kind:
         raise TrainerError(
             f"{manifest_path}: view set {key} ({asker}) holds {view_set.kind} views, but the "

@@ -589,7 +589,7 @@ class SeedDir:
         try:
             split = SeedSplit.from_dict({k: v for k, v in data.items() if k != "schema_version"})
         except SplitError as error:
-            raise TrainerError(f"{where}: {error}") from None
+            raise SplitError(f"{where}: {error}") from None
         if split.seed != self.seed:
             raise TrainerError(f"{where}: records seed {split.seed}, not {self.seed}")
         return split
@@ -968,7 +968,7 @@ def migrate_run(path: str | os.PathLike[str]) -> list[Path]:
             try:
                 SeedSplit.from_dict(data)
             except SplitError as error:
-                raise TrainerError(f"{seed_dir.split_path}: {error}") from None
+                raise SplitError(f"{seed_dir.split_path}: {error}") from None
             write_json(seed_dir.split_path, _versioned(data))
             written.append(seed_dir.split_path)
         if seed_dir.metrics.is_file():
