@@ -258,6 +258,7 @@ def test_the_eraser_is_on_in_the_recipe_off_in_the_paper_and_old_records_and_nee
     assert given.lambda_erase == 2.0
     # Without the adversary the recipe's eraser is off; asked for explicitly, one line.
     assert resolve_config(None, {"manifest": "m.json", "adversary": False}).lambda_erase == 0
+    assert default.replace(adversary=False).lambda_erase == 0  # an experiment's row
     with pytest.raises(TrainerError, match="lambda_erase needs the adversary"):
         resolve_config(None, {"manifest": "m.json", "lambda_erase": 1.0, "adversary": False})
 

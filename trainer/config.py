@@ -288,8 +288,9 @@ class TrainConfig:
         return cls(**data)
 
     def replace(self, **changes: Any) -> TrainConfig:
-        """A copy with ``changes`` applied (and validated)."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied (and validated). Turning the adversary off also
+        turns the eraser off unless ``lambda_erase`` is given (as :func:`with_recipe`)."""
+        return dataclasses.replace(self, **without_orphan_eraser(changes))
 
     def first_difference(self, other: TrainConfig) -> tuple[str, Any, Any] | None:
         """The first field (other than resume-neutral ones) whose value differs, or None."""
@@ -386,7 +387,17 @@ def with_recipe(settings: dict[str, Any], recipe: Any) -> dict[str, Any]:
     (an unknown recipe is left for the config's own check to refuse in one line)."""
     if not isinstance(recipe, str) or recipe not in RECIPES:
         return {**settings, "recipe": recipe}
-    filled = {**RECIPES[recipe], **settings, "recipe": recipe}
-    if settings.get("adversary") is False and "lambda_erase" not in settings:
-        filled["lambda_erase"] = 0.0  # no adversary, nothing to erase (its labels, its input)
-    return filled
+    return without_orphan_eraser({**RECIPES[recipe], **settings, "recipe": recipe}, settings)
+
+
+def without_orphan_eraser(
+    settings: dict[str, Any], given: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """``settings`` with ``lambda_erase`` 0 when they turn the adversary off and ``given``
+    (default: ``settings``) does not name the eraser: without the adversary there is nothing
+    to erase with (its labels, its input statistics); asked for explicitly, the config's
+    check refuses it in one line."""
+    given = settings if given is None else given
+    if settings.get("adversary") is False and "lambda_erase" not in given:
+        return {**settings, "lambda_erase": 0.0}
+    return settings
